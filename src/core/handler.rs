@@ -1,0 +1,193 @@
+//! User event handlers: plain async functions whose arguments are extractors, in the style of
+//! socketioxide's handlers.
+//!
+//! ```
+//! use socketio_stack::core::extract::{Data, EventName};
+//! use socketioxide::extract::{AckSender, SocketRef};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Chat { text: String }
+//!
+//! async fn on_chat(socket: SocketRef, Data(chat): Data<Chat>, ack: AckSender) {
+//!     socket.to("lobby").emit("chat", &chat.text).await.ok();
+//!     ack.send("ok").ok();
+//! }
+//!
+//! async fn log_any(EventName(name): EventName) {
+//!     tracing::info!(%name, "event");
+//! }
+//! # let _ = socketio_stack::core::CoreService::<socketioxide::adapter::LocalAdapter>::builder()
+//! #     .on("chat", on_chat).unwrap().on("other", log_any).unwrap();
+//! ```
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef};
+
+use crate::session::Session;
+
+/// A boxed, sendable future, as the erased handlers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Everything an extractor may take its value from.
+pub struct EventParts<A: Adapter> {
+    /// The socket.
+    pub socket: SocketRef<A>,
+    /// The socket's session.
+    pub session: Session,
+    /// The event name (`authenticated` for the authenticated callback).
+    pub name: String,
+    /// The event data (`Null` when there is none).
+    pub data: Value,
+    /// The acknowledgement sender, taken by the first `AckSender` extractor.
+    pub ack: Option<AckSender<A>>,
+}
+
+/// Why an extractor could not produce its value; the handler is then not called and the
+/// failure is logged.
+#[derive(Debug)]
+pub struct ExtractError(pub String);
+
+impl std::fmt::Display for ExtractError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExtractError {}
+
+/// A handler argument taken from the event.
+pub trait FromEventParts<A: Adapter>: Sized {
+    /// Takes the value, or says why it cannot.
+    fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError>;
+}
+
+/// Extractors for handler arguments.
+pub mod extract {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// The event data deserialized as `T`; when it does not fit, the handler is not called
+    /// and the mismatch is logged.
+    #[derive(Debug, Clone)]
+    pub struct Data<T>(pub T);
+
+    /// The event data deserialized as `T`, or the error, for handlers that want to answer
+    /// bad input themselves.
+    #[derive(Debug)]
+    pub struct TryData<T>(pub Result<T, serde_json::Error>);
+
+    /// The event name.
+    #[derive(Debug, Clone)]
+    pub struct EventName(pub String);
+
+    impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for Data<T> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            T::deserialize(&parts.data)
+                .map(Data)
+                .map_err(|e| ExtractError(format!("event data does not fit the handler: {e}")))
+        }
+    }
+
+    impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for TryData<T> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(TryData(T::deserialize(&parts.data)))
+        }
+    }
+
+    impl<A: Adapter> FromEventParts<A> for EventName {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(EventName(parts.name.clone()))
+        }
+    }
+
+    impl<A: Adapter> FromEventParts<A> for SocketRef<A> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(parts.socket.clone())
+        }
+    }
+
+    impl<A: Adapter> FromEventParts<A> for Session {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(parts.session.clone())
+        }
+    }
+
+    impl<A: Adapter> FromEventParts<A> for Arc<crate::handshake::Handshake> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(parts.session.handshake().clone())
+        }
+    }
+
+    impl<A: Adapter> FromEventParts<A> for AckSender<A> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            parts
+                .ack
+                .take()
+                .ok_or_else(|| ExtractError("the ack sender can be taken once".into()))
+        }
+    }
+}
+
+/// An async function usable as an event handler: every argument is a [`FromEventParts`].
+pub trait EventHandler<A: Adapter, T>: Clone + Send + Sync + 'static {
+    /// Extracts the arguments and runs the handler.
+    fn call(&self, parts: EventParts<A>) -> BoxFuture<()>;
+}
+
+macro_rules! impl_event_handler {
+    ($($ty:ident),*) => {
+        #[allow(non_snake_case, unused_mut, unused_variables)]
+        impl<A, F, Fut, $($ty,)*> EventHandler<A, ($($ty,)*)> for F
+        where
+            A: Adapter,
+            F: Fn($($ty,)*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+            $($ty: FromEventParts<A> + Send + 'static,)*
+        {
+            fn call(&self, mut parts: EventParts<A>) -> BoxFuture<()> {
+                $(
+                    let $ty = match $ty::from_event_parts(&mut parts) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(socket = %parts.socket.id, event = %parts.name, "handler not called: {e}");
+                            return Box::pin(async {});
+                        }
+                    };
+                )*
+                Box::pin((self.clone())($($ty,)*))
+            }
+        }
+    };
+}
+
+impl_event_handler!();
+impl_event_handler!(T1);
+impl_event_handler!(T1, T2);
+impl_event_handler!(T1, T2, T3);
+impl_event_handler!(T1, T2, T3, T4);
+impl_event_handler!(T1, T2, T3, T4, T5);
+
+/// A type-erased handler.
+pub(crate) type BoxedHandler<A> = Arc<dyn Fn(EventParts<A>) -> BoxFuture<()> + Send + Sync>;
+
+/// Erases `handler`, containing its panics: a panicking handler is logged and never takes its
+/// socket's pipeline (or anyone else's) down.
+pub(crate) fn boxed<A: Adapter, T, H: EventHandler<A, T>>(handler: H) -> BoxedHandler<A> {
+    Arc::new(move |parts: EventParts<A>| {
+        let socket = parts.socket.id;
+        let name = parts.name.clone();
+        let fut = handler.call(parts);
+        Box::pin(async move {
+            if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                tracing::error!(%socket, event = %name, "event handler panicked");
+            }
+        })
+    })
+}

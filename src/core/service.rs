@@ -1,0 +1,196 @@
+//! The core service: the bottom of the inbound stack.
+//!
+//! It tracks clients (the seeds' `getClients`), runs the user's event handlers and the
+//! authenticated callback (the seeds' `clientConnectedFn`), and knows no policy: whatever
+//! reaches it has already been let through by the layers above.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use tower_service::Service;
+
+use crate::core::handler::{self, BoxFuture, BoxedHandler, EventHandler, EventParts};
+use crate::core::registry::ClientRegistry;
+use crate::error::BuildError;
+use crate::event::{RequestKind, SocketRequest, names};
+
+/// Event names the crate's layers answer; a user handler under one of these names would
+/// never be reached in the seeds' stack, so registering one is refused.
+const RESERVED: &[&str] = &[
+    names::AUTHENTICATE,
+    names::JOIN,
+    names::LEAVE,
+    "connect",
+    "connection",
+    "disconnect",
+    "disconnecting",
+];
+
+/// Tracks clients and dispatches events to user handlers. Cheap to clone.
+pub struct CoreService<A: Adapter = LocalAdapter> {
+    registry: ClientRegistry<A>,
+    handlers: Arc<Handlers<A>>,
+}
+
+struct Handlers<A: Adapter> {
+    by_name: HashMap<String, BoxedHandler<A>>,
+    fallback: Option<BoxedHandler<A>>,
+    on_authenticated: Option<BoxedHandler<A>>,
+}
+
+impl<A: Adapter> Clone for CoreService<A> {
+    fn clone(&self) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            handlers: self.handlers.clone(),
+        }
+    }
+}
+
+impl<A: Adapter> CoreService<A> {
+    /// A builder to register handlers.
+    pub fn builder() -> CoreServiceBuilder<A> {
+        CoreServiceBuilder {
+            registry: ClientRegistry::new(),
+            handlers: Handlers {
+                by_name: HashMap::new(),
+                fallback: None,
+                on_authenticated: None,
+            },
+        }
+    }
+
+    /// The tracked clients.
+    pub fn registry(&self) -> &ClientRegistry<A> {
+        &self.registry
+    }
+}
+
+/// Registers user handlers on a [`CoreService`].
+pub struct CoreServiceBuilder<A: Adapter = LocalAdapter> {
+    registry: ClientRegistry<A>,
+    handlers: Handlers<A>,
+}
+
+impl<A: Adapter> CoreServiceBuilder<A> {
+    /// Runs `handler` for every client event named `topic` (the seeds' server-level `on`).
+    ///
+    /// Fails on an empty topic, a topic registered twice, or one of the names the crate's
+    /// layers answer (`authenticate`, `join`, `leave`, `connect`, `disconnect`...).
+    pub fn on<T, H: EventHandler<A, T>>(
+        mut self,
+        topic: &str,
+        handler: H,
+    ) -> Result<Self, BuildError> {
+        if topic.trim().is_empty() {
+            return Err(BuildError::EmptyTopic);
+        }
+        if RESERVED.contains(&topic) {
+            return Err(BuildError::ReservedTopic(topic.to_owned()));
+        }
+        if self.handlers.by_name.contains_key(topic) {
+            return Err(BuildError::DuplicateTopic(topic.to_owned()));
+        }
+        self.handlers
+            .by_name
+            .insert(topic.to_owned(), handler::boxed(handler));
+        Ok(self)
+    }
+
+    /// Runs `handler` for client events no other handler is registered for.
+    pub fn on_fallback<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
+        self.handlers.fallback = Some(handler::boxed(handler));
+        self
+    }
+
+    /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`).
+    pub fn on_authenticated<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
+        self.handlers.on_authenticated = Some(handler::boxed(handler));
+        self
+    }
+
+    /// Shares an existing registry (the server handle's) instead of a new one.
+    pub fn registry(mut self, registry: ClientRegistry<A>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> CoreService<A> {
+        CoreService {
+            registry: self.registry,
+            handlers: Arc::new(self.handlers),
+        }
+    }
+}
+
+impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
+    type Response = ();
+    type Error = Infallible;
+    type Future = BoxFuture<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
+        let SocketRequest {
+            socket,
+            session,
+            kind,
+        } = req;
+        let handler = match kind {
+            RequestKind::Connect => {
+                if !self.registry.insert(socket.clone(), session) {
+                    tracing::debug!(socket = %socket.id, "duplicate connect ignored");
+                }
+                return Box::pin(async { Ok(()) });
+            }
+            RequestKind::Disconnect(reason) => {
+                session.clear_timers();
+                self.registry.remove(socket.id);
+                tracing::debug!(socket = %socket.id, %reason, "client removed");
+                return Box::pin(async { Ok(()) });
+            }
+            RequestKind::Authenticated => self.handlers.on_authenticated.clone().map(|h| {
+                (
+                    h,
+                    names::AUTHENTICATED.to_owned(),
+                    serde_json::Value::Null,
+                    None,
+                )
+            }),
+            RequestKind::Event(ev) => {
+                let handler = self
+                    .handlers
+                    .by_name
+                    .get(&ev.name)
+                    .or(self.handlers.fallback.as_ref())
+                    .cloned();
+                if handler.is_none() {
+                    tracing::debug!(socket = %socket.id, event = %ev.name, "no handler for event");
+                }
+                handler.map(|h| (h, ev.name, ev.data, ev.ack))
+            }
+        };
+        match handler {
+            Some((handler, name, data, ack)) => {
+                let fut = handler(EventParts {
+                    socket,
+                    session,
+                    name,
+                    data,
+                    ack,
+                });
+                Box::pin(async move {
+                    fut.await;
+                    Ok(())
+                })
+            }
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Errors of configuration: what the builder and the layers' constructors refuse, with
+//! messages that say what to change (the seeds' binding checks).
+
+use std::time::Duration;
+
+/// A boxed error, as user callbacks may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A refused configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An event handler was registered with an empty topic.
+    EmptyTopic,
+    /// Two handlers were registered for one topic.
+    DuplicateTopic(String),
+    /// A handler was registered for an event the crate's layers answer.
+    ReservedTopic(String),
+    /// The Socket.IO path is not an absolute path.
+    InvalidPath(String),
+    /// A duration that must be positive is zero.
+    ZeroDuration(&'static str),
+    /// A duration is too large to schedule.
+    DurationTooLarge(&'static str, Duration),
+    /// A room name is empty.
+    EmptyRoomName,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EmptyTopic => {
+                f.write_str("invalid topic to register an event handler: it is empty")
+            }
+            Self::DuplicateTopic(t) => {
+                write!(f, "an event handler is already registered for topic {t:?}")
+            }
+            Self::ReservedTopic(t) => write!(
+                f,
+                "topic {t:?} is answered by the socketio-stack layers; register a custom layer to change how it is handled"
+            ),
+            Self::InvalidPath(p) => {
+                write!(f, "invalid Socket.IO path {p:?}: it must start with '/'")
+            }
+            Self::ZeroDuration(what) => write!(f, "invalid {what}: it must be greater than zero"),
+            Self::DurationTooLarge(what, d) => {
+                write!(f, "invalid {what}: {d:?} is too large (at most one year)")
+            }
+            Self::EmptyRoomName => f.write_str("invalid room name: it is empty"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Checks a layer's duration: positive and at most a year (tokio cannot schedule much more).
+pub(crate) fn check_duration(what: &'static str, d: Duration) -> Result<Duration, BuildError> {
+    if d.is_zero() {
+        Err(BuildError::ZeroDuration(what))
+    } else if d > Duration::from_secs(365 * 24 * 3600) {
+        Err(BuildError::DurationTooLarge(what, d))
+    } else {
+        Ok(d)
+    }
+}

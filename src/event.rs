@@ -1,0 +1,117 @@
+//! The inbound request: one thing that happened to a socket, flowing down the layer stack.
+//!
+//! The bridge from socketioxide turns each socket's lifecycle into a sequence of
+//! [`SocketRequest`]s (`Connect`, then `Event`s in the order the client sent them, with the
+//! synthetic `Authenticated` in between when authentication succeeds, and finally
+//! `Disconnect`), and calls the stack once per request, one request of a socket at a time.
+//! Layers react to the kinds they care about and pass the rest down to the core service.
+
+use std::fmt;
+
+use serde_json::Value;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::socket::DisconnectReason;
+
+use crate::session::Session;
+
+/// Events the seeds define, by name.
+pub mod names {
+    /// Client → server: asks to be authenticated.
+    pub const AUTHENTICATE: &str = "authenticate";
+    /// Server → client: `{id, time}` once authentication succeeded.
+    pub const AUTHENTICATED: &str = "authenticated";
+    /// Server → client: `{message, time}` when authentication failed.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// Server → client keep-alive: `{time}`.
+    pub const PING: &str = "ping";
+    /// Client → server: `{rooms: [...]}` to join.
+    pub const JOIN: &str = "join";
+    /// Client → server: `{rooms: [...]}` to leave.
+    pub const LEAVE: &str = "leave";
+}
+
+/// One lifecycle request of one socket.
+pub struct SocketRequest<A: Adapter = LocalAdapter> {
+    /// The socket it concerns.
+    pub socket: SocketRef<A>,
+    /// The socket's shared state.
+    pub session: Session,
+    /// What happened.
+    pub kind: RequestKind<A>,
+}
+
+/// What happened to the socket.
+pub enum RequestKind<A: Adapter = LocalAdapter> {
+    /// The socket connected to the namespace (the first request of every socket).
+    Connect,
+    /// The client emitted an event.
+    Event(ClientEvent<A>),
+    /// Synthetic: the socket has just been authenticated (sent by the auth layer to the
+    /// layers beneath it, or by the bridge right after `Connect` when no layer defers
+    /// authentication).
+    Authenticated,
+    /// The socket disconnected (the last request of every socket).
+    Disconnect(DisconnectReason),
+}
+
+/// An event emitted by the client.
+pub struct ClientEvent<A: Adapter = LocalAdapter> {
+    /// The event name.
+    pub name: String,
+    /// The event's arguments: one argument as itself, several as an array, none as `Null`.
+    pub data: Value,
+    /// Answers the client's acknowledgement callback (sending on it is a no-op when the
+    /// client asked for none); `None` for synthetic events made without a socket packet.
+    pub ack: Option<AckSender<A>>,
+}
+
+impl<A: Adapter> SocketRequest<A> {
+    /// A request of `kind` for `socket`.
+    pub fn new(socket: SocketRef<A>, session: Session, kind: RequestKind<A>) -> Self {
+        Self {
+            socket,
+            session,
+            kind,
+        }
+    }
+
+    /// The client event, if this request is one.
+    pub fn event(&self) -> Option<&ClientEvent<A>> {
+        match &self.kind {
+            RequestKind::Event(ev) => Some(ev),
+            _ => None,
+        }
+    }
+
+    /// The event name, if this request is a client event.
+    pub fn event_name(&self) -> Option<&str> {
+        self.event().map(|ev| ev.name.as_str())
+    }
+}
+
+impl<A: Adapter> RequestKind<A> {
+    /// A short name for logs: `connect`, `event`, `authenticated` or `disconnect`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Event(_) => "event",
+            Self::Authenticated => "authenticated",
+            Self::Disconnect(_) => "disconnect",
+        }
+    }
+}
+
+impl<A: Adapter> fmt::Debug for SocketRequest<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SocketRequest");
+        d.field("socket", &self.socket.id)
+            .field("kind", &self.kind.label());
+        match &self.kind {
+            RequestKind::Event(ev) => d.field("event", &ev.name),
+            RequestKind::Disconnect(reason) => d.field("reason", reason),
+            _ => &mut d,
+        };
+        d.finish()
+    }
+}

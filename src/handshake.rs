@@ -1,0 +1,164 @@
+//! The handshake handed to the authenticate function: the seeds' `IHandshake`.
+//!
+//! It is taken once, when the socket connects to the namespace, from the HTTP request that
+//! opened the Engine.IO session and from the `auth` payload of the Socket.IO CONNECT packet
+//! (`io(url, { auth: { token } })` in the JavaScript client).
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use http::HeaderMap;
+use http::request::Parts;
+use serde_json::Value;
+
+use crate::clock;
+
+/// What a client sent when it connected, as the seeds' `IHandshake`.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// HTTP headers of the request that opened the connection.
+    pub headers: HeaderMap,
+    /// When the socket connected, as an ISO-8601 string.
+    pub time: String,
+    /// The peer's address, when the server put it in the request extensions (the crate's
+    /// own serve helpers and axum's `ConnectInfo<SocketAddr>` both do), else `None`.
+    pub address: Option<SocketAddr>,
+    /// Whether the request was cross-origin (it carried an `origin` header), as Engine.IO
+    /// computes it.
+    pub xdomain: bool,
+    /// Whether the connection was made over TLS (`https`/`wss`, or `x-forwarded-proto: https`).
+    pub secure: bool,
+    /// When the socket connected, in milliseconds since the Unix epoch.
+    pub issued: u64,
+    /// The request URL (path and query).
+    pub url: String,
+    /// The URL query parameters, decoded, in order (a name may repeat).
+    pub query: Vec<(String, String)>,
+    /// The `auth` payload of the CONNECT packet; `Value::Null` when the client sent none.
+    pub auth: Value,
+}
+
+impl Handshake {
+    /// Builds the handshake from the connecting request and the CONNECT packet's `auth`.
+    pub fn from_parts(parts: &Parts, auth: Value) -> Self {
+        let now = SystemTime::now();
+        let address = parts.extensions.get::<SocketAddr>().copied().or_else(|| {
+            parts
+                .extensions
+                .get::<PeerAddr>()
+                .map(|PeerAddr(addr)| *addr)
+        });
+        let forwarded_https = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        let query = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Self {
+            headers: parts.headers.clone(),
+            time: clock::iso_string(now),
+            address,
+            xdomain: parts.headers.contains_key(http::header::ORIGIN),
+            secure: parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS) || forwarded_https,
+            issued: clock::unix_millis(now),
+            url: parts
+                .uri
+                .path_and_query()
+                .map(|pq| pq.as_str().to_owned())
+                .unwrap_or_else(|| parts.uri.path().to_owned()),
+            query,
+            auth,
+        }
+    }
+
+    /// A header's value, when present and valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The token of an `authorization: Bearer <token>` header (scheme case-insensitive).
+    pub fn bearer_token(&self) -> Option<&str> {
+        let value = self.header("authorization")?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The string at `auth.<field>` of the CONNECT payload, e.g. `auth_field("token")`.
+    pub fn auth_field(&self, field: &str) -> Option<&str> {
+        self.auth.get(field).and_then(Value::as_str)
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The peer address of a connection, put into request extensions by the crate's serve
+/// helpers so that [`Handshake::address`] can report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts(req: http::Request<()>) -> Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn reads_headers_query_and_auth() {
+        let req = http::Request::get("/io/?EIO=4&transport=polling&room=a%20b&room=c")
+            .header("authorization", "Bearer  abc ")
+            .header("origin", "http://example.test")
+            .body(())
+            .unwrap();
+        let hs = Handshake::from_parts(&parts(req), json!({"token": "t1"}));
+        assert_eq!(hs.bearer_token(), Some("abc"));
+        assert_eq!(hs.auth_field("token"), Some("t1"));
+        assert_eq!(hs.query_param("room"), Some("a b"));
+        assert_eq!(hs.query.len(), 4);
+        assert!(hs.xdomain);
+        assert!(!hs.secure);
+        assert_eq!(hs.url, "/io/?EIO=4&transport=polling&room=a%20b&room=c");
+        assert!(hs.issued > 0);
+        assert!(hs.address.is_none());
+    }
+
+    #[test]
+    fn odd_authorization_headers_give_no_token() {
+        for value in ["Bearer", "Basic abc", "Bearer   ", "token"] {
+            let req = http::Request::get("/")
+                .header("authorization", value)
+                .body(())
+                .unwrap();
+            let hs = Handshake::from_parts(&parts(req), Value::Null);
+            assert_eq!(hs.bearer_token(), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn peer_address_and_forwarded_tls() {
+        let mut req = http::Request::get("/")
+            .header("x-forwarded-proto", "HTTPS")
+            .body(())
+            .unwrap();
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        req.extensions_mut().insert(PeerAddr(addr));
+        let hs = Handshake::from_parts(&parts(req), Value::Null);
+        assert_eq!(hs.address, Some(addr));
+        assert!(hs.secure);
+    }
+}

@@ -1,0 +1,337 @@
+//! Authentication: the seeds' `authenticate` flow, and the gate in front of everything else.
+//!
+//! On `Connect` the layer claims the socket ([`Session::defer_authentication`]), so the layers
+//! beneath it wait for the synthetic `Authenticated` request. When the client emits
+//! `authenticate` (any arguments, they are ignored) in the `unauthorized` state:
+//!
+//! 1. the state becomes `authenticating` and the user's function is called with the
+//!    [`Handshake`];
+//! 2. `Ok(true)`: the state becomes `authenticated`, `Authenticated` goes down the stack
+//!    (initial ping, default rooms, the authenticated callback), then the client gets
+//!    `authenticated` `{id, time}`;
+//! 3. `Ok(false)`: back to `unauthorized`, the client gets `unauthenticated`
+//!    `{message: "Invalid token to authenticate! Please login again!", time}`, then is
+//!    disconnected;
+//! 4. `Err(_)` or a panic: logged at error level, back to `unauthorized`, `unauthenticated`
+//!    `{message: "Failed to authenticate connection! Please login again!", time}`, then
+//!    disconnected.
+//!
+//! The `unauthenticated` packet is queued before the disconnect packet on the same socket, so
+//! the client always reads the message before it is disconnected. An `authenticate` while
+//! authenticating or authenticated is ignored. A socket that disconnects while its
+//! authenticate function runs is left alone when the function returns.
+//!
+//! Every other event of a socket that is not authenticated is dropped here (logged at debug
+//! level), unless its name is on the allow-list ([`AuthLayer::allow_unauthenticated`]).
+//!
+//! # Example
+//! ```
+//! use socketio_stack::layers::AuthLayer;
+//! use socketio_stack::Handshake;
+//! use std::sync::Arc;
+//!
+//! async fn authenticate(handshake: Arc<Handshake>) -> Result<bool, std::io::Error> {
+//!     let token = handshake.auth_field("token").or(handshake.bearer_token());
+//!     Ok(token == Some("secret"))
+//! }
+//!
+//! let layer = AuthLayer::new(authenticate).allow_unauthenticated("hello");
+//! # let _ = layer;
+//! ```
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::clock;
+use crate::core::handler::BoxFuture;
+use crate::error::BoxError;
+use crate::event::{RequestKind, SocketRequest, names};
+use crate::handshake::Handshake;
+use crate::layers::{ResponseFuture, catch_panic};
+use crate::session::{ClientState, Session};
+
+/// The message of `unauthenticated` when the authenticate function answered `false`.
+pub const INVALID_TOKEN_MESSAGE: &str = "Invalid token to authenticate! Please login again!";
+/// The message of `unauthenticated` when the authenticate function failed.
+pub const AUTH_FAILED_MESSAGE: &str = "Failed to authenticate connection! Please login again!";
+
+type AuthenticateFn =
+    Arc<dyn Fn(Arc<Handshake>) -> BoxFuture<Result<bool, BoxError>> + Send + Sync>;
+
+/// Adds the authentication policy; see the [module docs](self).
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticate: AuthenticateFn,
+    allow_unauthenticated: Arc<HashSet<String>>,
+}
+
+impl AuthLayer {
+    /// Authenticates with `authenticate`, the seeds' `authenticateFn`: an async function of
+    /// the handshake answering whether the client may in.
+    pub fn new<F, Fut, E>(authenticate: F) -> Self
+    where
+        F: Fn(Arc<Handshake>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<bool, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let authenticate: AuthenticateFn = Arc::new(move |handshake| {
+            let fut = authenticate(handshake);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        Self {
+            authenticate,
+            allow_unauthenticated: Arc::default(),
+        }
+    }
+
+    /// Lets the event `name` reach the layers beneath even before authentication.
+    pub fn allow_unauthenticated(mut self, name: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.allow_unauthenticated).insert(name.into());
+        self
+    }
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, A> Service<SocketRequest<A>> for AuthService<S>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
+        match &req.kind {
+            RequestKind::Connect => {
+                req.session.defer_authentication();
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            RequestKind::Event(ev) if ev.name == names::AUTHENTICATE => {
+                // The inner service was made ready for this call; keep that one and leave a
+                // fresh clone in its place (tower's usual clone-and-swap).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let authenticate = self.layer.authenticate.clone();
+                ResponseFuture::boxed(authenticate_socket(inner, authenticate, req))
+            }
+            RequestKind::Event(ev) => {
+                let allowed = req.session.state() == ClientState::Authenticated
+                    || self.layer.allow_unauthenticated.contains(&ev.name);
+                if allowed {
+                    ResponseFuture::inner(self.inner.call(req))
+                } else {
+                    tracing::debug!(socket = %req.socket.id, event = %ev.name, state = %req.session.state(), "event from a socket that is not authenticated dropped");
+                    ResponseFuture::done()
+                }
+            }
+            RequestKind::Authenticated | RequestKind::Disconnect(_) => {
+                ResponseFuture::inner(self.inner.call(req))
+            }
+        }
+    }
+}
+
+async fn authenticate_socket<S, A>(
+    inner: S,
+    authenticate: AuthenticateFn,
+    req: SocketRequest<A>,
+) -> Result<(), S::Error>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()>,
+{
+    let SocketRequest {
+        socket, session, ..
+    } = req;
+    if session.is_closed() {
+        return Ok(());
+    }
+    if !session.transition(ClientState::Unauthorized, ClientState::Authenticating) {
+        tracing::debug!(socket = %socket.id, state = %session.state(), "authenticate ignored");
+        return Ok(());
+    }
+    let outcome = catch_panic(authenticate(session.handshake().clone())).await;
+    if session.is_closed() {
+        session.set_state(ClientState::Unauthorized);
+        tracing::debug!(socket = %socket.id, "socket disconnected during authentication");
+        return Ok(());
+    }
+    match outcome {
+        Ok(Ok(true)) => {
+            session.set_state(ClientState::Authenticated);
+            let request =
+                SocketRequest::new(socket.clone(), session.clone(), RequestKind::Authenticated);
+            inner.oneshot(request).await?;
+            if !session.is_closed() {
+                let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
+                if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
+                    tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
+                }
+                tracing::info!(socket = %socket.id, "socket authenticated");
+            }
+        }
+        Ok(Ok(false)) => reject(&socket, &session, INVALID_TOKEN_MESSAGE),
+        Ok(Err(e)) => {
+            tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
+            reject(&socket, &session, AUTH_FAILED_MESSAGE);
+        }
+        Err(panic) => {
+            tracing::error!(socket = %socket.id, "authenticate function panicked: {panic}");
+            reject(&socket, &session, AUTH_FAILED_MESSAGE);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `unauthenticated` then disconnects: both packets go through the socket's one queue,
+/// in this order.
+fn reject<A: Adapter>(socket: &SocketRef<A>, session: &Session, message: &str) {
+    session.set_state(ClientState::Unauthorized);
+    let payload = json!({ "message": message, "time": clock::iso_now() });
+    if let Err(e) = socket.emit(names::UNAUTHENTICATED, &payload) {
+        tracing::debug!(socket = %socket.id, "could not send unauthenticated: {e}");
+    }
+    tracing::info!(socket = %socket.id, message, "socket refused");
+    if let Err(e) = socket.clone().disconnect() {
+        tracing::debug!(socket = %socket.id, "could not disconnect: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Recorder, TestPacket, TestSocket, event};
+
+    fn layer_answering(answer: Result<bool, &'static str>) -> AuthLayer {
+        AuthLayer::new(move |_hs| async move { answer.map_err(BoxError::from) })
+    }
+
+    #[tokio::test]
+    async fn success_sends_authenticated_after_the_stack_saw_it() {
+        let t = TestSocket::new().await;
+        let rec = Recorder::default();
+        let mut svc = layer_answering(Ok(true)).layer(rec.clone());
+        svc.call(t.request(RequestKind::Connect)).await.unwrap();
+        assert!(t.session.authentication_deferred());
+        svc.call(t.request(event("chat", json!(1)))).await.unwrap();
+        svc.call(t.request(event("authenticate", json!(null))))
+            .await
+            .unwrap();
+        assert_eq!(t.session.state(), ClientState::Authenticated);
+        svc.call(t.request(event("chat", json!(2)))).await.unwrap();
+        assert_eq!(rec.seen(), ["connect", "authenticated", "event:chat"]);
+        let TestPacket::Event(name, data) = t.next_packet().await else {
+            panic!()
+        };
+        assert_eq!(name, "authenticated");
+        assert_eq!(data["id"], t.socket.id.as_str());
+        assert_eq!(data["time"].as_str().unwrap().len(), 24);
+        // A second authenticate is ignored.
+        svc.call(t.request(event("authenticate", json!(null))))
+            .await
+            .unwrap();
+        assert!(t.no_packet_pending());
+    }
+
+    #[tokio::test]
+    async fn refusal_and_failure_send_their_messages_then_disconnect() {
+        for (answer, message) in [
+            (Ok(false), INVALID_TOKEN_MESSAGE),
+            (Err("db down"), AUTH_FAILED_MESSAGE),
+        ] {
+            let t = TestSocket::new().await;
+            let rec = Recorder::default();
+            let mut svc = layer_answering(answer).layer(rec.clone());
+            svc.call(t.request(RequestKind::Connect)).await.unwrap();
+            svc.call(t.request(event("authenticate", json!(["junk", 1]))))
+                .await
+                .unwrap();
+            let TestPacket::Event(name, data) = t.next_packet().await else {
+                panic!()
+            };
+            assert_eq!(name, "unauthenticated");
+            assert_eq!(data["message"], message);
+            assert_eq!(t.next_packet().await, TestPacket::Disconnect);
+            assert_eq!(t.session.state(), ClientState::Unauthorized);
+            assert_eq!(rec.seen(), ["connect"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_authenticate_function_is_contained() {
+        let t = TestSocket::new().await;
+        let layer = AuthLayer::new(|_hs| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok::<_, BoxError>(true)
+        });
+        let mut svc = layer.layer(Recorder::default());
+        svc.call(t.request(RequestKind::Connect)).await.unwrap();
+        svc.call(t.request(event("authenticate", json!(null))))
+            .await
+            .unwrap();
+        let TestPacket::Event(_, data) = t.next_packet().await else {
+            panic!()
+        };
+        assert_eq!(data["message"], AUTH_FAILED_MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn allow_list_lets_named_events_through() {
+        let t = TestSocket::new().await;
+        let rec = Recorder::default();
+        let mut svc = layer_answering(Ok(true))
+            .allow_unauthenticated("hello")
+            .layer(rec.clone());
+        svc.call(t.request(RequestKind::Connect)).await.unwrap();
+        svc.call(t.request(event("hello", json!(null))))
+            .await
+            .unwrap();
+        svc.call(t.request(event("join", json!({"rooms": ["a"]}))))
+            .await
+            .unwrap();
+        assert_eq!(rec.seen(), ["connect", "event:hello"]);
+    }
+}

@@ -1,0 +1,91 @@
+//! The policies, one tower layer each, in the order the seeds' stack puts them:
+//!
+//! | module | layer | what it does |
+//! | --- | --- | --- |
+//! | [`auth`] | [`AuthLayer`] | answers `authenticate`, gates unauthenticated sockets |
+//! | [`auth_timeout`] | [`AuthTimeoutLayer`] | disconnects sockets not authenticated in time |
+//! | [`ping`] | [`PingLayer`] | the application-level `ping` keep-alive |
+//! | [`rooms`] | [`RoomsLayer`] | default rooms, validated `join`, `leave` |
+//!
+//! Each reacts to the [`SocketRequest`](crate::SocketRequest)s it cares about and passes the
+//! rest down, so any of them can be left out, reordered within reason, or replaced by a
+//! layer of your own over the same request type.
+
+pub mod auth;
+pub mod auth_timeout;
+pub mod ping;
+pub mod rooms;
+
+pub use auth::{AuthLayer, AuthService};
+pub use auth_timeout::{AuthTimeoutLayer, AuthTimeoutService};
+pub use ping::{PingLayer, PingService};
+pub use rooms::{RoomsLayer, RoomsService};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::core::handler::BoxFuture;
+
+pin_project! {
+    /// The response future of the crate's layers: the inner service's own future when the
+    /// request is passed down untouched (no allocation on that path), an immediate result when
+    /// the layer answered it itself, or a boxed future for the layer's asynchronous work.
+    #[project = ResponseFutureProj]
+    pub enum ResponseFuture<F, E> {
+        /// The request was passed down.
+        Inner { #[pin] fut: F },
+        /// The layer answered at once.
+        Done { result: Option<Result<(), E>> },
+        /// The layer does asynchronous work of its own.
+        Boxed { fut: BoxFuture<Result<(), E>> },
+    }
+}
+
+impl<F, E> ResponseFuture<F, E> {
+    pub(crate) fn inner(fut: F) -> Self {
+        Self::Inner { fut }
+    }
+
+    pub(crate) fn done() -> Self {
+        Self::Done {
+            result: Some(Ok(())),
+        }
+    }
+
+    pub(crate) fn boxed(fut: impl Future<Output = Result<(), E>> + Send + 'static) -> Self {
+        Self::Boxed { fut: Box::pin(fut) }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    type Output = Result<(), E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Inner { fut } => fut.poll(cx),
+            ResponseFutureProj::Done { result } => Poll::Ready(result.take().unwrap_or(Ok(()))),
+            ResponseFutureProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Contains a panic of a user callback: `Err(message)` instead of unwinding.
+pub(crate) async fn catch_panic<T>(fut: impl Future<Output = T>) -> Result<T, String> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic payload".to_owned())
+        })
+}

@@ -1,0 +1,374 @@
+//! Rooms: the seeds' default rooms, validated `join`, and `leave`.
+//!
+//! - On `Authenticated` the socket joins the default rooms (`io-default`, `io-notification`
+//!   unless configured otherwise).
+//! - `join` `{rooms: [...]}` from an authenticated socket: the rooms are handed to the user's
+//!   validate function (the seeds' `validateRoomFn`), and only those it returns (and that were
+//!   asked for) are joined. With no validate function every join is refused with a warning:
+//!   security by default. A validate function that fails or panics is logged; the socket stays
+//!   connected.
+//! - `leave` `{rooms: [...]}` is always allowed, except leaving the room named after the
+//!   socket's own id, which would make it unreachable by id.
+//!
+//! Payloads are read defensively, as the seeds' `const { rooms = [] } = payload || {}`: no
+//! payload, `null`, `{}` or a payload without `rooms` mean no rooms; `rooms` that is not an
+//! array is refused with a warning; entries that are not non-empty strings are skipped.
+//! `join` and `leave` are answered here and not passed down.
+//!
+//! # Example
+//! ```
+//! use socketio_stack::layers::RoomsLayer;
+//! use socketio_stack::Session;
+//!
+//! async fn validate(_session: Session, rooms: Vec<String>) -> Result<Vec<String>, std::io::Error> {
+//!     Ok(rooms.into_iter().filter(|r| r.starts_with("public-")).collect())
+//! }
+//!
+//! let layer = RoomsLayer::new().validate(validate);
+//! let custom = RoomsLayer::new().default_rooms(["lobby"]).unwrap();
+//! # let _ = (layer, custom);
+//! ```
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::core::handler::BoxFuture;
+use crate::error::{BoxError, BuildError};
+use crate::event::{RequestKind, SocketRequest, names};
+use crate::layers::{ResponseFuture, catch_panic};
+use crate::session::{ClientState, Session};
+
+/// The seeds' default rooms.
+pub const DEFAULT_ROOMS: [&str; 2] = ["io-default", "io-notification"];
+
+type ValidateFn =
+    Arc<dyn Fn(Session, Vec<String>) -> BoxFuture<Result<Vec<String>, BoxError>> + Send + Sync>;
+
+/// Adds the rooms policy; see the [module docs](self).
+#[derive(Clone)]
+pub struct RoomsLayer {
+    default_rooms: Arc<[String]>,
+    validate: Option<ValidateFn>,
+}
+
+impl RoomsLayer {
+    /// The seeds' default rooms and no validate function (every `join` refused).
+    pub fn new() -> Self {
+        Self {
+            default_rooms: DEFAULT_ROOMS.iter().map(|r| (*r).to_owned()).collect(),
+            validate: None,
+        }
+    }
+
+    /// Validates joins with `validate`: given the session and the rooms asked for, it answers
+    /// the rooms the socket may join.
+    pub fn validate<F, Fut, E>(mut self, validate: F) -> Self
+    where
+        F: Fn(Session, Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<String>, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.validate = Some(Arc::new(move |session, rooms| {
+            let fut = validate(session, rooms);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        }));
+        self
+    }
+
+    /// The rooms every socket joins on authentication (may be none); an empty name is refused.
+    pub fn default_rooms<I, R>(mut self, rooms: I) -> Result<Self, BuildError>
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        let rooms: Vec<String> = rooms.into_iter().map(Into::into).collect();
+        if rooms.iter().any(|r| r.trim().is_empty()) {
+            return Err(BuildError::EmptyRoomName);
+        }
+        self.default_rooms = rooms.into();
+        Ok(self)
+    }
+}
+
+impl Default for RoomsLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for RoomsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomsLayer")
+            .field("default_rooms", &self.default_rooms)
+            .field("validate", &self.validate.is_some())
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for RoomsLayer {
+    type Service = RoomsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RoomsService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RoomsLayer`].
+#[derive(Clone, Debug)]
+pub struct RoomsService<S> {
+    inner: S,
+    layer: RoomsLayer,
+}
+
+/// The rooms of a `join`/`leave` payload, read as the module docs say.
+pub fn parse_rooms(data: &Value) -> Result<Vec<String>, &'static str> {
+    let payload = match data {
+        // Several arguments arrive as an array: the payload is the first.
+        Value::Array(args) => args.first().unwrap_or(&Value::Null),
+        other => other,
+    };
+    let rooms = match payload {
+        Value::Object(map) => map.get("rooms").unwrap_or(&Value::Null),
+        Value::Null => &Value::Null,
+        _ => return Err("the payload is not an object"),
+    };
+    let rooms = match rooms {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(rooms) => rooms,
+        _ => return Err("`rooms` is not an array"),
+    };
+    let mut seen = HashSet::new();
+    Ok(rooms
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|r| !r.is_empty() && seen.insert(*r))
+        .map(str::to_owned)
+        .collect())
+}
+
+impl<S, A> Service<SocketRequest<A>> for RoomsService<S>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()>,
+    S::Error: Send + 'static,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
+        let is_leave = match &req.kind {
+            RequestKind::Authenticated => {
+                if !self.layer.default_rooms.is_empty() {
+                    req.socket.join(self.layer.default_rooms.to_vec());
+                }
+                return ResponseFuture::inner(self.inner.call(req));
+            }
+            RequestKind::Event(ev) if ev.name == names::JOIN || ev.name == names::LEAVE => {
+                ev.name == names::LEAVE
+            }
+            _ => return ResponseFuture::inner(self.inner.call(req)),
+        };
+        let name = if is_leave { names::LEAVE } else { names::JOIN };
+        let socket = req.socket;
+        let session = req.session;
+        if session.state() != ClientState::Authenticated {
+            tracing::debug!(socket = %socket.id, event = name, "room request before authentication ignored");
+            return ResponseFuture::done();
+        }
+        let data = match req.kind {
+            RequestKind::Event(ev) => ev.data,
+            _ => Value::Null,
+        };
+        let rooms = match parse_rooms(&data) {
+            Ok(rooms) if rooms.is_empty() => return ResponseFuture::done(),
+            Ok(rooms) => rooms,
+            Err(why) => {
+                tracing::warn!(socket = %socket.id, event = name, "room request refused: {why}");
+                return ResponseFuture::done();
+            }
+        };
+        if is_leave {
+            let own = socket.id.as_str();
+            let rooms: Vec<String> = rooms.into_iter().filter(|r| r != own).collect();
+            tracing::debug!(socket = %socket.id, count = rooms.len(), "leaving rooms");
+            socket.leave(rooms);
+            return ResponseFuture::done();
+        }
+        let Some(validate) = self.layer.validate.clone() else {
+            tracing::warn!(socket = %socket.id, "join refused: no validate function is configured");
+            return ResponseFuture::done();
+        };
+        ResponseFuture::boxed(async move {
+            let asked: HashSet<String> = rooms.iter().cloned().collect();
+            match catch_panic(validate(session.clone(), rooms)).await {
+                Ok(Ok(allowed)) => {
+                    let allowed: Vec<String> = allowed
+                        .into_iter()
+                        .filter(|r| asked.contains(r))
+                        .collect::<HashSet<_>>()
+                        .into_iter()
+                        .collect();
+                    if !session.is_closed() && !allowed.is_empty() {
+                        tracing::debug!(socket = %socket.id, count = allowed.len(), "joining rooms");
+                        socket.join(allowed);
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(socket = %socket.id, "validate function failed: {e}"),
+                Err(panic) => {
+                    tracing::error!(socket = %socket.id, "validate function panicked: {panic}")
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Recorder, TestSocket, event};
+    use serde_json::json;
+
+    fn rooms_of(t: &TestSocket) -> Vec<String> {
+        let mut rooms: Vec<String> = t
+            .socket
+            .rooms()
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    async fn allow_public(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxError> {
+        Ok(rooms
+            .into_iter()
+            .filter(|r| r.starts_with("public-"))
+            .collect())
+    }
+
+    #[test]
+    fn parses_payloads_defensively() {
+        assert_eq!(parse_rooms(&json!(null)), Ok(vec![]));
+        assert_eq!(parse_rooms(&json!({})), Ok(vec![]));
+        assert_eq!(
+            parse_rooms(&json!({"rooms": "x"})),
+            Err("`rooms` is not an array")
+        );
+        assert_eq!(parse_rooms(&json!({"rooms": [1, 2]})), Ok(vec![]));
+        assert_eq!(
+            parse_rooms(&json!("rooms")),
+            Err("the payload is not an object")
+        );
+        assert_eq!(
+            parse_rooms(&json!({"rooms": ["a", "", "a", 3, "b"]})),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(
+            parse_rooms(&json!([{"rooms": ["a"]}, "extra"])),
+            Ok(vec!["a".to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn joins_default_rooms_then_validated_ones_and_leaves() {
+        let t = TestSocket::new().await;
+        t.session.set_state(ClientState::Authenticated);
+        let mut svc = RoomsLayer::new()
+            .validate(allow_public)
+            .layer(Recorder::default());
+        svc.call(t.request(RequestKind::Authenticated))
+            .await
+            .unwrap();
+        assert_eq!(rooms_of(&t), ["io-default", "io-notification"]);
+        svc.call(t.request(event("join", json!({"rooms": ["public-a", "private-b"]}))))
+            .await
+            .unwrap();
+        assert_eq!(rooms_of(&t), ["io-default", "io-notification", "public-a"]);
+        svc.call(t.request(event("leave", json!({"rooms": ["public-a", "io-default"]}))))
+            .await
+            .unwrap();
+        assert_eq!(rooms_of(&t), ["io-notification"]);
+    }
+
+    #[tokio::test]
+    async fn without_validate_function_every_join_is_refused() {
+        let t = TestSocket::new().await;
+        t.session.set_state(ClientState::Authenticated);
+        let rec = Recorder::default();
+        let mut svc = RoomsLayer::new()
+            .default_rooms(Vec::<String>::new())
+            .unwrap()
+            .layer(rec.clone());
+        svc.call(t.request(event("join", json!({"rooms": ["public-a"]}))))
+            .await
+            .unwrap();
+        assert!(rooms_of(&t).is_empty());
+        assert!(
+            rec.seen().is_empty(),
+            "join is answered here, not passed down"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_input_and_failing_validators_leave_the_socket_usable() {
+        let t = TestSocket::new().await;
+        t.session.set_state(ClientState::Authenticated);
+        let failing = RoomsLayer::new().validate(|_s, _r| async { Err::<Vec<String>, _>("nope") });
+        let panicking = RoomsLayer::new().validate(|_s, _r| async {
+            if true {
+                panic!("validator bug");
+            }
+            Ok::<_, BoxError>(vec![])
+        });
+        for layer in [failing, panicking] {
+            let mut svc = layer.layer(Recorder::default());
+            for data in [
+                json!(null),
+                json!({}),
+                json!({"rooms": "x"}),
+                json!({"rooms": [1, 2]}),
+                json!({"rooms": ["public-a"]}),
+            ] {
+                svc.call(t.request(event("join", data))).await.unwrap();
+            }
+        }
+        assert!(rooms_of(&t).is_empty());
+        // A validator returning rooms nobody asked for joins none of them.
+        let generous = RoomsLayer::new()
+            .validate(|_s, _r| async { Ok::<_, BoxError>(vec!["admin".to_owned()]) });
+        generous
+            .layer(Recorder::default())
+            .call(t.request(event("join", json!({"rooms": ["x"]}))))
+            .await
+            .unwrap();
+        assert!(rooms_of(&t).is_empty());
+    }
+
+    #[tokio::test]
+    async fn ignores_room_requests_before_authentication() {
+        let t = TestSocket::new().await;
+        let mut svc = RoomsLayer::new()
+            .validate(allow_public)
+            .layer(Recorder::default());
+        svc.call(t.request(event("join", json!({"rooms": ["public-a"]}))))
+            .await
+            .unwrap();
+        assert!(rooms_of(&t).is_empty());
+    }
+}

@@ -1,0 +1,80 @@
+//! # socketio-stack
+//!
+//! Authenticated, room-validated Socket.IO as a stack of composable
+//! [tower](https://docs.rs/tower) layers around a core service, on
+//! [socketioxide](https://docs.rs/socketioxide). It re-makes, in Rust, the Socket.IO server
+//! helper of a TypeScript framework (the "seeds"): the same events, defaults, messages and
+//! order of steps, so JavaScript clients written for it work unchanged.
+//!
+//! ## The shape
+//!
+//! Every thing that happens to a socket (connect, an event, the synthetic "authenticated",
+//! disconnect) is a [`SocketRequest`] flowing down a `tower::Service` stack, one request of a
+//! socket at a time. Each policy is one layer:
+//!
+//! | layer | seeds counterpart | default |
+//! | --- | --- | --- |
+//! | [`AuthLayer`](layers::AuthLayer) | `authenticateFn`, `authenticate` / `authenticated` / `unauthenticated` | no default: you give the function |
+//! | [`AuthTimeoutLayer`](layers::AuthTimeoutLayer) | `authenticateTimeout` | 10 s |
+//! | [`PingLayer`](layers::PingLayer) | `pingInterval`, `ping` `{time}` | 30 s |
+//! | [`RoomsLayer`](layers::RoomsLayer) | `defaultRooms`, `validateRoomFn`, `join` / `leave` | `io-default`, `io-notification`; joins refused without a validate function |
+//!
+//! At the bottom, the [`CoreService`](core::CoreService) tracks clients and runs your
+//! handlers. Leave a layer out and the rest still work (without [`AuthLayer`](layers::AuthLayer),
+//! sockets count as authenticated at connect, so rooms and ping start then); replace one with
+//! your own `tower::Layer` over [`SocketRequest`].
+//!
+//! Messages to clients go through a second stack: [`SendRequest`] →
+//! [`LocalDelivery`](outbound::LocalDelivery), wrapped by a fan-out layer when instances
+//! share a broker; callers use [`Outbound`] / [`SocketServer::send`] either way.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+//! use socketio_stack::{Handshake, Session, SocketServer};
+//!
+//! async fn authenticate(hs: Arc<Handshake>) -> Result<bool, std::io::Error> {
+//!     Ok(hs.auth_field("token").or(hs.bearer_token()) == Some("secret"))
+//! }
+//! async fn validate(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, std::io::Error> {
+//!     Ok(rooms.into_iter().filter(|r| r.starts_with("public-")).collect())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let server = SocketServer::builder()
+//!         .layer(AuthLayer::new(authenticate))
+//!         .layer(AuthTimeoutLayer::default())
+//!         .layer(PingLayer::default())
+//!         .layer(RoomsLayer::new().validate(validate))
+//!         .build()?;
+//!     let app = axum::Router::new()
+//!         .route("/health", axum::routing::get(|| async { "ok" }))
+//!         .layer(server.layer());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+
+pub mod clock;
+pub mod core;
+pub mod error;
+pub mod event;
+pub mod handshake;
+pub mod layers;
+pub mod outbound;
+pub mod server;
+pub mod session;
+
+#[cfg(test)]
+mod testing;
+
+pub use error::{BoxError, BuildError};
+pub use event::{ClientEvent, RequestKind, SocketRequest};
+pub use handshake::{Handshake, PeerAddr};
+pub use outbound::{Delivery, Outbound, SendError, SendRequest};
+pub use server::{SocketServer, SocketServerBuilder};
+pub use session::{ClientState, Session};

@@ -1,0 +1,158 @@
+//! The handle callers send through: the seeds' `send()`, with its silent drops and
+//! completion callback, whatever delivery stack is below.
+
+use std::panic::AssertUnwindSafe;
+
+use serde_json::Value;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower_service::Service;
+
+use crate::outbound::request::{SendError, SendRequest};
+
+/// What happened to a send that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the delivery stack.
+    Sent,
+    /// Dropped without sending, as the seeds drop it silently.
+    Dropped(DropReason),
+}
+
+/// Why a send was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The topic is empty.
+    NoTopic,
+    /// The data is falsy in JavaScript's sense: `null`, `false`, `0`, `""` (or absent).
+    FalsyData,
+}
+
+/// Whether JavaScript would call `value` falsy (`NaN` cannot be written in JSON).
+pub fn is_falsy(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(_) | Value::Object(_) => false,
+    }
+}
+
+/// Sends messages to clients through the outbound stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbound {
+    service: BoxCloneSyncService<SendRequest, (), SendError>,
+}
+
+impl Outbound {
+    /// A handle over an outbound stack (e.g. [`LocalDelivery`](crate::outbound::LocalDelivery),
+    /// possibly wrapped in a fan-out layer).
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            service: BoxCloneSyncService::new(service),
+        }
+    }
+
+    /// Sends `req`, unless the seeds would drop it: an empty topic or falsy data give
+    /// `Ok(Delivery::Dropped(_))` with nothing sent and nothing logged above trace level.
+    pub async fn send(&self, req: SendRequest) -> Result<Delivery, SendError> {
+        if req.topic.is_empty() {
+            tracing::trace!("send dropped: no topic");
+            return Ok(Delivery::Dropped(DropReason::NoTopic));
+        }
+        if is_falsy(&req.data) {
+            tracing::trace!(topic = %req.topic, "send dropped: falsy data");
+            return Ok(Delivery::Dropped(DropReason::FalsyData));
+        }
+        self.service.clone().oneshot(req).await?;
+        Ok(Delivery::Sent)
+    }
+
+    /// [`send`](Self::send), then runs `callback` once the message has been handed over (the
+    /// seeds' `cb`, which runs after the emit, not after the clients received it). The
+    /// callback runs whatever the outcome, also for a dropped send, as the seeds' runs only
+    /// for sends that were made: so it runs only for `Ok(Delivery::Sent)`. A panic in it is
+    /// contained and logged.
+    pub async fn send_then<F>(&self, req: SendRequest, callback: F) -> Result<Delivery, SendError>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let outcome = self.send(req).await;
+        if matches!(outcome, Ok(Delivery::Sent))
+            && std::panic::catch_unwind(AssertUnwindSafe(callback)).is_err()
+        {
+            tracing::error!("send callback panicked");
+        }
+        outcome
+    }
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn falsy_as_javascript_says() {
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(-0.0),
+            json!(""),
+        ] {
+            assert!(is_falsy(&v), "{v}");
+        }
+        for v in [json!(true), json!(1), json!("0"), json!([]), json!({})] {
+            assert!(!is_falsy(&v), "{v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn drops_silently_and_calls_back_after_sending() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let recorder = {
+            let sent = sent.clone();
+            tower::service_fn(move |req: SendRequest| {
+                sent.lock().unwrap().push(req.topic);
+                async { Ok::<_, SendError>(()) }
+            })
+        };
+        let out = Outbound::new(recorder);
+        assert_eq!(
+            out.send(SendRequest::broadcast("", json!({"a": 1}))).await,
+            Ok(Delivery::Dropped(DropReason::NoTopic))
+        );
+        assert_eq!(
+            out.send(SendRequest::to("room", "t", json!(0))).await,
+            Ok(Delivery::Dropped(DropReason::FalsyData))
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let outcome = out
+            .send_then(SendRequest::to("room", "t", json!([])), move || {
+                tx.send(()).ok();
+            })
+            .await;
+        assert_eq!(outcome, Ok(Delivery::Sent));
+        rx.await.unwrap();
+        out.send_then(SendRequest::broadcast("p", json!(1)), || {
+            panic!("callback bug")
+        })
+        .await
+        .unwrap();
+        assert_eq!(*sent.lock().unwrap(), ["t", "p"]);
+    }
+}

@@ -1,0 +1,15 @@
+//! The outbound pipeline: messages to clients, the seeds' `send()`.
+//!
+//! A [`SendRequest`] (`{destination?, topic, data}`) is a request on a second tower service.
+//! At the bottom, [`LocalDelivery`] emits to this process's sockets: to a room, to a socket
+//! by id (every socket is in the room named after its id), or to everyone. A fan-out layer
+//! (Redis) wraps it to reach every instance; callers go through the [`Outbound`] handle and
+//! never see which stack is below.
+
+pub mod handle;
+pub mod local;
+pub mod request;
+
+pub use handle::{Delivery, DropReason, Outbound};
+pub use local::LocalDelivery;
+pub use request::{SendError, SendRequest};

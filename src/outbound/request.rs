@@ -1,0 +1,77 @@
+//! The send request and its error.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The seeds' `send({destination, payload: {topic, data}})`, flattened.
+///
+/// Deserializes from the JSON the demo's `POST /send` takes: `{destination?, topic, data}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// A room name or a socket id; `None` or empty: every client.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// The event name the clients receive.
+    #[serde(default)]
+    pub topic: String,
+    /// The event data.
+    #[serde(default)]
+    pub data: Value,
+    /// Ask for compression, as the seeds' `emitter.compress(true)` does for every send (the
+    /// default). Carried on the fan-out wire as `flags.compress`; local delivery leaves
+    /// compression to the transport.
+    #[serde(default = "compress_default")]
+    pub compress: bool,
+}
+
+fn compress_default() -> bool {
+    true
+}
+
+impl SendRequest {
+    /// A message to `destination` (a room or a socket id).
+    pub fn to(destination: impl Into<String>, topic: impl Into<String>, data: Value) -> Self {
+        Self {
+            destination: Some(destination.into()),
+            topic: topic.into(),
+            data,
+            compress: true,
+        }
+    }
+
+    /// A message to every client.
+    pub fn broadcast(topic: impl Into<String>, data: Value) -> Self {
+        Self {
+            destination: None,
+            topic: topic.into(),
+            data,
+            compress: true,
+        }
+    }
+
+    /// The destination, `None` when it is absent or empty (meaning every client).
+    pub fn room(&self) -> Option<&str> {
+        self.destination.as_deref().filter(|d| !d.is_empty())
+    }
+}
+
+/// A send that could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The data could not be encoded.
+    Encode(String),
+    /// The delivery path refused or failed (e.g. the adapter or the broker).
+    Delivery(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Encode(e) => write!(f, "could not encode the message: {e}"),
+            Self::Delivery(e) => write!(f, "could not deliver the message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}

@@ -1,0 +1,392 @@
+//! The server helper: a builder that assembles the stack and checks its inputs, and the
+//! handle to run it (the seeds' `SocketIOServerHelper`).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+//! use socketio_stack::{Handshake, SendRequest, Session, SocketServer};
+//!
+//! async fn authenticate(hs: Arc<Handshake>) -> Result<bool, std::io::Error> {
+//!     Ok(hs.auth_field("token") == Some("secret"))
+//! }
+//! async fn validate(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, std::io::Error> {
+//!     Ok(rooms.into_iter().filter(|r| r.starts_with("public-")).collect())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = SocketServer::builder()
+//!     .path("/io")
+//!     .layer(AuthLayer::new(authenticate))
+//!     .layer(AuthTimeoutLayer::new(Duration::from_secs(10))?)
+//!     .layer(PingLayer::new(Duration::from_secs(30))?)
+//!     .layer(RoomsLayer::new().validate(validate))
+//!     .build()?;
+//!
+//! // Mount beside other routes: `axum::Router::new().route(..).layer(server.layer())`,
+//! // or stand alone: `server.service_with_fallback(other_service)`.
+//! server.send(SendRequest::to("io-default", "hello", serde_json::json!({"n": 1}))).await?;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::service::SocketIoService;
+use socketioxide::{SocketIo, SocketIoBuilder};
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower_layer::{Identity, Layer, Stack};
+use tower_service::Service;
+
+use crate::core::bridge::{Bridge, DEFAULT_QUEUE_CAPACITY};
+use crate::core::handler::EventHandler;
+use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
+use crate::error::{BoxError, BuildError};
+use crate::event::SocketRequest;
+use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
+
+/// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
+pub const DEFAULT_PATH: &str = "/io";
+
+/// The inbound stack, type-erased so the bridge has one concrete type.
+pub type InboundService<A = LocalAdapter> = BoxCloneSyncService<SocketRequest<A>, (), BoxError>;
+
+type ConfigureIo = Box<dyn FnOnce(SocketIoBuilder) -> SocketIoBuilder + Send>;
+
+/// Assembles a [`SocketServer`]; see the [module docs](self).
+pub struct SocketServerBuilder<L = Identity, O = Identity> {
+    path: String,
+    core: CoreServiceBuilder<LocalAdapter>,
+    errors: Vec<BuildError>,
+    inbound: L,
+    outbound: O,
+    configure_io: Option<ConfigureIo>,
+    queue_capacity: usize,
+}
+
+impl SocketServer<LocalAdapter> {
+    /// A builder with the seeds' path (`/io`), no layers and no handlers.
+    pub fn builder() -> SocketServerBuilder {
+        SocketServerBuilder {
+            path: DEFAULT_PATH.to_owned(),
+            core: CoreService::builder(),
+            errors: Vec::new(),
+            inbound: Identity::new(),
+            outbound: Identity::new(),
+            configure_io: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+        }
+    }
+}
+
+impl<L, O> SocketServerBuilder<L, O> {
+    /// The Socket.IO path (default `/io`); must start with `/`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Adds an inbound layer. As with `tower::ServiceBuilder`, the first layer added is the
+    /// outermost: add the auth layer first so that it gates everything beneath it.
+    pub fn layer<T>(self, layer: T) -> SocketServerBuilder<Stack<T, L>, O> {
+        SocketServerBuilder {
+            path: self.path,
+            core: self.core,
+            errors: self.errors,
+            inbound: Stack::new(layer, self.inbound),
+            outbound: self.outbound,
+            configure_io: self.configure_io,
+            queue_capacity: self.queue_capacity,
+        }
+    }
+
+    /// Adds an outbound layer around local delivery (e.g. a fan-out layer); first added is
+    /// outermost.
+    pub fn outbound_layer<T>(self, layer: T) -> SocketServerBuilder<L, Stack<T, O>> {
+        SocketServerBuilder {
+            path: self.path,
+            core: self.core,
+            errors: self.errors,
+            inbound: self.inbound,
+            outbound: Stack::new(layer, self.outbound),
+            configure_io: self.configure_io,
+            queue_capacity: self.queue_capacity,
+        }
+    }
+
+    /// Runs `handler` for each client event named `topic` that reaches the core (the seeds'
+    /// `on`). An empty, duplicate or reserved topic makes [`build`](Self::build) fail.
+    pub fn on<T, H: EventHandler<LocalAdapter, T>>(mut self, topic: &str, handler: H) -> Self {
+        let core = std::mem::replace(&mut self.core, CoreService::builder());
+        match core.on(topic, handler) {
+            Ok(core) => self.core = core,
+            Err(e) => {
+                self.errors.push(e);
+                self.core = CoreService::builder();
+            }
+        }
+        self
+    }
+
+    /// Runs `handler` for client events that have no handler of their own.
+    pub fn on_fallback<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+        self.core = self.core.on_fallback(handler);
+        self
+    }
+
+    /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`).
+    pub fn on_authenticated<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+        self.core = self.core.on_authenticated(handler);
+        self
+    }
+
+    /// Adjusts socketioxide's own settings (Engine.IO ping, payload limits, transports...).
+    /// The path is set by [`path`](Self::path).
+    pub fn configure_io(
+        mut self,
+        configure: impl FnOnce(SocketIoBuilder) -> SocketIoBuilder + Send + 'static,
+    ) -> Self {
+        self.configure_io = Some(Box::new(configure));
+        self
+    }
+
+    /// How many events of one socket may wait while an earlier one is handled (default 256).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Checks the configuration and assembles the server.
+    pub fn build(self) -> Result<SocketServer, BuildError>
+    where
+        L: Layer<CoreService>,
+        L::Service: Service<SocketRequest, Response = ()> + Clone + Send + Sync + 'static,
+        <L::Service as Service<SocketRequest>>::Error: Into<BoxError>,
+        <L::Service as Service<SocketRequest>>::Future: Send + 'static,
+        O: Layer<LocalDelivery>,
+        O::Service:
+            Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
+        <O::Service as Service<SendRequest>>::Future: Send + 'static,
+    {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        if !self.path.starts_with('/') {
+            return Err(BuildError::InvalidPath(self.path));
+        }
+        let registry = ClientRegistry::new();
+        let core = self.core.registry(registry.clone()).build();
+        let inbound: InboundService =
+            BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
+
+        let mut io_builder = SocketIo::builder();
+        if let Some(configure) = self.configure_io {
+            io_builder = configure(io_builder);
+        }
+        let (layer, io) = io_builder.req_path(self.path.clone()).build_layer();
+        io.ns(
+            "/",
+            Bridge::new(inbound).queue_capacity(self.queue_capacity),
+        );
+        let outbound = Outbound::new(self.outbound.layer(LocalDelivery::new(io.clone())));
+        Ok(SocketServer {
+            io,
+            layer,
+            registry,
+            outbound,
+            path: self.path,
+        })
+    }
+}
+
+/// A running Socket.IO stack: mount it, send through it, inspect and shut it down.
+pub struct SocketServer<A: Adapter = LocalAdapter> {
+    io: SocketIo<A>,
+    layer: SocketIoLayer<A>,
+    registry: ClientRegistry<A>,
+    outbound: Outbound,
+    path: String,
+}
+
+impl<A: Adapter> std::fmt::Debug for SocketServer<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketServer")
+            .field("path", &self.path)
+            .field("clients", &self.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Adapter> Clone for SocketServer<A> {
+    fn clone(&self) -> Self {
+        Self {
+            io: self.io.clone(),
+            layer: self.layer.clone(),
+            registry: self.registry.clone(),
+            outbound: self.outbound.clone(),
+            path: self.path.clone(),
+        }
+    }
+}
+
+impl<A: Adapter> SocketServer<A> {
+    /// The socketioxide server (the seeds' `getIOServer()`), for what the helper does not
+    /// wrap.
+    pub fn io(&self) -> &SocketIo<A> {
+        &self.io
+    }
+
+    /// The Socket.IO path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A tower layer serving Socket.IO at the path and passing every other request to the
+    /// service it wraps: `axum::Router::layer(server.layer())` (the seeds' Node mode).
+    pub fn layer(&self) -> SocketIoLayer<A> {
+        self.layer.clone()
+    }
+
+    /// A standalone service: Socket.IO at the path, `fallback` for everything else (the seeds'
+    /// Bun fetch handler).
+    pub fn service_with_fallback<S: Clone>(&self, fallback: S) -> SocketIoService<S, A> {
+        self.layer.layer(fallback)
+    }
+
+    /// A standalone service answering 404 outside the Socket.IO path.
+    pub fn service(&self) -> SocketIoService<NotFound, A> {
+        self.layer.layer(NotFound)
+    }
+
+    /// All tracked clients (the seeds' `getClients()`).
+    pub fn clients(&self) -> Vec<Client<A>> {
+        self.registry.all()
+    }
+
+    /// The tracked client with this socket id (the seeds' `getClients({id})`).
+    pub fn client(&self, id: &str) -> Option<Client<A>> {
+        self.registry.get_str(id)
+    }
+
+    /// How many clients are tracked.
+    pub fn client_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// The outbound handle, to give to code that only sends.
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    /// Sends a message (the seeds' `send()`); see [`Outbound::send`].
+    pub async fn send(&self, req: SendRequest) -> Result<Delivery, SendError> {
+        self.outbound.send(req).await
+    }
+
+    /// Sends, then calls `callback`; see [`Outbound::send_then`].
+    pub async fn send_then<F: FnOnce() + Send + 'static>(
+        &self,
+        req: SendRequest,
+        callback: F,
+    ) -> Result<Delivery, SendError> {
+        self.outbound.send_then(req, callback).await
+    }
+
+    /// Disconnects a client (the seeds' `disconnect()`): clears its timers, stops tracking it,
+    /// disconnects its socket. Returns whether a socket with this id was connected here.
+    pub fn disconnect(&self, id: &str) -> bool {
+        let Ok(sid) = id.parse() else {
+            return false;
+        };
+        if let Some(client) = self.registry.remove(sid) {
+            client.session.clear_timers();
+        }
+        match self.io.get_socket(sid) {
+            Some(socket) => {
+                if let Err(e) = socket.disconnect() {
+                    tracing::debug!(socket = %sid, "disconnect: {e}");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Shuts down in the seeds' order: every client's timers cleared and socket disconnected,
+    /// the client map emptied, then the Socket.IO server closed; resolves when it has.
+    pub async fn shutdown(&self) {
+        for client in self.registry.drain() {
+            client.session.clear_timers();
+            if let Err(e) = client.socket.clone().disconnect() {
+                tracing::debug!(socket = %client.socket.id, "shutdown disconnect: {e}");
+            }
+        }
+        self.io.close().await;
+        tracing::info!("socket.io server closed");
+    }
+}
+
+/// The fallback of [`SocketServer::service`]: `404 Not Found` with an empty body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotFound;
+
+impl<B> Service<http::Request<B>> for NotFound {
+    type Response = http::Response<String>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: http::Request<B>) -> Self::Future {
+        let mut res = http::Response::new(String::new());
+        *res.status_mut() = http::StatusCode::NOT_FOUND;
+        std::future::ready(Ok(res))
+    }
+}
+
+impl<L, O> std::fmt::Debug for SocketServerBuilder<L, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketServerBuilder")
+            .field("path", &self.path)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_inputs_with_clear_errors() {
+        let err = SocketServer::builder().path("io").build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid Socket.IO path \"io\": it must start with '/'"
+        );
+        let err = SocketServer::builder()
+            .on("", async || {})
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::EmptyTopic);
+        let err = SocketServer::builder()
+            .on("chat", async || {})
+            .on("chat", async || {})
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::DuplicateTopic("chat".into()));
+        let err = SocketServer::builder()
+            .on("join", async || {})
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::ReservedTopic("join".into()));
+    }
+}

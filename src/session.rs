@@ -1,0 +1,269 @@
+//! Per-socket state shared by the layers: authentication state, timers, the handshake, and
+//! whether the socket has gone.
+//!
+//! One [`Session`] is made for each socket when it connects and travels with every request
+//! of that socket (see [`SocketRequest`](crate::SocketRequest)). It is the seeds'
+//! `ISocketIOClient` minus the socket: `state`, and the timers (`interval`,
+//! `authenticateTimeout`) under names chosen by the layers that own them. Everything in it is
+//! per socket (atomics and a per-socket mutex), so no global lock sits on the hot path.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use socketioxide::socket::{DisconnectReason, Sid};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::handshake::Handshake;
+
+/// The seeds' client states: `unauthorized → authenticating → authenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientState {
+    /// Connected, not (yet) authenticated; also the state after a failed authentication.
+    Unauthorized,
+    /// An `authenticate` event is being answered.
+    Authenticating,
+    /// Authenticated: rooms, ping and user handlers are live.
+    Authenticated,
+}
+
+impl ClientState {
+    /// The seeds' string value: `unauthorized`, `authenticating` or `authenticated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Authenticating => "authenticating",
+            Self::Authenticated => "authenticated",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Authenticating,
+            2 => Self::Authenticated,
+            _ => Self::Unauthorized,
+        }
+    }
+}
+
+impl fmt::Display for ClientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-socket state; cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Session(Arc<Inner>);
+
+struct Inner {
+    id: Sid,
+    handshake: Arc<Handshake>,
+    state: AtomicU8,
+    authentication_deferred: AtomicBool,
+    closed: AtomicBool,
+    closed_notify: Notify,
+    disconnect_reason: Mutex<Option<DisconnectReason>>,
+    timers: Mutex<Vec<(&'static str, AbortHandle)>>,
+}
+
+impl Session {
+    /// A new session in the `unauthorized` state.
+    pub fn new(id: Sid, handshake: Handshake) -> Self {
+        Self(Arc::new(Inner {
+            id,
+            handshake: Arc::new(handshake),
+            state: AtomicU8::new(ClientState::Unauthorized as u8),
+            authentication_deferred: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
+            disconnect_reason: Mutex::new(None),
+            timers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The socket id.
+    pub fn id(&self) -> Sid {
+        self.0.id
+    }
+
+    /// The handshake taken when the socket connected.
+    pub fn handshake(&self) -> &Arc<Handshake> {
+        &self.0.handshake
+    }
+
+    /// The current authentication state.
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.0.state.load(Ordering::Acquire))
+    }
+
+    /// Sets the authentication state.
+    pub fn set_state(&self, state: ClientState) {
+        self.0.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Moves from `from` to `to` if the state is `from`; returns whether it did.
+    pub fn transition(&self, from: ClientState, to: ClientState) -> bool {
+        self.0
+            .state
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Called by an authentication layer when it sees the `Connect` request: it will send
+    /// the synthetic `Authenticated` request itself once the client has proven who it is.
+    ///
+    /// When no layer calls this, the bridge treats the socket as authenticated right after
+    /// `Connect`, so that a stack without authentication starts rooms and ping at connect.
+    pub fn defer_authentication(&self) {
+        self.0
+            .authentication_deferred
+            .store(true, Ordering::Release);
+    }
+
+    /// Whether an authentication layer has claimed the socket (see
+    /// [`defer_authentication`](Self::defer_authentication)).
+    pub fn authentication_deferred(&self) -> bool {
+        self.0.authentication_deferred.load(Ordering::Acquire)
+    }
+
+    /// Whether the socket has disconnected.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the socket has disconnected (at once if it already has).
+    pub async fn closed(&self) {
+        let notified = self.0.closed_notify.notified();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Why the socket disconnected, once it has.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        *lock(&self.0.disconnect_reason)
+    }
+
+    /// Marks the socket as gone and wakes whoever waits in [`closed`](Self::closed).
+    /// Returns `false` if it was already closed.
+    pub(crate) fn close(&self, reason: DisconnectReason) -> bool {
+        let mut slot = lock(&self.0.disconnect_reason);
+        if self.0.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        *slot = Some(reason);
+        drop(slot);
+        self.0.closed_notify.notify_waiters();
+        true
+    }
+
+    /// Keeps `timer` under `name`, aborting the timer it replaces. If the socket has already
+    /// disconnected, the timer is aborted at once, so a timer can never outlive its socket.
+    pub fn set_timer(&self, name: &'static str, timer: AbortHandle) {
+        let mut timers = lock(&self.0.timers);
+        if self.is_closed() {
+            timer.abort();
+            return;
+        }
+        if let Some(slot) = timers.iter_mut().find(|(n, _)| *n == name) {
+            std::mem::replace(&mut slot.1, timer).abort();
+        } else {
+            timers.push((name, timer));
+        }
+    }
+
+    /// Aborts and forgets the timer kept under `name`; returns whether there was one.
+    pub fn clear_timer(&self, name: &'static str) -> bool {
+        let mut timers = lock(&self.0.timers);
+        match timers.iter().position(|(n, _)| *n == name) {
+            Some(i) => {
+                timers.swap_remove(i).1.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Aborts every timer of this socket.
+    pub fn clear_timers(&self) {
+        for (_, timer) in lock(&self.0.timers).drain(..) {
+            timer.abort();
+        }
+    }
+
+    /// Names of the timers currently kept (running or finished but not cleared).
+    pub fn timer_names(&self) -> Vec<&'static str> {
+        lock(&self.0.timers)
+            .iter()
+            .filter(|(_, t)| !t.is_finished())
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.0.id)
+            .field("state", &self.state())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A poisoned per-socket lock only means a panic elsewhere mid-update of plain data; the data
+/// is still usable, so recover it rather than spread the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let parts = http::Request::get("/").body(()).unwrap().into_parts().0;
+        Session::new(
+            Sid::new(),
+            Handshake::from_parts(&parts, serde_json::Value::Null),
+        )
+    }
+
+    #[test]
+    fn state_transitions() {
+        let s = session();
+        assert_eq!(s.state(), ClientState::Unauthorized);
+        assert!(s.transition(ClientState::Unauthorized, ClientState::Authenticating));
+        assert!(!s.transition(ClientState::Unauthorized, ClientState::Authenticating));
+        s.set_state(ClientState::Authenticated);
+        assert_eq!(s.state().as_str(), "authenticated");
+    }
+
+    #[tokio::test]
+    async fn timers_are_replaced_cleared_and_never_outlive_close() {
+        let s = session();
+        let first = tokio::spawn(std::future::pending::<()>());
+        s.set_timer("t", first.abort_handle());
+        let second = tokio::spawn(std::future::pending::<()>());
+        s.set_timer("t", second.abort_handle());
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert_eq!(s.timer_names(), vec!["t"]);
+        assert!(s.clear_timer("t"));
+        assert!(second.await.unwrap_err().is_cancelled());
+        assert!(!s.clear_timer("t"));
+
+        assert!(s.close(DisconnectReason::TransportClose));
+        assert!(!s.close(DisconnectReason::TransportError));
+        assert_eq!(
+            s.disconnect_reason(),
+            Some(DisconnectReason::TransportClose)
+        );
+        let late = tokio::spawn(std::future::pending::<()>());
+        s.set_timer("late", late.abort_handle());
+        assert!(late.await.unwrap_err().is_cancelled());
+        s.closed().await;
+    }
+}

@@ -1,0 +1,139 @@
+//! Test support for the layers' unit tests: a real socketioxide socket without a network
+//! (socketioxide's test harness), and a recording inner service.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use engineioxide::Packet;
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use tokio::sync::mpsc;
+use tower_service::Service;
+
+use crate::event::{ClientEvent, RequestKind, SocketRequest};
+use crate::handshake::Handshake;
+use crate::session::Session;
+
+/// A connected socket, its session, and what the server sent to it.
+pub struct TestSocket {
+    _io: SocketIo,
+    pub socket: SocketRef,
+    pub session: Session,
+    packets: Mutex<mpsc::Receiver<Packet>>,
+    _client: mpsc::Sender<Packet>,
+}
+
+/// One packet the server sent to the test socket.
+#[derive(Debug, PartialEq)]
+pub enum TestPacket {
+    Event(String, Value),
+    Disconnect,
+    Other(String),
+}
+
+impl TestSocket {
+    pub async fn new() -> Self {
+        let (_svc, io) = SocketIo::new_svc();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        io.ns("/", async move |s: SocketRef| {
+            tx.send(s).ok();
+        });
+        let (client, mut packets) = io.new_dummy_sock("/", ()).await;
+        let socket = rx.recv().await.expect("connect handler ran");
+        // The CONNECT answer is not interesting to the tests.
+        packets.recv().await;
+        let handshake = Handshake::from_parts(socket.req_parts(), Value::Null);
+        let session = Session::new(socket.id, handshake);
+        Self {
+            _io: io,
+            socket,
+            session,
+            packets: Mutex::new(packets),
+            _client: client,
+        }
+    }
+
+    pub fn request(&self, kind: RequestKind) -> SocketRequest {
+        SocketRequest::new(self.socket.clone(), self.session.clone(), kind)
+    }
+
+    /// The next packet sent to the socket, waiting at most 5 s.
+    pub async fn next_packet(&self) -> TestPacket {
+        let mut rx = self.packets.lock().unwrap();
+        let packet = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a packet within 5 s")
+            .expect("socket open");
+        decode(packet)
+    }
+
+    /// Whether nothing has been sent and not yet read.
+    pub fn no_packet_pending(&self) -> bool {
+        self.packets.lock().unwrap().try_recv().is_err()
+    }
+}
+
+fn decode(packet: Packet) -> TestPacket {
+    let Packet::Message(text) = packet else {
+        return TestPacket::Other(format!("{packet:?}"));
+    };
+    let text = text.as_str();
+    if text.starts_with('1') {
+        return TestPacket::Disconnect;
+    }
+    if let Some(rest) = text.strip_prefix('2') {
+        let start = rest.find('[').unwrap_or(0);
+        if let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(&rest[start..]) {
+            let data = if items.len() > 1 {
+                items.remove(1)
+            } else {
+                Value::Null
+            };
+            let name = items[0].as_str().unwrap_or_default().to_owned();
+            return TestPacket::Event(name, data);
+        }
+    }
+    TestPacket::Other(text.to_owned())
+}
+
+/// A client event request kind, as synthetic requests make it (no ack).
+pub fn event(name: &str, data: Value) -> RequestKind {
+    RequestKind::Event(ClientEvent {
+        name: name.to_owned(),
+        data,
+        ack: None,
+    })
+}
+
+/// An inner service recording what reached it: `connect`, `event:<name>`, ...
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    pub fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Service<SocketRequest> for Recorder {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SocketRequest) -> Self::Future {
+        let label = match &req.kind {
+            RequestKind::Event(ev) => format!("event:{}", ev.name),
+            kind => kind.label().to_owned(),
+        };
+        self.0.lock().unwrap().push(label);
+        ready(Ok(()))
+    }
+}
