@@ -1,0 +1,219 @@
+//! The demo server: the full stack, configured by environment, as `shared/DESIGN.md` specifies.
+//!
+//! ```text
+//! cargo run --release --example demo
+//! PORT=0 AUTH_TIMEOUT_MS=500 cargo run --example demo   # ephemeral port, short deadline
+//! ```
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | PORT | 3000 | listen port (0: any free port; the one chosen is printed) |
+//! | HOST | 127.0.0.1 | listen address |
+//! | IO_PATH | /io | Socket.IO path |
+//! | REDIS_URL | unset | Redis fan-out (not in this build yet: refused when set) |
+//! | AUTH_TOKEN | demo-token | the accepted token (`auth.token` or `authorization: Bearer`); `boom` fails |
+//! | AUTH_TIMEOUT_MS | 10000 | authentication deadline |
+//! | PING_INTERVAL_MS | 30000 | keep-alive interval |
+//!
+//! Rooms starting with `public-` may be joined. HTTP on the same port: `POST /send`
+//! `{destination?, topic, data}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss}`.
+//! Prints `listening on <port>` on stdout when ready; logs go to stderr.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::{BoxError, Handshake, PeerAddr, SendRequest, Session, SocketServer};
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+struct Config {
+    host: String,
+    port: u16,
+    io_path: String,
+    token: String,
+    auth_timeout: Duration,
+    ping_interval: Duration,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn env_number(name: &str, default: u64) -> Result<u64, String> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} must be a whole number, got {v:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn config() -> Result<Config, String> {
+    if std::env::var("REDIS_URL").is_ok_and(|v| !v.is_empty()) {
+        return Err("REDIS_URL is set, but this build has no Redis fan-out yet (issue #3); unset it to run with local delivery".into());
+    }
+    let port = env_number("PORT", 3000)?;
+    Ok(Config {
+        host: env_or("HOST", "127.0.0.1"),
+        port: u16::try_from(port).map_err(|_| format!("PORT must be at most 65535, got {port}"))?,
+        io_path: env_or("IO_PATH", "/io"),
+        token: env_or("AUTH_TOKEN", "demo-token"),
+        auth_timeout: Duration::from_millis(env_number("AUTH_TIMEOUT_MS", 10_000)?),
+        ping_interval: Duration::from_millis(env_number("PING_INTERVAL_MS", 30_000)?),
+    })
+}
+
+/// Accepts the configured token from `auth.token` or `authorization: Bearer`; `boom` fails.
+async fn authenticate(token: Arc<str>, hs: Arc<Handshake>) -> Result<bool, BoxError> {
+    let given = hs.auth_field("token").or(hs.bearer_token());
+    match given {
+        Some("boom") => Err("the token `boom` makes the demo's authenticate function fail".into()),
+        Some(given) => Ok(given == &*token),
+        None => Ok(false),
+    }
+}
+
+async fn validate(_session: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxError> {
+    Ok(rooms
+        .into_iter()
+        .filter(|r| r.starts_with("public-"))
+        .collect())
+}
+
+async fn send(
+    State(server): State<SocketServer>,
+    Json(req): Json<SendRequest>,
+) -> impl IntoResponse {
+    match server.send(req).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+async fn stats(State(server): State<SocketServer>) -> impl IntoResponse {
+    Json(serde_json::json!({ "clients": server.client_count(), "rss": resident_bytes() }))
+}
+
+/// Resident memory of this process, from /proc (0 where there is none).
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+/// Raises the open-file limit to the hard limit, so thousands of sockets fit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls on a stack-owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    if let Err(e) = run().await {
+        eprintln!("demo: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let config = config()?;
+    raise_open_file_limit();
+    let token: Arc<str> = config.token.into();
+    let server = SocketServer::builder()
+        .path(config.io_path)
+        .layer(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
+        .layer(AuthTimeoutLayer::new(config.auth_timeout)?)
+        .layer(PingLayer::new(config.ping_interval)?)
+        .layer(RoomsLayer::new().validate(validate))
+        .build()?;
+
+    let app = Router::new()
+        .route("/send", post(send))
+        .route("/health", get(|| async { "ok" }))
+        .route("/stats", get(stats))
+        .with_state(server.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .map_request(|mut req: Request<_>| {
+                    // Let the handshake report the peer address.
+                    if let Some(ConnectInfo(addr)) =
+                        req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+                    {
+                        req.extensions_mut().insert(PeerAddr(addr));
+                    }
+                    req
+                })
+                .layer(server.layer()),
+        );
+
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    let port = listener.local_addr()?.port();
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    println!("listening on {port}");
+    std::io::stdout().flush()?;
+
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let socket_server = server.clone();
+    let http = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        socket_server.shutdown().await;
+        stopped_tx.send(()).ok();
+    });
+    // Graceful, but bounded: connections still open 5 s after the signal are dropped.
+    let bounded = async {
+        stopped_rx.await.ok();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tracing::warn!("connections still open 5 s after shutdown: closing them");
+    };
+    tokio::select! {
+        res = http => res?,
+        () = bounded => {}
+    }
+    Ok(())
+}
