@@ -23,7 +23,7 @@ pub struct TestSocket {
     _io: SocketIo,
     pub socket: SocketRef,
     pub session: Session,
-    packets: Mutex<mpsc::Receiver<Packet>>,
+    packets: tokio::sync::Mutex<mpsc::Receiver<Packet>>,
     _client: mpsc::Sender<Packet>,
 }
 
@@ -52,7 +52,7 @@ impl TestSocket {
             _io: io,
             socket,
             session,
-            packets: Mutex::new(packets),
+            packets: tokio::sync::Mutex::new(packets),
             _client: client,
         }
     }
@@ -63,7 +63,7 @@ impl TestSocket {
 
     /// The next packet sent to the socket, waiting at most 5 s.
     pub async fn next_packet(&self) -> TestPacket {
-        let mut rx = self.packets.lock().unwrap();
+        let mut rx = self.packets.lock().await;
         let packet = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .expect("a packet within 5 s")
@@ -73,7 +73,7 @@ impl TestSocket {
 
     /// Whether nothing has been sent and not yet read.
     pub fn no_packet_pending(&self) -> bool {
-        self.packets.lock().unwrap().try_recv().is_err()
+        self.packets.try_lock().is_ok_and(|mut rx| rx.try_recv().is_err())
     }
 }
 

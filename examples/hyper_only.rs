@@ -1,0 +1,238 @@
+//! The stack served by plain hyper 1 + hyper-util, without axum: the seeds' Bun
+//! fetch-handler mode (route by path, Socket.IO first, a fallback for everything else).
+//!
+//! What it shows:
+//! - `server.service_with_fallback(fallback)`: one tower service that answers Socket.IO under
+//!   `/io` and hands every other request to `fallback`, here a hand-written tower service
+//!   (`GET /health` → `200 ok`, `/health` with another method → `405`, anything else → `404`);
+//! - serving it with hyper-util's `auto::Builder` (HTTP/1.1 and HTTP/2 on one port) through
+//!   `TowerToHyperService`, with `serve_connection_with_upgrades` so that the WebSocket
+//!   transport can take the connection over;
+//! - putting [`PeerAddr`] into each request's extensions (a `map_request` wrapper), so the
+//!   handshake handed to the authenticate function reports the client's address;
+//! - a graceful shutdown by hand: stop accepting, `server.shutdown()`, ask every open
+//!   connection to finish, and give them a bounded time to do so.
+//!
+//! The Socket.IO stack here is auth (token `demo-token`, or `AUTH_TOKEN`) and rooms with the
+//! default rooms only: with no validate function, every `join` is refused (security by
+//! default). Its one handler, `whoami`, answers the handshake's address through the ack.
+//!
+//! Run it:
+//!
+//! ```text
+//! cargo run --example hyper_only                # port 3000
+//! PORT=0 cargo run --example hyper_only         # any free port, printed as `listening on <port>`
+//! ```
+//!
+//! Try it:
+//!
+//! ```text
+//! curl -i http://127.0.0.1:3000/health          # 200 ok
+//! curl -i http://127.0.0.1:3000/elsewhere       # 404
+//! curl -i -X POST http://127.0.0.1:3000/health  # 405
+//! curl 'http://127.0.0.1:3000/io/?EIO=4&transport=polling'   # an Engine.IO handshake
+//! ```
+//!
+//! and from `tests/js` (after `npm ci`):
+//!
+//! ```text
+//! node -e "
+//!   const { io } = require('socket.io-client');
+//!   const s = io('http://127.0.0.1:3000', { path: '/io', auth: { token: 'demo-token' } });
+//!   s.onAny((e, d) => console.log('<-', e, JSON.stringify(d)));
+//!   s.on('connect', () => s.emit('authenticate'));
+//!   s.on('authenticated', () => s.emit('whoami', null, (me) => { console.log('me', me); s.close(); }));
+//! "
+//! ```
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::io::Write;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use socketio_stack::layers::{AuthLayer, RoomsLayer};
+use socketio_stack::{BoxError, Handshake, PeerAddr, SocketServer};
+use socketioxide::extract::AckSender;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::{Service, ServiceBuilder};
+
+/// How long open connections may take to finish once shutdown has begun.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// The fallback: a hand-written tower service, the "rest of the app"
+// ---------------------------------------------------------------------------------------------
+
+/// Answers `GET /health` with `ok` and everything else with `404` (or `405` for a wrong
+/// method on `/health`). Any request body type works: it is never read.
+#[derive(Debug, Clone, Copy, Default)]
+struct HealthOr404;
+
+impl<B> Service<Request<B>> for HealthOr404 {
+    // `String` is an `http_body::Body`, so no extra body crate is needed.
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Stateless: always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (status, body) = match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/health") => (StatusCode::OK, "ok"),
+            (_, "/health") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            _ => (StatusCode::NOT_FOUND, "not found\n"),
+        };
+        let mut res = Response::new(body.to_owned());
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            res.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        }
+        std::future::ready(Ok(res))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Socket.IO side
+// ---------------------------------------------------------------------------------------------
+
+async fn authenticate(expected: Arc<str>, hs: Arc<Handshake>) -> Result<bool, BoxError> {
+    // `hs.address` is filled from the `PeerAddr` the accept loop inserts.
+    tracing::info!(address = ?hs.address, url = %hs.url, "authenticating");
+    Ok(hs.auth_field("token").or(hs.bearer_token()) == Some(&*expected))
+}
+
+/// `whoami` (with an ack): answers what the server knows of the client.
+async fn whoami(hs: Arc<Handshake>, ack: AckSender) {
+    let me = json!({ "address": hs.address, "url": hs.url, "secure": hs.secure, "time": hs.time });
+    ack.send(&me).ok();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
+    let token: Arc<str> = std::env::var("AUTH_TOKEN")
+        .unwrap_or_else(|_| "demo-token".into())
+        .into();
+
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
+        .layer(RoomsLayer::new())
+        .on("whoami", whoami)
+        .build()?;
+
+    // Socket.IO at `/io`, `HealthOr404` for everything else: one tower service.
+    let service = server.service_with_fallback(HealthOr404);
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let port = listener.local_addr()?.port();
+    println!("listening on {port}");
+    std::io::stdout().flush()?;
+
+    // HTTP/1.1 or HTTP/2, detected per connection.
+    let http = auto::Builder::new(TokioExecutor::new());
+    // Flipped to `true` to ask every connection to finish gracefully.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            // Forget connections that have ended, so the set does not grow for ever.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+
+        // Per connection: tag each request with the peer address, then the shared service.
+        let svc = ServiceBuilder::new()
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(remote));
+                req
+            })
+            .service(service.clone());
+        let http = http.clone();
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            // `_with_upgrades`: the WebSocket transport takes the connection over after the
+            // HTTP/1.1 upgrade; without it, clients stay on long-polling.
+            let conn = http.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(svc),
+            );
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                res = conn.as_mut() => res,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%remote, "connection ended with an error: {e}");
+            }
+        });
+    }
+
+    tracing::info!("shutting down");
+    drop(listener);
+    // Seeds' order: the clients (timers cleared, sockets disconnected), then the IO server.
+    server.shutdown().await;
+    // Then the HTTP connections: finish what is in flight, within a bound.
+    stop_tx.send(true).ok();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after {DRAIN_TIMEOUT:?}: closing them"
+        );
+        connections.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! Shared by the integration tests: a real server on an ephemeral port (axum, as a user would
+//! mount it) and a real Socket.IO client (rust_socketio) that records what it receives.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload, TransportType};
+use serde_json::{Value, json};
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::{BoxError, Handshake, Session, SocketServer};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a test waits for something that should happen (generous: CI machines are slow).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const TOKEN: &str = "demo-token";
+
+/// A running server.
+pub struct TestServer {
+    pub server: SocketServer,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    /// The URL a client connects to (`/io/` path).
+    pub fn url(&self) -> String {
+        format!("http://{}{}/", self.addr, self.server.path())
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+/// Serves `server` beside an ordinary route on 127.0.0.1:0.
+pub async fn serve(server: SocketServer) -> TestServer {
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .layer(server.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                stopped.await.ok();
+            })
+            .await
+            .ok();
+    });
+    TestServer {
+        server,
+        addr,
+        stop: Some(stop),
+    }
+}
+
+/// The demo's authenticate function: `auth.token` or a Bearer header equal to [`TOKEN`];
+/// `boom` fails.
+pub async fn authenticate(hs: Arc<Handshake>) -> Result<bool, BoxError> {
+    match hs.auth_field("token").or(hs.bearer_token()) {
+        Some("boom") => Err("boom".into()),
+        Some(t) => Ok(t == TOKEN),
+        None => Ok(false),
+    }
+}
+
+pub async fn allow_public(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxError> {
+    Ok(rooms
+        .into_iter()
+        .filter(|r| r.starts_with("public-"))
+        .collect())
+}
+
+/// The seeds' stack with short timings and a `sync` handler that acks, used as a barrier:
+/// one socket's events are handled in order, so its ack proves every earlier event of that
+/// socket has been handled.
+pub fn seeds_stack(auth_timeout_ms: u64, ping_ms: u64) -> SocketServer {
+    SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .layer(AuthTimeoutLayer::new(Duration::from_millis(auth_timeout_ms)).unwrap())
+        .layer(PingLayer::new(Duration::from_millis(ping_ms)).unwrap())
+        .layer(RoomsLayer::new().validate(allow_public))
+        .on("sync", sync_handler)
+        .build()
+        .unwrap()
+}
+
+/// Answers `sync` with a `synced` event carrying the same data. (An event rather than an ack:
+/// rust_socketio stops delivering events after an ack callback has run.)
+pub async fn sync_handler(
+    socket: socketioxide::extract::SocketRef,
+    socketio_stack::core::extract::Data(data): socketio_stack::core::extract::Data<Value>,
+) {
+    socket.emit("synced", &data).ok();
+}
+
+/// What a client received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Event(String, Value),
+    Close,
+}
+
+/// A real Socket.IO client recording every event it receives, in order.
+///
+/// rust_socketio takes the event names `open`, `close`, `error`, `message` and `connect` for
+/// its own events and never reports them through `on_any`: tests avoid them as topics.
+pub struct TestClient {
+    pub client: Client,
+    rx: mpsc::UnboundedReceiver<Received>,
+    /// Events read past while looking for another one (kept for later assertions).
+    pub skipped: Vec<Received>,
+    sync_seq: u64,
+}
+
+pub struct ClientOptions {
+    pub auth: Option<Value>,
+    pub header: Option<(String, String)>,
+    pub transport: TransportType,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            auth: Some(json!({ "token": TOKEN })),
+            header: None,
+            transport: TransportType::Websocket,
+        }
+    }
+}
+
+impl TestClient {
+    pub async fn connect(url: &str) -> Self {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, opts: ClientOptions) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let on_any = tx.clone();
+        // rust_socketio's connect() returns before the server has acknowledged the namespace
+        // connection; events emitted before that would be dropped by any server. Wait for it.
+        let (connected_tx, connected_rx) = oneshot::channel();
+        let connected_tx = std::sync::Mutex::new(Some(connected_tx));
+        let mut builder = ClientBuilder::new(url)
+            .reconnect(false)
+            .transport_type(opts.transport)
+            .on_any(move |event, payload, _| {
+                let name = String::from(event);
+                let data = match payload {
+                    Payload::Text(mut values) if !values.is_empty() => values.remove(0),
+                    _ => Value::Null,
+                };
+                on_any.send(Received::Event(name, data)).ok();
+                async {}.boxed()
+            })
+            .on(Event::Connect, move |_, _| {
+                if let Some(tx) = connected_tx.lock().unwrap().take() {
+                    tx.send(()).ok();
+                }
+                async {}.boxed()
+            })
+            .on(Event::Close, move |_, _| {
+                tx.send(Received::Close).ok();
+                async {}.boxed()
+            });
+        if let Some(auth) = opts.auth {
+            builder = builder.auth(auth);
+        }
+        if let Some((k, v)) = opts.header {
+            builder = builder.opening_header(k, v);
+        }
+        let client = tokio::time::timeout(WAIT, builder.connect())
+            .await
+            .expect("connected in time")
+            .expect("connected");
+        tokio::time::timeout(WAIT, connected_rx)
+            .await
+            .expect("namespace connected in time")
+            .expect("connect callback ran");
+        Self {
+            client,
+            rx,
+            skipped: Vec::new(),
+            sync_seq: 0,
+        }
+    }
+
+    /// Connects and authenticates; returns the client and its socket id.
+    pub async fn authenticated(url: &str) -> (Self, String) {
+        let mut c = Self::connect(url).await;
+        c.emit("authenticate", json!({})).await;
+        let data = c.expect_event("authenticated").await;
+        let id = data["id"].as_str().expect("authenticated.id").to_owned();
+        (c, id)
+    }
+
+    pub async fn emit(&self, event: &str, data: Value) {
+        self.client.emit(event, data).await.expect("emit");
+    }
+
+    /// Emits `sync` and waits for the `synced` answer: every event this client emitted before
+    /// has been handled (one socket's events are handled in order). Other events received
+    /// meanwhile are kept in `skipped`.
+    pub async fn sync(&mut self) {
+        self.sync_seq += 1;
+        let seq = self.sync_seq;
+        self.emit("sync", json!({ "seq": seq })).await;
+        loop {
+            let data = self.expect_event("synced").await;
+            if data["seq"] == seq {
+                return;
+            }
+        }
+    }
+
+    /// The next thing received.
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "nothing received within {WAIT:?}; skipped so far: {:?}",
+                    self.skipped
+                )
+            })
+            .expect("client channel open")
+    }
+
+    /// The next event other than `ping`.
+    pub async fn next_non_ping(&mut self) -> Received {
+        loop {
+            match self.next().await {
+                Received::Event(name, _) if name == "ping" => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits for the event `name`, skipping (and keeping) others; panics on close.
+    pub async fn expect_event(&mut self, name: &str) -> Value {
+        loop {
+            match self.next().await {
+                Received::Event(n, data) if n == name => return data,
+                Received::Close => panic!(
+                    "closed while waiting for {name}; skipped: {:?}",
+                    self.skipped
+                ),
+                other => self.skipped.push(other),
+            }
+        }
+    }
+
+    /// Waits for the server to disconnect this client, skipping events.
+    pub async fn expect_close(&mut self) {
+        loop {
+            match self.next().await {
+                Received::Close => return,
+                other => self.skipped.push(other),
+            }
+        }
+    }
+
+    pub async fn disconnect(&self) {
+        self.client.disconnect().await.ok();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds, failing after [`WAIT`]. For server-side state
+/// that no event announces (e.g. the registry after a client left).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts a value is an ISO-8601 time as JavaScript's `toISOString()` writes it.
+pub fn assert_iso_time(v: &Value) {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("time is not a string: {v}"));
+    let b = s.as_bytes();
+    assert_eq!(s.len(), 24, "{s}");
+    assert!(
+        s.ends_with('Z') && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[19] == b'.',
+        "{s}"
+    );
+}

@@ -1,0 +1,419 @@
+//! The seeds' "Connection Lifecycle", step by step, against a real server and client.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::layers::{auth_timeout, ping};
+use socketio_stack::outbound::DropReason;
+use socketio_stack::{ClientState, Delivery, SendRequest, SocketServer};
+use tokio::sync::Notify;
+
+#[tokio::test]
+async fn connect_tracks_an_unauthorized_client_with_its_auth_timer() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    assert!(t.server.clients().is_empty());
+    let c = TestClient::connect(&t.url()).await;
+    eventually("the client is tracked", || t.server.client_count() == 1).await;
+    let client = t.server.clients().remove(0);
+    assert_eq!(client.state(), ClientState::Unauthorized);
+    assert_eq!(client.session.timer_names(), [auth_timeout::TIMER]);
+    assert!(t.server.client(&client.id().to_string()).is_some());
+    assert!(t.server.client("not-a-socket-id").is_none());
+    // Unauthenticated: in its own id room only.
+    let rooms: Vec<String> = client
+        .socket
+        .rooms()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(rooms, [client.id().to_string()]);
+    c.disconnect().await;
+    eventually("the client is untracked after it left", || {
+        t.server.client_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn authentication_success_runs_every_step_in_order() {
+    let connected = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    let server = {
+        let connected = connected.clone();
+        let release = release.clone();
+        SocketServer::builder()
+            .layer(AuthLayer::new(move |hs| {
+                let release = release.clone();
+                async move {
+                    // Hold the answer until the test has seen the `authenticating` state.
+                    release.notified().await;
+                    authenticate(hs).await
+                }
+            }))
+            .layer(AuthTimeoutLayer::new(Duration::from_secs(10)).unwrap())
+            .layer(PingLayer::new(Duration::from_secs(10)).unwrap())
+            .layer(RoomsLayer::new().validate(allow_public))
+            .on_authenticated(move || {
+                let connected = connected.clone();
+                async move {
+                    connected.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let t = serve(server).await;
+    let mut c = TestClient::connect(&t.url()).await;
+    c.emit("authenticate", json!({})).await;
+    eventually("the client is authenticating", || {
+        t.server.clients().first().map(|c| c.state()) == Some(ClientState::Authenticating)
+    })
+    .await;
+    release.notify_one();
+
+    // Initial ping first, then `authenticated` {id, time}, as the seeds' onClientAuthenticated.
+    let Received::Event(first, ping) = c.next().await else {
+        panic!("closed")
+    };
+    assert_eq!(first, "ping");
+    assert_iso_time(&ping["time"]);
+    let Received::Event(second, data) = c.next().await else {
+        panic!("closed")
+    };
+    assert_eq!(second, "authenticated");
+    assert_iso_time(&data["time"]);
+    let id = data["id"].as_str().unwrap().to_owned();
+
+    let client = t
+        .server
+        .client(&id)
+        .expect("tracked under the id sent to the client");
+    assert_eq!(client.state(), ClientState::Authenticated);
+    let mut rooms: Vec<String> = client
+        .socket
+        .rooms()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    rooms.sort();
+    let mut expected = vec![
+        "io-default".to_owned(),
+        "io-notification".to_owned(),
+        id.clone(),
+    ];
+    expected.sort();
+    assert_eq!(rooms, expected);
+    assert_eq!(
+        client.session.timer_names(),
+        [ping::TIMER],
+        "auth timer cleared, ping running"
+    );
+    assert_eq!(
+        connected.load(Ordering::SeqCst),
+        1,
+        "clientConnectedFn ran once"
+    );
+}
+
+#[tokio::test]
+async fn auth_by_bearer_header_and_by_polling_transport() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let mut c = TestClient::connect_with(
+        &t.url(),
+        ClientOptions {
+            auth: None,
+            header: Some(("authorization".into(), format!("Bearer {TOKEN}"))),
+            transport: rust_socketio::TransportType::Polling,
+        },
+    )
+    .await;
+    c.emit("authenticate", json!({})).await;
+    c.expect_event("authenticated").await;
+}
+
+#[tokio::test]
+async fn a_refused_token_gets_the_invalid_token_message_then_a_disconnect() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    for auth in [json!({"token": "wrong"}), json!({}), json!({"token": 42})] {
+        let mut c = TestClient::connect_with(
+            &t.url(),
+            ClientOptions {
+                auth: Some(auth),
+                ..Default::default()
+            },
+        )
+        .await;
+        c.emit("authenticate", json!({})).await;
+        let Received::Event(name, data) = c.next().await else {
+            panic!("closed first")
+        };
+        assert_eq!(name, "unauthenticated");
+        assert_eq!(
+            data["message"],
+            "Invalid token to authenticate! Please login again!"
+        );
+        assert_iso_time(&data["time"]);
+        assert_eq!(c.next().await, Received::Close);
+    }
+    eventually("refused clients are untracked", || {
+        t.server.client_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_authenticate_function_gets_the_failure_message_then_a_disconnect() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let mut c = TestClient::connect_with(
+        &t.url(),
+        ClientOptions {
+            auth: Some(json!({"token": "boom"})),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.emit("authenticate", json!({})).await;
+    let Received::Event(name, data) = c.next().await else {
+        panic!("closed first")
+    };
+    assert_eq!(name, "unauthenticated");
+    assert_eq!(
+        data["message"],
+        "Failed to authenticate connection! Please login again!"
+    );
+    assert_iso_time(&data["time"]);
+    assert_eq!(c.next().await, Received::Close);
+}
+
+#[tokio::test]
+async fn the_auth_timeout_disconnects_only_unauthenticated_clients() {
+    let t = serve(seeds_stack(300, 10_000)).await;
+    let started = Instant::now();
+    let mut idle = TestClient::connect(&t.url()).await;
+    let (mut authed, _) = TestClient::authenticated(&t.url()).await;
+    idle.expect_close().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "disconnected too early: {waited:?}"
+    );
+    // The authenticated one is still served well past the deadline.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    authed.sync().await;
+    assert!(!authed.skipped.contains(&Received::Close));
+    eventually("only the authenticated client is tracked", || {
+        t.server.client_count() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ping_repeats_at_the_interval() {
+    let t = serve(seeds_stack(10_000, 150)).await;
+    let (mut c, _) = TestClient::authenticated(&t.url()).await;
+    let mut times = Vec::new();
+    while times.len() < 4 {
+        let data = c.expect_event("ping").await;
+        assert_iso_time(&data["time"]);
+        times.push(Instant::now());
+    }
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(75) && gap <= Duration::from_millis(2000),
+            "gap {gap:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn join_is_validated_and_leave_always_allowed() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    c.emit(
+        "join",
+        json!({"rooms": ["public-a", "private-b", "public-c"]}),
+    )
+    .await;
+    c.sync().await;
+    let in_room = |room: &str| {
+        t.server
+            .client(&id)
+            .unwrap()
+            .socket
+            .rooms()
+            .iter()
+            .any(|r| r == room)
+    };
+    assert!(in_room("public-a") && in_room("public-c") && !in_room("private-b"));
+
+    // Delivery agrees: the refused room gets nothing, the joined one gets its message.
+    t.server
+        .send(SendRequest::to("private-b", "secret", json!(1)))
+        .await
+        .unwrap();
+    t.server
+        .send(SendRequest::to("public-a", "public", json!(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("public".into(), json!(2))
+    );
+
+    c.emit("leave", json!({"rooms": ["public-a", "io-default"]}))
+        .await;
+    c.sync().await;
+    assert!(!in_room("public-a") && !in_room("io-default") && in_room("public-c"));
+}
+
+#[tokio::test]
+async fn without_a_validate_function_every_join_is_refused() {
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new())
+        .on("sync", sync_handler)
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    c.emit("join", json!({"rooms": ["public-a"]})).await;
+    c.sync().await;
+    let mut rooms: Vec<String> = t
+        .server
+        .client(&id)
+        .unwrap()
+        .socket
+        .rooms()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    rooms.sort();
+    let mut expected = vec!["io-default".to_owned(), "io-notification".to_owned(), id];
+    expected.sort();
+    assert_eq!(rooms, expected);
+}
+
+#[tokio::test]
+async fn send_reaches_a_room_a_socket_id_or_everyone_and_drops_silently() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut a, id_a) = TestClient::authenticated(&t.url()).await;
+    let (mut b, id_b) = TestClient::authenticated(&t.url()).await;
+    b.emit("join", json!({"rooms": ["public-b"]})).await;
+    b.sync().await;
+
+    let s = &t.server;
+    assert_eq!(
+        s.send(SendRequest::to("io-default", "room", json!({"n": 1})))
+            .await,
+        Ok(Delivery::Sent)
+    );
+    assert_eq!(
+        a.next_non_ping().await,
+        Received::Event("room".into(), json!({"n": 1}))
+    );
+    assert_eq!(
+        b.next_non_ping().await,
+        Received::Event("room".into(), json!({"n": 1}))
+    );
+
+    // To one socket id, then a barrier to the other: A must not see B's message.
+    s.send(SendRequest::to(id_b.clone(), "direct", json!("to b")))
+        .await
+        .unwrap();
+    s.send(SendRequest::to(id_a.clone(), "direct", json!("to a")))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.next_non_ping().await,
+        Received::Event("direct".into(), json!("to a"))
+    );
+    assert_eq!(
+        b.next_non_ping().await,
+        Received::Event("direct".into(), json!("to b"))
+    );
+
+    // The seeds' silent drops: nothing is sent, the caller can tell.
+    assert_eq!(
+        s.send(SendRequest::broadcast("", json!({"x": 1}))).await,
+        Ok(Delivery::Dropped(DropReason::NoTopic))
+    );
+    for falsy in [json!(null), json!(false), json!(0), json!("")] {
+        assert_eq!(
+            s.send(SendRequest::broadcast("falsy", falsy)).await,
+            Ok(Delivery::Dropped(DropReason::FalsyData))
+        );
+    }
+    // An empty destination means everyone; the completion callback runs after the send.
+    let (done, called) = tokio::sync::oneshot::channel();
+    let req = SendRequest {
+        destination: Some(String::new()),
+        ..SendRequest::broadcast("all", json!([1]))
+    };
+    s.send_then(req, move || {
+        done.send(()).ok();
+    })
+    .await
+    .unwrap();
+    called.await.unwrap();
+    assert_eq!(
+        a.next_non_ping().await,
+        Received::Event("all".into(), json!([1]))
+    );
+    assert_eq!(
+        b.next_non_ping().await,
+        Received::Event("all".into(), json!([1]))
+    );
+
+    // Only B is in public-b.
+    s.send(SendRequest::to("public-b", "only-b", json!(true)))
+        .await
+        .unwrap();
+    s.send(SendRequest::broadcast("barrier", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.next_non_ping().await,
+        Received::Event("barrier".into(), json!(1))
+    );
+    assert_eq!(
+        b.next_non_ping().await,
+        Received::Event("only-b".into(), json!(true))
+    );
+}
+
+#[tokio::test]
+async fn server_disconnect_clears_timers_and_untracks_at_once() {
+    let t = serve(seeds_stack(10_000, 100)).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    let session = t.server.client(&id).unwrap().session;
+    assert_eq!(session.timer_names(), [ping::TIMER]);
+    assert!(t.server.disconnect(&id));
+    assert!(session.timer_names().is_empty());
+    assert!(t.server.client(&id).is_none());
+    c.expect_close().await;
+    assert!(!t.server.disconnect(&id), "already gone");
+    assert!(!t.server.disconnect("junk"));
+}
+
+#[tokio::test]
+async fn shutdown_disconnects_everyone_then_closes() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut a, _) = TestClient::authenticated(&t.url()).await;
+    let mut b = TestClient::connect(&t.url()).await;
+    eventually("both tracked", || t.server.client_count() == 2).await;
+    let sessions: Vec<_> = t.server.clients().into_iter().map(|c| c.session).collect();
+    tokio::time::timeout(WAIT, t.server.shutdown())
+        .await
+        .expect("shutdown completes");
+    assert_eq!(t.server.client_count(), 0);
+    assert!(sessions.iter().all(|s| s.timer_names().is_empty()));
+    a.expect_close().await;
+    b.expect_close().await;
+}
