@@ -73,7 +73,9 @@ impl TestSocket {
 
     /// Whether nothing has been sent and not yet read.
     pub fn no_packet_pending(&self) -> bool {
-        self.packets.try_lock().is_ok_and(|mut rx| rx.try_recv().is_err())
+        self.packets
+            .try_lock()
+            .is_ok_and(|mut rx| rx.try_recv().is_err())
     }
 }
 

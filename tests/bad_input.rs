@@ -1,0 +1,313 @@
+//! Bad input, each asserted: never a panic of the server, a hung socket, or harm to others.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::{BoxError, SendRequest, SocketServer};
+
+fn rooms_of(t: &TestServer, id: &str) -> Vec<String> {
+    let mut rooms: Vec<String> = t
+        .server
+        .client(id)
+        .expect("tracked")
+        .socket
+        .rooms()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    rooms.sort();
+    rooms
+}
+
+/// An onlooker in `io-default` that must keep receiving promptly whatever the others do.
+async fn assert_onlooker_served(t: &TestServer, onlooker: &mut TestClient, n: u64) {
+    t.server
+        .send(SendRequest::to(
+            "io-default",
+            "still-there",
+            json!({"n": n}),
+        ))
+        .await
+        .unwrap();
+    loop {
+        match onlooker.next_non_ping().await {
+            Received::Event(name, data) if name == "still-there" && data["n"] == n => return,
+            Received::Event(..) => continue,
+            Received::Close => panic!("the onlooker was disconnected"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_join_and_leave_payloads_are_refused_and_the_socket_stays() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut onlooker, _) = TestClient::authenticated(&t.url()).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    let before = rooms_of(&t, &id);
+    let payloads = [
+        Value::Null,
+        json!({}),
+        json!({"rooms": "x"}),
+        json!({"rooms": "public-x"}),
+        json!({"rooms": [1, 2]}),
+        json!({"rooms": [null, {}, [], true]}),
+        json!({"rooms": {"public-a": true}}),
+        json!("public-a"),
+        json!(12),
+        json!([["public-a"]]),
+    ];
+    for (i, payload) in payloads.iter().enumerate() {
+        c.emit("join", payload.clone()).await;
+        c.emit("leave", payload.clone()).await;
+        c.sync().await;
+        assert_eq!(rooms_of(&t, &id), before, "payload {payload}");
+        assert_onlooker_served(&t, &mut onlooker, i as u64).await;
+    }
+    assert!(!c.skipped.contains(&Received::Close));
+}
+
+#[tokio::test]
+async fn ten_thousand_rooms_in_one_join_do_not_harm_anyone() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut onlooker, _) = TestClient::authenticated(&t.url()).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    let public: Vec<String> = (0..10_000).map(|i| format!("public-{i}")).collect();
+    let private: Vec<String> = (0..10_000).map(|i| format!("private-{i}")).collect();
+    c.emit("join", json!({ "rooms": private })).await;
+    c.sync().await;
+    assert_eq!(rooms_of(&t, &id).len(), 3, "every private room refused");
+    c.emit("join", json!({ "rooms": public })).await;
+    c.sync().await;
+    assert_eq!(
+        rooms_of(&t, &id).len(),
+        10_003,
+        "the validator allowed them all"
+    );
+    assert_onlooker_served(&t, &mut onlooker, 1).await;
+    t.server
+        .send(SendRequest::to("public-9999", "deep", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(c.expect_event("deep").await, json!(1));
+    c.emit("leave", json!({ "rooms": public })).await;
+    c.sync().await;
+    assert_eq!(rooms_of(&t, &id).len(), 3);
+}
+
+#[tokio::test]
+async fn a_one_mebibyte_room_name_does_not_harm_anyone() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut onlooker, _) = TestClient::authenticated(&t.url()).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    let huge_private = "x".repeat(1 << 20);
+    let huge_public = format!("public-{}", "x".repeat(1 << 20));
+    c.emit("join", json!({ "rooms": [huge_private] })).await;
+    c.sync().await;
+    assert_eq!(rooms_of(&t, &id).len(), 3, "refused by the validator");
+    c.emit("join", json!({ "rooms": [huge_public.clone()] }))
+        .await;
+    c.sync().await;
+    assert!(rooms_of(&t, &id).contains(&huge_public));
+    c.emit("leave", json!({ "rooms": [huge_public] })).await;
+    c.sync().await;
+    assert_eq!(rooms_of(&t, &id).len(), 3);
+    assert_onlooker_served(&t, &mut onlooker, 1).await;
+}
+
+#[tokio::test]
+async fn authenticate_with_junk_arguments_authenticates_as_usual() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    for junk in [
+        Value::Null,
+        json!("junk"),
+        json!([1, "two", {"three": 3}]),
+        json!({"token": "wrong"}),
+        json!("y".repeat(50_000)),
+    ] {
+        let mut c = TestClient::connect(&t.url()).await;
+        c.emit("authenticate", junk).await;
+        c.expect_event("authenticated").await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_events_and_room_requests_before_authentication_are_ignored() {
+    let chats = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let chats = chats.clone();
+        SocketServer::builder()
+            .layer(AuthLayer::new(authenticate))
+            .layer(RoomsLayer::new().validate(allow_public))
+            .on("sync", sync_handler)
+            .on("chat", move || {
+                let chats = chats.clone();
+                async move {
+                    chats.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let t = serve(server).await;
+    let mut c = TestClient::connect(&t.url()).await;
+    c.emit("join", json!({"rooms": ["public-a"]})).await;
+    c.emit("chat", json!("before auth")).await;
+    c.emit("no-such-event", json!({"x": 1})).await;
+    c.emit("authenticate", json!({})).await;
+    let id = c.expect_event("authenticated").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.emit("no-such-event", json!({"x": 2})).await;
+    c.emit("chat", json!("after auth")).await;
+    c.sync().await;
+    assert_eq!(
+        chats.load(Ordering::SeqCst),
+        1,
+        "only the chat after authentication reached the handler"
+    );
+    assert!(
+        !rooms_of(&t, &id).contains(&"public-a".to_owned()),
+        "the early join was ignored"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_authenticate_function_is_contained() {
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(
+            |hs: Arc<socketio_stack::Handshake>| async move {
+                if hs.auth_field("token") == Some("panic") {
+                    panic!("authenticate bug");
+                }
+                authenticate(hs).await
+            },
+        ))
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    for _ in 0..3 {
+        let mut c = TestClient::connect_with(
+            &t.url(),
+            ClientOptions {
+                auth: Some(json!({"token": "panic"})),
+                ..Default::default()
+            },
+        )
+        .await;
+        c.emit("authenticate", json!({})).await;
+        let data = c.expect_event("unauthenticated").await;
+        assert_eq!(
+            data["message"],
+            "Failed to authenticate connection! Please login again!"
+        );
+        c.expect_close().await;
+    }
+    // The server still serves.
+    TestClient::authenticated(&t.url()).await;
+}
+
+#[tokio::test]
+async fn an_authenticate_function_that_never_returns_still_meets_the_timeout() {
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(|_hs| {
+            std::future::pending::<Result<bool, BoxError>>()
+        }))
+        .layer(AuthTimeoutLayer::new(Duration::from_millis(300)).unwrap())
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let mut c = TestClient::connect(&t.url()).await;
+    c.emit("authenticate", json!({})).await;
+    c.emit("authenticate", json!({})).await;
+    c.expect_close().await;
+    eventually("the stuck client is untracked", || {
+        t.server.client_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_socket_leaving_during_authentication_is_handled() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (release, calls, finished) = (release.clone(), calls.clone(), finished.clone());
+        SocketServer::builder()
+            .layer(AuthLayer::new(move |hs| {
+                let (release, finished) = (release.clone(), finished.clone());
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    release.notified().await;
+                    let answer = authenticate(hs).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    answer
+                }
+            }))
+            .layer(PingLayer::new(Duration::from_millis(50)).unwrap())
+            .layer(RoomsLayer::new())
+            .build()
+            .unwrap()
+    };
+    let t = serve(server).await;
+    let c = TestClient::connect(&t.url()).await;
+    c.emit("authenticate", json!({})).await;
+    eventually("authenticate was called", || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let client = t.server.clients().remove(0);
+    c.disconnect().await;
+    eventually("the leaver is untracked", || t.server.client_count() == 0).await;
+    release.notify_one();
+    eventually("the late answer came", || {
+        finished.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The late `true` did not authenticate, ping or join anything.
+    tokio::task::yield_now().await;
+    assert_eq!(
+        client.session.state(),
+        socketio_stack::ClientState::Unauthorized
+    );
+    assert!(client.session.timer_names().is_empty());
+    assert!(client.socket.rooms().is_empty());
+    assert_eq!(t.server.client_count(), 0);
+}
+
+#[tokio::test]
+async fn five_hundred_sockets_connecting_at_once_are_all_served() {
+    let t = serve(seeds_stack(30_000, 30_000)).await;
+    let url = t.url();
+    let clients = futures_util::future::join_all((0..500).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { TestClient::authenticated(&url).await })
+    }))
+    .await;
+    let mut clients: Vec<(TestClient, String)> = clients
+        .into_iter()
+        .map(|r| r.expect("client task"))
+        .collect();
+    assert_eq!(t.server.client_count(), 500);
+    t.server
+        .send(SendRequest::to("io-default", "all-500", json!(true)))
+        .await
+        .unwrap();
+    for (c, _) in &mut clients {
+        assert_eq!(
+            c.next_non_ping().await,
+            Received::Event("all-500".into(), json!(true))
+        );
+    }
+    for (c, _) in &clients {
+        c.disconnect().await;
+    }
+    eventually("every client untracked", || t.server.client_count() == 0).await;
+}
