@@ -20,8 +20,9 @@ pub struct Handshake {
     pub headers: HeaderMap,
     /// When the socket connected, as an ISO-8601 string.
     pub time: String,
-    /// The peer's address, when the server put it in the request extensions (the crate's
-    /// own serve helpers and axum's `ConnectInfo<SocketAddr>` both do), else `None`.
+    /// The peer's address, when the server put a [`PeerAddr`] (or a bare `SocketAddr`) in the
+    /// request extensions, else `None`. With axum, copy `ConnectInfo<SocketAddr>` into a
+    /// `PeerAddr` with a `map_request` in front of the Socket.IO layer (see the demo).
     pub address: Option<SocketAddr>,
     /// Whether the request was cross-origin (it carried an `origin` header), as Engine.IO
     /// computes it.
@@ -104,8 +105,8 @@ impl Handshake {
     }
 }
 
-/// The peer address of a connection, put into request extensions by the crate's serve
-/// helpers so that [`Handshake::address`] can report it.
+/// The peer address of a connection: put it into the request extensions in front of the
+/// Socket.IO layer so that [`Handshake::address`] can report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 

@@ -44,18 +44,22 @@ pin_project! {
     }
 }
 
+/// The constructors are public so that custom layers can use the same future.
 impl<F, E> ResponseFuture<F, E> {
-    pub(crate) fn inner(fut: F) -> Self {
+    /// Passes the inner service's future through.
+    pub fn inner(fut: F) -> Self {
         Self::Inner { fut }
     }
 
-    pub(crate) fn done() -> Self {
+    /// The request was answered by the layer: `Ok(())` at once.
+    pub fn done() -> Self {
         Self::Done {
             result: Some(Ok(())),
         }
     }
 
-    pub(crate) fn boxed(fut: impl Future<Output = Result<(), E>> + Send + 'static) -> Self {
+    /// Asynchronous work of the layer's own.
+    pub fn boxed(fut: impl Future<Output = Result<(), E>> + Send + 'static) -> Self {
         Self::Boxed { fut: Box::pin(fut) }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! On `Authenticated` the socket gets a first `ping` at once, then one every interval
 //! (default 30 s, the seeds' `pingInterval`) until `Disconnect` clears the timer (kept in the
-//! [`Session`](crate::Session) under [`TIMER`]). This is an event the application sees,
+//! [`Session`] under [`TIMER`]). This is an event the application sees,
 //! distinct from Engine.IO's own heartbeat, which socketioxide runs underneath.
 //!
 //! The seeds' unauthenticated-client rule: a ping with `doIgnoreAuth = false` disconnects a

@@ -73,11 +73,10 @@ impl Outbound {
         Ok(Delivery::Sent)
     }
 
-    /// [`send`](Self::send), then runs `callback` once the message has been handed over (the
-    /// seeds' `cb`, which runs after the emit, not after the clients received it). The
-    /// callback runs whatever the outcome, also for a dropped send, as the seeds' runs only
-    /// for sends that were made: so it runs only for `Ok(Delivery::Sent)`. A panic in it is
-    /// contained and logged.
+    /// [`send`](Self::send), then runs `callback` once the message has been handed to the
+    /// delivery stack (the seeds' `cb`: after the emit, not after the clients received it).
+    /// As in the seeds, a dropped send never runs it; neither does a failed one. A panic in
+    /// the callback is contained and logged.
     pub async fn send_then<F>(&self, req: SendRequest, callback: F) -> Result<Delivery, SendError>
     where
         F: FnOnce() + Send + 'static,

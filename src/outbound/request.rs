@@ -39,7 +39,8 @@ impl SendRequest {
         }
     }
 
-    /// A message to every client.
+    /// A message to every connected client, authenticated or not, as the seeds' broadcast
+    /// (send to `io-default` to reach authenticated clients only).
     pub fn broadcast(topic: impl Into<String>, data: Value) -> Self {
         Self {
             destination: None,

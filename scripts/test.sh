@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone: the Rust suites (unit, integration against a
+# real server and client, doc tests, the examples' own tests) and the JavaScript interop
+# suite (the official socket.io-client against the demo server).
+# Installs what it needs: the npm packages of the interop suite (and Node itself, through
+# apt-get, where it is missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== installing Node.js and npm (apt-get)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+echo "== Rust: unit, integration and example tests"
+cargo test --all-targets
+echo "== Rust: doc tests"
+cargo test --doc
+
+echo "== JavaScript interop: socket.io-client against the demo server"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+DEMO_BIN="$target_dir/debug/examples/demo" node --test tests/js/interop.test.mjs
