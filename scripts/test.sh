@@ -14,7 +14,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 
 echo "== Rust: unit, integration and example tests"
-cargo test --all-targets
+cargo test --all-targets --features test-util
 echo "== Rust: doc tests"
 cargo test --doc
 

@@ -69,8 +69,8 @@ pub mod outbound;
 pub mod server;
 pub mod session;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use error::{BoxError, BuildError};
 pub use event::{ClientEvent, RequestKind, SocketRequest};

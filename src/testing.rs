@@ -1,5 +1,30 @@
-//! Test support for the layers' unit tests: a real socketioxide socket without a network
-//! (socketioxide's test harness), and a recording inner service.
+//! Drive layers without a network, for tests and benchmarks (feature `test-util`).
+//!
+//! [`TestSocket`] is a real socketioxide socket connected through socketioxide's in-memory
+//! test harness: layers can emit to it, join it to rooms and disconnect it, and the test reads
+//! what was sent. [`event`] makes a synthetic client event; [`Recorder`] and [`Noop`] are inner
+//! services to put under a layer.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use socketio_stack::testing::{Recorder, TestSocket, event};
+//! use socketio_stack::layers::RoomsLayer;
+//! use socketio_stack::{ClientState, RequestKind};
+//! use tower::{Layer, Service};
+//!
+//! let t = TestSocket::new().await;
+//! t.session.set_state(ClientState::Authenticated);
+//! let recorder = Recorder::default();
+//! let mut svc = RoomsLayer::new().layer(recorder.clone());
+//! svc.call(t.request(RequestKind::Authenticated)).await.unwrap();
+//! svc.call(t.request(event("chat", serde_json::json!("hi")))).await.unwrap();
+//! assert_eq!(recorder.seen(), ["authenticated", "event:chat"]);
+//! assert_eq!(t.socket.rooms().len(), 2);
+//! # }
+//! ```
+//!
+//! It relies on socketioxide's hidden `__test_harness` feature: meant for tests and benches,
+//! never for production code.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -21,7 +46,9 @@ use crate::session::Session;
 /// A connected socket, its session, and what the server sent to it.
 pub struct TestSocket {
     _io: SocketIo,
+    /// The socket.
     pub socket: SocketRef,
+    /// Its session (not put in the socket's extensions: the bridge does that, not this).
     pub session: Session,
     packets: tokio::sync::Mutex<mpsc::Receiver<Packet>>,
     _client: mpsc::Sender<Packet>,
@@ -30,12 +57,16 @@ pub struct TestSocket {
 /// One packet the server sent to the test socket.
 #[derive(Debug, PartialEq)]
 pub enum TestPacket {
+    /// An event: its name and first argument (`Null` when none).
     Event(String, Value),
+    /// The namespace disconnect packet.
     Disconnect,
+    /// Anything else, as text.
     Other(String),
 }
 
 impl TestSocket {
+    /// Connects a new socket to a fresh in-memory server's `/` namespace.
     pub async fn new() -> Self {
         let (_svc, io) = SocketIo::new_svc();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -57,6 +88,7 @@ impl TestSocket {
         }
     }
 
+    /// A request of `kind` for this socket.
     pub fn request(&self, kind: RequestKind) -> SocketRequest {
         SocketRequest::new(self.socket.clone(), self.session.clone(), kind)
     }
@@ -69,6 +101,14 @@ impl TestSocket {
             .expect("a packet within 5 s")
             .expect("socket open");
         decode(packet)
+    }
+
+    /// Discards every packet sent and not yet read (benchmarks call it between rounds so the
+    /// socket's buffer never fills).
+    pub fn drain(&self) {
+        if let Ok(mut rx) = self.packets.try_lock() {
+            while rx.try_recv().is_ok() {}
+        }
     }
 
     /// Whether nothing has been sent and not yet read.
@@ -116,6 +156,7 @@ pub fn event(name: &str, data: Value) -> RequestKind {
 pub struct Recorder(Arc<Mutex<Vec<String>>>);
 
 impl Recorder {
+    /// What reached it, in order.
     pub fn seen(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
@@ -136,6 +177,24 @@ impl Service<SocketRequest> for Recorder {
             kind => kind.label().to_owned(),
         };
         self.0.lock().unwrap().push(label);
+        ready(Ok(()))
+    }
+}
+
+/// An inner service that does nothing: the bottom of a stack under benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Noop;
+
+impl Service<SocketRequest> for Noop {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: SocketRequest) -> Self::Future {
         ready(Ok(()))
     }
 }

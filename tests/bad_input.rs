@@ -11,20 +11,6 @@ use serde_json::{Value, json};
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::{BoxError, SendRequest, SocketServer};
 
-fn rooms_of(t: &TestServer, id: &str) -> Vec<String> {
-    let mut rooms: Vec<String> = t
-        .server
-        .client(id)
-        .expect("tracked")
-        .socket
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    rooms.sort();
-    rooms
-}
-
 /// An onlooker in `io-default` that must keep receiving promptly whatever the others do.
 async fn assert_onlooker_served(t: &TestServer, onlooker: &mut TestClient, n: u64) {
     t.server
@@ -193,21 +179,12 @@ async fn a_panicking_authenticate_function_is_contained() {
         .unwrap();
     let t = serve(server).await;
     for _ in 0..3 {
-        let mut c = TestClient::connect_with(
-            &t.url(),
-            ClientOptions {
-                auth: Some(json!({"token": "panic"})),
-                ..Default::default()
-            },
+        let mut c = connect_with_token(&t.url(), "panic").await;
+        expect_refusal(
+            &mut c,
+            "Failed to authenticate connection! Please login again!",
         )
         .await;
-        c.emit("authenticate", json!({})).await;
-        let data = c.expect_event("unauthenticated").await;
-        assert_eq!(
-            data["message"],
-            "Failed to authenticate connection! Please login again!"
-        );
-        c.expect_close().await;
     }
     // The server still serves.
     TestClient::authenticated(&t.url()).await;

@@ -26,13 +26,10 @@ async fn connect_tracks_an_unauthorized_client_with_its_auth_timer() {
     assert!(t.server.client(&client.id().to_string()).is_some());
     assert!(t.server.client("not-a-socket-id").is_none());
     // Unauthenticated: in its own id room only.
-    let rooms: Vec<String> = client
-        .socket
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    assert_eq!(rooms, [client.id().to_string()]);
+    assert_eq!(
+        rooms_of(&t, &client.id().to_string()),
+        [client.id().to_string()]
+    );
     c.disconnect().await;
     eventually("the client is untracked after it left", || {
         t.server.client_count() == 0
@@ -95,19 +92,8 @@ async fn authentication_success_runs_every_step_in_order() {
         .client(&id)
         .expect("tracked under the id sent to the client");
     assert_eq!(client.state(), ClientState::Authenticated);
-    let mut rooms: Vec<String> = client
-        .socket
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    rooms.sort();
-    let mut expected = vec![
-        "io-default".to_owned(),
-        "io-notification".to_owned(),
-        id.clone(),
-    ];
-    expected.sort();
+    let rooms = rooms_of(&t, &id);
+    let expected = sorted(["io-default", "io-notification", id.as_str()]);
     assert_eq!(rooms, expected);
     assert_eq!(
         client.session.timer_names(),
@@ -141,25 +127,12 @@ async fn auth_by_bearer_header_and_by_polling_transport() {
 async fn a_refused_token_gets_the_invalid_token_message_then_a_disconnect() {
     let t = serve(seeds_stack(10_000, 10_000)).await;
     for auth in [json!({"token": "wrong"}), json!({}), json!({"token": 42})] {
-        let mut c = TestClient::connect_with(
-            &t.url(),
-            ClientOptions {
-                auth: Some(auth),
-                ..Default::default()
-            },
-        )
-        .await;
-        c.emit("authenticate", json!({})).await;
-        let Received::Event(name, data) = c.next().await else {
-            panic!("closed first")
+        let opts = ClientOptions {
+            auth: Some(auth),
+            ..Default::default()
         };
-        assert_eq!(name, "unauthenticated");
-        assert_eq!(
-            data["message"],
-            "Invalid token to authenticate! Please login again!"
-        );
-        assert_iso_time(&data["time"]);
-        assert_eq!(c.next().await, Received::Close);
+        let mut c = TestClient::connect_with(&t.url(), opts).await;
+        expect_refusal(&mut c, "Invalid token to authenticate! Please login again!").await;
     }
     eventually("refused clients are untracked", || {
         t.server.client_count() == 0
@@ -170,25 +143,12 @@ async fn a_refused_token_gets_the_invalid_token_message_then_a_disconnect() {
 #[tokio::test]
 async fn a_failing_authenticate_function_gets_the_failure_message_then_a_disconnect() {
     let t = serve(seeds_stack(10_000, 10_000)).await;
-    let mut c = TestClient::connect_with(
-        &t.url(),
-        ClientOptions {
-            auth: Some(json!({"token": "boom"})),
-            ..Default::default()
-        },
+    let mut c = connect_with_token(&t.url(), "boom").await;
+    expect_refusal(
+        &mut c,
+        "Failed to authenticate connection! Please login again!",
     )
     .await;
-    c.emit("authenticate", json!({})).await;
-    let Received::Event(name, data) = c.next().await else {
-        panic!("closed first")
-    };
-    assert_eq!(name, "unauthenticated");
-    assert_eq!(
-        data["message"],
-        "Failed to authenticate connection! Please login again!"
-    );
-    assert_iso_time(&data["time"]);
-    assert_eq!(c.next().await, Received::Close);
 }
 
 #[tokio::test]
@@ -242,15 +202,7 @@ async fn join_is_validated_and_leave_always_allowed() {
     )
     .await;
     c.sync().await;
-    let in_room = |room: &str| {
-        t.server
-            .client(&id)
-            .unwrap()
-            .socket
-            .rooms()
-            .iter()
-            .any(|r| r == room)
-    };
+    let in_room = |room: &str| rooms_of(&t, &id).iter().any(|r| r == room);
     assert!(in_room("public-a") && in_room("public-c") && !in_room("private-b"));
 
     // Delivery agrees: the refused room gets nothing, the joined one gets its message.
@@ -285,18 +237,8 @@ async fn without_a_validate_function_every_join_is_refused() {
     let (mut c, id) = TestClient::authenticated(&t.url()).await;
     c.emit("join", json!({"rooms": ["public-a"]})).await;
     c.sync().await;
-    let mut rooms: Vec<String> = t
-        .server
-        .client(&id)
-        .unwrap()
-        .socket
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    rooms.sort();
-    let mut expected = vec!["io-default".to_owned(), "io-notification".to_owned(), id];
-    expected.sort();
+    let rooms = rooms_of(&t, &id);
+    let expected = sorted(["io-default", "io-notification", id.as_str()]);
     assert_eq!(rooms, expected);
 }
 
@@ -416,4 +358,47 @@ async fn shutdown_disconnects_everyone_then_closes() {
     assert!(sessions.iter().all(|s| s.timer_names().is_empty()));
     a.expect_close().await;
     b.expect_close().await;
+}
+
+#[tokio::test]
+async fn handlers_answer_the_client_acknowledgement() {
+    use socketio_stack::core::extract::Data;
+    use socketioxide::extract::AckSender;
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .on(
+            "echo",
+            async |ack: AckSender, Data(v): Data<serde_json::Value>| {
+                ack.send(&json!({ "echo": v })).ok();
+            },
+        )
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let (c, _) = TestClient::authenticated(&t.url()).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    c.client
+        .emit_with_ack("echo", json!({"n": 7}), WAIT, move |payload, _c| {
+            if let Some(tx) = tx.lock().unwrap().take() {
+                tx.send(payload).ok();
+            }
+            futures_util::FutureExt::boxed(async {})
+        })
+        .await
+        .unwrap();
+    let payload = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("ack in time")
+        .unwrap();
+    // rust_socketio hands an ack over as the array of its arguments.
+    let rust_socketio::Payload::Text(args) = payload else {
+        panic!("{payload:?}")
+    };
+    let answer = match args.as_slice() {
+        [serde_json::Value::Array(inner)] => inner[0].clone(),
+        [single] => single.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(answer, json!({"echo": {"n": 7}}));
 }

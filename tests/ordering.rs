@@ -39,15 +39,7 @@ async fn a_join_then_a_leave_never_swap() {
     }
     c.emit("join", json!({ "rooms": ["slow-last"] })).await;
     c.sync().await;
-    let mut rooms: Vec<String> = t
-        .server
-        .client(&id)
-        .unwrap()
-        .socket
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
+    let mut rooms = rooms_of(&t, &id);
     rooms.retain(|r| r.starts_with("slow-"));
     assert_eq!(rooms, ["slow-last"]);
 }

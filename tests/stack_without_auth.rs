@@ -26,20 +26,9 @@ async fn rooms_ping_and_handlers_start_at_connect() {
     c.sync().await;
     let client = t.server.clients().remove(0);
     assert_eq!(client.state(), ClientState::Authenticated);
-    let mut rooms: Vec<String> = client
-        .socket
-        .rooms()
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    rooms.sort();
-    let mut expected = vec![
-        "io-default".to_owned(),
-        "io-notification".to_owned(),
-        "public-a".to_owned(),
-        client.id().to_string(),
-    ];
-    expected.sort();
+    let id = client.id().to_string();
+    let rooms = rooms_of(&t, &id);
+    let expected = sorted(["io-default", "io-notification", "public-a", id.as_str()]);
     assert_eq!(rooms, expected);
     t.server
         .send(SendRequest::to(

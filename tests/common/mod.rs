@@ -301,3 +301,38 @@ pub fn assert_iso_time(v: &Value) {
         "{s}"
     );
 }
+
+/// The rooms a tracked socket is in, sorted.
+pub fn rooms_of(t: &TestServer, id: &str) -> Vec<String> {
+    let client = t.server.client(id).expect("tracked");
+    sorted(client.socket.rooms().iter().map(|r| r.to_string()))
+}
+
+/// The items as sorted strings, to compare room sets.
+pub fn sorted<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Vec<String> {
+    let mut items: Vec<String> = items.into_iter().map(Into::into).collect();
+    items.sort();
+    items
+}
+
+/// Connects with `auth: {token}`.
+pub async fn connect_with_token(url: &str, token: &str) -> TestClient {
+    let opts = ClientOptions {
+        auth: Some(json!({ "token": token })),
+        ..Default::default()
+    };
+    TestClient::connect_with(url, opts).await
+}
+
+/// Authenticates and expects the refusal: `unauthenticated` `{message, time}` first, then the
+/// disconnect, nothing in between.
+pub async fn expect_refusal(c: &mut TestClient, message: &str) {
+    c.emit("authenticate", json!({})).await;
+    let Received::Event(name, data) = c.next().await else {
+        panic!("closed before unauthenticated")
+    };
+    assert_eq!(name, "unauthenticated");
+    assert_eq!(data["message"], message);
+    assert_iso_time(&data["time"]);
+    assert_eq!(c.next().await, Received::Close);
+}

@@ -1,0 +1,120 @@
+//! Each layer alone, driven with synthetic lifecycle requests over a no-op inner service (no
+//! network), next to the bare core, so each layer's cost reads as a ratio to it.
+//!
+//! ```text
+//! cargo bench --features test-util --bench layers
+//! ```
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use socketio_stack::core::CoreService;
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::testing::{Noop, TestSocket, event};
+use socketio_stack::{BoxError, ClientState, RequestKind, Session};
+use socketioxide::socket::DisconnectReason;
+use tower::{Layer, Service};
+
+async fn allow_all(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxError> {
+    Ok(rooms)
+}
+
+fn layers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = rt.block_on(TestSocket::new());
+    t.session.set_state(ClientState::Authenticated);
+
+    let mut group = c.benchmark_group("layer");
+    group.measurement_time(Duration::from_secs(3));
+
+    let core = CoreService::builder()
+        .on("chat", async || {})
+        .unwrap()
+        .build();
+    group.bench_function("core: event to a handler", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut core = core.clone();
+            let req = t.request(event("chat", json!({"text": "hi"})));
+            async move { core.call(req).await.unwrap() }
+        })
+    });
+
+    let auth = AuthLayer::new(|_hs| async { Ok::<_, BoxError>(true) }).layer(Noop);
+    group.bench_function("auth: gate, authenticated event", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut auth = auth.clone();
+            let req = t.request(event("chat", json!({"text": "hi"})));
+            async move { auth.call(req).await.unwrap() }
+        })
+    });
+
+    let unauthenticated = rt.block_on(TestSocket::new());
+    group.bench_function("auth: gate, event dropped before authentication", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut auth = auth.clone();
+            let req = unauthenticated.request(event("chat", json!({"text": "hi"})));
+            async move { auth.call(req).await.unwrap() }
+        })
+    });
+
+    group.bench_function("auth: authenticate, success", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut auth = auth.clone();
+            unauthenticated.session.set_state(ClientState::Unauthorized);
+            let req = unauthenticated.request(event("authenticate", json!(null)));
+            unauthenticated.drain();
+            async move { auth.call(req).await.unwrap() }
+        })
+    });
+
+    let timeout = AuthTimeoutLayer::default().layer(Noop);
+    group.bench_function("auth timeout: connect + disconnect", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut timeout = timeout.clone();
+            let connect = t.request(RequestKind::Connect);
+            let disconnect = t.request(RequestKind::Disconnect(DisconnectReason::TransportClose));
+            async move {
+                timeout.call(connect).await.unwrap();
+                timeout.call(disconnect).await.unwrap();
+            }
+        })
+    });
+
+    let ping = PingLayer::default().layer(Noop);
+    group.bench_function("ping: authenticated + disconnect", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut ping = ping.clone();
+            let authenticated = t.request(RequestKind::Authenticated);
+            let disconnect = t.request(RequestKind::Disconnect(DisconnectReason::TransportClose));
+            t.drain();
+            async move {
+                ping.call(authenticated).await.unwrap();
+                ping.call(disconnect).await.unwrap();
+            }
+        })
+    });
+
+    let rooms = RoomsLayer::new().validate(allow_all).layer(Noop);
+    for n in [1, 100] {
+        let names: Vec<String> = (0..n).map(|i| format!("room-{i}")).collect();
+        group.bench_function(format!("rooms: join + leave {n}"), |b| {
+            b.to_async(&rt).iter(|| {
+                let mut rooms = rooms.clone();
+                let join = t.request(event("join", json!({ "rooms": names })));
+                let leave = t.request(event("leave", json!({ "rooms": names })));
+                async move {
+                    rooms.call(join).await.unwrap();
+                    rooms.call(leave).await.unwrap();
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);
