@@ -31,6 +31,15 @@ fn layers(c: &mut Criterion) {
     let mut group = c.benchmark_group("layer");
     group.measurement_time(Duration::from_secs(3));
 
+    // What every case below pays before any layer runs: making the request (its JSON data
+    // included) and calling a service that does nothing.
+    group.bench_function("baseline: request into a no-op service", |b| {
+        b.to_async(&rt).iter(|| {
+            let req = t.request(event("chat", json!({"text": "hi"})));
+            async move { Noop.call(req).await.unwrap() }
+        })
+    });
+
     let core = CoreService::builder()
         .on("chat", async || {})
         .unwrap()
