@@ -14,6 +14,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 
 echo "== Rust: unit, integration and example tests"
+# The example binaries themselves: tests/examples.rs and the interop suite run them.
+cargo build --examples --features test-util
 cargo test --all-targets --features test-util
 echo "== Rust: doc tests"
 cargo test --doc

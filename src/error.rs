@@ -14,9 +14,10 @@ pub enum BuildError {
     EmptyTopic,
     /// Two handlers were registered for one topic.
     DuplicateTopic(String),
-    /// A handler was registered for an event the crate's layers answer.
-    ReservedTopic(String),
-    /// The Socket.IO path is not an absolute path.
+    /// A handler was registered for a reserved event name; the second field says what to use.
+    ReservedTopic(String, &'static str),
+    /// The Socket.IO path is not an absolute path below `/` (it must start with `/`, must not
+    /// be `/` alone, which would take every request, and must hold no `?` or `#`).
     InvalidPath(String),
     /// A duration that must be positive is zero.
     ZeroDuration(&'static str),
@@ -35,10 +36,9 @@ impl std::fmt::Display for BuildError {
             Self::DuplicateTopic(t) => {
                 write!(f, "an event handler is already registered for topic {t:?}")
             }
-            Self::ReservedTopic(t) => write!(
-                f,
-                "topic {t:?} is answered by the socketio-stack layers; register a custom layer to change how it is handled"
-            ),
+            Self::ReservedTopic(t, hint) => {
+                write!(f, "cannot register a handler for topic {t:?}: {hint}")
+            }
             Self::InvalidPath(p) => {
                 write!(f, "invalid Socket.IO path {p:?}: it must start with '/'")
             }

@@ -47,9 +47,10 @@ pub enum RequestKind<A: Adapter = LocalAdapter> {
     Connect,
     /// The client emitted an event.
     Event(ClientEvent<A>),
-    /// Synthetic: the socket has just been authenticated (sent by the auth layer to the
-    /// layers beneath it, or by the bridge right after `Connect` when no layer defers
-    /// authentication).
+    /// Synthetic: the socket has just been authenticated. The bridge sends it through the
+    /// whole stack right after the request during which an auth layer called
+    /// [`Session::complete_authentication`], or right after `Connect` when no layer defers
+    /// authentication.
     Authenticated,
     /// The socket disconnected (the last request of every socket).
     Disconnect(DisconnectReason),

@@ -51,6 +51,11 @@ use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest}
 /// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
 pub const DEFAULT_PATH: &str = "/io";
 
+/// The largest message a client may send, on either transport, unless
+/// [`SocketServerBuilder::configure_io`] says otherwise: socket.io's `maxHttpBufferSize`
+/// default. A bigger one closes that client's connection, as in socket.io.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
+
 /// The inbound stack, type-erased so the bridge has one concrete type.
 pub type InboundService<A = LocalAdapter> = BoxCloneSyncService<SocketRequest<A>, (), BoxError>;
 
@@ -137,9 +142,23 @@ impl<L, O> SocketServerBuilder<L, O> {
         self
     }
 
-    /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`).
+    /// Runs `handler` when a socket connects (the seeds' `on({topic: 'connection'})`); see
+    /// [`CoreServiceBuilder::on_connect`].
+    pub fn on_connect<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+        self.core = self.core.on_connect(handler);
+        self
+    }
+
+    /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`): after
+    /// the client got `authenticated`, before its next event.
     pub fn on_authenticated<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
         self.core = self.core.on_authenticated(handler);
+        self
+    }
+
+    /// Runs `handler` when a socket disconnects; the event data is the reason, as text.
+    pub fn on_disconnect<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+        self.core = self.core.on_disconnect(handler);
         self
     }
 
@@ -174,7 +193,10 @@ impl<L, O> SocketServerBuilder<L, O> {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
         }
-        if !self.path.starts_with('/') {
+        let path_ok = self.path.starts_with('/')
+            && self.path.trim_end_matches('/').len() > 1
+            && !self.path.contains(['?', '#']);
+        if !path_ok {
             return Err(BuildError::InvalidPath(self.path));
         }
         let registry = ClientRegistry::new();
@@ -182,7 +204,11 @@ impl<L, O> SocketServerBuilder<L, O> {
         let inbound: InboundService =
             BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
 
-        let mut io_builder = SocketIo::builder();
+        // socket.io's default `maxHttpBufferSize` (1e6 bytes) on both transports, where
+        // socketioxide allows 100 kB over polling and 64 MiB over WebSocket.
+        let mut io_builder = SocketIo::builder()
+            .max_payload(DEFAULT_MAX_PAYLOAD)
+            .ws_max_message_size(DEFAULT_MAX_PAYLOAD as usize);
         if let Some(configure) = self.configure_io {
             io_builder = configure(io_builder);
         }
@@ -304,7 +330,8 @@ impl<A: Adapter> SocketServer<A> {
         if let Some(client) = self.registry.remove(sid) {
             client.session.clear_timers();
         }
-        match self.io.get_socket(sid) {
+        // `of("/")`: after shutdown the namespace is gone and `get_socket` would panic.
+        match self.io.of("/").and_then(|ns| ns.get_socket(sid)) {
             Some(socket) => {
                 if let Err(e) = socket.disconnect() {
                     tracing::debug!(socket = %sid, "disconnect: {e}");
@@ -387,6 +414,9 @@ mod tests {
             .on("join", async || {})
             .build()
             .unwrap_err();
-        assert_eq!(err, BuildError::ReservedTopic("join".into()));
+        assert_eq!(
+            err.to_string(),
+            "cannot register a handler for topic \"join\": it is answered by RoomsLayer; without RoomsLayer it reaches on_fallback"
+        );
     }
 }

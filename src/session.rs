@@ -8,6 +8,7 @@
 //! per socket (atomics and a per-socket mutex), so no global lock sits on the hot path.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,6 +16,7 @@ use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::core::handler::BoxFuture;
 use crate::handshake::Handshake;
 
 /// The seeds' client states: `unauthorized → authenticating → authenticated`.
@@ -62,6 +64,8 @@ struct Inner {
     handshake: Arc<Handshake>,
     state: AtomicU8,
     authentication_deferred: AtomicBool,
+    authentication_completed: AtomicBool,
+    after_request: Mutex<Vec<BoxFuture<()>>>,
     closed: AtomicBool,
     closed_notify: Notify,
     disconnect_reason: Mutex<Option<DisconnectReason>>,
@@ -76,6 +80,8 @@ impl Session {
             handshake: Arc::new(handshake),
             state: AtomicU8::new(ClientState::Unauthorized as u8),
             authentication_deferred: AtomicBool::new(false),
+            authentication_completed: AtomicBool::new(false),
+            after_request: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
             disconnect_reason: Mutex::new(None),
@@ -128,6 +134,38 @@ impl Session {
         self.0.authentication_deferred.load(Ordering::Acquire)
     }
 
+    /// Called by an authentication layer once the client has proven who it is: the state
+    /// becomes `authenticated`, and as soon as the current request is done the bridge sends
+    /// the synthetic `Authenticated` request through the whole stack, from the top, so every
+    /// layer sees it wherever it sits relative to the authentication layer.
+    pub fn complete_authentication(&self) {
+        self.set_state(ClientState::Authenticated);
+        self.0
+            .authentication_completed
+            .store(true, Ordering::Release);
+    }
+
+    /// Takes the signal left by [`complete_authentication`](Self::complete_authentication).
+    pub(crate) fn take_authentication_completed(&self) -> bool {
+        self.0
+            .authentication_completed
+            .swap(false, Ordering::AcqRel)
+    }
+
+    /// Runs `task` once the request being handled is done, before the socket's next request
+    /// (the core runs the authenticated callback this way, so that it comes after the
+    /// `authenticated` event, as in the seeds). Dropped if the socket has disconnected.
+    pub fn after_request(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if !self.is_closed() {
+            lock(&self.0.after_request).push(Box::pin(task));
+        }
+    }
+
+    /// Takes the tasks queued by [`after_request`](Self::after_request).
+    pub(crate) fn take_after_request(&self) -> Vec<BoxFuture<()>> {
+        std::mem::take(&mut *lock(&self.0.after_request))
+    }
+
     /// Whether the socket has disconnected.
     pub fn is_closed(&self) -> bool {
         self.0.closed.load(Ordering::Acquire)
@@ -157,6 +195,7 @@ impl Session {
         *slot = Some(reason);
         drop(slot);
         self.0.closed_notify.notify_waiters();
+        lock(&self.0.after_request).clear();
         true
     }
 

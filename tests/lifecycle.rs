@@ -56,10 +56,13 @@ async fn authentication_success_runs_every_step_in_order() {
             .layer(AuthTimeoutLayer::new(Duration::from_secs(10)).unwrap())
             .layer(PingLayer::new(Duration::from_secs(10)).unwrap())
             .layer(RoomsLayer::new().validate(allow_public))
-            .on_authenticated(move || {
+            .on_authenticated(move |socket: socketioxide::extract::SocketRef| {
                 let connected = connected.clone();
                 async move {
                     connected.fetch_add(1, Ordering::SeqCst);
+                    socket
+                        .emit("welcome", &json!({"rooms": socket.rooms().len()}))
+                        .ok();
                 }
             })
             .build()
@@ -86,6 +89,12 @@ async fn authentication_success_runs_every_step_in_order() {
     assert_eq!(second, "authenticated");
     assert_iso_time(&data["time"]);
     let id = data["id"].as_str().unwrap().to_owned();
+    // Then the authenticated callback (clientConnectedFn), with the default rooms in place:
+    // what it sends comes after `authenticated`.
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("welcome".into(), json!({"rooms": 3}))
+    );
 
     let client = t
         .server
@@ -358,6 +367,87 @@ async fn shutdown_disconnects_everyone_then_closes() {
     assert!(sessions.iter().all(|s| s.timer_names().is_empty()));
     a.expect_close().await;
     b.expect_close().await;
+    // Every socket went through its disconnect.
+    for session in &sessions {
+        tokio::time::timeout(WAIT, session.closed())
+            .await
+            .expect("socket closed");
+    }
+    // After shutdown: sends fail visibly, disconnects find nobody, nothing panics.
+    let err = t
+        .server
+        .send(SendRequest::broadcast("late", json!(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "could not deliver the message: the Socket.IO server is shut down"
+    );
+    assert!(!t.server.disconnect(&sessions[0].id().to_string()));
+}
+
+#[tokio::test]
+async fn handler_panics_are_contained_sync_or_async() {
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .on("sync", sync_handler)
+        .on("panic-now", || {
+            if true {
+                panic!("in the handler's synchronous part");
+            }
+            async {}
+        })
+        .on("panic-later", async || panic!("in the handler's future"))
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let (mut c, _) = TestClient::authenticated(&t.url()).await;
+    for _ in 0..3 {
+        c.emit("panic-now", json!(1)).await;
+        c.emit("panic-later", json!(1)).await;
+    }
+    c.sync().await;
+    assert!(!c.skipped.contains(&Received::Close));
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_callbacks_run() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let on_disconnect = tx.clone();
+    let server = SocketServer::builder()
+        .on_connect(move |socket: socketioxide::extract::SocketRef| {
+            let tx = tx.clone();
+            async move {
+                tx.send(format!("connect {}", socket.id)).ok();
+            }
+        })
+        .on_disconnect(
+            move |socket: socketioxide::extract::SocketRef,
+                  socketio_stack::core::extract::Data(reason): socketio_stack::core::extract::Data<String>| {
+                let tx = on_disconnect.clone();
+                async move {
+                    tx.send(format!("disconnect {} {reason}", socket.id)).ok();
+                }
+            },
+        )
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let c = TestClient::connect(&t.url()).await;
+    let connect = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let id = connect.strip_prefix("connect ").unwrap().to_owned();
+    c.disconnect().await;
+    let disconnect = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        disconnect.starts_with(&format!("disconnect {id} ")),
+        "{disconnect}"
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,12 @@
 //!    push into a per-socket queue, in the order socketioxide receives packets;
 //! 4. spawns one worker per socket that calls the stack with `Connect`, then each event in
 //!    order, then `Disconnect`: one request of a socket at a time (a `join` then a `leave`
-//!    never swap), while different sockets run in parallel.
+//!    never swap), while different sockets run in parallel. When authentication completes
+//!    during a request ([`Session::complete_authentication`], or at connect when no layer
+//!    defers it), the worker sends `Authenticated` through the whole stack right after that
+//!    request, then runs the tasks queued with [`Session::after_request`].
+//!
+//! A panic in a layer or a handler is contained and logged; the worker goes on.
 //!
 //! When a socket disconnects while one of its requests is still running (an authenticate
 //! function that never returns, say), that request is left to finish on its own task and the
@@ -17,22 +22,24 @@
 
 use std::fmt::Display;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use futures_util::FutureExt;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, Event, SocketRef, TryData};
 use socketioxide::handler::connect::FromConnectParts;
 use socketioxide::handler::disconnect::DisconnectHandler;
 use socketioxide::handler::message::{FromMessage, FromMessageParts};
 use socketioxide::handler::{ConnectHandler, MessageHandler, Value as WireValue};
-use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::socket::{DisconnectReason, Sid, Socket};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
-use crate::session::{ClientState, Session};
+use crate::session::Session;
 
 /// How many events of one socket may wait while an earlier one is being handled.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
@@ -102,6 +109,11 @@ where
             session: session.clone(),
             defer: defer.clone(),
         });
+        // A transport that closed before the disconnect handler was in place found none:
+        // socketioxide cleaned the socket up itself; only the session is left to close.
+        if !socket.connected() {
+            session.close(DisconnectReason::TransportClose);
+        }
         tokio::spawn(run(self.service.clone(), socket, session, rx, defer));
     }
 }
@@ -178,18 +190,28 @@ async fn run<S, A>(
     S::Error: Display + Send,
     S::Future: Send + 'static,
 {
-    let request = |kind| SocketRequest::new(socket.clone(), session.clone(), kind);
-
-    dispatch(&mut service, request(RequestKind::Connect), &session).await;
-    if !session.authentication_deferred() && !session.is_closed() {
-        session.set_state(ClientState::Authenticated);
-        dispatch(&mut service, request(RequestKind::Authenticated), &session).await;
+    let svc = &mut service;
+    dispatch(
+        svc,
+        &socket,
+        &session,
+        RequestKind::Connect,
+        Detach::OnClose,
+    )
+    .await;
+    if !session.authentication_deferred() {
+        // No layer claimed authentication: the socket counts as authenticated at connect.
+        session.complete_authentication();
     }
+    follow_up(svc, &socket, &session).await;
     loop {
         tokio::select! {
             biased;
             event = rx.recv() => match event {
-                Some(event) => dispatch(&mut service, request(RequestKind::Event(event)), &session).await,
+                Some(event) => {
+                    dispatch(svc, &socket, &session, RequestKind::Event(event), Detach::OnClose).await;
+                    follow_up(svc, &socket, &session).await;
+                }
                 None => break,
             },
             () = session.closed() => break,
@@ -199,20 +221,27 @@ async fn run<S, A>(
     // disconnect. Each of these is detached if it does not finish at once (see module docs).
     rx.close();
     while let Ok(event) = rx.try_recv() {
-        dispatch(&mut service, request(RequestKind::Event(event)), &session).await;
+        dispatch(
+            svc,
+            &socket,
+            &session,
+            RequestKind::Event(event),
+            Detach::OnClose,
+        )
+        .await;
     }
     session.closed().await;
     let reason = session
         .disconnect_reason()
         .unwrap_or(DisconnectReason::TransportClose);
-    match service.ready().await {
-        Ok(svc) => {
-            if let Err(e) = svc.call(request(RequestKind::Disconnect(reason))).await {
-                tracing::error!(socket = %socket.id, "disconnect request failed: {e}");
-            }
-        }
-        Err(e) => tracing::error!(socket = %socket.id, "service not ready for disconnect: {e}"),
-    }
+    dispatch(
+        svc,
+        &socket,
+        &session,
+        RequestKind::Disconnect(reason),
+        Detach::Never,
+    )
+    .await;
     session.clear_timers();
     let deferred = defer.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((cleanup, s)) = deferred {
@@ -220,38 +249,100 @@ async fn run<S, A>(
     }
 }
 
-/// Calls the stack with one request; if the socket disconnects meanwhile, the request is left
-/// to finish on its own task so the worker can go on.
-async fn dispatch<S, A>(service: &mut S, req: SocketRequest<A>, session: &Session)
+/// What a request leads to: the synthetic `Authenticated`, from the top of the stack, when an
+/// authentication layer completed authentication during it; then the tasks the stack queued
+/// with [`Session::after_request`].
+async fn follow_up<S, A>(service: &mut S, socket: &SocketRef<A>, session: &Session)
 where
     A: Adapter,
     S: Service<SocketRequest<A>, Response = ()>,
     S::Error: Display + Send,
     S::Future: Send + 'static,
 {
-    let socket = req.socket.id;
-    let label = req.kind.label();
+    while session.take_authentication_completed() && !session.is_closed() {
+        dispatch(
+            service,
+            socket,
+            session,
+            RequestKind::Authenticated,
+            Detach::OnClose,
+        )
+        .await;
+    }
+    for task in session.take_after_request() {
+        let id = socket.id;
+        let mut task = Box::pin(AssertUnwindSafe(task).catch_unwind());
+        tokio::select! {
+            biased;
+            res = &mut task => log_panic(id, "after-request task", res),
+            () = session.closed() => {
+                tokio::spawn(async move { log_panic(id, "after-request task", task.await) });
+            }
+        }
+    }
+}
+
+/// Whether a request still running when its socket disconnects is left to finish on its own.
+#[derive(Clone, Copy, PartialEq)]
+enum Detach {
+    OnClose,
+    Never,
+}
+
+/// Calls the stack with one request, containing panics (of a layer or a handler) so the
+/// worker always goes on to the socket's next request and its disconnect.
+async fn dispatch<S, A>(
+    service: &mut S,
+    socket: &SocketRef<A>,
+    session: &Session,
+    kind: RequestKind<A>,
+    detach: Detach,
+) where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()>,
+    S::Error: Display + Send,
+    S::Future: Send + 'static,
+{
+    let id = socket.id;
+    let label = kind.label();
     let svc = match service.ready().await {
         Ok(svc) => svc,
         Err(e) => {
-            tracing::error!(%socket, request = label, "service not ready: {e}");
+            tracing::error!(socket = %id, request = label, "service not ready: {e}");
             return;
         }
     };
-    let mut fut = Box::pin(svc.call(req));
+    let req = SocketRequest::new(socket.clone(), session.clone(), kind);
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| svc.call(req))) {
+        Ok(fut) => fut,
+        Err(_) => {
+            tracing::error!(socket = %id, request = label, "the stack panicked");
+            return;
+        }
+    };
+    let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+    if detach == Detach::Never {
+        return report(id, label, fut.await);
+    }
     tokio::select! {
         biased;
-        res = &mut fut => {
-            if let Err(e) = res {
-                tracing::error!(%socket, request = label, "request failed: {e}");
-            }
-        }
+        res = &mut fut => report(id, label, res),
         () = session.closed() => {
-            tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    tracing::error!(%socket, request = label, "request failed: {e}");
-                }
-            });
+            tokio::spawn(async move { report(id, label, fut.await) });
         }
+    }
+}
+
+fn report<E: Display>(id: Sid, label: &str, res: std::thread::Result<Result<(), E>>) {
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(socket = %id, request = label, "request failed: {e}"),
+        Err(_) => tracing::error!(socket = %id, request = label, "the stack panicked"),
+    }
+}
+
+fn log_panic(id: Sid, what: &str, res: std::thread::Result<()>) {
+    if res.is_err() {
+        tracing::error!(socket = %id, "{what} panicked");
     }
 }

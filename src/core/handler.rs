@@ -183,7 +183,15 @@ pub(crate) fn boxed<A: Adapter, T, H: EventHandler<A, T>>(handler: H) -> BoxedHa
     Arc::new(move |parts: EventParts<A>| {
         let socket = parts.socket.id;
         let name = parts.name.clone();
-        let fut = handler.call(parts);
+        // The handler's synchronous part (extractors, a closure's body before its future)
+        // runs here: contain its panics as well as the future's.
+        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(parts))) {
+            Ok(fut) => fut,
+            Err(_) => {
+                tracing::error!(%socket, event = %name, "event handler panicked");
+                return Box::pin(async {});
+            }
+        };
         Box::pin(async move {
             if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
                 tracing::error!(%socket, event = %name, "event handler panicked");

@@ -80,10 +80,11 @@ impl<A: Adapter> ClientRegistry<A> {
         Self::default()
     }
 
-    /// Tracks a client; returns `false` (and changes nothing) if its id is already tracked.
+    /// Tracks a client; returns `false` (and changes nothing) if its id is already tracked or
+    /// its socket has already disconnected (a late `Connect` must not leave a ghost entry).
     pub fn insert(&self, socket: SocketRef<A>, session: Session) -> bool {
         let mut clients = self.write();
-        if clients.contains_key(&socket.id) {
+        if clients.contains_key(&socket.id) || session.is_closed() {
             return false;
         }
         let client = Client {

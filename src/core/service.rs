@@ -17,16 +17,21 @@ use crate::core::registry::ClientRegistry;
 use crate::error::BuildError;
 use crate::event::{RequestKind, SocketRequest, names};
 
-/// Event names the crate's layers answer; a user handler under one of these names would
-/// never be reached in the seeds' stack, so registering one is refused.
-const RESERVED: &[&str] = &[
-    names::AUTHENTICATE,
-    names::JOIN,
-    names::LEAVE,
-    "connect",
-    "connection",
-    "disconnect",
-    "disconnecting",
+/// Event names a handler cannot be registered for, with what to use instead.
+const RESERVED: &[(&str, &str)] = &[
+    (names::AUTHENTICATE, "it is answered by AuthLayer"),
+    (
+        names::JOIN,
+        "it is answered by RoomsLayer; without RoomsLayer it reaches on_fallback",
+    ),
+    (
+        names::LEAVE,
+        "it is answered by RoomsLayer; without RoomsLayer it reaches on_fallback",
+    ),
+    ("connect", "use on_connect"),
+    ("connection", "use on_connect"),
+    ("disconnect", "use on_disconnect"),
+    ("disconnecting", "use on_disconnect"),
 ];
 
 /// Tracks clients and dispatches events to user handlers. Cheap to clone.
@@ -38,7 +43,9 @@ pub struct CoreService<A: Adapter = LocalAdapter> {
 struct Handlers<A: Adapter> {
     by_name: HashMap<String, BoxedHandler<A>>,
     fallback: Option<BoxedHandler<A>>,
+    on_connect: Option<BoxedHandler<A>>,
     on_authenticated: Option<BoxedHandler<A>>,
+    on_disconnect: Option<BoxedHandler<A>>,
 }
 
 impl<A: Adapter> Clone for CoreService<A> {
@@ -58,7 +65,9 @@ impl<A: Adapter> CoreService<A> {
             handlers: Handlers {
                 by_name: HashMap::new(),
                 fallback: None,
+                on_connect: None,
                 on_authenticated: None,
+                on_disconnect: None,
             },
         }
     }
@@ -88,8 +97,8 @@ impl<A: Adapter> CoreServiceBuilder<A> {
         if topic.trim().is_empty() {
             return Err(BuildError::EmptyTopic);
         }
-        if RESERVED.contains(&topic) {
-            return Err(BuildError::ReservedTopic(topic.to_owned()));
+        if let Some((_, hint)) = RESERVED.iter().find(|(name, _)| *name == topic) {
+            return Err(BuildError::ReservedTopic(topic.to_owned(), hint));
         }
         if self.handlers.by_name.contains_key(topic) {
             return Err(BuildError::DuplicateTopic(topic.to_owned()));
@@ -106,9 +115,24 @@ impl<A: Adapter> CoreServiceBuilder<A> {
         self
     }
 
-    /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`).
+    /// Runs `handler` when a socket connects, before it authenticates (the seeds'
+    /// `on({topic: 'connection'})`). It is awaited before the socket's first event.
+    pub fn on_connect<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
+        self.handlers.on_connect = Some(handler::boxed(handler));
+        self
+    }
+
+    /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`): after
+    /// the client got `authenticated`, before the socket's next event is handled.
     pub fn on_authenticated<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
         self.handlers.on_authenticated = Some(handler::boxed(handler));
+        self
+    }
+
+    /// Runs `handler` when a socket disconnects (after the client is untracked and its
+    /// timers cleared; its rooms are still readable).
+    pub fn on_disconnect<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
+        self.handlers.on_disconnect = Some(handler::boxed(handler));
         self
     }
 
@@ -144,25 +168,39 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
         } = req;
         let handler = match kind {
             RequestKind::Connect => {
-                if !self.registry.insert(socket.clone(), session) {
-                    tracing::debug!(socket = %socket.id, "duplicate connect ignored");
+                if !self.registry.insert(socket.clone(), session.clone()) {
+                    tracing::debug!(socket = %socket.id, "connect of a tracked or gone socket ignored");
+                    return Box::pin(async { Ok(()) });
                 }
-                return Box::pin(async { Ok(()) });
+                self.handlers
+                    .on_connect
+                    .clone()
+                    .map(|h| (h, "connect".to_owned(), serde_json::Value::Null, None))
             }
             RequestKind::Disconnect(reason) => {
                 session.clear_timers();
                 self.registry.remove(socket.id);
                 tracing::debug!(socket = %socket.id, %reason, "client removed");
+                self.handlers.on_disconnect.clone().map(|h| {
+                    let reason = serde_json::Value::String(reason.to_string());
+                    (h, "disconnect".to_owned(), reason, None)
+                })
+            }
+            RequestKind::Authenticated => {
+                // Queued to run once the whole `Authenticated` request is done, i.e. after the
+                // auth layer has sent `authenticated`, as the seeds call clientConnectedFn last.
+                if let Some(handler) = self.handlers.on_authenticated.clone() {
+                    let parts = EventParts {
+                        socket,
+                        session: session.clone(),
+                        name: names::AUTHENTICATED.to_owned(),
+                        data: serde_json::Value::Null,
+                        ack: None,
+                    };
+                    session.after_request(handler(parts));
+                }
                 return Box::pin(async { Ok(()) });
             }
-            RequestKind::Authenticated => self.handlers.on_authenticated.clone().map(|h| {
-                (
-                    h,
-                    names::AUTHENTICATED.to_owned(),
-                    serde_json::Value::Null,
-                    None,
-                )
-            }),
             RequestKind::Event(ev) => {
                 let handler = self
                     .handlers

@@ -6,9 +6,11 @@
 //!
 //! 1. the state becomes `authenticating` and the user's function is called with the
 //!    [`Handshake`];
-//! 2. `Ok(true)`: the state becomes `authenticated`, `Authenticated` goes down the stack
-//!    (initial ping, default rooms, the authenticated callback), then the client gets
-//!    `authenticated` `{id, time}`;
+//! 2. `Ok(true)`: the state becomes `authenticated` ([`Session::complete_authentication`]);
+//!    right after, the synthetic `Authenticated` request goes through the whole stack (auth
+//!    timer cleared, initial ping, default rooms, ping interval); when it has passed this
+//!    layer, the client gets `authenticated` `{id, time}`; then the authenticated callback
+//!    runs. This is the seeds' order (`onClientAuthenticated`);
 //! 3. `Ok(false)`: back to `unauthorized`, the client gets `unauthenticated`
 //!    `{message: "Invalid token to authenticate! Please login again!", time}`, then is
 //!    disconnected;
@@ -18,8 +20,8 @@
 //!
 //! The `unauthenticated` packet is queued before the disconnect packet on the same socket, so
 //! the client always reads the message before it is disconnected. An `authenticate` while
-//! authenticating or authenticated is ignored. A socket that disconnects while its
-//! authenticate function runs is left alone when the function returns.
+//! authenticating or authenticated is ignored. When a socket disconnects while its
+//! authenticate function runs, the function's future is dropped.
 //!
 //! Every other event of a socket that is not authenticated is dropped here (logged at debug
 //! level), unless its name is on the allow-list ([`AuthLayer::allow_unauthenticated`]).
@@ -47,7 +49,6 @@ use std::task::{Context, Poll};
 use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -129,7 +130,7 @@ pub struct AuthService<S> {
 impl<S, A> Service<SocketRequest<A>> for AuthService<S>
 where
     A: Adapter,
-    S: Service<SocketRequest<A>, Response = ()> + Clone + Send + 'static,
+    S: Service<SocketRequest<A>, Response = ()>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -148,12 +149,8 @@ where
                 ResponseFuture::inner(self.inner.call(req))
             }
             RequestKind::Event(ev) if ev.name == names::AUTHENTICATE => {
-                // The inner service was made ready for this call; keep that one and leave a
-                // fresh clone in its place (tower's usual clone-and-swap).
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
                 let authenticate = self.layer.authenticate.clone();
-                ResponseFuture::boxed(authenticate_socket(inner, authenticate, req))
+                ResponseFuture::boxed(authenticate_socket(authenticate, req))
             }
             RequestKind::Event(ev) => {
                 let allowed = req.session.state() == ClientState::Authenticated
@@ -165,6 +162,24 @@ where
                     ResponseFuture::done()
                 }
             }
+            RequestKind::Authenticated if req.session.authentication_deferred() => {
+                // Authentication this layer (or another auth layer) completed: the client
+                // hears of it once the layers beneath have set the socket up.
+                let socket = req.socket.clone();
+                let session = req.session.clone();
+                let inner = self.inner.call(req);
+                ResponseFuture::boxed(async move {
+                    inner.await?;
+                    if !session.is_closed() {
+                        let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
+                        if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
+                            tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
+                        }
+                        tracing::info!(socket = %socket.id, "socket authenticated");
+                    }
+                    Ok(())
+                })
+            }
             RequestKind::Authenticated | RequestKind::Disconnect(_) => {
                 ResponseFuture::inner(self.inner.call(req))
             }
@@ -172,15 +187,10 @@ where
     }
 }
 
-async fn authenticate_socket<S, A>(
-    inner: S,
+async fn authenticate_socket<A: Adapter, E>(
     authenticate: AuthenticateFn,
     req: SocketRequest<A>,
-) -> Result<(), S::Error>
-where
-    A: Adapter,
-    S: Service<SocketRequest<A>, Response = ()>,
-{
+) -> Result<(), E> {
     let SocketRequest {
         socket, session, ..
     } = req;
@@ -191,26 +201,20 @@ where
         tracing::debug!(socket = %socket.id, state = %session.state(), "authenticate ignored");
         return Ok(());
     }
-    let outcome = catch_panic(authenticate(session.handshake().clone())).await;
-    if session.is_closed() {
-        session.set_state(ClientState::Unauthorized);
-        tracing::debug!(socket = %socket.id, "socket disconnected during authentication");
-        return Ok(());
-    }
-    match outcome {
-        Ok(Ok(true)) => {
-            session.set_state(ClientState::Authenticated);
-            let request =
-                SocketRequest::new(socket.clone(), session.clone(), RequestKind::Authenticated);
-            inner.oneshot(request).await?;
-            if !session.is_closed() {
-                let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
-                if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
-                    tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
-                }
-                tracing::info!(socket = %socket.id, "socket authenticated");
-            }
+    let handshake = session.handshake().clone();
+    // Called inside the guarded future, so a panic in its synchronous part is contained too.
+    let answer = catch_panic(async move { authenticate(handshake).await });
+    let outcome = tokio::select! {
+        biased;
+        outcome = answer => outcome,
+        () = session.closed() => {
+            session.set_state(ClientState::Unauthorized);
+            tracing::debug!(socket = %socket.id, "socket disconnected during authentication");
+            return Ok(());
         }
+    };
+    match outcome {
+        Ok(Ok(true)) => session.complete_authentication(),
         Ok(Ok(false)) => reject(&socket, &session, INVALID_TOKEN_MESSAGE),
         Ok(Err(e)) => {
             tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
@@ -248,7 +252,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn success_sends_authenticated_after_the_stack_saw_it() {
+    async fn success_completes_authentication_and_announces_it_after_the_stack_saw_it() {
         let t = TestSocket::new().await;
         let rec = Recorder::default();
         let mut svc = layer_answering(Ok(true)).layer(rec.clone());
@@ -259,6 +263,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(t.session.state(), ClientState::Authenticated);
+        assert!(
+            t.session.take_authentication_completed(),
+            "the bridge is told"
+        );
+        assert!(
+            t.no_packet_pending(),
+            "nothing announced before the stack has seen it"
+        );
+        // What the bridge then does: `Authenticated` from the top of the stack.
+        svc.call(t.request(RequestKind::Authenticated))
+            .await
+            .unwrap();
         svc.call(t.request(event("chat", json!(2)))).await.unwrap();
         assert_eq!(rec.seen(), ["connect", "authenticated", "event:chat"]);
         let TestPacket::Event(name, data) = t.next_packet().await else {
@@ -271,6 +287,7 @@ mod tests {
         svc.call(t.request(event("authenticate", json!(null))))
             .await
             .unwrap();
+        assert!(!t.session.take_authentication_completed());
         assert!(t.no_packet_pending());
     }
 

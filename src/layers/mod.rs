@@ -8,8 +8,11 @@
 //! | [`rooms`] | [`RoomsLayer`] | default rooms, validated `join`, `leave` |
 //!
 //! Each reacts to the [`SocketRequest`](crate::SocketRequest)s it cares about and passes the
-//! rest down, so any of them can be left out, reordered within reason, or replaced by a
-//! layer of your own over the same request type.
+//! rest down, so any of them can be left out or replaced by a layer of your own over the same
+//! request type. The synthetic `Authenticated` request always enters at the top of the stack,
+//! so every layer sees it wherever it sits. Order matters only for gating: events reach the
+//! layers above [`AuthLayer`] before it can drop them. Put it first, as the seeds' stack
+//! does (the rooms layer ignores `join`/`leave` from unauthenticated sockets wherever it sits).
 
 pub mod auth;
 pub mod auth_timeout;

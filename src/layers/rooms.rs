@@ -173,7 +173,7 @@ where
     fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
         let is_leave = match &req.kind {
             RequestKind::Authenticated => {
-                if !self.layer.default_rooms.is_empty() {
+                if !self.layer.default_rooms.is_empty() && !req.session.is_closed() {
                     req.socket.join(self.layer.default_rooms.to_vec());
                 }
                 return ResponseFuture::inner(self.inner.call(req));
@@ -215,7 +215,18 @@ where
         };
         ResponseFuture::boxed(async move {
             let asked: HashSet<String> = rooms.iter().cloned().collect();
-            match catch_panic(validate(session.clone(), rooms)).await {
+            // Called inside the guarded future, so a panic in its synchronous part is
+            // contained too; dropped if the socket leaves meanwhile.
+            let answer = catch_panic({
+                let session = session.clone();
+                async move { validate(session, rooms).await }
+            });
+            let outcome = tokio::select! {
+                biased;
+                outcome = answer => outcome,
+                () = session.closed() => return Ok(()),
+            };
+            match outcome {
                 Ok(Ok(allowed)) => {
                     let allowed: Vec<String> = allowed
                         .into_iter()

@@ -69,6 +69,9 @@ impl Outbound {
             tracing::trace!(topic = %req.topic, "send dropped: falsy data");
             return Ok(Delivery::Dropped(DropReason::FalsyData));
         }
+        if req.log {
+            tracing::info!(destination = req.room().unwrap_or("*"), topic = %req.topic, "send");
+        }
         self.service.clone().oneshot(req).await?;
         Ok(Delivery::Sent)
     }

@@ -42,9 +42,15 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
     fn call(&mut self, req: SendRequest) -> Self::Future {
         let io = self.io.clone();
         Box::pin(async move {
+            // After shutdown the namespace is gone; socketioxide's `io.to()` would panic.
+            let Some(ns) = io.of("/") else {
+                return Err(SendError::Delivery(
+                    "the Socket.IO server is shut down".into(),
+                ));
+            };
             let res = match req.room() {
-                Some(room) => io.to(room.to_owned()).emit(&req.topic, &req.data).await,
-                None => io.emit(&req.topic, &req.data).await,
+                Some(room) => ns.to(room.to_owned()).emit(&req.topic, &req.data).await,
+                None => ns.emit(&req.topic, &req.data).await,
             };
             match res {
                 Ok(()) => Ok(()),

@@ -22,6 +22,10 @@ pub struct SendRequest {
     /// compression to the transport.
     #[serde(default = "compress_default")]
     pub compress: bool,
+    /// Log the send at info level (the seeds' `doLog`; off by default to keep high-throughput
+    /// sends quiet).
+    #[serde(default)]
+    pub log: bool,
 }
 
 fn compress_default() -> bool {
@@ -36,6 +40,7 @@ impl SendRequest {
             topic: topic.into(),
             data,
             compress: true,
+            log: false,
         }
     }
 
@@ -47,6 +52,7 @@ impl SendRequest {
             topic: topic.into(),
             data,
             compress: true,
+            log: false,
         }
     }
 

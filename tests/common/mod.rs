@@ -69,13 +69,13 @@ pub async fn serve(server: SocketServer) -> TestServer {
 }
 
 /// The demo's authenticate function: `auth.token` or a Bearer header equal to [`TOKEN`];
-/// `boom` fails.
+/// `boom` in either fails.
 pub async fn authenticate(hs: Arc<Handshake>) -> Result<bool, BoxError> {
-    match hs.auth_field("token").or(hs.bearer_token()) {
-        Some("boom") => Err("boom".into()),
-        Some(t) => Ok(t == TOKEN),
-        None => Ok(false),
+    let given = [hs.auth_field("token"), hs.bearer_token()];
+    if given.contains(&Some("boom")) {
+        return Err("boom".into());
     }
+    Ok(given.contains(&Some(TOKEN)))
 }
 
 pub async fn allow_public(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxError> {
