@@ -80,6 +80,19 @@ fn layers(c: &mut Criterion) {
         })
     });
 
+    unauthenticated.session.defer_authentication();
+    group.bench_function(
+        "auth: Authenticated through the layer (the authenticated emit)",
+        |b| {
+            b.to_async(&rt).iter(|| {
+                let mut auth = auth.clone();
+                let req = unauthenticated.request(RequestKind::Authenticated);
+                unauthenticated.drain();
+                async move { auth.call(req).await.unwrap() }
+            })
+        },
+    );
+
     let timeout = AuthTimeoutLayer::default().layer(Noop);
     group.bench_function("auth timeout: connect + disconnect", |b| {
         b.to_async(&rt).iter(|| {
