@@ -51,6 +51,8 @@
 //! the acknowledgement `{ok: true}`. A `POST /api/announce` meanwhile reaches it as
 //! `announcement`.
 
+mod support;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,24 +187,9 @@ async fn announce(
 // Main
 // ---------------------------------------------------------------------------------------------
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    support::init_logging();
 
     let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     let token: Arc<str> = std::env::var("AUTH_TOKEN")
@@ -253,7 +240,7 @@ async fn main() -> Result<(), BoxError> {
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        support::shutdown_signal().await;
         tracing::info!("shutting down");
         socket_server.shutdown().await;
     })

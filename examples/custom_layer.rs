@@ -46,6 +46,8 @@
 //! `authenticate` and it is disconnected at two seconds; send an expired or tampered token and
 //! it gets `unauthenticated`. When it leaves, the server logs how many events it sent.
 
+mod support;
+
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::sync::Arc;
@@ -311,23 +313,9 @@ where
 // Main
 // =============================================================================================
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    support::init_logging();
     let secret: Arc<str> = std::env::var("TOKEN_SECRET")
         .unwrap_or_else(|_| "change-me".into())
         .into();
@@ -383,7 +371,7 @@ async fn main() -> Result<(), BoxError> {
     let socket_server = server.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            support::shutdown_signal().await;
             tracing::info!("shutting down");
             socket_server.shutdown().await;
         })

@@ -19,6 +19,8 @@
 //! `{destination?, topic, data}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss}`.
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.
 
+mod support;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,23 +134,9 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    support::init_logging();
     if let Err(e) = run().await {
         eprintln!("demo: {e}");
         std::process::exit(2);
@@ -200,7 +188,7 @@ async fn run() -> Result<(), BoxError> {
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        support::shutdown_signal().await;
         tracing::info!("shutting down");
         socket_server.shutdown().await;
         stopped_tx.send(()).ok();

@@ -45,6 +45,8 @@
 //! "
 //! ```
 
+mod support;
+
 use std::convert::Infallible;
 use std::future::Ready;
 use std::io::Write;
@@ -125,23 +127,9 @@ async fn whoami(hs: Arc<Handshake>, ack: AckSender) {
     ack.send(&me).ok();
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    support::init_logging();
 
     let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     let token: Arc<str> = std::env::var("AUTH_TOKEN")
@@ -167,7 +155,7 @@ async fn main() -> Result<(), BoxError> {
     // Flipped to `true` to ask every connection to finish gracefully.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let shutdown = shutdown_signal();
+    let shutdown = support::shutdown_signal();
     tokio::pin!(shutdown);
 
     loop {

@@ -44,6 +44,8 @@
 //! "
 //! ```
 
+mod support;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -218,23 +220,9 @@ async fn self_check(port: u16, token: &str) -> bool {
 // Main
 // ---------------------------------------------------------------------------------------------
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    support::init_logging();
     let code = match run().await {
         Ok(true) => 0,
         Ok(false) => 1,
@@ -299,10 +287,10 @@ async fn run() -> Result<bool, BoxError> {
                         false
                     })
                 }
-                () = shutdown_signal() => false,
+                () = support::shutdown_signal() => false,
             }
         } else {
-            shutdown_signal().await;
+            support::shutdown_signal().await;
             true
         }
     };
