@@ -7,9 +7,10 @@
 //!   (`GET /health` → `200 ok`, `/health` with another method → `405`, anything else → `404`);
 //! - serving it with hyper-util's `auto::Builder` (HTTP/1.1 and HTTP/2 on one port) through
 //!   `TowerToHyperService`, with `serve_connection_with_upgrades` so that the WebSocket
-//!   transport can take the connection over;
-//! - putting [`PeerAddr`] into each request's extensions (a `map_request` wrapper), so the
-//!   handshake handed to the authenticate function reports the client's address;
+//!   transport can take the connection over: the accept loop is `hyper_serve` in
+//!   `examples/support/mod.rs`, shared with the tonic example;
+//! - putting `PeerAddr` into each request's extensions (a `map_request` wrapper, in the same
+//!   loop), so the handshake handed to the authenticate function reports the client's address;
 //! - a graceful shutdown by hand: stop accepting, `server.shutdown()`, ask every open
 //!   connection to finish, and give them a bounded time to do so.
 //!
@@ -55,18 +56,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
-use socketio_stack::{BoxError, Handshake, PeerAddr, SocketServer};
+use socketio_stack::{BoxError, Handshake, SocketServer};
 use socketioxide::extract::AckSender;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tower::{Service, ServiceBuilder};
+use tower::Service;
 
 /// How long open connections may take to finish once shutdown has begun.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,77 +145,16 @@ async fn main() -> Result<(), BoxError> {
     println!("listening on {port}");
     std::io::stdout().flush()?;
 
-    // HTTP/1.1 or HTTP/2, detected per connection.
-    let http = auto::Builder::new(TokioExecutor::new());
-    // Flipped to `true` to ask every connection to finish gracefully.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let shutdown = support::shutdown_signal();
-    tokio::pin!(shutdown);
-
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            // Forget connections that have ended, so the set does not grow for ever.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            () = &mut shutdown => break,
-        };
-
-        // Per connection: tag each request with the peer address, then the shared service.
-        let svc = ServiceBuilder::new()
-            .map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(PeerAddr(remote));
-                req
-            })
-            .service(service.clone());
-        let http = http.clone();
-        let mut stop = stop_rx.clone();
-        connections.spawn(async move {
-            // `_with_upgrades`: the WebSocket transport takes the connection over after the
-            // HTTP/1.1 upgrade; without it, clients stay on long-polling.
-            let conn = http.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(svc),
-            );
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                res = conn.as_mut() => res,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote, "connection ended with an error: {e}");
-            }
-        });
-    }
+    // The accept loop is in examples/support/mod.rs (`hyper_serve`), shared with the tonic
+    // example: hyper-util's auto builder, the upgrade for WebSockets, `PeerAddr` per request.
+    let ((), connections) =
+        support::hyper_serve::serve_until(listener, service, support::shutdown_signal()).await;
 
     tracing::info!("shutting down");
-    drop(listener);
     // Seeds' order: the clients (timers cleared, sockets disconnected), then the IO server.
     server.shutdown().await;
     // Then the HTTP connections: finish what is in flight, within a bound.
-    stop_tx.send(true).ok();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "connections still open after {DRAIN_TIMEOUT:?}: closing them"
-        );
-        connections.shutdown().await;
-    }
+    connections.drain(DRAIN_TIMEOUT).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -51,26 +51,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rust_socketio::Payload;
 use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::{Value, json};
 use socketio_stack::core::extract::Data;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer};
-use socketio_stack::{BoxError, Handshake, PeerAddr, SocketServer};
+use socketio_stack::{BoxError, Handshake, SocketServer};
 use socketioxide::extract::AckSender;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as PbStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tower::ServiceBuilder;
 
 /// The health entry that stands for the Socket.IO side.
 const SOCKETIO_HEALTH: &str = "socket.io";
@@ -296,49 +289,9 @@ async fn run() -> Result<bool, BoxError> {
     };
     tokio::pin!(until);
 
-    // One builder for HTTP/1.1 (Socket.IO, with the WebSocket upgrade) and HTTP/2 (gRPC).
-    let http = auto::Builder::new(TokioExecutor::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let outcome = loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            outcome = &mut until => break outcome,
-        };
-        let svc = ServiceBuilder::new()
-            .map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(PeerAddr(remote));
-                req
-            })
-            .service(service.clone());
-        let http = http.clone();
-        let mut stop = stop_rx.clone();
-        connections.spawn(async move {
-            let conn = http.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(svc),
-            );
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                res = conn.as_mut() => res,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote, "connection ended with an error: {e}");
-            }
-        });
-    };
+    // HTTP/1.1 (Socket.IO, with the WebSocket upgrade) and HTTP/2 (gRPC) on one port: the
+    // accept loop shared with the hyper-only example (examples/support/mod.rs).
+    let (outcome, connections) = support::hyper_serve::serve_until(listener, service, until).await;
 
     tracing::info!("shutting down");
     // Tell health watchers first, then close Socket.IO, then the connections.
@@ -347,20 +300,8 @@ async fn run() -> Result<bool, BoxError> {
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     }
-    drop(listener);
     server.shutdown().await;
-    stop_tx.send(true).ok();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            open = connections.len(),
-            "connections still open: closing them"
-        );
-        connections.shutdown().await;
-    }
+    connections.drain(DRAIN_TIMEOUT).await;
     tracing::info!("stopped");
     Ok(outcome)
 }
