@@ -59,6 +59,7 @@
 //! }
 //! ```
 
+pub mod client;
 pub mod clock;
 pub mod core;
 pub mod error;

@@ -40,7 +40,7 @@ impl ClientState {
         }
     }
 
-    fn from_u8(v: u8) -> Self {
+    pub(crate) fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Authenticating,
             2 => Self::Authenticated,

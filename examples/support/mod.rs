@@ -3,8 +3,10 @@
 /// Logs to stderr (stdout is kept for the `listening on <port>` line), filtered by
 /// `RUST_LOG`, `info` by default.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -1,0 +1,145 @@
+//! Event handlers and lifecycle callbacks, made safe: a handler or callback that returns an
+//! error or panics (in its synchronous part or its future) is logged and the client goes on,
+//! as the seeds' dual try/catch wrapping does.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::core::handler::BoxFuture;
+use crate::error::BoxError;
+
+/// What a handler or callback may return: nothing, or a `Result` whose error is logged.
+pub trait HandlerResult: Send + 'static {
+    /// The error to log, if any.
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl HandlerResult for () {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Display + Send + 'static> HandlerResult for Result<(), E> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(|e| e.to_string().into())
+    }
+}
+
+/// A type-erased event handler: takes the event's first argument, answers what to send back
+/// when the server asked for an acknowledgement (`None`: no answer).
+pub(crate) type Handler =
+    Arc<dyn Fn(Value) -> BoxFuture<Result<Option<Value>, BoxError>> + Send + Sync>;
+
+/// A type-erased catch-all handler: event name and data.
+pub(crate) type AnyHandler =
+    Arc<dyn Fn(String, Value) -> BoxFuture<Result<(), BoxError>> + Send + Sync>;
+
+/// A catch-all handler.
+pub(crate) fn any_handler<F, Fut>(f: F) -> AnyHandler
+where
+    F: Fn(String, Value) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerResult,
+{
+    Arc::new(move |name, data| {
+        let fut = f(name, data);
+        Box::pin(async move { fut.await.into_result() })
+    })
+}
+
+/// A type-erased lifecycle callback.
+pub(crate) type Callback<T> = Arc<dyn Fn(T) -> BoxFuture<Result<(), BoxError>> + Send + Sync>;
+
+/// A handler of the raw JSON data.
+pub(crate) fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerResult,
+{
+    Arc::new(move |data| {
+        let fut = f(data);
+        Box::pin(async move { fut.await.into_result().map(|()| None) })
+    })
+}
+
+/// A handler of typed data: data that does not deserialize as `T` is logged and skipped.
+pub(crate) fn typed_handler<T, F, Fut>(event: &str, f: F) -> Handler
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerResult,
+{
+    let event = event.to_owned();
+    Arc::new(move |data| match serde_json::from_value::<T>(data) {
+        Ok(typed) => {
+            let fut = f(typed);
+            Box::pin(async move { fut.await.into_result().map(|()| None) })
+        }
+        Err(e) => {
+            let message = format!("event {event:?}: data of an unexpected shape skipped: {e}");
+            Box::pin(async move { Err(message.into()) })
+        }
+    })
+}
+
+/// A handler whose answer is sent back when the server asks for an acknowledgement.
+pub(crate) fn answering_handler<F, Fut, E>(f: F) -> Handler
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    Arc::new(move |data| {
+        let fut = f(data);
+        Box::pin(async move { fut.await.map(Some).map_err(|e| e.to_string().into()) })
+    })
+}
+
+/// A lifecycle callback.
+pub(crate) fn callback<T, F, Fut>(f: F) -> Callback<T>
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerResult,
+{
+    Arc::new(move |arg| {
+        let fut = f(arg);
+        Box::pin(async move { fut.await.into_result() })
+    })
+}
+
+/// Starts `call` safely: its synchronous part runs now under `catch_unwind`; the future it
+/// returns is given back wrapped so that its panic or error becomes a log line.
+pub(crate) fn guarded<T: Send + 'static>(
+    what: String,
+    call: impl FnOnce() -> BoxFuture<Result<T, BoxError>>,
+) -> BoxFuture<Option<T>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(fut) => Box::pin(async move {
+            match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(value)) => Some(value),
+                Ok(Err(e)) => {
+                    tracing::error!("{what} failed: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::error!("{what} panicked");
+                    None
+                }
+            }
+        }),
+        Err(_) => {
+            tracing::error!("{what} panicked");
+            Box::pin(async { None })
+        }
+    }
+}

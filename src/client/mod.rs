@@ -1,0 +1,53 @@
+//! The client helper: a managed Socket.IO client with authentication state and safe
+//! subscriptions, the seeds' `SocketIOClientHelper` in Rust.
+//!
+//! It speaks Engine.IO v4 / Socket.IO v5 over WebSocket (no long-polling, no TLS: put a
+//! TLS-terminating proxy in front for `wss`), to a socketio-stack server or any server of the
+//! seeds' protocol (`authenticate` → `authenticated` / `unauthenticated`, `join` / `leave`,
+//! `ping`), including the original TypeScript one.
+//!
+//! - Lifecycle callbacks: `on_connected`, `on_disconnected(reason)`, `on_error(error)`,
+//!   `on_authenticated`, `on_unauthenticated(message)`. Each may return `()` or a `Result`; an
+//!   error or a panic is logged and never takes the client down.
+//! - State `unauthorized → authenticating → authenticated`, reset on disconnect and on
+//!   `unauthenticated`: [`SocketClient::state`].
+//! - [`SocketClient::emit`] errors with status 400 when not connected ("Invalid socket client
+//!   state to emit") or without a topic ("Topic is required to emit").
+//! - [`SocketClient::subscribe`] refuses a second handler for an event unless asked
+//!   (`ignore_duplicate`, default true); handlers that fail or panic are logged.
+//! - Reconnection with socket.io-client's backoff (1 s doubling to 5 s, ±50 %), after a lost
+//!   connection only: not after `io server disconnect` or `disconnect()`.
+//!
+//! ```no_run
+//! use socketio_stack::client::SocketClient;
+//! use serde_json::json;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = SocketClient::builder("worker-1", "http://127.0.0.1:3000")
+//!     .path("/io")
+//!     .auth(json!({ "token": "demo-token" }))
+//!     .on_unauthenticated(|message| async move { tracing::warn!(%message, "refused") })
+//!     .build()?;
+//! client.subscribe("news", |data| async move { println!("news {data}") });
+//! // Once connected (on_connected), authenticate; once authenticated, join rooms.
+//! client.authenticate();
+//! client.join_rooms(&["public-a"]);
+//! client.emit("chat", &json!({ "text": "hi" }))?;
+//! client.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod error;
+mod handlers;
+mod options;
+pub mod protocol;
+mod socket_client;
+
+pub use error::ClientError;
+pub use handlers::HandlerResult;
+pub use options::ClientOptions;
+pub use socket_client::{
+    EmitOptions, EventHandler, RawSocket, SHUTDOWN_GRACE, SocketClient, SocketClientBuilder,
+    SubscriptionId,
+};
