@@ -13,6 +13,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 
+echo "== npm packages of the interop tests"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
 echo "== Rust: unit, integration and example tests"
 # The example binaries themselves: tests/examples.rs and the interop suite run them.
 cargo build --examples --features test-util
@@ -21,6 +24,5 @@ echo "== Rust: doc tests"
 cargo test --doc
 
 echo "== JavaScript interop: socket.io-client against the demo server"
-(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 DEMO_BIN="$target_dir/debug/examples/demo" node --test tests/js/interop.test.mjs

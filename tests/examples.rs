@@ -1,5 +1,6 @@
-//! The examples that can check themselves do so: the tonic example serves gRPC and Socket.IO
-//! on one port and verifies both with real clients.
+//! The examples, run as a user would run them: the tonic example serves gRPC and Socket.IO on
+//! one port and verifies both with real clients; the client example works against the demo
+//! and against a Node socket.io server speaking the seeds' protocol.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -41,4 +42,155 @@ fn tonic_example_self_check_can_fail() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// A server process printing `listening on <port>` when ready; killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .env("PORT", "0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{cmd:?} printed {line:?}"));
+        Self { child, port }
+    }
+
+    /// `POST /send` with a JSON body; the status code.
+    fn send(&self, body: &serde_json::Value) -> u16 {
+        use std::io::{Read, Write};
+        let body = body.to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "POST /send HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Runs the client example against `server`: it must authenticate, join only the allowed
+/// room, print each event as `name json`, and exit 0 on SIGTERM.
+fn client_example_works_against(server: &ServerProcess) {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let mut client = Command::new(example("client"))
+        .args(["--url", &format!("http://127.0.0.1:{}", server.port)])
+        .args([
+            "--path",
+            "/io",
+            "--token",
+            "demo-token",
+            "--rooms",
+            "public-a,private-b",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = client.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let next = |what: &str| -> String {
+        let left = deadline.saturating_duration_since(Instant::now());
+        lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line while waiting for {what}"))
+    };
+    let authenticated = loop {
+        let line = next("authenticated");
+        if let Some(data) = line.strip_prefix("authenticated ") {
+            break serde_json::from_str::<serde_json::Value>(data).unwrap();
+        }
+    };
+    let id = authenticated["id"].as_str().unwrap().to_owned();
+    // The join goes out after `authenticated`: send to the room until its message shows.
+    'joined: loop {
+        assert_eq!(
+            server.send(
+                &serde_json::json!({"destination": "public-a", "topic": "news", "data": {"n": 1}})
+            ),
+            204
+        );
+        let until = Instant::now() + Duration::from_millis(200);
+        while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            if line == r#"news {"n":1}"# {
+                break 'joined;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never got the room's message"
+        );
+    }
+    // The refused room gets nothing: a message to it, then one to the client's own id.
+    server.send(&serde_json::json!({"destination": "private-b", "topic": "secret", "data": 1}));
+    server.send(&serde_json::json!({"destination": id, "topic": "direct", "data": "barrier"}));
+    loop {
+        let line = next("the barrier");
+        assert!(!line.starts_with("secret"), "{line}");
+        if line == r#"direct "barrier""# {
+            break;
+        }
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+    let status = client.wait().unwrap();
+    assert!(status.success(), "client exited with {status}");
+}
+
+#[test]
+fn client_example_works_against_the_demo() {
+    let demo = ServerProcess::start(Command::new(example("demo")));
+    client_example_works_against(&demo);
+}
+
+#[test]
+fn client_example_works_against_a_node_socketio_server() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/seeds-server.mjs");
+    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/node_modules/socket.io");
+    assert!(
+        modules.exists(),
+        "run `npm ci` in tests/js first (scripts/test.sh does)"
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(script);
+    let node = ServerProcess::start(cmd);
+    client_example_works_against(&node);
 }

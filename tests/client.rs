@@ -1,0 +1,643 @@
+//! The client helper against a real socketio-stack server on an ephemeral port.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use socketio_stack::client::{ClientError, ClientOptions, EmitOptions, EventHandler, SocketClient};
+use socketio_stack::layers::AuthLayer;
+use socketio_stack::{ClientState, SendRequest, SocketServer};
+use tokio::sync::mpsc;
+
+/// What the client's callbacks and handlers saw, in order.
+struct Seen(mpsc::UnboundedReceiver<String>);
+
+impl Seen {
+    /// Waits for the first line starting with `prefix`, skipping others; returns it.
+    async fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.0.recv()).await {
+                Ok(Some(line)) if line.starts_with(prefix) => return line,
+                Ok(Some(_)) => continue,
+                _ => panic!("no {prefix:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Everything seen so far (not waiting).
+    fn drain(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.0.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+fn options(token: &str) -> ClientOptions {
+    ClientOptions {
+        auth: Some(json!({ "token": token })),
+        reconnection_delay: Duration::from_millis(50),
+        reconnection_delay_max: Duration::from_millis(200),
+        randomization_factor: 0.0,
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+/// A client whose callbacks, and handlers of `ping` and `news`, report to [`Seen`].
+fn client(host: &str, options: ClientOptions) -> (SocketClient, Seen) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let [a, b, c, d, e] = [(); 5].map(|()| tx.clone());
+    let client = SocketClient::builder("test-client", host)
+        .options(options)
+        .on_connected(move || {
+            a.send("connected".into()).ok();
+            async {}
+        })
+        .on_disconnected(move |reason| {
+            b.send(format!("disconnected:{reason}")).ok();
+            async {}
+        })
+        .on_error(move |error| {
+            c.send(format!("error:{}:{error}", error.status())).ok();
+            async {}
+        })
+        .on_authenticated(move || {
+            d.send("authenticated".into()).ok();
+            async {}
+        })
+        .on_unauthenticated(move |message| {
+            e.send(format!("unauthenticated:{message}")).ok();
+            async {}
+        })
+        .build()
+        .expect("valid client");
+    for event in ["ping", "news"] {
+        let tx = tx.clone();
+        client.subscribe(event, move |data: Value| {
+            tx.send(format!("event:{event}:{data}")).ok();
+            async {}
+        });
+    }
+    (client, Seen(rx))
+}
+
+fn host(t: &TestServer) -> String {
+    format!("http://{}", t.addr)
+}
+
+async fn authenticated(t: &TestServer) -> (SocketClient, Seen) {
+    let (c, mut seen) = client(&host(t), options(TOKEN));
+    seen.expect("connected").await;
+    c.authenticate();
+    seen.expect("authenticated").await;
+    (c, seen)
+}
+
+#[tokio::test]
+async fn callbacks_and_states_follow_the_lifecycle() {
+    let t = serve(seeds_stack(10_000, 100)).await;
+    let (c, mut seen) = client(&host(&t), options(TOKEN));
+    assert_eq!(seen.expect("connected").await, "connected");
+    assert!(c.is_connected());
+    assert_eq!(c.state(), ClientState::Unauthorized);
+    assert!(c.raw().id().is_some() && c.raw().engine_id().is_some());
+    c.authenticate();
+    assert_eq!(c.state(), ClientState::Authenticating);
+    c.authenticate(); // ignored: not unauthorized
+    seen.expect("authenticated").await;
+    assert_eq!(c.state(), ClientState::Authenticated);
+    let ping = seen.expect("event:ping:").await;
+    assert!(ping.contains("\"time\""), "{ping}");
+
+    c.disconnect();
+    assert_eq!(
+        seen.expect("disconnected").await,
+        "disconnected:io client disconnect"
+    );
+    assert_eq!(c.state(), ClientState::Unauthorized);
+    assert!(!c.is_connected());
+    eventually("the server saw the client leave", || {
+        t.server.client_count() == 0
+    })
+    .await;
+
+    c.connect();
+    seen.expect("connected").await;
+    c.authenticate();
+    seen.expect("authenticated").await;
+    c.shutdown().await;
+    assert_eq!(c.running_tasks(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_token_resets_the_state_and_does_not_reconnect() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (c, mut seen) = client(&host(&t), options("wrong"));
+    seen.expect("connected").await;
+    c.authenticate();
+    assert_eq!(
+        seen.expect("unauthenticated").await,
+        "unauthenticated:Invalid token to authenticate! Please login again!"
+    );
+    assert_eq!(
+        seen.expect("disconnected").await,
+        "disconnected:io server disconnect"
+    );
+    assert_eq!(c.state(), ClientState::Unauthorized);
+    // As socket.io-client: a disconnect by the server is not followed by a reconnection,
+    // though reconnection is on with a 50 ms delay. (An absence: checked over 10 delays.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!seen.drain().contains(&"connected".to_owned()));
+    assert!(!c.is_connected());
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_auth_timeout_disconnects_and_resets() {
+    let t = serve(seeds_stack(200, 10_000)).await;
+    let (c, mut seen) = client(&host(&t), options(TOKEN));
+    seen.expect("connected").await;
+    assert_eq!(
+        seen.expect("disconnected").await,
+        "disconnected:io server disconnect"
+    );
+    assert_eq!(c.state(), ClientState::Unauthorized);
+    c.shutdown().await;
+}
+
+/// The demo binary as a child process: a real server process to kill and restart.
+struct Demo(Child);
+
+impl Demo {
+    fn start(port: u16) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .unwrap()
+            .join("examples")
+            .join("demo");
+        assert!(
+            bin.exists(),
+            "{} missing: build the examples first",
+            bin.display()
+        );
+        let child = Command::new(bin)
+            .env("PORT", port.to_string())
+            .env("PING_INTERVAL_MS", "200")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut demo = Demo(child);
+        let stdout = demo.0.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        assert!(line.starts_with("listening on"), "{line:?}");
+        demo
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+#[tokio::test]
+async fn reconnects_after_the_server_restarts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let demo = Demo::start(port);
+    let (c, mut seen) = client(&format!("http://127.0.0.1:{port}"), options(TOKEN));
+    seen.expect("connected").await;
+    c.authenticate();
+    seen.expect("authenticated").await;
+
+    drop(demo); // SIGKILL: no goodbye to the client
+    let reason = seen.expect("disconnected").await;
+    assert!(
+        [
+            "disconnected:transport close",
+            "disconnected:transport error",
+            "disconnected:ping timeout"
+        ]
+        .contains(&reason.as_str()),
+        "{reason}"
+    );
+    assert_eq!(c.state(), ClientState::Unauthorized);
+    // While the server is down, attempts fail and are reported.
+    seen.expect("error:503").await;
+
+    let _demo = Demo::start(port);
+    seen.expect("connected").await;
+    assert_eq!(c.state(), ClientState::Unauthorized);
+    c.authenticate();
+    seen.expect("authenticated").await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribe_protects_against_duplicates() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (c, mut seen) = authenticated(&t).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move |_data: Value| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {}
+        }
+    };
+    let first = c
+        .subscribe("tick", counter(&calls))
+        .expect("first subscription");
+    assert!(
+        c.subscribe("tick", counter(&calls)).is_none(),
+        "a duplicate is refused"
+    );
+    let second = c
+        .subscribe_handler("tick", EventHandler::new(counter(&calls)), false)
+        .expect("allowed when asked");
+
+    let send = |topic: &'static str| {
+        t.server
+            .send(SendRequest::to("io-default", topic, json!({"n": 1})))
+    };
+    send("tick").await.unwrap();
+    send("news").await.unwrap(); // barrier: handlers of one message all start before the next
+    seen.expect("event:news").await;
+    eventually("both tick handlers ran", || {
+        calls.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    assert!(c.unsubscribe("tick", Some(first)));
+    assert!(!c.unsubscribe("tick", Some(first)));
+    send("tick").await.unwrap();
+    send("news").await.unwrap();
+    seen.expect("event:news").await;
+    eventually("one tick handler left", || {
+        calls.load(Ordering::SeqCst) == 3
+    })
+    .await;
+
+    c.unsubscribe_many(["tick"]);
+    assert!(!c.unsubscribe("tick", Some(second)));
+    send("tick").await.unwrap();
+    send("news").await.unwrap();
+    seen.expect("event:news").await;
+    tokio::task::yield_now().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let many = c.subscribe_many(
+        [
+            ("a", EventHandler::new(counter(&calls))),
+            ("news", EventHandler::new(counter(&calls))),
+        ],
+        true,
+    );
+    assert!(
+        many[0].is_some() && many[1].is_none(),
+        "news already has a handler"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_and_panicking_handlers_and_callbacks_never_take_the_client_down() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let mut seen = Seen(rx);
+    let ok = tx.clone();
+    let c = SocketClient::builder("fragile", host(&t))
+        .options(options(TOKEN))
+        .on_connected(move || {
+            ok.send("connected".into()).ok();
+            if true {
+                panic!("on_connected bug");
+            }
+            async {}
+        })
+        .on_authenticated(|| async { Err::<(), _>("on_authenticated failed") })
+        .build()
+        .unwrap();
+    seen.expect("connected").await;
+    c.subscribe("boom-sync", |_| {
+        if true {
+            panic!("sync panic");
+        }
+        async {}
+    });
+    c.subscribe("boom-async", |_| async {
+        if true {
+            panic!("async panic");
+        }
+    });
+    c.subscribe("boom-err", |_| async { Err::<(), _>("handler error") });
+    c.subscribe("good", move |data| {
+        tx.send(format!("good:{data}")).ok();
+        async {}
+    });
+    c.authenticate();
+    eventually("authenticated", || c.state() == ClientState::Authenticated).await;
+    for round in 0..3 {
+        for topic in ["boom-sync", "boom-async", "boom-err", "good"] {
+            let data = json!({ "round": round });
+            t.server
+                .send(SendRequest::to("io-default", topic, data))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            seen.expect("good:").await,
+            format!("good:{{\"round\":{round}}}")
+        );
+    }
+    assert!(c.is_connected());
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn emit_errors_and_acknowledgements() {
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .on(
+            "echo",
+            async |ack: socketioxide::extract::AckSender,
+                   socketio_stack::core::extract::Data(v): socketio_stack::core::extract::Data<
+                Value,
+            >| {
+                ack.send(&json!({ "echo": v })).ok();
+            },
+        )
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let (c, mut seen) = client(
+        &host(&t),
+        ClientOptions {
+            auto_connect: false,
+            ..options(TOKEN)
+        },
+    );
+    let err = c.emit("news", &json!(1)).unwrap_err();
+    assert_eq!(
+        (err.status(), err.to_string().as_str()),
+        (400, "Invalid socket client state to emit")
+    );
+    assert_eq!(err, ClientError::NotConnected);
+    c.join_rooms(&["public-a"]); // no-op with a warning
+    c.authenticate(); // no-op with a warning
+    assert_eq!(c.state(), ClientState::Unauthorized);
+
+    c.connect();
+    seen.expect("connected").await;
+    let err = c.emit("", &json!(1)).unwrap_err();
+    assert_eq!(
+        (err.status(), err.to_string().as_str()),
+        (400, "Topic is required to emit")
+    );
+    c.authenticate();
+    seen.expect("authenticated").await;
+
+    let (done, called) = tokio::sync::oneshot::channel();
+    let opts = EmitOptions {
+        log: true,
+        callback: Some(Box::new(move || {
+            done.send(()).ok();
+        })),
+    };
+    c.emit_with("news", &json!({"x": 1}), opts).unwrap();
+    called.await.unwrap();
+    let answer = c
+        .emit_with_ack("echo", &json!({"n": 7}), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"echo": {"n": 7}}));
+    let err = c
+        .emit_with_ack("nobody-answers", &json!(1), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 504);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn join_and_leave_show_in_what_the_server_sends() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (c, mut seen) = authenticated(&t).await;
+    let id = c.raw().id().unwrap();
+    c.join_rooms(&["public-a", "private-b"]);
+    eventually("joined public-a", || {
+        rooms_of(&t, &id).contains(&"public-a".to_owned())
+    })
+    .await;
+    assert!(!rooms_of(&t, &id).contains(&"private-b".to_owned()));
+    t.server
+        .send(SendRequest::to("private-b", "news", json!("private")))
+        .await
+        .unwrap();
+    t.server
+        .send(SendRequest::to("public-a", "news", json!("public")))
+        .await
+        .unwrap();
+    assert_eq!(seen.expect("event:news").await, "event:news:\"public\"");
+    c.leave_rooms(&["public-a"]);
+    eventually("left public-a", || {
+        !rooms_of(&t, &id).contains(&"public-a".to_owned())
+    })
+    .await;
+    t.server
+        .send(SendRequest::to("public-a", "news", json!("gone")))
+        .await
+        .unwrap();
+    t.server
+        .send(SendRequest::to(id.clone(), "news", json!("barrier")))
+        .await
+        .unwrap();
+    assert_eq!(seen.expect("event:news").await, "event:news:\"barrier\"");
+    c.shutdown().await;
+}
+
+#[derive(serde::Deserialize)]
+struct News {
+    title: String,
+}
+
+#[tokio::test]
+async fn a_typed_handler_skips_data_of_another_shape() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (c, mut seen) = authenticated(&t).await;
+    let (tx, mut titles) = mpsc::unbounded_channel();
+    c.subscribe_typed("headline", move |news: News| {
+        tx.send(news.title).ok();
+        async {}
+    });
+    for data in [
+        json!({"wrong": 1}),
+        json!("just text"),
+        json!([1, 2]),
+        json!({"title": "ok"}),
+    ] {
+        t.server
+            .send(SendRequest::to("io-default", "headline", data))
+            .await
+            .unwrap();
+    }
+    let title = tokio::time::timeout(WAIT, titles.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(title, "ok");
+    t.server
+        .send(SendRequest::to("io-default", "news", json!(1)))
+        .await
+        .unwrap();
+    seen.expect("event:news").await;
+    assert!(
+        titles.try_recv().is_err(),
+        "only the fitting data reached the handler"
+    );
+    assert!(c.is_connected());
+    c.shutdown().await;
+}
+
+#[test]
+fn shutdown_leaves_no_task_running() {
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let t = server_rt.block_on(async { serve(seeds_stack(10_000, 50)).await });
+    let url = host(&t);
+    // The client runs alone in its own runtime, so the runtime's count of live tasks is the
+    // client's.
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async {
+        let (c, mut seen) = client(&url, options(TOKEN));
+        seen.expect("connected").await;
+        c.authenticate();
+        seen.expect("authenticated").await;
+        c.subscribe("ping", |_| async {
+            tokio::time::sleep(Duration::from_secs(60)).await
+        });
+        c.subscribe_any(|_, _| async { tokio::time::sleep(Duration::from_secs(60)).await });
+        seen.expect("event:ping").await;
+        assert!(
+            c.running_tasks() > 1,
+            "the connection and sleeping handlers"
+        );
+        c.shutdown().await;
+        assert_eq!(c.running_tasks(), 0);
+        assert!(!c.is_connected());
+        assert_eq!(c.state(), ClientState::Unauthorized);
+    });
+    assert_eq!(client_rt.metrics().num_alive_tasks(), 0);
+    drop(t);
+}
+
+#[tokio::test]
+async fn a_server_closing_mid_handshake_is_an_error_not_a_panic() {
+    for reply in [
+        &b""[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        b"garbage\r\n\r\n",
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                // Read (some of) the request, then answer it badly.
+                let mut buf = [0u8; 1024];
+                let _read = stream.read(&mut buf).await;
+                stream.write_all(reply).await.ok();
+            }
+        });
+        let (c, mut seen) = client(
+            &format!("http://{addr}"),
+            ClientOptions {
+                reconnection: false,
+                ..options(TOKEN)
+            },
+        );
+        let error = seen.expect("error:").await;
+        assert!(error.starts_with("error:503:"), "{error}");
+        assert!(!c.is_connected());
+        c.shutdown().await;
+    }
+    // A WebSocket that closes right after the upgrade, before the Engine.IO open packet.
+    let app = axum::Router::new().route(
+        "/io/",
+        axum::routing::get(|| async { (axum::http::StatusCode::SWITCHING_PROTOCOLS, "") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let (c, mut seen) = client(
+        &format!("http://{addr}"),
+        ClientOptions {
+            reconnection: false,
+            ..options(TOKEN)
+        },
+    );
+    seen.expect("error:").await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_host_reports_errors_with_backoff_not_a_busy_loop() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let opts = ClientOptions {
+        reconnection_delay: Duration::from_millis(100),
+        reconnection_delay_max: Duration::from_secs(1),
+        reconnection_attempts: Some(3),
+        ..options(TOKEN)
+    };
+    let started = Instant::now();
+    let (c, mut seen) = client(&format!("http://127.0.0.1:{port}"), opts);
+    for _ in 0..4 {
+        seen.expect("error:503").await;
+    }
+    // One attempt and three retries, 100 + 200 + 400 ms apart.
+    assert!(
+        started.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        started.elapsed()
+    );
+    // Then it gives up: no fifth attempt (checked over more than the next delay would be).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(seen.drain().iter().all(|l| !l.starts_with("error")));
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_urls_are_refused_at_build() {
+    for host in ["not a url", "ftp://x", "https://example.test", "http://"] {
+        let err = SocketClient::builder("bad", host).build().unwrap_err();
+        assert_eq!(err.status(), 400, "{host}: {err}");
+    }
+    let err = SocketClient::builder("bad", "http://127.0.0.1:1")
+        .path("io")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+}

@@ -1,0 +1,69 @@
+// A Node socket.io 4 server speaking the seeds' protocol, written here from the seeds' text
+// (authenticate → authenticated / unauthenticated, join validated, leave, ping), so that the
+// crate's Rust client can be tested against the reference server implementation, not only
+// against socketioxide.
+//
+//   node seeds-server.mjs        # prints `listening on <port>` (PORT, default 0 = any)
+//
+// Token: AUTH_TOKEN (default demo-token) from `auth.token` or `authorization: Bearer`.
+// HTTP: POST /send {destination?, topic, data} → 204.
+import { createServer } from 'node:http';
+import { Server } from 'socket.io';
+
+const token = process.env.AUTH_TOKEN ?? 'demo-token';
+const http = createServer((req, res) => {
+  if (req.method === 'POST' && req.url === '/send') {
+    let body = '';
+    req.on('data', (chunk) => (body += chunk));
+    req.on('end', () => {
+      const { destination, topic, data } = JSON.parse(body || '{}');
+      if (topic && data) (destination ? io.to(destination) : io).emit(topic, data);
+      res.writeHead(204).end();
+    });
+    return;
+  }
+  res.writeHead(404).end();
+});
+const io = new Server(http, { path: '/io' });
+const now = () => new Date().toISOString();
+
+io.on('connection', (socket) => {
+  let state = 'unauthorized';
+  const timeout = setTimeout(() => state !== 'authenticated' && socket.disconnect(), 10_000);
+  let interval;
+  socket.on('disconnect', () => {
+    clearTimeout(timeout);
+    clearInterval(interval);
+  });
+  socket.on('authenticate', () => {
+    if (state !== 'unauthorized') return;
+    state = 'authenticating';
+    const { auth, headers } = socket.handshake;
+    const given = [auth?.token, (headers.authorization ?? '').replace(/^Bearer /i, '')];
+    if (!given.includes(token)) {
+      state = 'unauthorized';
+      socket.emit('unauthenticated', { message: 'Invalid token to authenticate! Please login again!', time: now() });
+      setImmediate(() => socket.disconnect());
+      return;
+    }
+    state = 'authenticated';
+    clearTimeout(timeout);
+    socket.emit('ping', { time: now() });
+    socket.join(['io-default', 'io-notification']);
+    socket.on('join', (payload) => {
+      const { rooms = [] } = payload || { rooms: [] };
+      if (Array.isArray(rooms)) socket.join(rooms.filter((r) => typeof r === 'string' && r.startsWith('public-')));
+    });
+    socket.on('leave', (payload) => {
+      const { rooms = [] } = payload || { rooms: [] };
+      if (Array.isArray(rooms)) rooms.forEach((r) => socket.leave(r));
+    });
+    interval = setInterval(() => socket.emit('ping', { time: now() }), 30_000);
+    socket.emit('authenticated', { id: socket.id, time: now() });
+  });
+});
+
+http.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
+  console.log(`listening on ${http.address().port}`);
+});
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => io.close(() => process.exit(0)));
