@@ -18,6 +18,13 @@
 //! - Reconnection with socket.io-client's backoff (1 s doubling to 5 s, ±50 %), after a lost
 //!   connection only: not after `io server disconnect` or `disconnect()`.
 //!
+//! Why a client of our own: `rust_socketio` 0.6 (async) was tried first, as the integration
+//! tests' client. It stopped delivering events after an ack callback had run, returned from
+//! `connect()` before the namespace was connected, and swallows the event names `open`,
+//! `close`, `error` and `message`. The subset a service client needs is small: WebSocket,
+//! default namespace, text packets ([`protocol`]). It is built on `tokio-tungstenite`, which
+//! socketioxide already uses.
+//!
 //! ```no_run
 //! use socketio_stack::client::SocketClient;
 //! use serde_json::json;
