@@ -1,7 +1,7 @@
 //! A command-line Socket.IO client built on the crate's client helper: connects,
 //! authenticates, joins the rooms given, and prints each event it receives as one line (the
 //! event name, a space, its data as JSON) on stdout. Logs go to stderr. It exits cleanly on
-//! Ctrl-C or SIGTERM, and with status 1 when the server refuses its token.
+//! Ctrl-C or SIGTERM, and with status 1 when the server refuses its token or disconnects it.
 //!
 //! ```text
 //! cargo run --release --example client -- --url http://127.0.0.1:3000 --path /io \
@@ -64,11 +64,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// What the callbacks tell the main loop.
-enum Step {
-    Connected,
-    Authenticated,
+/// Why the client stopped on its own.
+enum Stop {
+    /// The server refused the token.
     Refused,
+    /// The server disconnected the client (no reconnection follows a server disconnect).
+    Kicked,
 }
 
 #[tokio::main]
@@ -81,30 +82,36 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let (tx, mut steps) = mpsc::unbounded_channel();
+    let (stop_tx, mut stops) = mpsc::unbounded_channel();
     let mut builder = SocketClient::builder("client", &args.url).path(&args.path);
     if let Some(token) = &args.token {
         builder = builder
             .auth(json!({ "token": token }))
             .extra_header("authorization", format!("Bearer {token}"));
     }
-    let (on_connected, on_authenticated, on_refused) = (tx.clone(), tx.clone(), tx);
+    let rooms = args.rooms.clone();
+    let (on_refused, on_kicked) = (stop_tx.clone(), stop_tx);
     let built = builder
-        .on_connected(move || {
-            on_connected.send(Step::Connected).ok();
+        .on_connected(|client| async move { client.authenticate() })
+        .on_authenticated(move |client| {
+            if !rooms.is_empty() {
+                client.join_rooms(&rooms);
+            }
             async {}
         })
-        .on_authenticated(move || {
-            on_authenticated.send(Step::Authenticated).ok();
-            async {}
-        })
-        .on_unauthenticated(move |message| {
+        .on_unauthenticated(move |_client, message| {
             tracing::error!(%message, "the server refused the token");
-            on_refused.send(Step::Refused).ok();
+            on_refused.send(Stop::Refused).ok();
             async {}
         })
-        .on_disconnected(|reason| async move { tracing::info!(%reason, "disconnected") })
-        .on_error(|error| async move { tracing::warn!(%error, "connection error") })
+        .on_disconnected(move |_client, reason| {
+            tracing::info!(%reason, "disconnected");
+            if reason == "io server disconnect" {
+                on_kicked.send(Stop::Kicked).ok();
+            }
+            async {}
+        })
+        .on_error(|_client, error| async move { tracing::warn!(%error, "connection error") })
         .build();
     let client = match built {
         Ok(client) => client,
@@ -113,27 +120,19 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    client.subscribe_any(|event, data| async move {
+    // Printed before the handler's future: lines come out in the order events arrive.
+    client.subscribe_any(|event, data| {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{event} {data}").and_then(|()| out.flush())
+        let printed = writeln!(out, "{event} {data}").and_then(|()| out.flush());
+        async move { printed }
     });
 
-    let shutdown = support::shutdown_signal();
-    tokio::pin!(shutdown);
-    let code = loop {
-        tokio::select! {
-            () = &mut shutdown => break 0,
-            step = steps.recv() => match step {
-                Some(Step::Connected) => client.authenticate(),
-                Some(Step::Authenticated) => {
-                    if !args.rooms.is_empty() {
-                        client.join_rooms(&args.rooms);
-                    }
-                }
-                Some(Step::Refused) => break 1,
-                None => break 0,
-            },
-        }
+    let code = tokio::select! {
+        () = support::shutdown_signal() => 0,
+        stop = stops.recv() => match stop {
+            Some(Stop::Refused) | Some(Stop::Kicked) => 1,
+            None => 0,
+        },
     };
     client.shutdown().await;
     std::process::exit(code);

@@ -56,6 +56,12 @@ pub const DEFAULT_PATH: &str = "/io";
 /// default. A bigger one closes that client's connection, as in socket.io.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
 
+/// How many packets may wait to be written to one client (socketioxide's default is 128).
+/// A send to a client whose buffer is full is dropped for that client (and logged), so a
+/// burst bigger than the buffer would lose messages for a client that reads normally; the
+/// buffer's memory is only taken while packets wait.
+pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
+
 /// The inbound stack, type-erased so the bridge has one concrete type.
 pub type InboundService<A = LocalAdapter> = BoxCloneSyncService<SocketRequest<A>, (), BoxError>;
 
@@ -205,10 +211,12 @@ impl<L, O> SocketServerBuilder<L, O> {
             BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
 
         // socket.io's default `maxHttpBufferSize` (1e6 bytes) on both transports, where
-        // socketioxide allows 100 kB over polling and 64 MiB over WebSocket.
+        // socketioxide allows 100 kB over polling and 64 MiB over WebSocket; and room for
+        // bursts in each client's write buffer.
         let mut io_builder = SocketIo::builder()
             .max_payload(DEFAULT_MAX_PAYLOAD)
-            .ws_max_message_size(DEFAULT_MAX_PAYLOAD as usize);
+            .ws_max_message_size(DEFAULT_MAX_PAYLOAD as usize)
+            .max_buffer_size(DEFAULT_SOCKET_BUFFER);
         if let Some(configure) = self.configure_io {
             io_builder = configure(io_builder);
         }

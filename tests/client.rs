@@ -58,23 +58,23 @@ fn client(host: &str, options: ClientOptions) -> (SocketClient, Seen) {
     let [a, b, c, d, e] = [(); 5].map(|()| tx.clone());
     let client = SocketClient::builder("test-client", host)
         .options(options)
-        .on_connected(move || {
+        .on_connected(move |_client| {
             a.send("connected".into()).ok();
             async {}
         })
-        .on_disconnected(move |reason| {
+        .on_disconnected(move |_client, reason| {
             b.send(format!("disconnected:{reason}")).ok();
             async {}
         })
-        .on_error(move |error| {
+        .on_error(move |_client, error| {
             c.send(format!("error:{}:{error}", error.status())).ok();
             async {}
         })
-        .on_authenticated(move || {
+        .on_authenticated(move |_client| {
             d.send("authenticated".into()).ok();
             async {}
         })
-        .on_unauthenticated(move |message| {
+        .on_unauthenticated(move |_client, message| {
             e.send(format!("unauthenticated:{message}")).ok();
             async {}
         })
@@ -162,15 +162,75 @@ async fn a_refused_token_resets_the_state_and_does_not_reconnect() {
 }
 
 #[tokio::test]
-async fn the_server_auth_timeout_disconnects_and_resets() {
-    let t = serve(seeds_stack(200, 10_000)).await;
+async fn the_server_auth_timeout_disconnects_and_resets_an_authenticating_client() {
+    // An authenticate function that never answers: the client stays `authenticating` until
+    // the server's deadline disconnects it.
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(|_hs| {
+            std::future::pending::<Result<bool, socketio_stack::BoxError>>()
+        }))
+        .layer(socketio_stack::layers::AuthTimeoutLayer::new(Duration::from_millis(300)).unwrap())
+        .build()
+        .unwrap();
+    let t = serve(server).await;
     let (c, mut seen) = client(&host(&t), options(TOKEN));
     seen.expect("connected").await;
+    c.authenticate();
+    assert_eq!(c.state(), ClientState::Authenticating);
     assert_eq!(
         seen.expect("disconnected").await,
         "disconnected:io server disconnect"
     );
     assert_eq!(c.state(), ClientState::Unauthorized);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_server_authenticate_function_is_reported() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (c, mut seen) = client(&host(&t), options("boom"));
+    seen.expect("connected").await;
+    c.authenticate();
+    assert_eq!(
+        seen.expect("unauthenticated").await,
+        "unauthenticated:Failed to authenticate connection! Please login again!"
+    );
+    seen.expect("disconnected:io server disconnect").await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_from_the_disconnected_callback_reconnects_after_a_kick() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut seen = Seen(rx);
+    let (a, b) = (tx.clone(), tx);
+    let c = SocketClient::builder("comeback", host(&t))
+        .options(options(TOKEN))
+        .on_connected(move |client| {
+            a.send("connected".into()).ok();
+            client.authenticate();
+            async {}
+        })
+        .on_disconnected(move |client, reason| {
+            b.send(format!("disconnected:{reason}")).ok();
+            // socket.io's documented answer to a kick: connect again.
+            client.connect();
+            async {}
+        })
+        .build()
+        .unwrap();
+    seen.expect("connected").await;
+    eventually("authenticated", || c.state() == ClientState::Authenticated).await;
+    let id = c.raw().id().unwrap();
+    assert!(t.server.disconnect(&id));
+    seen.expect("disconnected:io server disconnect").await;
+    seen.expect("connected").await;
+    eventually("authenticated again", || {
+        c.state() == ClientState::Authenticated
+    })
+    .await;
+    assert_ne!(c.raw().id().unwrap(), id);
     c.shutdown().await;
 }
 
@@ -325,14 +385,14 @@ async fn failing_and_panicking_handlers_and_callbacks_never_take_the_client_down
     let ok = tx.clone();
     let c = SocketClient::builder("fragile", host(&t))
         .options(options(TOKEN))
-        .on_connected(move || {
+        .on_connected(move |_client| {
             ok.send("connected".into()).ok();
             if true {
                 panic!("on_connected bug");
             }
             async {}
         })
-        .on_authenticated(|| async { Err::<(), _>("on_authenticated failed") })
+        .on_authenticated(|_client| async { Err::<(), _>("on_authenticated failed") })
         .build()
         .unwrap();
     seen.expect("connected").await;
@@ -415,13 +475,20 @@ async fn emit_errors_and_acknowledgements() {
     seen.expect("authenticated").await;
 
     let (done, called) = tokio::sync::oneshot::channel();
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
     let opts = EmitOptions {
         log: true,
         callback: Some(Box::new(move || {
+            flag.store(true, Ordering::SeqCst);
             done.send(()).ok();
         })),
     };
     c.emit_with("news", &json!({"x": 1}), opts).unwrap();
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "the callback runs later, as with setImmediate"
+    );
     called.await.unwrap();
     let answer = c
         .emit_with_ack("echo", &json!({"n": 7}), WAIT)
@@ -640,4 +707,185 @@ async fn invalid_urls_are_refused_at_build() {
         .build()
         .unwrap_err();
     assert_eq!(err.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_start_in_the_order_events_arrive() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (c, mut seen) = authenticated(&t).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = order.clone();
+    c.subscribe("seq", move |data: Value| {
+        let record = record.clone();
+        // Everything inside the future: the order is the dispatcher's, not the closure's.
+        async move {
+            record.lock().unwrap().push(data.as_u64().unwrap());
+        }
+    });
+    for n in 1..=300u64 {
+        t.server
+            .send(SendRequest::to("io-default", "seq", json!(n)))
+            .await
+            .unwrap();
+    }
+    t.server
+        .send(SendRequest::to("io-default", "news", json!("done")))
+        .await
+        .unwrap();
+    seen.expect("event:news").await;
+    eventually("all 300 handled", || order.lock().unwrap().len() == 300).await;
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order, (1..=300).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
+#[test]
+fn dropping_every_handle_stops_the_client() {
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let t = server_rt.block_on(async { serve(seeds_stack(10_000, 50)).await });
+    let url = host(&t);
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client_rt.block_on(async {
+        let (c, mut seen) = client(&url, options(TOKEN));
+        seen.expect("connected").await;
+        // A handler holding a handle to its own client, as handlers do.
+        let own = c.handle();
+        c.subscribe("ping", move |_| {
+            let _ = own.is_connected();
+            async {}
+        });
+        c.authenticate();
+        seen.expect("authenticated").await;
+        drop(c);
+        seen.expect("disconnected:io client disconnect").await;
+        let deadline = Instant::now() + WAIT;
+        while tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            > 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the client's tasks outlived its handles"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    server_rt.block_on(eventually("the server saw it leave", || {
+        t.server.client_count() == 0
+    }));
+}
+
+/// A WebSocket server that plays `script` on each connection: text frames to send, with
+/// `"close"` to close and `"wait"` to go silent.
+async fn scripted_server(script: &'static [&'static str]) -> String {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                for step in script {
+                    match *step {
+                        "close" => {
+                            ws.close(None).await.ok();
+                            return;
+                        }
+                        "wait" => std::future::pending::<()>().await,
+                        text => {
+                            if ws.send(Message::text(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                // Answer the client's Socket.IO connect, then stay.
+                std::future::pending::<()>().await
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+const OPEN: &str =
+    r#"0{"sid":"e1","upgrades":[],"pingInterval":100,"pingTimeout":100,"maxPayload":1000000}"#;
+
+#[tokio::test]
+async fn servers_that_misbehave_during_the_handshake_are_errors_not_panics() {
+    let no_retry = || ClientOptions {
+        reconnection: false,
+        ..options(TOKEN)
+    };
+    for script in [
+        &["close"][..],
+        &[OPEN, "close"][..],
+        &["not an engine.io packet"][..],
+    ] {
+        let url = scripted_server(script).await;
+        let (c, mut seen) = client(&url, no_retry());
+        let error = seen.expect("error:").await;
+        assert!(error.starts_with("error:503:"), "{script:?}: {error}");
+        assert!(!c.is_connected());
+        c.shutdown().await;
+    }
+    // A refusal (connect_error) is final: reported once, not retried, even with reconnection.
+    let url = scripted_server(&[OPEN, r#"44{"message":"not allowed"}"#, "wait"]).await;
+    let (c, mut seen) = client(&url, options(TOKEN));
+    assert_eq!(
+        seen.expect("error:").await,
+        "error:401:the server refused the connection: not allowed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // 6 reconnection delays
+    assert!(seen.drain().iter().all(|l| !l.starts_with("error")));
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_server_is_detected_by_the_heartbeat_and_reconnected_to() {
+    // Opens, connects the namespace, then never pings: past pingInterval + pingTimeout
+    // (200 ms) the connection counts as dead, and the client reconnects.
+    let url = scripted_server(&[OPEN, r#"40{"sid":"s1"}"#, "wait"]).await;
+    let (c, mut seen) = client(&url, options(TOKEN));
+    seen.expect("connected").await;
+    assert_eq!(
+        seen.expect("disconnected").await,
+        "disconnected:ping timeout"
+    );
+    seen.expect("connected").await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn disconnect_during_backoff_stops_the_attempts_and_connect_resumes_them() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let opts = ClientOptions {
+        reconnection_delay: Duration::from_millis(300),
+        reconnection_delay_max: Duration::from_millis(300),
+        ..options(TOKEN)
+    };
+    let (c, mut seen) = client(&format!("http://127.0.0.1:{port}"), opts);
+    seen.expect("error:503").await;
+    c.disconnect();
+    // Over several backoff periods, no attempt.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(seen.drain().iter().all(|l| !l.starts_with("error")));
+    c.connect();
+    seen.expect("error:503").await;
+    c.shutdown().await;
+    let err = c.emit("x", &json!(1)).unwrap_err();
+    assert_eq!(
+        (err, 410),
+        (ClientError::Shutdown, ClientError::Shutdown.status())
+    );
 }

@@ -54,16 +54,19 @@ struct Connection {
     sid: Option<String>,
 }
 
-/// The client's one background task.
+/// The client's connection task.
 pub(crate) async fn drive(inner: Arc<Inner>) {
     let mut desire = inner.desire.subscribe();
+    // Reconnection attempts since the last good connection: the backoff's exponent.
+    let mut attempt: u32 = 0;
+    // Failed connection attempts in a row: checked against `reconnection_attempts`.
     let mut failures: u32 = 0;
     loop {
         let wanted = *desire.borrow_and_update();
         match wanted {
             Desire::Shutdown => return,
             Desire::Disconnected => {
-                failures = 0;
+                (attempt, failures) = (0, 0);
                 if desire.changed().await.is_err() {
                     return;
                 }
@@ -72,40 +75,48 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
             Desire::Connected => {}
         }
         let timeout = inner.options.timeout;
-        let attempt = tokio::select! {
+        let outcome = tokio::select! {
             res = tokio::time::timeout(timeout, connect(&inner)) => res.unwrap_or(Err(ClientError::Timeout(timeout))),
             // A disconnect or shutdown while connecting.
             _ = desire.changed() => continue,
         };
-        let delay = match attempt {
+        match outcome {
             Ok(conn) => {
-                failures = 0;
+                (attempt, failures) = (0, 0);
                 let reason = serve(&inner, conn, &mut desire).await;
-                if !(reason.reconnects() && inner.options.reconnection) {
-                    if *desire.borrow() == Desire::Connected {
-                        inner.desire.send_replace(Desire::Disconnected);
-                    }
+                let reconnect = reason.reconnects() && inner.options.reconnection;
+                if !reconnect {
+                    // Before the callback, so that a `connect()` made from it is not undone.
+                    inner.settle(Desire::Connected, Desire::Disconnected);
+                }
+                inner.fire_disconnected(reason.as_str().to_owned());
+                if !reconnect {
                     continue;
                 }
-                inner.options.backoff(0, inner.jitter())
             }
             Err(e) => {
                 tracing::warn!(client = %inner.identifier, "connection failed: {e}");
-                inner.fire_error(e);
                 failures += 1;
                 let exhausted = inner
                     .options
                     .reconnection_attempts
                     .is_some_and(|max| failures > max);
-                if !inner.options.reconnection || exhausted {
-                    if *desire.borrow() == Desire::Connected {
-                        inner.desire.send_replace(Desire::Disconnected);
-                    }
+                // A refusal by the server is final, as in socket.io-client: the same
+                // credentials would be refused again.
+                let give_up = !inner.options.reconnection
+                    || exhausted
+                    || matches!(e, ClientError::Refused(_));
+                if give_up {
+                    inner.settle(Desire::Connected, Desire::Disconnected);
+                }
+                inner.fire_error(e);
+                if give_up {
                     continue;
                 }
-                inner.options.backoff(failures - 1, inner.jitter())
             }
-        };
+        }
+        let delay = inner.options.backoff(attempt, inner.jitter());
+        attempt = attempt.saturating_add(1);
         tracing::debug!(client = %inner.identifier, ?delay, "reconnecting");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -116,6 +127,17 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
 
 /// Opens the WebSocket, reads the Engine.IO open packet, connects to the default namespace.
 async fn connect(inner: &Inner) -> Result<Connection, ClientError> {
+    let mut ws = open_websocket(inner).await?;
+    match handshake(inner, &mut ws).await {
+        Ok((open, sid)) => Ok(Connection { ws, open, sid }),
+        Err(e) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            Err(e)
+        }
+    }
+}
+
+async fn open_websocket(inner: &Inner) -> Result<Ws, ClientError> {
     let mut request = inner
         .url
         .as_str()
@@ -128,11 +150,16 @@ async fn connect(inner: &Inner) -> Result<Connection, ClientError> {
             .map_err(|e| ClientError::InvalidUrl(format!("header {name}: {e}")))?;
         request.headers_mut().append(name, value);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+    let (ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| ClientError::Transport(e.to_string()))?;
+    Ok(ws)
+}
+
+/// The Engine.IO open packet, then the Socket.IO connect; the open packet and the socket id.
+async fn handshake(inner: &Inner, ws: &mut Ws) -> Result<(Open, Option<String>), ClientError> {
     let open = loop {
-        match next_packet(&mut ws).await? {
+        match next_packet(ws).await? {
             Packet::Open(open) => break open,
             Packet::Noop => continue,
             other => {
@@ -142,12 +169,12 @@ async fn connect(inner: &Inner) -> Result<Connection, ClientError> {
             }
         }
     };
-    send(&mut ws, protocol::connect(inner.options.auth.as_ref())).await?;
+    send(ws, protocol::connect(inner.options.auth.as_ref())).await?;
     let sid = loop {
-        match next_packet(&mut ws).await? {
+        match next_packet(ws).await? {
             Packet::Connect { sid } => break sid,
             Packet::ConnectError(message) => return Err(ClientError::Refused(message)),
-            Packet::Ping => send(&mut ws, protocol::PONG.to_owned()).await?,
+            Packet::Ping => send(ws, protocol::PONG.to_owned()).await?,
             Packet::Close => {
                 return Err(ClientError::Transport("closed during the handshake".into()));
             }
@@ -156,7 +183,7 @@ async fn connect(inner: &Inner) -> Result<Connection, ClientError> {
             }
         }
     };
-    Ok(Connection { ws, open, sid })
+    Ok((open, sid))
 }
 
 async fn send(ws: &mut Ws, text: String) -> Result<(), ClientError> {
@@ -198,13 +225,24 @@ async fn serve(
     let heartbeat = Duration::from_millis(open.ping_interval.saturating_add(open.ping_timeout));
     let deadline = tokio::time::sleep(heartbeat);
     tokio::pin!(deadline);
+    // A server that stops reading must not stall this loop (and with it the heartbeat check
+    // and disconnect requests): every write has a deadline.
+    let write_timeout = inner.options.timeout;
+    macro_rules! write {
+        ($text:expr) => {
+            matches!(
+                tokio::time::timeout(write_timeout, sink.send(Message::text($text))).await,
+                Ok(Ok(()))
+            )
+        };
+    }
     let reason = loop {
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
                     Packet::Ping => {
                         deadline.as_mut().reset(Instant::now() + heartbeat);
-                        if sink.send(Message::text(protocol::PONG)).await.is_err() {
+                        if !write!(protocol::PONG) {
                             break Reason::TransportError;
                         }
                     }
@@ -228,7 +266,7 @@ async fn serve(
                 }
             },
             Some(text) = rx.recv() => {
-                if sink.send(Message::text(text)).await.is_err() {
+                if !write!(text) {
                     break Reason::TransportError;
                 }
             }
@@ -238,17 +276,19 @@ async fn serve(
                     // What was emitted before the disconnect still goes out first.
                     rx.close();
                     while let Ok(text) = rx.try_recv() {
-                        sink.send(Message::text(text)).await.ok();
+                        if !write!(text) {
+                            break;
+                        }
                     }
-                    sink.send(Message::text(protocol::DISCONNECT)).await.ok();
-                    sink.close().await.ok();
+                    write!(protocol::DISCONNECT);
                     break Reason::ClientDisconnect;
                 }
             }
         }
     };
     inner.disconnected();
+    // A proper WebSocket close, however the connection ended (bounded: the peer may be gone).
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     tracing::info!(client = %inner.identifier, reason = reason.as_str(), "disconnected");
-    inner.fire_disconnected(reason.as_str().to_owned());
     reason
 }

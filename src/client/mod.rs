@@ -7,8 +7,9 @@
 //! `ping`), including the original TypeScript one.
 //!
 //! - Lifecycle callbacks: `on_connected`, `on_disconnected(reason)`, `on_error(error)`,
-//!   `on_authenticated`, `on_unauthenticated(message)`. Each may return `()` or a `Result`; an
-//!   error or a panic is logged and never takes the client down.
+//!   `on_authenticated`, `on_unauthenticated(message)`, each given a handle to the client.
+//!   Each may return `()` or a `Result`; an error or a panic is logged and never takes the
+//!   client down. Handlers and callbacks start in the order events arrive.
 //! - State `unauthorized → authenticating → authenticated`, reset on disconnect and on
 //!   `unauthenticated`: [`SocketClient::state`].
 //! - [`SocketClient::emit`] errors with status 400 when not connected ("Invalid socket client
@@ -33,13 +34,12 @@
 //! let client = SocketClient::builder("worker-1", "http://127.0.0.1:3000")
 //!     .path("/io")
 //!     .auth(json!({ "token": "demo-token" }))
-//!     .on_unauthenticated(|message| async move { tracing::warn!(%message, "refused") })
+//!     .on_connected(|client| async move { client.authenticate() })
+//!     .on_authenticated(|client| async move { client.join_rooms(&["public-a"]) })
+//!     .on_unauthenticated(|_client, message| async move { tracing::warn!(%message, "refused") })
 //!     .build()?;
 //! client.subscribe("news", |data| async move { println!("news {data}") });
-//! // Once connected (on_connected), authenticate; once authenticated, join rooms.
-//! client.authenticate();
-//! client.join_rooms(&["public-a"]);
-//! client.emit("chat", &json!({ "text": "hi" }))?;
+//! client.emit("chat", &json!({ "text": "hi" })).ok(); // Err(400) until connected
 //! client.shutdown().await;
 //! # Ok(()) }
 //! ```

@@ -2,21 +2,24 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::client::driver;
 use crate::client::error::ClientError;
 use crate::client::handlers::{self, AnyHandler, Callback, Handler, HandlerResult, guarded};
 use crate::client::options::ClientOptions;
 use crate::client::protocol;
+use crate::core::handler::BoxFuture;
 use crate::event::names;
 use crate::session::ClientState;
 
@@ -85,11 +88,17 @@ pub struct EmitOptions {
 
 #[derive(Default)]
 pub(crate) struct Callbacks {
-    on_connected: Option<Callback<()>>,
-    on_disconnected: Option<Callback<String>>,
-    on_error: Option<Callback<ClientError>>,
-    on_authenticated: Option<Callback<()>>,
-    on_unauthenticated: Option<Callback<String>>,
+    on_connected: Option<Callback<SocketClient>>,
+    on_disconnected: Option<Callback<(SocketClient, String)>>,
+    on_error: Option<Callback<(SocketClient, ClientError)>>,
+    on_authenticated: Option<Callback<SocketClient>>,
+    on_unauthenticated: Option<Callback<(SocketClient, String)>>,
+}
+
+tokio::task_local! {
+    /// Set while the dispatcher polls handlers: a `shutdown()` from inside one must not wait
+    /// for the dispatcher (itself).
+    static IN_DISPATCHER: ();
 }
 
 pub(crate) struct Inner {
@@ -106,8 +115,12 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     acks: Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>,
     pub(crate) desire: watch::Sender<Desire>,
-    tasks: Mutex<JoinSet<()>>,
+    jobs: mpsc::UnboundedSender<BoxFuture<()>>,
+    in_flight: Arc<AtomicUsize>,
+    shutting_down: AtomicBool,
+    stopped: watch::Sender<bool>,
     driver: Mutex<Option<JoinHandle<()>>>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
     rng: AtomicU64,
 }
 
@@ -130,14 +143,25 @@ impl Inner {
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Runs `fut` on the client's task set (finished tasks are reaped as new ones come).
-    fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let mut tasks = lock(&self.tasks);
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(fut);
+    /// Hands `job` to the client's dispatcher, which starts jobs in the order they come (so
+    /// handlers and callbacks begin in the order of the events) and runs them concurrently.
+    fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.jobs.send(Box::pin(job)).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether `shutdown()` has begun: the helper's listeners are gone, as the seeds' removes
+    /// them first.
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     fn fire<T: Send + 'static>(&self, name: &str, callback: &Option<Callback<T>>, arg: T) {
+        if self.shutting_down() {
+            return;
+        }
         if let Some(callback) = callback.clone() {
             let what = format!("{} callback of client {:?}", name, self.identifier);
             let fut = guarded(what, move || callback(arg));
@@ -147,16 +171,38 @@ impl Inner {
         }
     }
 
-    pub(crate) fn fire_error(&self, error: ClientError) {
-        self.fire("on_error", &self.callbacks.on_error, error);
+    pub(crate) fn fire_error(self: &Arc<Self>, error: ClientError) {
+        let handle = SocketClient::detached(self);
+        self.fire("on_error", &self.callbacks.on_error, (handle, error));
     }
 
-    pub(crate) fn fire_connected(&self) {
-        self.fire("on_connected", &self.callbacks.on_connected, ());
+    pub(crate) fn fire_connected(self: &Arc<Self>) {
+        self.fire(
+            "on_connected",
+            &self.callbacks.on_connected,
+            SocketClient::detached(self),
+        );
     }
 
-    pub(crate) fn fire_disconnected(&self, reason: String) {
-        self.fire("on_disconnected", &self.callbacks.on_disconnected, reason);
+    pub(crate) fn fire_disconnected(self: &Arc<Self>, reason: String) {
+        let handle = SocketClient::detached(self);
+        self.fire(
+            "on_disconnected",
+            &self.callbacks.on_disconnected,
+            (handle, reason),
+        );
+    }
+
+    /// Moves the desire from `from` to `to` if it still is `from` (a `connect()` or
+    /// `shutdown()` made meanwhile wins).
+    pub(crate) fn settle(&self, from: Desire, to: Desire) {
+        self.desire.send_if_modified(|d| {
+            let change = *d == from;
+            if change {
+                *d = to;
+            }
+            change
+        });
     }
 
     pub(crate) fn connected_with(
@@ -181,6 +227,9 @@ impl Inner {
     }
 
     fn send(&self, text: String) -> Result<(), ClientError> {
+        if self.shutting_down() {
+            return Err(ClientError::Shutdown);
+        }
         match &*lock(&self.writer) {
             Some(writer) if self.connected.load(Ordering::Acquire) => {
                 writer.send(text).map_err(|_| ClientError::NotConnected)
@@ -191,12 +240,16 @@ impl Inner {
 
     /// An event from the server: the helper's own reactions, then the user's handlers.
     pub(crate) fn dispatch(self: &Arc<Self>, name: String, args: Vec<Value>, ack: Option<u64>) {
+        if self.shutting_down() {
+            return;
+        }
         let data = args.into_iter().next().unwrap_or(Value::Null);
         match name.as_str() {
             names::AUTHENTICATED => {
                 tracing::info!(client = %self.identifier, data = %data, "authenticated");
                 self.set_state(ClientState::Authenticated);
-                self.fire("on_authenticated", &self.callbacks.on_authenticated, ());
+                let handle = SocketClient::detached(self);
+                self.fire("on_authenticated", &self.callbacks.on_authenticated, handle);
             }
             names::UNAUTHENTICATED => {
                 tracing::warn!(client = %self.identifier, data = %data, "unauthenticated");
@@ -206,10 +259,11 @@ impl Inner {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
+                let handle = SocketClient::detached(self);
                 self.fire(
                     "on_unauthenticated",
                     &self.callbacks.on_unauthenticated,
-                    message,
+                    (handle, message),
                 );
             }
             names::PING => tracing::debug!(client = %self.identifier, data = %data, "ping"),
@@ -271,10 +325,64 @@ impl Drop for ShutdownOnDrop {
 
 /// A managed Socket.IO client (the seeds' `SocketIOClientHelper`); cheap to clone. See the
 /// [module docs](crate::client).
+///
+/// The client runs until [`shutdown`](Self::shutdown), or until every handle returned by
+/// [`build`](SocketClientBuilder::build) (and their clones) is dropped. Handles given to
+/// callbacks, and those from [`handle`](Self::handle), do not keep it running: capture those
+/// in handlers, so that a handler never keeps its own client alive.
 #[derive(Clone)]
 pub struct SocketClient {
     inner: Arc<Inner>,
-    _guard: Arc<ShutdownOnDrop>,
+    _guard: Option<Arc<ShutdownOnDrop>>,
+}
+
+/// Starts jobs in arrival order and runs them concurrently until shutdown; then gives the
+/// running ones [`SHUTDOWN_GRACE`] and drops the rest.
+async fn run_jobs(
+    mut jobs: mpsc::UnboundedReceiver<BoxFuture<()>>,
+    in_flight: Arc<AtomicUsize>,
+    mut desire: watch::Receiver<Desire>,
+) {
+    let done = |n: usize| {
+        in_flight.fetch_sub(n, Ordering::AcqRel);
+    };
+    IN_DISPATCHER
+        .scope((), async {
+            let mut running = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    changed = desire.wait_for(|d| *d == Desire::Shutdown) => {
+                        let _ = changed;
+                        break;
+                    }
+                    job = jobs.recv() => match job {
+                        Some(job) => running.push(job),
+                        None => break,
+                    },
+                    Some(()) = running.next(), if !running.is_empty() => done(1),
+                }
+            }
+            jobs.close();
+            while let Ok(job) = jobs.try_recv() {
+                drop(job);
+                done(1);
+            }
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                while running.next().await.is_some() {
+                    done(1);
+                }
+            })
+            .await;
+            if !running.is_empty() {
+                tracing::warn!(
+                    running = running.len(),
+                    "client handlers still running at shutdown: dropped"
+                );
+                done(running.len());
+            }
+        })
+        .await;
 }
 
 /// Builds a [`SocketClient`]: identifier, host, options and lifecycle callbacks.
@@ -310,14 +418,15 @@ impl SocketClientBuilder {
         self
     }
 
-    /// Runs when the connection is established (also after each reconnection).
+    /// Runs when the connection is established (also after each reconnection), with a handle
+    /// to the client (e.g. to `authenticate()`).
     pub fn on_connected<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn() -> Fut + Send + Sync + 'static,
+        F: Fn(SocketClient) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerResult,
     {
-        self.callbacks.on_connected = Some(handlers::callback(move |()| f()));
+        self.callbacks.on_connected = Some(handlers::callback(f));
         self
     }
 
@@ -325,44 +434,44 @@ impl SocketClientBuilder {
     /// `io client disconnect`, `transport close`, `transport error`, `ping timeout`).
     pub fn on_disconnected<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
+        F: Fn(SocketClient, String) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerResult,
     {
-        self.callbacks.on_disconnected = Some(handlers::callback(f));
+        self.callbacks.on_disconnected = Some(handlers::callback(move |(c, r)| f(c, r)));
         self
     }
 
     /// Runs when a connection attempt fails (the seeds' `connect_error`).
     pub fn on_error<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn(ClientError) -> Fut + Send + Sync + 'static,
+        F: Fn(SocketClient, ClientError) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerResult,
     {
-        self.callbacks.on_error = Some(handlers::callback(f));
+        self.callbacks.on_error = Some(handlers::callback(move |(c, e)| f(c, e)));
         self
     }
 
     /// Runs when the server sends `authenticated`.
     pub fn on_authenticated<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn() -> Fut + Send + Sync + 'static,
+        F: Fn(SocketClient) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerResult,
     {
-        self.callbacks.on_authenticated = Some(handlers::callback(move |()| f()));
+        self.callbacks.on_authenticated = Some(handlers::callback(f));
         self
     }
 
     /// Runs when the server sends `unauthenticated`, with its message.
     pub fn on_unauthenticated<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn(String) -> Fut + Send + Sync + 'static,
+        F: Fn(SocketClient, String) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerResult,
     {
-        self.callbacks.on_unauthenticated = Some(handlers::callback(f));
+        self.callbacks.on_unauthenticated = Some(handlers::callback(move |(c, m)| f(c, m)));
         self
     }
 
@@ -370,11 +479,19 @@ impl SocketClientBuilder {
     /// `auto_connect` is off). Must be called inside a tokio runtime.
     pub fn build(self) -> Result<SocketClient, ClientError> {
         let url = websocket_url(&self.host, &self.options)?;
+        check_headers(&self.options.extra_headers)?;
+        if self.options.auth.as_ref().is_some_and(|a| !a.is_object()) {
+            return Err(ClientError::InvalidUrl(
+                "the auth payload must be a JSON object".into(),
+            ));
+        }
         let (desire, _) = watch::channel(if self.options.auto_connect {
             Desire::Connected
         } else {
             Desire::Disconnected
         });
+        let (jobs, job_rx) = mpsc::unbounded_channel();
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -394,16 +511,36 @@ impl SocketClientBuilder {
             next_id: AtomicU64::new(1),
             acks: Mutex::default(),
             desire: desire.clone(),
-            tasks: Mutex::new(JoinSet::new()),
+            jobs,
+            in_flight: in_flight.clone(),
+            shutting_down: AtomicBool::new(false),
+            stopped: watch::channel(false).0,
             driver: Mutex::new(None),
+            dispatcher: Mutex::new(None),
             rng: AtomicU64::new(seed),
         });
+        *lock(&inner.dispatcher) = Some(tokio::spawn(run_jobs(
+            job_rx,
+            in_flight,
+            desire.subscribe(),
+        )));
         *lock(&inner.driver) = Some(tokio::spawn(driver::drive(inner.clone())));
         Ok(SocketClient {
             inner,
-            _guard: Arc::new(ShutdownOnDrop(desire)),
+            _guard: Some(Arc::new(ShutdownOnDrop(desire))),
         })
     }
+}
+
+/// Header names and values must be valid HTTP.
+fn check_headers(headers: &[(String, String)]) -> Result<(), ClientError> {
+    for (name, value) in headers {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| ClientError::InvalidUrl(format!("header {name:?}: {e}")))?;
+        http::HeaderValue::from_str(value)
+            .map_err(|e| ClientError::InvalidUrl(format!("header {name:?}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// `ws://host[:port]<path>/?EIO=4&transport=websocket[&query]` from `http(s)://` or `ws://`.
@@ -445,6 +582,19 @@ fn websocket_url(host: &str, options: &ClientOptions) -> Result<String, ClientEr
 }
 
 impl SocketClient {
+    fn detached(inner: &Arc<Inner>) -> Self {
+        Self {
+            inner: inner.clone(),
+            _guard: None,
+        }
+    }
+
+    /// A handle to this client that does not keep it running (see the type's docs): the one
+    /// to capture in handlers.
+    pub fn handle(&self) -> Self {
+        Self::detached(&self.inner)
+    }
+
     /// A builder for a client named `identifier` (used in logs) connecting to `host`
     /// (`http://host:port`).
     pub fn builder(identifier: impl Into<String>, host: impl Into<String>) -> SocketClientBuilder {
@@ -522,13 +672,16 @@ impl SocketClient {
             tracing::info!(client = %self.inner.identifier, topic, data = %data, "emitted");
         }
         if let Some(callback) = options.callback {
+            // Later, not within this call: the seeds run it through `setImmediate`.
             let what = format!("emit callback of client {:?}", self.inner.identifier);
-            let fut = guarded(what, move || {
-                callback();
-                Box::pin(async { Ok(()) })
-            });
             self.inner.spawn(async move {
-                fut.await;
+                guarded(what, move || {
+                    Box::pin(async move {
+                        callback();
+                        Ok(())
+                    })
+                })
+                .await;
             });
         }
         Ok(())
@@ -545,22 +698,22 @@ impl SocketClient {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.acks).insert(id, tx);
-        if let Err(e) = self
-            .inner
-            .send(protocol::event(topic, Some(&data), Some(id)))
-        {
-            lock(&self.inner.acks).remove(&id);
-            return Err(e);
+        // Forgets the waiter however this call ends: answered, timed out, failed or dropped.
+        struct Forget<'a>(&'a Inner, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.acks).remove(&self.1);
+            }
         }
+        let _forget = Forget(&self.inner, id);
+        self.inner
+            .send(protocol::event(topic, Some(&data), Some(id)))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(args)) => Ok(args.into_iter().next().unwrap_or(Value::Null)),
             Ok(Err(_)) => Err(ClientError::Transport(
                 "disconnected before the acknowledgement".into(),
             )),
-            Err(_) => {
-                lock(&self.inner.acks).remove(&id);
-                Err(ClientError::AckTimeout(timeout))
-            }
+            Err(_) => Err(ClientError::AckTimeout(timeout)),
         }
     }
 
@@ -569,6 +722,9 @@ impl SocketClient {
         topic: &str,
         data: &T,
     ) -> Result<Value, ClientError> {
+        if self.inner.shutting_down() {
+            return Err(ClientError::Shutdown);
+        }
         if !self.is_connected() {
             return Err(ClientError::NotConnected);
         }
@@ -610,6 +766,10 @@ impl SocketClient {
     ) -> Option<SubscriptionId> {
         if event.is_empty() {
             tracing::warn!(client = %self.inner.identifier, "subscribe: empty event name");
+            return None;
+        }
+        if matches!(event, "connect" | "disconnect" | "connect_error") {
+            tracing::warn!(client = %self.inner.identifier, event, "subscribe: not an event the server sends; use the builder's callbacks");
             return None;
         }
         let mut handlers = self
@@ -722,30 +882,21 @@ impl SocketClient {
 
     /// Connects (after `auto_connect: false`, a `disconnect()`, or a server disconnect).
     pub fn connect(&self) {
-        self.inner.desire.send_if_modified(|d| {
-            let change = *d == Desire::Disconnected;
-            if change {
-                *d = Desire::Connected;
-            }
-            change
-        });
+        self.inner.settle(Desire::Disconnected, Desire::Connected);
     }
 
     /// Disconnects (no reconnection follows).
     pub fn disconnect(&self) {
-        self.inner.desire.send_if_modified(|d| {
-            let change = *d == Desire::Connected;
-            if change {
-                *d = Desire::Disconnected;
-            }
-            change
-        });
+        self.inner.settle(Desire::Connected, Desire::Disconnected);
     }
 
-    /// Shuts the client down (the seeds' `shutdown()`): handlers removed, disconnected, state
-    /// reset, and every task of the client ended when this resolves. Handlers and callbacks
-    /// already running get [`SHUTDOWN_GRACE`] to finish, then are aborted.
+    /// Shuts the client down (the seeds' `shutdown()`): the helper's and the user's listeners
+    /// removed first (no callback fires from here on), disconnected, state reset. When it
+    /// resolves, every task of the client has ended: handlers still running got
+    /// [`SHUTDOWN_GRACE`] to finish. Called from inside a handler or callback, it starts the
+    /// shutdown and returns at once (waiting there would wait for itself).
     pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
         self.inner
             .handlers
             .write()
@@ -757,31 +908,42 @@ impl SocketClient {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.inner.desire.send_replace(Desire::Shutdown);
+        if IN_DISPATCHER.try_with(|()| ()).is_ok() {
+            return;
+        }
         let driver = lock(&self.inner.driver).take();
-        if let Some(driver) = driver {
+        let dispatcher = lock(&self.inner.dispatcher).take();
+        if driver.is_none() && dispatcher.is_none() {
+            // Another call is stopping the tasks: wait for it.
+            let mut stopped = self.inner.stopped.subscribe();
+            let _ = stopped.wait_for(|s| *s).await;
+            return;
+        }
+        if let Some(mut driver) = driver
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut driver)
+                .await
+                .is_err()
+        {
+            tracing::warn!(client = %self.inner.identifier, "connection still busy at shutdown: aborted");
+            driver.abort();
             driver.await.ok();
         }
-        let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
-        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if finished.is_err() {
-            tracing::warn!(client = %self.inner.identifier, running = tasks.len(), "handlers still running at shutdown: aborted");
-            tasks.shutdown().await;
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.await.ok();
         }
-        self.inner.set_state(ClientState::Unauthorized);
+        self.inner.disconnected();
+        self.inner.stopped.send_replace(true);
     }
 
-    /// How many of the client's tasks are running (its connection task and handlers still
-    /// at work); 0 after [`shutdown`](Self::shutdown).
+    /// How many of the client's tasks are running: the connection task, the dispatcher, and
+    /// the handlers and callbacks at work. 0 after [`shutdown`](Self::shutdown).
     pub fn running_tasks(&self) -> usize {
-        let driver = lock(&self.inner.driver)
-            .as_ref()
-            .is_some_and(|d| !d.is_finished());
-        let mut tasks = lock(&self.inner.tasks);
-        while tasks.try_join_next().is_some() {}
-        tasks.len() + usize::from(driver)
+        let alive = |slot: &Mutex<Option<JoinHandle<()>>>| {
+            lock(slot).as_ref().is_some_and(|h| !h.is_finished())
+        };
+        usize::from(alive(&self.inner.driver))
+            + usize::from(alive(&self.inner.dispatcher))
+            + self.inner.in_flight.load(Ordering::Acquire)
     }
 
     /// Lower-level access to the connection (the seeds' `getSocketClient()`).
