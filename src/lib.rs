@@ -64,6 +64,7 @@ pub mod clock;
 pub mod core;
 pub mod error;
 pub mod event;
+pub mod fanout;
 pub mod handshake;
 pub mod layers;
 pub mod outbound;

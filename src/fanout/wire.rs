@@ -1,0 +1,309 @@
+//! The Redis wire format of `@socket.io/redis-adapter` (v8) and `@socket.io/redis-emitter`
+//! (v5), for broadcasts.
+//!
+//! A broadcast is published on the channel `socket.io#<nsp>#` (no room, or several rooms) or
+//! `socket.io#<nsp>#<room>#` (exactly one room; a socket id is a room), as a MessagePack
+//! array `[uid, packet, opts]`:
+//!
+//! - `uid`: `"emitter"` for emitters (and the seeds' `send()`), the adapter's own id for
+//!   adapter broadcasts; a node ignores only messages carrying its own uid;
+//! - `packet`: `{type: 2, data: [event, ...args], nsp}` (a Socket.IO EVENT packet);
+//! - `opts`: `{rooms: [...], flags: {...}, except: [...]}`; `flags` may hold `compress`,
+//!   `volatile`, `local`, `broadcast`, `timeout`.
+//!
+//! Encoding follows notepack.io (the JavaScript packages' encoder): maps and arrays in the
+//! smallest form, integral numbers as integers, other numbers as float64, so that what we
+//! publish is byte for byte what the JavaScript emitter publishes (checked against the
+//! captures in `shared/reference/redis-wire-captures`).
+
+use rmpv::Value as Mp;
+use serde_json::{Map, Number, Value};
+
+/// The default channel prefix (the JavaScript packages' `key` option).
+pub const DEFAULT_KEY: &str = "socket.io";
+/// The uid of emitters.
+pub const EMITTER_UID: &str = "emitter";
+/// The largest message decoded; bigger ones are refused (and logged by the caller).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// The deepest nesting decoded.
+const MAX_DEPTH: usize = 64;
+/// Socket.IO packet type EVENT.
+const EVENT: u64 = 2;
+
+/// Broadcast flags carried on the wire.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flags {
+    /// `compress`, when set.
+    pub compress: Option<bool>,
+    /// `volatile`, when set.
+    pub volatile: Option<bool>,
+}
+
+/// One broadcast, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    /// Who published it.
+    pub uid: String,
+    /// The namespace (`/`).
+    pub nsp: String,
+    /// The event name.
+    pub event: String,
+    /// The event's arguments.
+    pub args: Vec<Value>,
+    /// The rooms it goes to; empty: everyone.
+    pub rooms: Vec<String>,
+    /// The rooms (or socket ids) it must not reach.
+    pub except: Vec<String>,
+    /// Its flags.
+    pub flags: Flags,
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// The channel a broadcast to `rooms` in `nsp` is published on.
+pub fn channel(key: &str, nsp: &str, rooms: &[String]) -> String {
+    match rooms {
+        [room] => format!("{key}#{nsp}#{room}#"),
+        _ => format!("{key}#{nsp}#"),
+    }
+}
+
+/// The pattern a node subscribes to for the broadcasts of `nsp`.
+pub fn pattern(key: &str, nsp: &str) -> String {
+    format!("{key}#{nsp}#*")
+}
+
+/// Encodes a broadcast as the JavaScript packages do.
+pub fn encode(b: &Broadcast) -> Vec<u8> {
+    let mut data = Vec::with_capacity(b.args.len() + 1);
+    data.push(Mp::from(b.event.as_str()));
+    data.extend(b.args.iter().map(json_to_mp));
+    let packet = Mp::Map(vec![
+        (Mp::from("type"), Mp::from(EVENT)),
+        (Mp::from("data"), Mp::Array(data)),
+        (Mp::from("nsp"), Mp::from(b.nsp.as_str())),
+    ]);
+    let mut flags = Vec::new();
+    if let Some(c) = b.flags.compress {
+        flags.push((Mp::from("compress"), Mp::from(c)));
+    }
+    if let Some(v) = b.flags.volatile {
+        flags.push((Mp::from("volatile"), Mp::from(v)));
+    }
+    let strings = |items: &[String]| Mp::Array(items.iter().map(|s| Mp::from(s.as_str())).collect());
+    let opts = Mp::Map(vec![
+        (Mp::from("rooms"), strings(&b.rooms)),
+        (Mp::from("flags"), Mp::Map(flags)),
+        (Mp::from("except"), strings(&b.except)),
+    ]);
+    let message = Mp::Array(vec![Mp::from(b.uid.as_str()), packet, opts]);
+    let mut out = Vec::with_capacity(64);
+    rmpv::encode::write_value(&mut out, &message).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Decodes a broadcast, refusing what is not one (too big, truncated, not MessagePack, not an
+/// EVENT packet, binary arguments).
+pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError(format!("message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte bound", bytes.len())));
+    }
+    let mut reader = bytes;
+    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
+        .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
+    let Mp::Array(mut parts) = value else {
+        return Err(WireError("not an array".into()));
+    };
+    if parts.len() < 3 {
+        return Err(WireError(format!("{} elements instead of [uid, packet, opts]", parts.len())));
+    }
+    let opts = parts.remove(2);
+    let packet = parts.remove(1);
+    let uid = parts
+        .remove(0)
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| WireError("the uid is not a string".into()))?;
+
+    let kind = field(&packet, "type").and_then(Mp::as_u64);
+    if kind != Some(EVENT) {
+        return Err(WireError(format!("packet type {kind:?} is not an EVENT (binary events are not supported)")));
+    }
+    let nsp = field(&packet, "nsp").and_then(Mp::as_str).unwrap_or("/").to_owned();
+    let Some(Mp::Array(data)) = field(&packet, "data") else {
+        return Err(WireError("the packet has no data array".into()));
+    };
+    let mut data = data.iter();
+    let event = data
+        .next()
+        .and_then(Mp::as_str)
+        .ok_or_else(|| WireError("the event name is missing".into()))?
+        .to_owned();
+    let args = data.map(mp_to_json).collect::<Result<Vec<_>, _>>()?;
+
+    let strings = |name: &str| -> Vec<String> {
+        match field(&opts, name) {
+            Some(Mp::Array(items)) => items.iter().filter_map(Mp::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let flags = field(&opts, "flags");
+    let flag = |name: &str| flags.and_then(|f| field(f, name)).and_then(Mp::as_bool);
+    Ok(Broadcast {
+        uid,
+        nsp,
+        event,
+        args,
+        rooms: strings("rooms"),
+        except: strings("except"),
+        flags: Flags {
+            compress: flag("compress"),
+            volatile: flag("volatile"),
+        },
+    })
+}
+
+fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
+    map.as_map()?.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v)
+}
+
+/// JSON to MessagePack, numbers as notepack.io writes JavaScript numbers.
+fn json_to_mp(v: &Value) -> Mp {
+    match v {
+        Value::Null => Mp::Nil,
+        Value::Bool(b) => Mp::from(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Mp::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Mp::from(i)
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                // An integral float is an integer to JavaScript, and notepack writes it so.
+                if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                    if f >= 0.0 { Mp::from(f as u64) } else { Mp::from(f as i64) }
+                } else {
+                    Mp::F64(f)
+                }
+            }
+        }
+        Value::String(s) => Mp::from(s.as_str()),
+        Value::Array(items) => Mp::Array(items.iter().map(json_to_mp).collect()),
+        Value::Object(map) => Mp::Map(map.iter().map(|(k, v)| (Mp::from(k.as_str()), json_to_mp(v))).collect()),
+    }
+}
+
+/// MessagePack to JSON; binary and extension values have no JSON form and are refused.
+fn mp_to_json(v: &Mp) -> Result<Value, WireError> {
+    Ok(match v {
+        Mp::Nil => Value::Null,
+        Mp::Boolean(b) => Value::Bool(*b),
+        Mp::Integer(i) => i
+            .as_u64()
+            .map(Value::from)
+            .or_else(|| i.as_i64().map(Value::from))
+            .unwrap_or(Value::Null),
+        Mp::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        Mp::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Mp::String(s) => Value::String(
+            s.as_str()
+                .ok_or_else(|| WireError("a string is not UTF-8".into()))?
+                .to_owned(),
+        ),
+        Mp::Binary(_) => return Err(WireError("binary arguments are not supported".into())),
+        Mp::Array(items) => Value::Array(items.iter().map(mp_to_json).collect::<Result<_, _>>()?),
+        Mp::Map(entries) => {
+            let mut map = Map::with_capacity(entries.len());
+            for (k, v) in entries {
+                let key = match k {
+                    Mp::String(s) => s.as_str().unwrap_or_default().to_owned(),
+                    other => other.to_string(),
+                };
+                map.insert(key, mp_to_json(v)?);
+            }
+            Value::Object(map)
+        }
+        Mp::Ext(..) => return Err(WireError("extension values are not supported".into())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The capture of the original's `send({destination: 'io-default', ...})`.
+    const SEND_ROOM_HEX: &str = "93a7656d697474657283a47479706502a46461746192bd7431322d776972652d726f6f6d2d31373433362d37332d6169706e327682a477697265a4726f6f6da16e01a36e7370a12f83a5726f6f6d7391aa696f2d64656661756c74a5666c61677381a8636f6d7072657373c3a665786365707490";
+    /// The capture of the external emitter's broadcast with two arguments.
+    const EMITTER_BROADCAST_HEX: &str = "93a7656d697474657283a47479706502a46461746193b97431322d62636173742d31373433362d36392d656e6539736381a3616c6c01aa7365636f6e642d617267a36e7370a12f83a5726f6f6d7390a5666c61677380a665786365707490";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn encodes_send_byte_for_byte_as_the_original() {
+        let b = Broadcast {
+            uid: EMITTER_UID.into(),
+            nsp: "/".into(),
+            event: "t12-wire-room-17436-73-aipn2v".into(),
+            args: vec![json!({"wire": "room", "n": 1})],
+            rooms: vec!["io-default".into()],
+            except: vec![],
+            flags: Flags { compress: Some(true), volatile: None },
+        };
+        assert_eq!(hex(&encode(&b)), SEND_ROOM_HEX);
+        assert_eq!(channel(DEFAULT_KEY, "/", &b.rooms), "socket.io#/#io-default#");
+        assert_eq!(decode(&unhex(SEND_ROOM_HEX)).unwrap(), b);
+    }
+
+    #[test]
+    fn decodes_the_external_emitter_and_round_trips() {
+        let b = decode(&unhex(EMITTER_BROADCAST_HEX)).unwrap();
+        assert_eq!(b.event, "t12-bcast-17436-69-ene9sc");
+        assert_eq!(b.args, vec![json!({"all": 1}), json!("second-arg")]);
+        assert!(b.rooms.is_empty() && b.except.is_empty());
+        assert_eq!(b.flags, Flags::default());
+        assert_eq!(channel(DEFAULT_KEY, "/", &b.rooms), "socket.io#/#");
+        assert_eq!(hex(&encode(&b)), EMITTER_BROADCAST_HEX);
+        assert_eq!(pattern(DEFAULT_KEY, "/"), "socket.io#/#*");
+    }
+
+    #[test]
+    fn numbers_are_written_as_javascript_numbers() {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &json_to_mp(&json!([1.0, -2.0, 1.5, 300]))).unwrap();
+        assert_eq!(hex(&out), "9401fecb3ff8000000000000cd012c");
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        let good = unhex(SEND_ROOM_HEX);
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            b"hello".to_vec(),
+            good[..good.len() / 2].to_vec(),
+            unhex("93a7656d69747465720102"),                 // packet and opts not maps
+            unhex("92a7656d697474657280"),                   // two elements
+            vec![0x91; 200].into_iter().chain([0xc0]).collect(), // nested 200 deep
+            vec![0u8; MAX_MESSAGE_BYTES + 1],
+        ];
+        for bytes in cases {
+            assert!(decode(&bytes).is_err(), "{:?}", &bytes[..bytes.len().min(16)]);
+        }
+    }
+}
