@@ -10,7 +10,7 @@
 //! | PORT | 3000 | listen port (0: any free port; the one chosen is printed) |
 //! | HOST | 127.0.0.1 | listen address |
 //! | IO_PATH | /io | Socket.IO path |
-//! | REDIS_URL | unset | Redis fan-out (not in this build yet: refused when set) |
+//! | REDIS_URL | unset | `redis://…`: deliver through Redis (every instance on it); unset: local delivery |
 //! | AUTH_TOKEN | demo-token | the accepted token (`auth.token` or `authorization: Bearer`); `boom` fails |
 //! | AUTH_TIMEOUT_MS | 10000 | authentication deadline |
 //! | PING_INTERVAL_MS | 30000 | keep-alive interval |
@@ -31,12 +31,14 @@ use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::{BoxError, Handshake, PeerAddr, SendRequest, Session, SocketServer};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 struct Config {
+    redis_url: Option<String>,
     host: String,
     port: u16,
     io_path: String,
@@ -60,11 +62,9 @@ fn env_number(name: &str, default: u64) -> Result<u64, String> {
 }
 
 fn config() -> Result<Config, String> {
-    if std::env::var("REDIS_URL").is_ok_and(|v| !v.is_empty()) {
-        return Err("REDIS_URL is set, but this build has no Redis fan-out yet (issue #3); unset it to run with local delivery".into());
-    }
     let port = env_number("PORT", 3000)?;
     Ok(Config {
+        redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
         host: env_or("HOST", "127.0.0.1"),
         port: u16::try_from(port).map_err(|_| format!("PORT must be at most 65535, got {port}"))?,
         io_path: env_or("IO_PATH", "/io"),
@@ -147,7 +147,13 @@ async fn run() -> Result<(), BoxError> {
     let config = config()?;
     raise_open_file_limit();
     let token: Arc<str> = config.token.into();
-    let server = SocketServer::builder()
+    let mut builder = SocketServer::builder();
+    if let Some(url) = &config.redis_url {
+        // Fails, and the demo does not start, when Redis is unreachable or refuses the login.
+        builder = builder.fanout(RedisFanout::connect(url).await?);
+        tracing::info!("delivering through Redis");
+    }
+    let server = builder
         .path(config.io_path)
         .layer(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
         .layer(AuthTimeoutLayer::new(config.auth_timeout)?)

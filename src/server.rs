@@ -46,6 +46,7 @@ use crate::core::handler::EventHandler;
 use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::error::{BoxError, BuildError};
 use crate::event::SocketRequest;
+use crate::fanout::RedisFanout;
 use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
 
 /// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
@@ -62,6 +63,9 @@ pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
 /// buffer's memory is only taken while packets wait.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
 
+/// The bottom of the outbound stack: local delivery, or the Redis fan-out over it.
+pub type DeliveryService = BoxCloneSyncService<SendRequest, (), SendError>;
+
 /// The inbound stack, type-erased so the bridge has one concrete type.
 pub type InboundService<A = LocalAdapter> = BoxCloneSyncService<SocketRequest<A>, (), BoxError>;
 
@@ -70,6 +74,7 @@ type ConfigureIo = Box<dyn FnOnce(SocketIoBuilder) -> SocketIoBuilder + Send>;
 /// Assembles a [`SocketServer`]; see the [module docs](self).
 pub struct SocketServerBuilder<L = Identity, O = Identity> {
     path: String,
+    fanout: Option<RedisFanout>,
     core: CoreServiceBuilder<LocalAdapter>,
     errors: Vec<BuildError>,
     inbound: L,
@@ -83,6 +88,7 @@ impl SocketServer<LocalAdapter> {
     pub fn builder() -> SocketServerBuilder {
         SocketServerBuilder {
             path: DEFAULT_PATH.to_owned(),
+            fanout: None,
             core: CoreService::builder(),
             errors: Vec::new(),
             inbound: Identity::new(),
@@ -105,6 +111,7 @@ impl<L, O> SocketServerBuilder<L, O> {
     pub fn layer<T>(self, layer: T) -> SocketServerBuilder<Stack<T, L>, O> {
         SocketServerBuilder {
             path: self.path,
+            fanout: self.fanout,
             core: self.core,
             errors: self.errors,
             inbound: Stack::new(layer, self.inbound),
@@ -114,11 +121,19 @@ impl<L, O> SocketServerBuilder<L, O> {
         }
     }
 
-    /// Adds an outbound layer around local delivery (e.g. a fan-out layer); first added is
+    /// Delivers through Redis: `send` publishes, and what every instance (this one included)
+    /// publishes is delivered to this server's sockets. See [`RedisFanout`].
+    pub fn fanout(mut self, fanout: RedisFanout) -> Self {
+        self.fanout = Some(fanout);
+        self
+    }
+
+    /// Adds an outbound layer around the delivery (local, or the fan-out's); first added is
     /// outermost.
     pub fn outbound_layer<T>(self, layer: T) -> SocketServerBuilder<L, Stack<T, O>> {
         SocketServerBuilder {
             path: self.path,
+            fanout: self.fanout,
             core: self.core,
             errors: self.errors,
             inbound: self.inbound,
@@ -191,7 +206,7 @@ impl<L, O> SocketServerBuilder<L, O> {
         L::Service: Service<SocketRequest, Response = ()> + Clone + Send + Sync + 'static,
         <L::Service as Service<SocketRequest>>::Error: Into<BoxError>,
         <L::Service as Service<SocketRequest>>::Future: Send + 'static,
-        O: Layer<LocalDelivery>,
+        O: Layer<DeliveryService>,
         O::Service:
             Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
         <O::Service as Service<SendRequest>>::Future: Send + 'static,
@@ -225,12 +240,21 @@ impl<L, O> SocketServerBuilder<L, O> {
             "/",
             Bridge::new(inbound).queue_capacity(self.queue_capacity),
         );
-        let outbound = Outbound::new(self.outbound.layer(LocalDelivery::new(io.clone())));
+        let local = LocalDelivery::new(io.clone());
+        let delivery: DeliveryService = match &self.fanout {
+            Some(fanout) => {
+                fanout.attach(io.clone());
+                BoxCloneSyncService::new(fanout.layer().layer(local))
+            }
+            None => BoxCloneSyncService::new(local),
+        };
+        let outbound = Outbound::new(self.outbound.layer(delivery));
         Ok(SocketServer {
             io,
             layer,
             registry,
             outbound,
+            fanout: self.fanout,
             path: self.path,
         })
     }
@@ -242,6 +266,7 @@ pub struct SocketServer<A: Adapter = LocalAdapter> {
     layer: SocketIoLayer<A>,
     registry: ClientRegistry<A>,
     outbound: Outbound,
+    fanout: Option<RedisFanout>,
     path: String,
 }
 
@@ -261,6 +286,7 @@ impl<A: Adapter> Clone for SocketServer<A> {
             layer: self.layer.clone(),
             registry: self.registry.clone(),
             outbound: self.outbound.clone(),
+            fanout: self.fanout.clone(),
             path: self.path.clone(),
         }
     }
@@ -351,7 +377,8 @@ impl<A: Adapter> SocketServer<A> {
     }
 
     /// Shuts down in the seeds' order: every client's timers cleared and socket disconnected,
-    /// the client map emptied, then the Socket.IO server closed; resolves when it has.
+    /// the client map emptied, the Socket.IO server closed, then the Redis connections;
+    /// resolves when all are.
     pub async fn shutdown(&self) {
         for client in self.registry.drain() {
             client.session.clear_timers();
@@ -361,6 +388,10 @@ impl<A: Adapter> SocketServer<A> {
         }
         self.io.close().await;
         tracing::info!("socket.io server closed");
+        if let Some(fanout) = &self.fanout {
+            fanout.shutdown().await;
+            tracing::info!("redis fan-out closed");
+        }
     }
 }
 

@@ -1,7 +1,17 @@
 //! Fan-out across instances through Redis, compatible with the JavaScript packages
 //! `@socket.io/redis-adapter` (v8) and `@socket.io/redis-emitter` (v5).
 //!
-//! [`wire`] documents the format: channels `socket.io#/#` and `socket.io#/#<room>#`,
-//! MessagePack `[uid, packet, opts]`.
+//! - [`wire`]: the format: channels `socket.io#/#` and `socket.io#/#<room>#`, MessagePack
+//!   `[uid, packet, opts]`.
+//! - [`RedisFanout`]: the connections of one server instance, and [`RedisFanoutLayer`], the
+//!   outbound layer that publishes `send`s; every instance delivers what it receives.
+//! - [`Emitter`]: publishing from a process without a Socket.IO server.
 
+pub mod connect_error;
+pub mod emitter;
+pub mod redis_fanout;
 pub mod wire;
+
+pub use connect_error::FanoutError;
+pub use emitter::Emitter;
+pub use redis_fanout::{RedisFanout, RedisFanoutLayer, RedisFanoutService};

@@ -100,7 +100,8 @@ pub fn encode(b: &Broadcast) -> Vec<u8> {
     if let Some(v) = b.flags.volatile {
         flags.push((Mp::from("volatile"), Mp::from(v)));
     }
-    let strings = |items: &[String]| Mp::Array(items.iter().map(|s| Mp::from(s.as_str())).collect());
+    let strings =
+        |items: &[String]| Mp::Array(items.iter().map(|s| Mp::from(s.as_str())).collect());
     let opts = Mp::Map(vec![
         (Mp::from("rooms"), strings(&b.rooms)),
         (Mp::from("flags"), Mp::Map(flags)),
@@ -116,7 +117,10 @@ pub fn encode(b: &Broadcast) -> Vec<u8> {
 /// EVENT packet, binary arguments).
 pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(WireError(format!("message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte bound", bytes.len())));
+        return Err(WireError(format!(
+            "message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte bound",
+            bytes.len()
+        )));
     }
     let mut reader = bytes;
     let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
@@ -125,7 +129,10 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         return Err(WireError("not an array".into()));
     };
     if parts.len() < 3 {
-        return Err(WireError(format!("{} elements instead of [uid, packet, opts]", parts.len())));
+        return Err(WireError(format!(
+            "{} elements instead of [uid, packet, opts]",
+            parts.len()
+        )));
     }
     let opts = parts.remove(2);
     let packet = parts.remove(1);
@@ -137,9 +144,14 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
 
     let kind = field(&packet, "type").and_then(Mp::as_u64);
     if kind != Some(EVENT) {
-        return Err(WireError(format!("packet type {kind:?} is not an EVENT (binary events are not supported)")));
+        return Err(WireError(format!(
+            "packet type {kind:?} is not an EVENT (binary events are not supported)"
+        )));
     }
-    let nsp = field(&packet, "nsp").and_then(Mp::as_str).unwrap_or("/").to_owned();
+    let nsp = field(&packet, "nsp")
+        .and_then(Mp::as_str)
+        .unwrap_or("/")
+        .to_owned();
     let Some(Mp::Array(data)) = field(&packet, "data") else {
         return Err(WireError("the packet has no data array".into()));
     };
@@ -153,7 +165,11 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
 
     let strings = |name: &str| -> Vec<String> {
         match field(&opts, name) {
-            Some(Mp::Array(items)) => items.iter().filter_map(Mp::as_str).map(str::to_owned).collect(),
+            Some(Mp::Array(items)) => items
+                .iter()
+                .filter_map(Mp::as_str)
+                .map(str::to_owned)
+                .collect(),
             _ => Vec::new(),
         }
     };
@@ -174,7 +190,10 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
 }
 
 fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
-    map.as_map()?.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v)
+    map.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
 }
 
 /// JSON to MessagePack, numbers as notepack.io writes JavaScript numbers.
@@ -191,7 +210,11 @@ fn json_to_mp(v: &Value) -> Mp {
                 let f = n.as_f64().unwrap_or(0.0);
                 // An integral float is an integer to JavaScript, and notepack writes it so.
                 if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-                    if f >= 0.0 { Mp::from(f as u64) } else { Mp::from(f as i64) }
+                    if f >= 0.0 {
+                        Mp::from(f as u64)
+                    } else {
+                        Mp::from(f as i64)
+                    }
                 } else {
                     Mp::F64(f)
                 }
@@ -199,7 +222,11 @@ fn json_to_mp(v: &Value) -> Mp {
         }
         Value::String(s) => Mp::from(s.as_str()),
         Value::Array(items) => Mp::Array(items.iter().map(json_to_mp).collect()),
-        Value::Object(map) => Mp::Map(map.iter().map(|(k, v)| (Mp::from(k.as_str()), json_to_mp(v))).collect()),
+        Value::Object(map) => Mp::Map(
+            map.iter()
+                .map(|(k, v)| (Mp::from(k.as_str()), json_to_mp(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -252,7 +279,10 @@ mod tests {
     const EMITTER_BROADCAST_HEX: &str = "93a7656d697474657283a47479706502a46461746193b97431322d62636173742d31373433362d36392d656e6539736381a3616c6c01aa7365636f6e642d617267a36e7370a12f83a5726f6f6d7390a5666c61677380a665786365707490";
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -264,10 +294,16 @@ mod tests {
             args: vec![json!({"wire": "room", "n": 1})],
             rooms: vec!["io-default".into()],
             except: vec![],
-            flags: Flags { compress: Some(true), volatile: None },
+            flags: Flags {
+                compress: Some(true),
+                volatile: None,
+            },
         };
         assert_eq!(hex(&encode(&b)), SEND_ROOM_HEX);
-        assert_eq!(channel(DEFAULT_KEY, "/", &b.rooms), "socket.io#/#io-default#");
+        assert_eq!(
+            channel(DEFAULT_KEY, "/", &b.rooms),
+            "socket.io#/#io-default#"
+        );
         assert_eq!(decode(&unhex(SEND_ROOM_HEX)).unwrap(), b);
     }
 
@@ -297,13 +333,17 @@ mod tests {
             vec![],
             b"hello".to_vec(),
             good[..good.len() / 2].to_vec(),
-            unhex("93a7656d69747465720102"),                 // packet and opts not maps
-            unhex("92a7656d697474657280"),                   // two elements
+            unhex("93a7656d69747465720102"), // packet and opts not maps
+            unhex("92a7656d697474657280"),   // two elements
             vec![0x91; 200].into_iter().chain([0xc0]).collect(), // nested 200 deep
             vec![0u8; MAX_MESSAGE_BYTES + 1],
         ];
         for bytes in cases {
-            assert!(decode(&bytes).is_err(), "{:?}", &bytes[..bytes.len().min(16)]);
+            assert!(
+                decode(&bytes).is_err(),
+                "{:?}",
+                &bytes[..bytes.len().min(16)]
+            );
         }
     }
 }

@@ -1,0 +1,178 @@
+//! The standalone emitter: publishes broadcasts on Redis for every instance to deliver, from
+//! a process with no Socket.IO server of its own (a background worker), as
+//! `@socket.io/redis-emitter` does.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use socketio_stack::fanout::Emitter;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let emitter = Emitter::connect("redis://127.0.0.1:6379").await?;
+//! emitter.to("io-default").emit("news", &json!({"title": "hi"})).await?;
+//! emitter.to("some-socket-id").emit("direct", &json!(1)).await?;
+//! emitter.emit("to-everyone", &json!(true)).await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use bb8_redis::RedisConnectionManager;
+use bb8_redis::bb8::Pool;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::fanout::connect_error::FanoutError;
+use crate::fanout::wire::{self, Broadcast, Flags};
+
+/// How long connecting (and each publish's wait for a connection) may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes broadcasts on Redis. Cheap to clone (a pooled connection).
+#[derive(Clone)]
+pub struct Emitter {
+    pool: Pool<RedisConnectionManager>,
+    key: String,
+}
+
+impl Emitter {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`), failing with
+    /// a clear error within [`DEFAULT_CONNECT_TIMEOUT`] when it is unreachable or refuses the
+    /// credentials.
+    pub async fn connect(url: &str) -> Result<Self, FanoutError> {
+        Self::connect_with(url, wire::DEFAULT_KEY, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) with a channel prefix (the JavaScript `key` option) and a
+    /// timeout.
+    pub async fn connect_with(
+        url: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Self, FanoutError> {
+        let client = crate::fanout::connect_error::open_client(url)?;
+        crate::fanout::connect_error::check_reachable(&client, timeout).await?;
+        let manager = RedisConnectionManager::new(client.get_connection_info().clone())
+            .map_err(|e| FanoutError::Config(e.to_string()))?;
+        let pool = Pool::builder()
+            .max_size(4)
+            .connection_timeout(timeout)
+            .test_on_check_out(false)
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            key: key.to_owned(),
+        })
+    }
+
+    /// Targets a room (or a socket id).
+    pub fn to(&self, room: impl Into<String>) -> Target<'_> {
+        Target {
+            emitter: self,
+            rooms: vec![room.into()],
+            except: Vec::new(),
+            flags: Flags::default(),
+        }
+    }
+
+    /// Emits `event` with `data` to every client of every instance.
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<(), FanoutError> {
+        self.target().emit(event, data).await
+    }
+
+    fn target(&self) -> Target<'_> {
+        Target {
+            emitter: self,
+            rooms: Vec::new(),
+            except: Vec::new(),
+            flags: Flags::default(),
+        }
+    }
+
+    /// Publishes a broadcast as it is.
+    pub async fn publish(&self, broadcast: &Broadcast) -> Result<(), FanoutError> {
+        let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
+        let payload = wire::encode(broadcast);
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| FanoutError::Unavailable(e.to_string()))?;
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(&mut *conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| FanoutError::Unavailable(e.to_string()))
+    }
+}
+
+/// A broadcast being addressed: rooms, exceptions, flags.
+pub struct Target<'a> {
+    emitter: &'a Emitter,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    flags: Flags,
+}
+
+impl Target<'_> {
+    /// Adds a room.
+    pub fn to(mut self, room: impl Into<String>) -> Self {
+        self.rooms.push(room.into());
+        self
+    }
+
+    /// Leaves out the members of a room (or a socket id).
+    pub fn except(mut self, room: impl Into<String>) -> Self {
+        self.except.push(room.into());
+        self
+    }
+
+    /// Sets the `compress` flag.
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.flags.compress = Some(compress);
+        self
+    }
+
+    /// Sets the `volatile` flag.
+    pub fn volatile(mut self) -> Self {
+        self.flags.volatile = Some(true);
+        self
+    }
+
+    /// Emits `event` with one argument, `data`.
+    pub async fn emit<T: Serialize + ?Sized>(
+        self,
+        event: &str,
+        data: &T,
+    ) -> Result<(), FanoutError> {
+        let data = serde_json::to_value(data).map_err(|e| FanoutError::Config(e.to_string()))?;
+        self.emit_args(event, vec![data]).await
+    }
+
+    /// Emits `event` with any number of arguments.
+    pub async fn emit_args(self, event: &str, args: Vec<Value>) -> Result<(), FanoutError> {
+        let broadcast = Broadcast {
+            uid: wire::EMITTER_UID.to_owned(),
+            nsp: "/".to_owned(),
+            event: event.to_owned(),
+            args,
+            rooms: self.rooms,
+            except: self.except,
+            flags: self.flags,
+        };
+        self.emitter.publish(&broadcast).await
+    }
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,314 @@
+//! The fan-out layer: `send` publishes on Redis, and every instance, the sender included,
+//! delivers what it receives from Redis to its own sockets.
+//!
+//! ```no_run
+//! use socketio_stack::SocketServer;
+//! use socketio_stack::fanout::RedisFanout;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Fails, and the server does not start, when Redis is unreachable or refuses the login.
+//! let fanout = RedisFanout::connect("redis://127.0.0.1:6379").await?;
+//! let server = SocketServer::builder().fanout(fanout).build()?;
+//! // `server.send(..)` now reaches the clients of every instance on this Redis.
+//! # Ok(()) }
+//! ```
+//!
+//! Messages are published as `@socket.io/redis-emitter` publishes them (uid `emitter`), so
+//! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
+//! layer delivers what Node emitters and adapters publish.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::ser::{Serialize, SerializeTuple, Serializer};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::core::handler::BoxFuture;
+use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
+use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
+use crate::fanout::wire::{self, Broadcast, Flags};
+use crate::outbound::{SendError, SendRequest};
+
+/// The Redis connections of one instance: a pooled publishing side (the seeds' emitter
+/// client) and a subscription to the broadcast channels. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisFanout {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    emitter: Emitter,
+    key: String,
+    io: OnceLock<SocketIo>,
+    stop: watch::Sender<bool>,
+    subscriber: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RedisFanout {
+    /// Connects to the Redis at `url` and subscribes to the broadcast channels; fails with a
+    /// clear error within 5 s when Redis is unreachable or refuses the credentials.
+    pub async fn connect(url: &str) -> Result<Self, FanoutError> {
+        Self::connect_with(url, wire::DEFAULT_KEY, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) with a channel prefix and a timeout.
+    pub async fn connect_with(
+        url: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Self, FanoutError> {
+        let client = open_client(url)?;
+        let emitter = Emitter::connect_with(url, key, timeout).await?;
+        let pubsub = subscribe(&client, key, timeout).await?;
+        let (stop, stopped) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            emitter,
+            key: key.to_owned(),
+            io: OnceLock::new(),
+            stop,
+            subscriber: Mutex::new(None),
+        });
+        let task = tokio::spawn(receive(
+            Arc::downgrade(&inner),
+            client,
+            pubsub,
+            stopped,
+            timeout,
+        ));
+        *inner.subscriber.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(Self { inner })
+    }
+
+    /// The layer for the outbound stack (the builder's `fanout()` adds it).
+    pub fn layer(&self) -> RedisFanoutLayer {
+        RedisFanoutLayer {
+            emitter: self.inner.emitter.clone(),
+        }
+    }
+
+    /// An emitter publishing on the same Redis.
+    pub fn emitter(&self) -> Emitter {
+        self.inner.emitter.clone()
+    }
+
+    /// Delivers what comes from Redis to the sockets of `io` (the builder's `fanout()` does
+    /// it; the first call wins).
+    pub fn attach(&self, io: SocketIo) {
+        if self.inner.io.set(io).is_err() {
+            tracing::warn!("fan-out already attached to a Socket.IO server");
+        }
+    }
+
+    /// Stops the subscription and drops the connections; resolves once they are closed.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let task = self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.await.ok();
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFanout")
+            .field("key", &self.inner.key)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    key: &str,
+    timeout: Duration,
+) -> Result<redis::aio::PubSub, FanoutError> {
+    check_reachable(client, timeout).await?;
+    let open = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.psubscribe(wire::pattern(key, "/")).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match tokio::time::timeout(timeout, open).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(e)) => Err(FanoutError::Unreachable(e.to_string())),
+        Err(_) => Err(FanoutError::Unreachable(format!(
+            "no subscription within {timeout:?}"
+        ))),
+    }
+}
+
+/// Resolves once the fan-out is shut down (and yields nothing that is not `Send`).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// The subscription loop: decodes each message and delivers it locally; when the connection
+/// drops, resubscribes with a growing delay (100 ms to 2 s) until Redis is back.
+async fn receive(
+    inner: std::sync::Weak<Inner>,
+    client: redis::Client,
+    first: redis::aio::PubSub,
+    mut stopped: watch::Receiver<bool>,
+    timeout: Duration,
+) {
+    let mut pubsub = Some(first);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let Some(current) = pubsub.take() else {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = until_stopped(&mut stopped) => return,
+            }
+            let Some(key) = inner.upgrade().map(|i| i.key.clone()) else {
+                return;
+            };
+            match subscribe(&client, &key, timeout).await {
+                Ok(p) => {
+                    tracing::info!("Redis subscription restored");
+                    pubsub = Some(p);
+                    delay = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!("Redis subscription still down: {e}");
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+            continue;
+        };
+        let mut messages = current.into_on_message();
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        inner.deliver(message.get_channel_name(), message.get_payload_bytes()).await;
+                    }
+                    None => {
+                        tracing::warn!("Redis subscription lost; reconnecting");
+                        break;
+                    }
+                },
+                () = until_stopped(&mut stopped) => return,
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Delivers one message from Redis to the local sockets; garbage is logged and ignored.
+    async fn deliver(&self, channel: &str, payload: &[u8]) {
+        let broadcast = match wire::decode(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(
+                    channel,
+                    bytes = payload.len(),
+                    "ignored a message that is not a broadcast: {e}"
+                );
+                return;
+            }
+        };
+        let Some(io) = self.io.get() else {
+            return;
+        };
+        let Some(ns) = io.of(&broadcast.nsp) else {
+            tracing::debug!(channel, nsp = %broadcast.nsp, "broadcast for a namespace this server does not have");
+            return;
+        };
+        let mut op = ns;
+        if !broadcast.rooms.is_empty() {
+            op = op.to(broadcast.rooms.clone());
+        }
+        if !broadcast.except.is_empty() {
+            op = op.except(broadcast.except.clone());
+        }
+        if broadcast.flags.volatile == Some(true) {
+            op = op.volatile();
+        }
+        if let Err(e) = op.emit(&broadcast.event, &Args(&broadcast.args)).await {
+            tracing::warn!(channel, event = %broadcast.event, "local delivery incomplete: {e}");
+        }
+    }
+}
+
+/// The event's arguments as Socket.IO arguments (a tuple, which socketioxide sends as several
+/// arguments, where a JSON array would be one).
+struct Args<'a>(&'a [Value]);
+
+impl Serialize for Args<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for arg in self.0 {
+            tuple.serialize_element(arg)?;
+        }
+        tuple.end()
+    }
+}
+
+/// Publishes each send on Redis instead of delivering it here: the instance delivers it when
+/// it comes back from Redis, like every other instance, so the wrapped local delivery is not
+/// called. A send that Redis does not take fails with [`SendError::Delivery`].
+#[derive(Clone)]
+pub struct RedisFanoutLayer {
+    emitter: Emitter,
+}
+
+impl<S> Layer<S> for RedisFanoutLayer {
+    type Service = RedisFanoutService;
+
+    fn layer(&self, _local: S) -> Self::Service {
+        RedisFanoutService {
+            emitter: self.emitter.clone(),
+        }
+    }
+}
+
+/// The service of [`RedisFanoutLayer`].
+#[derive(Clone)]
+pub struct RedisFanoutService {
+    emitter: Emitter,
+}
+
+impl Service<SendRequest> for RedisFanoutService {
+    type Response = ();
+    type Error = SendError;
+    type Future = BoxFuture<Result<(), SendError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SendRequest) -> Self::Future {
+        let emitter = self.emitter.clone();
+        Box::pin(async move {
+            let broadcast = Broadcast {
+                uid: wire::EMITTER_UID.to_owned(),
+                nsp: "/".to_owned(),
+                rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
+                event: req.topic,
+                args: vec![req.data],
+                except: Vec::new(),
+                flags: Flags {
+                    compress: Some(req.compress),
+                    volatile: None,
+                },
+            };
+            emitter
+                .publish(&broadcast)
+                .await
+                .map_err(|e| SendError::Delivery(e.to_string()))
+        })
+    }
+}
