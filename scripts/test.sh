@@ -2,15 +2,19 @@
 # Every test of the project, from a fresh clone: the Rust suites (unit, integration against a
 # real server and client, doc tests, the examples' own tests) and the JavaScript interop
 # suite (the official socket.io-client against the demo server).
-# Installs what it needs: the npm packages of the interop suite (and Node itself, through
-# apt-get, where it is missing).
+# Installs what it needs: the npm packages of the interop suites, and Node and redis-server
+# through apt-get where they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "== installing Node.js and npm (apt-get)"
+missing=()
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# The fan-out tests start their own redis-server on free ports.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]} (apt-get)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== npm packages of the interop tests"

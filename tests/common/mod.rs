@@ -2,6 +2,8 @@
 //! mount it) and a real Socket.IO client (rust_socketio) that records what it receives.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

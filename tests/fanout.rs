@@ -1,0 +1,322 @@
+//! The Redis fan-out against a real redis-server the tests start themselves.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::{Value, json};
+use socketio_stack::fanout::{Emitter, FanoutError, RedisFanout};
+use socketio_stack::layers::{AuthLayer, RoomsLayer};
+use socketio_stack::{Delivery, SendRequest, SocketServer};
+
+async fn instance(redis: &RedisServer) -> TestServer {
+    let fanout = RedisFanout::connect(&redis.url())
+        .await
+        .expect("fan-out connects");
+    let server = SocketServer::builder()
+        .fanout(fanout)
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new().validate(allow_public))
+        .on("sync", sync_handler)
+        .build()
+        .unwrap();
+    serve(server).await
+}
+
+/// The next event named `name` (others skipped).
+async fn next_named(c: &mut TestClient, name: &str) -> Value {
+    c.expect_event(name).await
+}
+
+#[tokio::test]
+async fn two_instances_deliver_each_others_sends() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
+    let (mut on_a, id_a) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, id_b) = TestClient::authenticated(&b.url()).await;
+
+    assert_eq!(
+        a.server
+            .send(SendRequest::to("io-default", "room", json!({"from": "a"})))
+            .await,
+        Ok(Delivery::Sent)
+    );
+    assert_eq!(next_named(&mut on_a, "room").await, json!({"from": "a"}));
+    assert_eq!(next_named(&mut on_b, "room").await, json!({"from": "a"}));
+
+    // To one socket id on the other instance, then a broadcast as a barrier.
+    b.server
+        .send(SendRequest::to(id_a.clone(), "direct", json!("to a")))
+        .await
+        .unwrap();
+    b.server
+        .send(SendRequest::broadcast("all", json!("barrier")))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("direct".into(), json!("to a"))
+    );
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("all".into(), json!("barrier"))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("all".into(), json!("barrier"))
+    );
+
+    // A room joined on B, sent to from A.
+    on_b.emit("join", json!({"rooms": ["public-x"]})).await;
+    on_b.sync().await;
+    a.server
+        .send(SendRequest::to("public-x", "x", json!(1)))
+        .await
+        .unwrap();
+    a.server
+        .send(SendRequest::to(id_b.clone(), "barrier", json!(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("x".into(), json!(1))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("barrier".into(), json!(2))
+    );
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_standalone_emitter_reaches_clients_of_every_instance() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
+    let (mut on_a, id_a) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    emitter
+        .to("io-default")
+        .emit("worker", &json!({"job": 1}))
+        .await
+        .unwrap();
+    assert_eq!(next_named(&mut on_a, "worker").await, json!({"job": 1}));
+    assert_eq!(next_named(&mut on_b, "worker").await, json!({"job": 1}));
+    // Several arguments, to one socket, with an exception that leaves out nobody else.
+    emitter
+        .to(id_a.clone())
+        .emit_args("multi", vec![json!(1), json!("two")])
+        .await
+        .unwrap();
+    emitter
+        .to("io-default")
+        .except(id_a.clone())
+        .emit("not-a", &json!(true))
+        .await
+        .unwrap();
+    emitter.emit("everyone", &json!(3)).await.unwrap();
+    // rust_socketio's on_any hands over the first argument.
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("multi".into(), json!(1))
+    );
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("everyone".into(), json!(3))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("not-a".into(), json!(true))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("everyone".into(), json!(3))
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_configure_within_a_bound() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let err = RedisFanout::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FanoutError::Unreachable(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = RedisFanout::connect("not-a-url").await.unwrap_err();
+    assert!(matches!(err, FanoutError::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn refused_credentials_fail_configure_with_redis_s_message() {
+    let redis = RedisServer::start_with(&["--requirepass", "secret"]);
+    let err = RedisFanout::connect(&redis.url()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("NOAUTH") || err.to_string().to_lowercase().contains("auth"),
+        "{err}"
+    );
+    let err = RedisFanout::connect(&format!("redis://:wrong@127.0.0.1:{}", redis.port))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .to_lowercase()
+            .contains("authentication failed"),
+        "{err}"
+    );
+    RedisFanout::connect(&format!("redis://:secret@127.0.0.1:{}", redis.port))
+        .await
+        .expect("the right password");
+}
+
+#[tokio::test]
+async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let (mut c, _) = TestClient::authenticated(&a.url()).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let valid = {
+        let b = socketio_stack::fanout::wire::Broadcast {
+            uid: "emitter".into(),
+            nsp: "/".into(),
+            event: "ok".into(),
+            args: vec![json!(1)],
+            rooms: vec![],
+            except: vec![],
+            flags: Default::default(),
+        };
+        socketio_stack::fanout::wire::encode(&b)
+    };
+    let mut unknown_nsp = valid.clone();
+    // Same message for namespace "/x" (the packet's nsp string "/" becomes "/x").
+    let pos = unknown_nsp
+        .windows(5)
+        .position(|w| w == [0xa3, b'n', b's', b'p', 0xa1])
+        .unwrap();
+    unknown_nsp.splice(pos + 4..pos + 6, [0xa2, b'/', b'x']);
+    let payloads: Vec<(&str, Vec<u8>)> = vec![
+        ("socket.io#/#", b"not msgpack at all".to_vec()),
+        ("socket.io#/#", valid[..valid.len() / 2].to_vec()),
+        ("socket.io#/#io-default#", vec![0x93, 0xa1]),
+        ("socket.io#/#", unknown_nsp),
+        ("socket.io#/#", vec![0xc4; 2 << 20]),
+        (
+            "socket.io#/#",
+            serde_json::to_vec(&json!({"json": "instead"})).unwrap(),
+        ),
+    ];
+    for (channel, payload) in payloads {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap();
+    }
+    a.server
+        .send(SendRequest::broadcast("after-garbage", json!("still here")))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("after-garbage".into(), json!("still here"))
+    );
+}
+
+#[tokio::test]
+async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
+    let mut redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let (mut c, _) = TestClient::authenticated(&a.url()).await;
+    redis.kill();
+    let err = a
+        .server
+        .send(SendRequest::broadcast("lost", json!(1)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Redis is unavailable"), "{err}");
+    // The clients are untouched by the outage.
+    c.sync().await;
+    redis.restart();
+    // Once the publisher and the subscription are back, a send goes through and arrives.
+    let deadline = Instant::now() + WAIT;
+    let mut n = 0;
+    loop {
+        n += 1;
+        if a.server
+            .send(SendRequest::broadcast("back", json!(n)))
+            .await
+            .is_ok()
+        {
+            let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;
+            if let Ok(Received::Event(name, _)) = got {
+                assert_eq!(name, "back");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not resume after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
+    let mut clients = Vec::new();
+    for t in [&a, &b, &a, &b] {
+        clients.push(TestClient::authenticated(&t.url()).await.0);
+    }
+    let sends = (0..1000u64).map(|n| {
+        let server = if n % 2 == 0 {
+            a.server.clone()
+        } else {
+            b.server.clone()
+        };
+        async move {
+            server
+                .send(SendRequest::to("io-default", "n", json!({ "n": n })))
+                .await
+        }
+    });
+    for result in futures_util::future::join_all(sends).await {
+        assert_eq!(result, Ok(Delivery::Sent));
+    }
+    a.server
+        .send(SendRequest::to("io-default", "end", json!(true)))
+        .await
+        .unwrap();
+    for c in &mut clients {
+        let mut seen: HashMap<u64, u32> = HashMap::new();
+        while seen.len() < 1000 {
+            match c.next_non_ping().await {
+                Received::Event(name, data) if name == "n" => {
+                    *seen.entry(data["n"].as_u64().unwrap()).or_default() += 1;
+                }
+                other => panic!("unexpected {other:?} after {} messages", seen.len()),
+            }
+        }
+        assert!(seen.values().all(|&count| count == 1), "a duplicate");
+        // Nothing more than the 1,000 before the end marker (sent after all of them).
+        assert_eq!(
+            c.next_non_ping().await,
+            Received::Event("end".into(), json!(true))
+        );
+    }
+}
