@@ -27,6 +27,7 @@ cargo test --all-targets --features test-util
 echo "== Rust: doc tests"
 cargo test --doc
 
-echo "== JavaScript interop: socket.io-client against the demo server"
+echo "== JavaScript interop: socket.io-client against the demo; one Redis fleet with the npm Redis packages"
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
-DEMO_BIN="$target_dir/debug/examples/demo" node --test tests/js/interop.test.mjs
+(cd tests/js && DEMO_BIN="$target_dir/debug/examples/demo" EMITTER_BIN="$target_dir/debug/examples/emitter" \
+  node --test interop.test.mjs fanout.test.mjs)

@@ -14,6 +14,7 @@ pub fn init_logging() {
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+#[allow(dead_code)] // the emitter example has no server to stop
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {

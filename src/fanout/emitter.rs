@@ -80,10 +80,11 @@ impl Emitter {
         event: &str,
         data: &T,
     ) -> Result<(), FanoutError> {
-        self.target().emit(event, data).await
+        self.everyone().emit(event, data).await
     }
 
-    fn target(&self) -> Target<'_> {
+    /// Targets every client (to narrow with `except`, or to set flags on).
+    pub fn everyone(&self) -> Target<'_> {
         Target {
             emitter: self,
             rooms: Vec::new(),

@@ -6,7 +6,8 @@
 //   node seeds-server.mjs        # prints `listening on <port>` (PORT, default 0 = any)
 //
 // Token: AUTH_TOKEN (default demo-token) from `auth.token` or `authorization: Bearer`.
-// HTTP: POST /send {destination?, topic, data} → 204.
+// HTTP: POST /send {destination?, topic, data} → 204 (through the adapter: with REDIS_URL
+// set, `@socket.io/redis-adapter` carries it to every server on that Redis).
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
 
@@ -25,6 +26,14 @@ const http = createServer((req, res) => {
   res.writeHead(404).end();
 });
 const io = new Server(http, { path: '/io' });
+if (process.env.REDIS_URL) {
+  const { createClient } = await import('redis');
+  const { createAdapter } = await import('@socket.io/redis-adapter');
+  const pub = createClient({ url: process.env.REDIS_URL });
+  const sub = pub.duplicate();
+  await Promise.all([pub.connect(), sub.connect()]);
+  io.adapter(createAdapter(pub, sub));
+}
 const now = () => new Date().toISOString();
 
 io.on('connection', (socket) => {

@@ -1,0 +1,63 @@
+//! The standalone emitter, from a process without any Socket.IO server (a background worker):
+//! publishes one event on Redis for every server on it to deliver, then exits.
+//!
+//! ```text
+//! cargo run --example emitter -- --redis redis://127.0.0.1:6379 --to io-default news '{"title":"hi"}'
+//! cargo run --example emitter -- --redis redis://127.0.0.1:6379 everyone '"to all"'
+//! ```
+//!
+//! `--to` may repeat (several rooms, or socket ids); `--except ROOM` leaves a room out. The
+//! data is JSON. It reaches clients of socketio-stack servers with the fan-out and of Node
+//! servers using `@socket.io/redis-adapter` alike. Exit status: 0 published, 1 Redis error,
+//! 2 bad arguments.
+
+mod support;
+
+use socketio_stack::fanout::Emitter;
+
+const USAGE: &str = "usage: emitter --redis URL [--to ROOM]... [--except ROOM]... EVENT JSON";
+
+#[tokio::main]
+async fn main() {
+    support::init_logging();
+    let mut redis = None;
+    let (mut to, mut except, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => redis = args.next(),
+            "--to" => to.extend(args.next()),
+            "--except" => except.extend(args.next()),
+            "--help" | "-h" => exit(0, USAGE),
+            _ => rest.push(arg),
+        }
+    }
+    let (Some(redis), [event, data]) = (redis, rest.as_slice()) else {
+        exit(2, USAGE);
+    };
+    let data: serde_json::Value = match serde_json::from_str(data) {
+        Ok(data) => data,
+        Err(e) => exit(2, &format!("the data is not JSON: {e}")),
+    };
+    let emitter = match Emitter::connect(&redis).await {
+        Ok(emitter) => emitter,
+        Err(e) => exit(1, &e.to_string()),
+    };
+    let mut target = match to.split_first() {
+        Some((first, more)) => more
+            .iter()
+            .fold(emitter.to(first.clone()), |t, room| t.to(room.clone())),
+        None => emitter.everyone(),
+    };
+    for room in except {
+        target = target.except(room);
+    }
+    if let Err(e) = target.emit(event, &data).await {
+        exit(1, &e.to_string());
+    }
+}
+
+fn exit(code: i32, message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(code)
+}

@@ -1,0 +1,131 @@
+// One fleet on one Redis: our servers (the demo with REDIS_URL), our standalone emitter (the
+// `emitter` example), and the real npm packages `@socket.io/redis-emitter` (v5) and
+// `@socket.io/redis-adapter` (v8) with a Node socket.io 4 server (seeds-server.mjs).
+//
+//   DEMO_BIN=… EMITTER_BIN=… node --test fanout.test.mjs   (scripts/test.sh sets both)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { io } from 'socket.io-client';
+import { createClient } from 'redis';
+import { Emitter } from '@socket.io/redis-emitter';
+import { startRedis, startServer } from './processes.mjs';
+
+const TOKEN = 'demo-token';
+
+function bins() {
+  const { DEMO_BIN, EMITTER_BIN } = process.env;
+  assert.ok(DEMO_BIN && EMITTER_BIN, 'set DEMO_BIN and EMITTER_BIN (scripts/test.sh does)');
+  return { demo: DEMO_BIN, emitter: EMITTER_BIN };
+}
+
+/** Resolves with the first argument of the next `event` (rejects after 5 s). */
+function next(socket, event) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "${event}" within 5 s`)), 5_000);
+    socket.once(event, (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+/** A socket.io-client connected and authenticated (so in `io-default`) to `server`. */
+async function authenticated(server, cleanups) {
+  const socket = io(server.url, { path: '/io', auth: { token: TOKEN }, forceNew: true, reconnection: false });
+  cleanups.push(() => socket.disconnect());
+  await next(socket, 'connect');
+  const ok = next(socket, 'authenticated');
+  socket.emit('authenticate');
+  await ok;
+  return socket;
+}
+
+async function postSend(server, body) {
+  const res = await fetch(`${server.url}/send`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 204);
+}
+
+/** Runs `body(cleanups)` and then every cleanup, last first. */
+async function withCleanups(body) {
+  const cleanups = [];
+  try {
+    await body(cleanups);
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  }
+}
+
+test('a Node @socket.io/redis-emitter reaches clients of our servers (room, socket id, everyone)', () =>
+  withCleanups(async (cleanups) => {
+    const redis = await startRedis();
+    cleanups.push(redis.stop);
+    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+    cleanups.push(ours.stop);
+    const client = await authenticated(ours, cleanups);
+    const redisClient = createClient({ url: redis.url });
+    await redisClient.connect();
+    cleanups.push(() => redisClient.quit());
+    const emitter = new Emitter(redisClient);
+
+    const room = next(client, 'from-node-room');
+    emitter.to('io-default').emit('from-node-room', { n: 1 });
+    assert.deepEqual(await room, { n: 1 });
+    const direct = next(client, 'from-node-direct');
+    emitter.to(client.id).emit('from-node-direct', 'only you');
+    assert.equal(await direct, 'only you');
+    const all = next(client, 'from-node-all');
+    emitter.emit('from-node-all', [1, 2]);
+    assert.deepEqual(await all, [1, 2]);
+  }));
+
+test('our standalone emitter reaches clients of a Node socket.io server with @socket.io/redis-adapter', () =>
+  withCleanups(async (cleanups) => {
+    const redis = await startRedis();
+    cleanups.push(redis.stop);
+    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
+    cleanups.push(node.stop);
+    const client = await authenticated(node, cleanups);
+    const run = (...args) => promisify(execFile)(bins().emitter, ['--redis', redis.url, ...args]);
+
+    const room = next(client, 'from-rust-room');
+    await run('--to', 'io-default', 'from-rust-room', '{"n":1}');
+    assert.deepEqual(await room, { n: 1 });
+    const direct = next(client, 'from-rust-direct');
+    await run('--to', client.id, 'from-rust-direct', '"only you"');
+    assert.equal(await direct, 'only you');
+    const all = next(client, 'from-rust-all');
+    await run('from-rust-all', 'true');
+    assert.equal(await all, true);
+  }));
+
+test('our servers and Node servers with the Redis adapter deliver each other\'s room broadcasts', () =>
+  withCleanups(async (cleanups) => {
+    const redis = await startRedis();
+    cleanups.push(redis.stop);
+    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+    cleanups.push(ours.stop);
+    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
+    cleanups.push(node.stop);
+    const onOurs = await authenticated(ours, cleanups);
+    const onNode = await authenticated(node, cleanups);
+
+    // From our server (published as the emitter does) to both.
+    let a = next(onOurs, 'from-ours');
+    let b = next(onNode, 'from-ours');
+    await postSend(ours, { destination: 'io-default', topic: 'from-ours', data: { n: 1 } });
+    assert.deepEqual(await a, { n: 1 });
+    assert.deepEqual(await b, { n: 1 });
+
+    // From the Node server (published by its adapter, with the adapter's uid) to both.
+    a = next(onOurs, 'from-node');
+    b = next(onNode, 'from-node');
+    await postSend(node, { destination: 'io-default', topic: 'from-node', data: { n: 2 } });
+    assert.deepEqual(await a, { n: 2 });
+    assert.deepEqual(await b, { n: 2 });
+  }));
