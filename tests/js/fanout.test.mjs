@@ -129,3 +129,31 @@ test('our servers and Node servers with the Redis adapter deliver each other\'s 
     assert.deepEqual(await a, { n: 2 });
     assert.deepEqual(await b, { n: 2 });
   }));
+
+test('two demo instances on one Redis deliver each other\'s POST /send', () =>
+  withCleanups(async (cleanups) => {
+    const redis = await startRedis();
+    cleanups.push(redis.stop);
+    const a = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+    cleanups.push(a.stop);
+    const b = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+    cleanups.push(b.stop);
+    const onA = await authenticated(a, cleanups);
+    const onB = await authenticated(b, cleanups);
+
+    const gotA = next(onA, 'from-a');
+    const gotB = next(onB, 'from-a');
+    await postSend(a, { destination: 'io-default', topic: 'from-a', data: { n: 1 } });
+    assert.deepEqual([await gotA, await gotB], [{ n: 1 }, { n: 1 }]);
+
+    const direct = next(onA, 'to-a');
+    await postSend(b, { destination: onA.id, topic: 'to-a', data: 'across' });
+    assert.equal(await direct, 'across');
+  }));
+
+test('the demo does not start when REDIS_URL points nowhere', async () => {
+  await assert.rejects(
+    startServer(bins().demo, [], { REDIS_URL: 'redis://127.0.0.1:1' }),
+    /exited with 2[\s\S]*Redis is not reachable/,
+  );
+});
