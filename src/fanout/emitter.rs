@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
@@ -30,7 +31,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes broadcasts on Redis. Cheap to clone (a pooled connection).
 #[derive(Clone)]
 pub struct Emitter {
-    pool: Pool<RedisConnectionManager>,
+    /// `None` once closed: the connections are dropped and publishing fails.
+    pool: Arc<RwLock<Option<Pool<RedisConnectionManager>>>>,
     key: String,
 }
 
@@ -59,9 +61,14 @@ impl Emitter {
             .test_on_check_out(false)
             .build_unchecked(manager);
         Ok(Self {
-            pool,
+            pool: Arc::new(RwLock::new(Some(pool))),
             key: key.to_owned(),
         })
+    }
+
+    /// Closes the connections (of every clone); publishing fails from then on.
+    pub fn close(&self) {
+        self.pool.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Targets a room (or a socket id).
@@ -97,8 +104,13 @@ impl Emitter {
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<(), FanoutError> {
         let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
         let payload = wire::encode(broadcast);
-        let mut conn = self
+        let pool = self
             .pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| FanoutError::Unavailable("the emitter is closed".into()))?;
+        let mut conn = pool
             .get()
             .await
             .map_err(|e| FanoutError::Unavailable(e.to_string()))?;

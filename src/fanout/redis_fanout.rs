@@ -106,8 +106,10 @@ impl RedisFanout {
         }
     }
 
-    /// Stops the subscription and drops the connections; resolves once they are closed.
+    /// Stops the subscription and closes the connections (publishing fails from then on);
+    /// resolves once the subscription has ended.
     pub async fn shutdown(&self) {
+        self.inner.emitter.close();
         self.inner.stop.send_replace(true);
         let task = self
             .inner
