@@ -213,6 +213,19 @@ async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
         ("socket.io#/#io-default#", vec![0x93, 0xa1]),
         ("socket.io#/#", unknown_nsp),
         ("socket.io#/#", vec![0xc4; 2 << 20]),
+        // A well-formed broadcast over the 2 MiB bound: refused by size, not by form.
+        ("socket.io#/#", {
+            let big = socketio_stack::fanout::wire::Broadcast {
+                uid: "emitter".into(),
+                nsp: "/".into(),
+                event: "big".into(),
+                args: vec![json!("x".repeat(3 << 20))],
+                rooms: vec![],
+                except: vec![],
+                flags: Default::default(),
+            };
+            socketio_stack::fanout::wire::encode(&big)
+        }),
         (
             "socket.io#/#",
             serde_json::to_vec(&json!({"json": "instead"})).unwrap(),
@@ -241,12 +254,27 @@ async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
     let mut redis = RedisServer::start();
     let a = instance(&redis).await;
     let (mut c, _) = TestClient::authenticated(&a.url()).await;
+    // A send before the outage, so the pool holds connections that the restart kills.
+    a.server
+        .send(SendRequest::broadcast("before", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("before".into(), json!(1))
+    );
     redis.kill();
+    let started = Instant::now();
     let err = a
         .server
         .send(SendRequest::broadcast("lost", json!(1)))
         .await
         .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the failure took {:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("Redis is unavailable"), "{err}");
     // The clients are untouched by the outage.
     c.sync().await;
@@ -256,11 +284,11 @@ async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
     let mut n = 0;
     loop {
         n += 1;
-        if a.server
+        let sent = a
+            .server
             .send(SendRequest::broadcast("back", json!(n)))
-            .await
-            .is_ok()
-        {
+            .await;
+        if sent.is_ok() {
             let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;
             if let Ok(Received::Event(name, _)) = got {
                 assert_eq!(name, "back");
@@ -283,6 +311,8 @@ async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
     for t in [&a, &b, &a, &b] {
         clients.push(TestClient::authenticated(&t.url()).await.0);
     }
+    // Not authenticated, so not in io-default: must get none of them.
+    let mut outsider = TestClient::connect(&b.url()).await;
     let sends = (0..1000u64).map(|n| {
         let server = if n % 2 == 0 {
             a.server.clone()
@@ -319,4 +349,21 @@ async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
             Received::Event("end".into(), json!(true))
         );
     }
+    // The outsider's own barrier (its socket id), sent after everything else: it must be the
+    // first and only thing it gets.
+    let outsider_id = b
+        .server
+        .clients()
+        .into_iter()
+        .find(|c| c.state() == socketio_stack::ClientState::Unauthorized)
+        .unwrap()
+        .id();
+    a.server
+        .send(SendRequest::to(outsider_id.to_string(), "yours", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        outsider.next_non_ping().await,
+        Received::Event("yours".into(), json!(1))
+    );
 }

@@ -55,10 +55,14 @@ impl Emitter {
         crate::fanout::connect_error::check_reachable(&client, timeout).await?;
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())
             .map_err(|e| FanoutError::Config(e.to_string()))?;
+        // Pooled connections do not reconnect by themselves: a PING at checkout replaces one
+        // that died with a Redis restart. During an outage a send waits at most a second for
+        // a connection, then fails.
         let pool = Pool::builder()
             .max_size(4)
-            .connection_timeout(timeout)
-            .test_on_check_out(false)
+            .connection_timeout(timeout.min(Duration::from_secs(1)))
+            .test_on_check_out(true)
+            .retry_connection(false)
             .build_unchecked(manager);
         Ok(Self {
             pool: Arc::new(RwLock::new(Some(pool))),
@@ -100,8 +104,9 @@ impl Emitter {
         }
     }
 
-    /// Publishes a broadcast as it is.
-    pub async fn publish(&self, broadcast: &Broadcast) -> Result<(), FanoutError> {
+    /// Publishes a broadcast as it is; answers how many subscribers (server instances)
+    /// received it.
+    pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
         let payload = wire::encode(broadcast);
         let pool = self
@@ -117,9 +122,8 @@ impl Emitter {
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(payload)
-            .query_async::<i64>(&mut *conn)
+            .query_async::<u64>(&mut *conn)
             .await
-            .map(|_| ())
             .map_err(|e| FanoutError::Unavailable(e.to_string()))
     }
 }
@@ -133,9 +137,12 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// Adds a room.
+    /// Adds a room (once: as in JavaScript, rooms are a set).
     pub fn to(mut self, room: impl Into<String>) -> Self {
-        self.rooms.push(room.into());
+        let room = room.into();
+        if !self.rooms.contains(&room) {
+            self.rooms.push(room);
+        }
         self
     }
 
@@ -178,7 +185,7 @@ impl Target<'_> {
             except: self.except,
             flags: self.flags,
         };
-        self.emitter.publish(&broadcast).await
+        self.emitter.publish(&broadcast).await.map(|_| ())
     }
 }
 

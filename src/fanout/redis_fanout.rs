@@ -17,6 +17,7 @@
 //! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
 //! layer delivers what Node emitters and adapters publish.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,6 +46,9 @@ pub struct RedisFanout {
 
 struct Inner {
     emitter: Emitter,
+    /// Whether this instance's subscription is up: while it is down, the instance would not
+    /// deliver its own sends, so they fail instead of vanishing.
+    subscribed: Arc<AtomicBool>,
     key: String,
     io: OnceLock<SocketIo>,
     stop: watch::Sender<bool>,
@@ -70,6 +74,7 @@ impl RedisFanout {
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
             emitter,
+            subscribed: Arc::new(AtomicBool::new(true)),
             key: key.to_owned(),
             io: OnceLock::new(),
             stop,
@@ -90,6 +95,7 @@ impl RedisFanout {
     pub fn layer(&self) -> RedisFanoutLayer {
         RedisFanoutLayer {
             emitter: self.inner.emitter.clone(),
+            subscribed: self.inner.subscribed.clone(),
         }
     }
 
@@ -176,9 +182,16 @@ async fn receive(
             let Some(key) = inner.upgrade().map(|i| i.key.clone()) else {
                 return;
             };
-            match subscribe(&client, &key, timeout).await {
+            let attempt = tokio::select! {
+                attempt = subscribe(&client, &key, timeout) => attempt,
+                () = until_stopped(&mut stopped) => return,
+            };
+            match attempt {
                 Ok(p) => {
                     tracing::info!("Redis subscription restored");
+                    if let Some(inner) = inner.upgrade() {
+                        inner.subscribed.store(true, Ordering::Release);
+                    }
                     pubsub = Some(p);
                     delay = Duration::from_millis(100);
                 }
@@ -199,6 +212,9 @@ async fn receive(
                     }
                     None => {
                         tracing::warn!("Redis subscription lost; reconnecting");
+                        if let Some(inner) = inner.upgrade() {
+                            inner.subscribed.store(false, Ordering::Release);
+                        }
                         break;
                     }
                 },
@@ -265,6 +281,7 @@ impl Serialize for Args<'_> {
 #[derive(Clone)]
 pub struct RedisFanoutLayer {
     emitter: Emitter,
+    subscribed: Arc<AtomicBool>,
 }
 
 impl<S> Layer<S> for RedisFanoutLayer {
@@ -273,6 +290,7 @@ impl<S> Layer<S> for RedisFanoutLayer {
     fn layer(&self, _local: S) -> Self::Service {
         RedisFanoutService {
             emitter: self.emitter.clone(),
+            subscribed: self.subscribed.clone(),
         }
     }
 }
@@ -281,6 +299,7 @@ impl<S> Layer<S> for RedisFanoutLayer {
 #[derive(Clone)]
 pub struct RedisFanoutService {
     emitter: Emitter,
+    subscribed: Arc<AtomicBool>,
 }
 
 impl Service<SendRequest> for RedisFanoutService {
@@ -294,7 +313,13 @@ impl Service<SendRequest> for RedisFanoutService {
 
     fn call(&mut self, req: SendRequest) -> Self::Future {
         let emitter = self.emitter.clone();
+        let subscribed = self.subscribed.clone();
         Box::pin(async move {
+            if !subscribed.load(Ordering::Acquire) {
+                return Err(SendError::Delivery(
+                    "this instance's Redis subscription is down: its own clients would miss the message".into(),
+                ));
+            }
             let broadcast = Broadcast {
                 uid: wire::EMITTER_UID.to_owned(),
                 nsp: "/".to_owned(),
@@ -307,10 +332,15 @@ impl Service<SendRequest> for RedisFanoutService {
                     volatile: None,
                 },
             };
-            emitter
-                .publish(&broadcast)
-                .await
-                .map_err(|e| SendError::Delivery(e.to_string()))
+            match emitter.publish(&broadcast).await {
+                // This instance is always subscribed: nobody received it means Redis dropped
+                // our subscription without our noticing yet.
+                Ok(0) => Err(SendError::Delivery(
+                    "no server instance received the message (the subscription is down)".into(),
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(SendError::Delivery(e.to_string())),
+            }
         })
     }
 }

@@ -23,8 +23,9 @@ use serde_json::{Map, Number, Value};
 pub const DEFAULT_KEY: &str = "socket.io";
 /// The uid of emitters.
 pub const EMITTER_UID: &str = "emitter";
-/// The largest message decoded; bigger ones are refused (and logged by the caller).
-pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// The largest message decoded (2 MiB, twice the largest message a client may send);
+/// bigger ones are refused (and logged by the caller).
+pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
 /// The deepest nesting decoded.
 const MAX_DEPTH: usize = 64;
 /// Socket.IO packet type EVENT.
@@ -163,14 +164,23 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         .to_owned();
     let args = data.map(mp_to_json).collect::<Result<Vec<_>, _>>()?;
 
-    let strings = |name: &str| -> Vec<String> {
+    // Room names as JavaScript's `String(room)` makes them; anything else refuses the whole
+    // message, since dropping an entry would widen the broadcast.
+    let strings = |name: &str| -> Result<Vec<String>, WireError> {
         match field(&opts, name) {
+            None | Some(Mp::Nil) => Ok(Vec::new()),
             Some(Mp::Array(items)) => items
                 .iter()
-                .filter_map(Mp::as_str)
-                .map(str::to_owned)
+                .map(|item| match item {
+                    Mp::String(s) => s
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| WireError(format!("a name in {name} is not UTF-8"))),
+                    Mp::Integer(i) => Ok(i.to_string()),
+                    other => Err(WireError(format!("{name} holds {other}, not a room name"))),
+                })
                 .collect(),
-            _ => Vec::new(),
+            Some(other) => Err(WireError(format!("{name} is {other}, not an array"))),
         }
     };
     let flags = field(&opts, "flags");
@@ -180,8 +190,8 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         nsp,
         event,
         args,
-        rooms: strings("rooms"),
-        except: strings("except"),
+        rooms: strings("rooms")?,
+        except: strings("except")?,
         flags: Flags {
             compress: flag("compress"),
             volatile: flag("volatile"),
@@ -253,15 +263,45 @@ fn mp_to_json(v: &Mp) -> Result<Value, WireError> {
             let mut map = Map::with_capacity(entries.len());
             for (k, v) in entries {
                 let key = match k {
-                    Mp::String(s) => s.as_str().unwrap_or_default().to_owned(),
+                    Mp::String(s) => s
+                        .as_str()
+                        .ok_or_else(|| WireError("a map key is not UTF-8".into()))?
+                        .to_owned(),
                     other => other.to_string(),
                 };
                 map.insert(key, mp_to_json(v)?);
             }
             Value::Object(map)
         }
-        Mp::Ext(..) => return Err(WireError("extension values are not supported".into())),
+        // notepack.io writes a JavaScript Date as the timestamp extension; JSON has it as the
+        // ISO string `JSON.stringify` gives.
+        Mp::Ext(-1, bytes) => Value::String(timestamp(bytes)?),
+        Mp::Ext(kind, _) => {
+            return Err(WireError(format!("extension type {kind} is not supported")));
+        }
     })
+}
+
+/// The MessagePack timestamp extension (32, 64 or 96 bits) as `toISOString()` writes it.
+fn timestamp(bytes: &[u8]) -> Result<String, WireError> {
+    let (secs, nanos): (i64, u32) = match bytes.len() {
+        4 => (
+            i64::from(u32::from_be_bytes(bytes.try_into().unwrap_or_default())),
+            0,
+        ),
+        8 => {
+            let v = u64::from_be_bytes(bytes.try_into().unwrap_or_default());
+            ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
+        }
+        12 => (
+            i64::from_be_bytes(bytes[4..].try_into().unwrap_or_default()),
+            u32::from_be_bytes(bytes[..4].try_into().unwrap_or_default()),
+        ),
+        n => return Err(WireError(format!("a timestamp of {n} bytes"))),
+    };
+    let secs = u64::try_from(secs).map_err(|_| WireError("a timestamp before 1970".into()))?;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos.min(999_999_999));
+    Ok(crate::clock::iso_string(at))
 }
 
 #[cfg(test)]
@@ -327,6 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn decodes_dates_and_numeric_room_names_as_javascript_does() {
+        // notepack.io: new Date(1795340096789) → timestamp 64 (nanos 789000000, secs 1795340096).
+        let nanos: u64 = 789_000_000;
+        let secs: u64 = 1_795_340_096;
+        let ts = ((nanos << 34) | secs).to_be_bytes();
+        let message = Mp::Array(vec![
+            Mp::from("emitter"),
+            Mp::Map(vec![
+                (Mp::from("type"), Mp::from(2)),
+                (
+                    Mp::from("data"),
+                    Mp::Array(vec![Mp::from("at"), Mp::Ext(-1, ts.to_vec())]),
+                ),
+                (Mp::from("nsp"), Mp::from("/")),
+            ]),
+            Mp::Map(vec![(Mp::from("rooms"), Mp::Array(vec![Mp::from(42)]))]),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &message).unwrap();
+        let b = decode(&bytes).unwrap();
+        assert_eq!(b.args, vec![json!("2026-11-22T09:34:56.789Z")]);
+        assert_eq!(b.rooms, vec!["42".to_owned()]);
+    }
+
+    #[test]
     fn refuses_garbage() {
         let good = unhex(SEND_ROOM_HEX);
         let cases: Vec<Vec<u8>> = vec![
@@ -337,6 +402,8 @@ mod tests {
             unhex("92a7656d697474657280"),   // two elements
             vec![0x91; 200].into_iter().chain([0xc0]).collect(), // nested 200 deep
             vec![0u8; MAX_MESSAGE_BYTES + 1],
+            // rooms holding something that is no room name: refused, not widened to everyone
+            unhex("93a7656d697474657283a47479706502a46461746191a178a36e7370a12f81a5726f6f6d7391c3"),
         ];
         for bytes in cases {
             assert!(
