@@ -15,7 +15,9 @@
 //! | AUTH_TIMEOUT_MS | 10000 | authentication deadline |
 //! | PING_INTERVAL_MS | 30000 | keep-alive interval |
 //!
-//! Rooms starting with `public-` may be joined. HTTP on the same port: `POST /send`
+//! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
+//! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
+//! may be joined. HTTP on the same port: `POST /send`
 //! `{destination?, topic, data}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss}`.
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.
 
@@ -32,7 +34,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use socketio_stack::fanout::RedisFanout;
-use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::layers::rate_limit::Bucket;
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
 use socketio_stack::{BoxError, Handshake, PeerAddr, SendRequest, Session, SocketServer};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
@@ -155,6 +158,12 @@ async fn run() -> Result<(), BoxError> {
     }
     let server = builder
         .path(config.io_path)
+        // First, so that it bounds everything a client sends, authentication included.
+        .layer(
+            RateLimitLayer::default()
+                .events(Bucket::new(100.0, 200)?)
+                .control(Bucket::new(20.0, 40)?),
+        )
         .layer(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
         .layer(AuthTimeoutLayer::new(config.auth_timeout)?)
         .layer(PingLayer::new(config.ping_interval)?)

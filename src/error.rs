@@ -25,6 +25,8 @@ pub enum BuildError {
     DurationTooLarge(&'static str, Duration),
     /// A room name is empty.
     EmptyRoomName,
+    /// A limit (rate, burst, bound) is not positive.
+    InvalidLimit(&'static str, String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -47,6 +49,9 @@ impl std::fmt::Display for BuildError {
                 write!(f, "invalid {what}: {d:?} is too large (at most one year)")
             }
             Self::EmptyRoomName => f.write_str("invalid room name: it is empty"),
+            Self::InvalidLimit(what, value) => {
+                write!(f, "invalid {what} {value}: it must be a positive number")
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | [`auth_timeout`] | [`AuthTimeoutLayer`] | disconnects sockets not authenticated in time |
 //! | [`ping`] | [`PingLayer`] | the application-level `ping` keep-alive |
 //! | [`rooms`] | [`RoomsLayer`] | default rooms, validated `join`, `leave` |
+//! | [`rate_limit`] | [`RateLimitLayer`] | a token bucket per socket against floods |
 //!
 //! Each reacts to the [`SocketRequest`](crate::SocketRequest)s it cares about and passes the
 //! rest down, so any of them can be left out or replaced by a layer of your own over the same
@@ -17,11 +18,13 @@
 pub mod auth;
 pub mod auth_timeout;
 pub mod ping;
+pub mod rate_limit;
 pub mod rooms;
 
 pub use auth::{AuthLayer, AuthService};
 pub use auth_timeout::{AuthTimeoutLayer, AuthTimeoutService};
 pub use ping::{PingLayer, PingService};
+pub use rate_limit::{RateLimitLayer, RateLimitService};
 pub use rooms::{RoomsLayer, RoomsService};
 
 use std::future::Future;

@@ -1,0 +1,301 @@
+//! Rate limiting: a token bucket per socket, so that one client flooding events cannot hurt
+//! the others.
+//!
+//! Every client event takes a token from its socket's bucket: the `events` bucket for
+//! ordinary events, a separate `control` bucket for `authenticate`, `join` and `leave` (so a
+//! chatty client can still authenticate and manage its rooms, and a client retrying
+//! `authenticate` in a loop is bounded too). A bucket holds at most `burst` tokens and gains
+//! `rate` per second. An event that finds its bucket empty is handled by the
+//! [`ExcessPolicy`]:
+//!
+//! - [`ExcessPolicy::Drop`] (default): the event is dropped, with a warning the first time and
+//!   every 1,000 drops after that;
+//! - [`ExcessPolicy::Disconnect`]: the client gets `rate_limited` `{message, time}`, then is
+//!   disconnected.
+//!
+//! The buckets live with the socket (in its extensions) and go away with it. Put this layer
+//! first, in front of authentication, so that it bounds everything.
+//!
+//! # Example
+//! ```
+//! use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
+//!
+//! let layer = RateLimitLayer::default()                  // 50/s, burst 100; control 5/s, burst 10
+//!     .events(Bucket::new(200.0, 400).unwrap())
+//!     .policy(ExcessPolicy::Disconnect);
+//! # let _ = layer;
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::clock;
+use crate::error::BuildError;
+use crate::event::{RequestKind, SocketRequest, names};
+use crate::layers::ResponseFuture;
+
+/// The event a client gets before a rate-limit disconnect.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// A token bucket's settings: `rate` tokens per second, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    rate: f64,
+    burst: u32,
+}
+
+impl Bucket {
+    /// `rate` events per second on average, `burst` at once; both must be positive.
+    pub fn new(rate: f64, burst: u32) -> Result<Self, BuildError> {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(BuildError::InvalidLimit("rate", rate.to_string()));
+        }
+        if burst == 0 {
+            return Err(BuildError::InvalidLimit("burst", "0".into()));
+        }
+        Ok(Self { rate, burst })
+    }
+}
+
+/// What happens to an event over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExcessPolicy {
+    /// Drop it (logged).
+    #[default]
+    Drop,
+    /// Tell the client (`rate_limited`) and disconnect it.
+    Disconnect,
+}
+
+/// Adds rate limiting; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitLayer {
+    events: Bucket,
+    control: Bucket,
+    policy: ExcessPolicy,
+}
+
+impl Default for RateLimitLayer {
+    fn default() -> Self {
+        Self {
+            events: Bucket {
+                rate: 50.0,
+                burst: 100,
+            },
+            control: Bucket {
+                rate: 5.0,
+                burst: 10,
+            },
+            policy: ExcessPolicy::Drop,
+        }
+    }
+}
+
+impl RateLimitLayer {
+    /// The bucket of ordinary events (default 50/s, burst 100).
+    pub fn events(mut self, bucket: Bucket) -> Self {
+        self.events = bucket;
+        self
+    }
+
+    /// The bucket of `authenticate`, `join` and `leave` (default 5/s, burst 10).
+    pub fn control(mut self, bucket: Bucket) -> Self {
+        self.control = bucket;
+        self
+    }
+
+    /// What to do with an event over the limit (default: drop).
+    pub fn policy(mut self, policy: ExcessPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            config: *self,
+        }
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    config: RateLimitLayer,
+}
+
+/// One socket's buckets.
+#[derive(Debug)]
+struct Buckets {
+    events: Tokens,
+    control: Tokens,
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct Tokens {
+    available: f64,
+    at: Instant,
+}
+
+impl Tokens {
+    fn full(bucket: Bucket) -> Self {
+        Self {
+            available: f64::from(bucket.burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one, after refilling for the time gone by.
+    fn take(&mut self, bucket: Bucket) -> bool {
+        let now = Instant::now();
+        let gained = now.duration_since(self.at).as_secs_f64() * bucket.rate;
+        self.available = (self.available + gained).min(f64::from(bucket.burst));
+        self.at = now;
+        if self.available >= 1.0 {
+            self.available -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The buckets, as kept in the socket's extensions (cloned out as an `Arc`).
+#[derive(Clone)]
+struct SocketBuckets(Arc<Mutex<Buckets>>);
+
+impl<S, A> Service<SocketRequest<A>> for RateLimitService<S>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()>,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
+        let RequestKind::Event(ev) = &req.kind else {
+            return ResponseFuture::inner(self.inner.call(req));
+        };
+        let control = matches!(
+            ev.name.as_str(),
+            names::AUTHENTICATE | names::JOIN | names::LEAVE
+        );
+        let buckets = match req.socket.extensions.get::<SocketBuckets>() {
+            Some(buckets) => buckets,
+            None => {
+                let fresh = SocketBuckets(Arc::new(Mutex::new(Buckets {
+                    events: Tokens::full(self.config.events),
+                    control: Tokens::full(self.config.control),
+                    dropped: 0,
+                })));
+                req.socket.extensions.insert(fresh.clone());
+                fresh
+            }
+        };
+        let (allowed, dropped) = {
+            let mut b = buckets.0.lock().unwrap_or_else(|e| e.into_inner());
+            let allowed = if control {
+                b.control.take(self.config.control)
+            } else {
+                b.events.take(self.config.events)
+            };
+            if !allowed {
+                b.dropped += 1;
+            }
+            (allowed, b.dropped)
+        };
+        if allowed {
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        match self.config.policy {
+            ExcessPolicy::Drop => {
+                if dropped == 1 || dropped % 1000 == 0 {
+                    tracing::warn!(socket = %req.socket.id, event = %ev.name, dropped, "over the rate limit: events dropped");
+                }
+            }
+            ExcessPolicy::Disconnect => {
+                tracing::warn!(socket = %req.socket.id, event = %ev.name, "over the rate limit: disconnecting");
+                let payload = json!({
+                    "message": "Too many events: rate limit exceeded, disconnecting.",
+                    "time": clock::iso_now(),
+                });
+                req.socket.emit(RATE_LIMITED, &payload).ok();
+                req.socket.clone().disconnect().ok();
+            }
+        }
+        ResponseFuture::done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Recorder, TestPacket, TestSocket, event};
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn drops_over_the_burst_and_refills_at_the_rate() {
+        let t = TestSocket::new().await;
+        let rec = Recorder::default();
+        let mut svc = RateLimitLayer::default()
+            .events(Bucket::new(10.0, 5).unwrap())
+            .layer(rec.clone());
+        for _ in 0..8 {
+            svc.call(t.request(event("chat", json!(1)))).await.unwrap();
+        }
+        assert_eq!(rec.seen().len(), 5, "the burst");
+        tokio::time::advance(Duration::from_millis(300)).await; // 3 tokens back
+        for _ in 0..8 {
+            svc.call(t.request(event("chat", json!(1)))).await.unwrap();
+        }
+        assert_eq!(rec.seen().len(), 8);
+        // Control events have their own budget.
+        svc.call(t.request(event("join", json!({"rooms": ["a"]}))))
+            .await
+            .unwrap();
+        assert_eq!(rec.seen().last().unwrap(), "event:join");
+        assert!(t.no_packet_pending(), "dropping tells the client nothing");
+    }
+
+    #[tokio::test]
+    async fn the_disconnect_policy_tells_the_client_then_disconnects() {
+        let t = TestSocket::new().await;
+        let mut svc = RateLimitLayer::default()
+            .events(Bucket::new(1.0, 1).unwrap())
+            .policy(ExcessPolicy::Disconnect)
+            .layer(Recorder::default());
+        svc.call(t.request(event("chat", json!(1)))).await.unwrap();
+        svc.call(t.request(event("chat", json!(2)))).await.unwrap();
+        let TestPacket::Event(name, data) = t.next_packet().await else {
+            panic!()
+        };
+        assert_eq!(name, RATE_LIMITED);
+        assert!(data["message"].as_str().unwrap().contains("rate limit"));
+        assert_eq!(t.next_packet().await, TestPacket::Disconnect);
+    }
+
+    #[test]
+    fn refuses_meaningless_limits() {
+        assert!(Bucket::new(0.0, 1).is_err());
+        assert!(Bucket::new(f64::NAN, 1).is_err());
+        assert!(Bucket::new(-1.0, 1).is_err());
+        assert!(Bucket::new(1.0, 0).is_err());
+    }
+}
