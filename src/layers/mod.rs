@@ -25,7 +25,7 @@ pub use auth::{AuthLayer, AuthService};
 pub use auth_timeout::{AuthTimeoutLayer, AuthTimeoutService};
 pub use ping::{PingLayer, PingService};
 pub use rate_limit::{RateLimitLayer, RateLimitService};
-pub use rooms::{RoomsLayer, RoomsService};
+pub use rooms::{RoomLimits, RoomsLayer, RoomsService};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -10,6 +10,9 @@
 //! - `leave` `{rooms: [...]}` is always allowed, except leaving the room named after the
 //!   socket's own id, which would make it unreachable by id.
 //!
+//! Requests are bounded ([`RoomLimits`]: 100 rooms per request, 256-byte names, 1,000 rooms
+//! per socket by default); over a bound the request is refused with a warning.
+//!
 //! Payloads are read defensively, as the seeds' `const { rooms = [] } = payload || {}`: no
 //! payload, `null`, `{}` or a payload without `rooms` mean no rooms; `rooms` that is not an
 //! array is refused with a warning; entries that are not non-empty strings are skipped.
@@ -48,6 +51,42 @@ use crate::session::{ClientState, Session};
 /// The seeds' default rooms.
 pub const DEFAULT_ROOMS: [&str; 2] = ["io-default", "io-notification"];
 
+/// Bounds on room requests (the seeds have none; these keep one client from costing the
+/// server without bound). Over a bound, the whole request is refused with a warning and the
+/// socket stays as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms in one `join` or `leave` (default 100).
+    pub per_request: usize,
+    /// Bytes in one room name (default 256).
+    pub name_bytes: usize,
+    /// Rooms one socket may be in, its own id room and the default rooms included
+    /// (default 1,000).
+    pub per_socket: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self {
+            per_request: 100,
+            name_bytes: 256,
+            per_socket: 1000,
+        }
+    }
+}
+
+impl RoomLimits {
+    fn check_request(&self, rooms: &[String]) -> Result<(), &'static str> {
+        if rooms.len() > self.per_request {
+            return Err("too many rooms in one request");
+        }
+        if rooms.iter().any(|r| r.len() > self.name_bytes) {
+            return Err("a room name is too long");
+        }
+        Ok(())
+    }
+}
+
 type ValidateFn =
     Arc<dyn Fn(Session, Vec<String>) -> BoxFuture<Result<Vec<String>, BoxError>> + Send + Sync>;
 
@@ -56,6 +95,7 @@ type ValidateFn =
 pub struct RoomsLayer {
     default_rooms: Arc<[String]>,
     validate: Option<ValidateFn>,
+    limits: RoomLimits,
 }
 
 impl RoomsLayer {
@@ -64,6 +104,7 @@ impl RoomsLayer {
         Self {
             default_rooms: DEFAULT_ROOMS.iter().map(|r| (*r).to_owned()).collect(),
             validate: None,
+            limits: RoomLimits::default(),
         }
     }
 
@@ -80,6 +121,21 @@ impl RoomsLayer {
             Box::pin(async move { fut.await.map_err(Into::into) })
         }));
         self
+    }
+
+    /// Bounds on room requests (see [`RoomLimits`]); each must be positive.
+    pub fn limits(mut self, limits: RoomLimits) -> Result<Self, BuildError> {
+        for (what, value) in [
+            ("rooms per request", limits.per_request),
+            ("room name length", limits.name_bytes),
+            ("rooms per socket", limits.per_socket),
+        ] {
+            if value == 0 {
+                return Err(BuildError::InvalidLimit(what, "0".into()));
+            }
+        }
+        self.limits = limits;
+        Ok(self)
     }
 
     /// The rooms every socket joins on authentication (may be none); an empty name is refused.
@@ -108,6 +164,7 @@ impl std::fmt::Debug for RoomsLayer {
         f.debug_struct("RoomsLayer")
             .field("default_rooms", &self.default_rooms)
             .field("validate", &self.validate.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -194,7 +251,10 @@ where
             RequestKind::Event(ev) => ev.data,
             _ => Value::Null,
         };
-        let rooms = match parse_rooms(&data) {
+        let limits = self.layer.limits;
+        let rooms = match parse_rooms(&data)
+            .and_then(|rooms| limits.check_request(&rooms).map(|()| rooms))
+        {
             Ok(rooms) if rooms.is_empty() => return ResponseFuture::done(),
             Ok(rooms) => rooms,
             Err(why) => {
@@ -234,7 +294,14 @@ where
                         .collect::<HashSet<_>>()
                         .into_iter()
                         .collect();
-                    if !session.is_closed() && !allowed.is_empty() {
+                    let current = socket.rooms();
+                    let new = allowed
+                        .iter()
+                        .filter(|r| !current.iter().any(|c| c == *r))
+                        .count();
+                    if current.len() + new > limits.per_socket {
+                        tracing::warn!(socket = %socket.id, rooms = current.len(), asked = new, max = limits.per_socket, "join refused: too many rooms for one socket");
+                    } else if !session.is_closed() && !allowed.is_empty() {
                         tracing::debug!(socket = %socket.id, count = allowed.len(), "joining rooms");
                         socket.join(allowed);
                     }
@@ -369,6 +436,53 @@ mod tests {
             .await
             .unwrap();
         assert!(rooms_of(&t).is_empty());
+    }
+
+    #[tokio::test]
+    async fn requests_over_a_bound_are_refused_whole() {
+        let t = TestSocket::new().await;
+        t.session.set_state(ClientState::Authenticated);
+        let limits = RoomLimits {
+            per_request: 3,
+            name_bytes: 8,
+            per_socket: 4,
+        };
+        let mut svc = RoomsLayer::new()
+            .default_rooms(Vec::<String>::new())
+            .unwrap()
+            .limits(limits)
+            .unwrap()
+            .validate(allow_public)
+            .layer(Recorder::default());
+        for rooms in [
+            json!(["public-a", "public-b", "public-c", "public-d"]),
+            json!(["public-toolong"]),
+        ] {
+            svc.call(t.request(event("join", json!({ "rooms": rooms }))))
+                .await
+                .unwrap();
+            assert!(rooms_of(&t).is_empty(), "{rooms}");
+        }
+        svc.call(t.request(event("join", json!({"rooms": ["public-a", "public-b"]}))))
+            .await
+            .unwrap();
+        assert_eq!(rooms_of(&t), ["public-a", "public-b"]);
+        // 2 + 3 new > 4: refused whole.
+        svc.call(t.request(event(
+            "join",
+            json!({"rooms": ["public-c", "public-d", "public-e"]}),
+        )))
+        .await
+        .unwrap();
+        assert_eq!(rooms_of(&t), ["public-a", "public-b"]);
+        assert!(
+            RoomsLayer::new()
+                .limits(RoomLimits {
+                    per_socket: 0,
+                    ..limits
+                })
+                .is_err()
+        );
     }
 
     #[tokio::test]
