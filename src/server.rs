@@ -46,8 +46,9 @@ use crate::core::handler::EventHandler;
 use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::error::{BoxError, BuildError};
 use crate::event::SocketRequest;
-use crate::fanout::RedisFanout;
+use crate::fanout::{RedisAdapter, RedisFanout};
 use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
+use socketioxide_core::adapter::Spawnable;
 
 /// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
 pub const DEFAULT_PATH: &str = "/io";
@@ -72,10 +73,11 @@ pub type InboundService<A = LocalAdapter> = BoxCloneSyncService<SocketRequest<A>
 type ConfigureIo = Box<dyn FnOnce(SocketIoBuilder) -> SocketIoBuilder + Send>;
 
 /// Assembles a [`SocketServer`]; see the [module docs](self).
-pub struct SocketServerBuilder<L = Identity, O = Identity> {
+pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAdapter> {
     path: String,
     fanout: Option<RedisFanout>,
-    core: CoreServiceBuilder<LocalAdapter>,
+    adapter_state: A::State,
+    core: CoreServiceBuilder<A>,
     errors: Vec<BuildError>,
     inbound: L,
     outbound: O,
@@ -86,9 +88,27 @@ pub struct SocketServerBuilder<L = Identity, O = Identity> {
 impl SocketServer<LocalAdapter> {
     /// A builder with the seeds' path (`/io`), no layers and no handlers.
     pub fn builder() -> SocketServerBuilder {
+        SocketServerBuilder::with_adapter_state(())
+    }
+}
+
+impl SocketServer<RedisAdapter> {
+    /// A builder whose Socket.IO server uses the [`RedisAdapter`]: `send` and socketioxide's
+    /// own broadcasts (`io.to(room).emit` in handlers, whose `SocketRef` is then
+    /// `SocketRef<RedisAdapter>`) both reach every instance on the fan-out's Redis.
+    pub fn builder_with_redis_adapter(
+        fanout: RedisFanout,
+    ) -> SocketServerBuilder<Identity, Identity, RedisAdapter> {
+        SocketServerBuilder::with_adapter_state(fanout.clone()).fanout(fanout)
+    }
+}
+
+impl<A: Adapter> SocketServerBuilder<Identity, Identity, A> {
+    fn with_adapter_state(adapter_state: A::State) -> Self {
         SocketServerBuilder {
             path: DEFAULT_PATH.to_owned(),
             fanout: None,
+            adapter_state,
             core: CoreService::builder(),
             errors: Vec::new(),
             inbound: Identity::new(),
@@ -99,7 +119,7 @@ impl SocketServer<LocalAdapter> {
     }
 }
 
-impl<L, O> SocketServerBuilder<L, O> {
+impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
     /// The Socket.IO path (default `/io`); must start with `/`.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
@@ -108,10 +128,11 @@ impl<L, O> SocketServerBuilder<L, O> {
 
     /// Adds an inbound layer. As with `tower::ServiceBuilder`, the first layer added is the
     /// outermost: add the auth layer first so that it gates everything beneath it.
-    pub fn layer<T>(self, layer: T) -> SocketServerBuilder<Stack<T, L>, O> {
+    pub fn layer<T>(self, layer: T) -> SocketServerBuilder<Stack<T, L>, O, A> {
         SocketServerBuilder {
             path: self.path,
             fanout: self.fanout,
+            adapter_state: self.adapter_state,
             core: self.core,
             errors: self.errors,
             inbound: Stack::new(layer, self.inbound),
@@ -130,10 +151,11 @@ impl<L, O> SocketServerBuilder<L, O> {
 
     /// Adds an outbound layer around the delivery (local, or the fan-out's); first added is
     /// outermost.
-    pub fn outbound_layer<T>(self, layer: T) -> SocketServerBuilder<L, Stack<T, O>> {
+    pub fn outbound_layer<T>(self, layer: T) -> SocketServerBuilder<L, Stack<T, O>, A> {
         SocketServerBuilder {
             path: self.path,
             fanout: self.fanout,
+            adapter_state: self.adapter_state,
             core: self.core,
             errors: self.errors,
             inbound: self.inbound,
@@ -145,7 +167,7 @@ impl<L, O> SocketServerBuilder<L, O> {
 
     /// Runs `handler` for each client event named `topic` that reaches the core (the seeds'
     /// `on`). An empty, duplicate or reserved topic makes [`build`](Self::build) fail.
-    pub fn on<T, H: EventHandler<LocalAdapter, T>>(mut self, topic: &str, handler: H) -> Self {
+    pub fn on<T, H: EventHandler<A, T>>(mut self, topic: &str, handler: H) -> Self {
         let core = std::mem::replace(&mut self.core, CoreService::builder());
         match core.on(topic, handler) {
             Ok(core) => self.core = core,
@@ -158,27 +180,27 @@ impl<L, O> SocketServerBuilder<L, O> {
     }
 
     /// Runs `handler` for client events that have no handler of their own.
-    pub fn on_fallback<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+    pub fn on_fallback<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
         self.core = self.core.on_fallback(handler);
         self
     }
 
     /// Runs `handler` when a socket connects (the seeds' `on({topic: 'connection'})`); see
     /// [`CoreServiceBuilder::on_connect`].
-    pub fn on_connect<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+    pub fn on_connect<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
         self.core = self.core.on_connect(handler);
         self
     }
 
     /// Runs `handler` once a socket is authenticated (the seeds' `clientConnectedFn`): after
     /// the client got `authenticated`, before its next event.
-    pub fn on_authenticated<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+    pub fn on_authenticated<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
         self.core = self.core.on_authenticated(handler);
         self
     }
 
     /// Runs `handler` when a socket disconnects; the event data is the reason, as text.
-    pub fn on_disconnect<T, H: EventHandler<LocalAdapter, T>>(mut self, handler: H) -> Self {
+    pub fn on_disconnect<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
         self.core = self.core.on_disconnect(handler);
         self
     }
@@ -200,12 +222,13 @@ impl<L, O> SocketServerBuilder<L, O> {
     }
 
     /// Checks the configuration and assembles the server.
-    pub fn build(self) -> Result<SocketServer, BuildError>
+    pub fn build(self) -> Result<SocketServer<A>, BuildError>
     where
-        L: Layer<CoreService>,
-        L::Service: Service<SocketRequest, Response = ()> + Clone + Send + Sync + 'static,
-        <L::Service as Service<SocketRequest>>::Error: Into<BoxError>,
-        <L::Service as Service<SocketRequest>>::Future: Send + 'static,
+        A: socketioxide_core::adapter::DefinedAdapter,
+        L: Layer<CoreService<A>>,
+        L::Service: Service<SocketRequest<A>, Response = ()> + Clone + Send + Sync + 'static,
+        <L::Service as Service<SocketRequest<A>>>::Error: Into<BoxError>,
+        <L::Service as Service<SocketRequest<A>>>::Future: Send + 'static,
         O: Layer<DeliveryService>,
         O::Service:
             Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
@@ -222,7 +245,7 @@ impl<L, O> SocketServerBuilder<L, O> {
         }
         let registry = ClientRegistry::new();
         let core = self.core.registry(registry.clone()).build();
-        let inbound: InboundService =
+        let inbound: InboundService<A> =
             BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
 
         // socket.io's default `maxHttpBufferSize` (1e6 bytes) on both transports, where
@@ -235,11 +258,15 @@ impl<L, O> SocketServerBuilder<L, O> {
         if let Some(configure) = self.configure_io {
             io_builder = configure(io_builder);
         }
-        let (layer, io) = io_builder.req_path(self.path.clone()).build_layer();
+        let (layer, io) = io_builder
+            .req_path(self.path.clone())
+            .with_adapter::<A>(self.adapter_state)
+            .build_layer();
         io.ns(
             "/",
             Bridge::new(inbound).queue_capacity(self.queue_capacity),
-        );
+        )
+        .spawn();
         let local = LocalDelivery::new(io.clone());
         let delivery: DeliveryService = match &self.fanout {
             Some(fanout) => {
@@ -418,7 +445,7 @@ impl<B> Service<http::Request<B>> for NotFound {
     }
 }
 
-impl<L, O> std::fmt::Debug for SocketServerBuilder<L, O> {
+impl<L, O, A: Adapter> std::fmt::Debug for SocketServerBuilder<L, O, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketServerBuilder")
             .field("path", &self.path)

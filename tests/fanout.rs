@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use common::redis_server::RedisServer;
 use common::*;
 use serde_json::{Value, json};
-use socketio_stack::fanout::{Emitter, FanoutError, RedisFanout};
+use socketio_stack::core::extract::Data;
+use socketio_stack::fanout::{Emitter, FanoutError, RedisAdapter, RedisFanout};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
 use socketio_stack::{Delivery, SendRequest, SocketServer};
+use socketioxide::extract::SocketRef;
 
 async fn instance(redis: &RedisServer) -> TestServer {
     let fanout = RedisFanout::connect(&redis.url())
@@ -366,4 +368,73 @@ async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
         outsider.next_non_ping().await,
         Received::Event("yours".into(), json!(1))
     );
+}
+
+async fn adapter_instance(redis: &RedisServer) -> (TestServer, SocketServer<RedisAdapter>) {
+    let fanout = RedisFanout::connect(&redis.url()).await.unwrap();
+    let server = SocketServer::builder_with_redis_adapter(fanout)
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new())
+        .on(
+            "shout",
+            async |socket: SocketRef<RedisAdapter>, Data(v): Data<Value>| {
+                // socketioxide's own operators, inside a handler: to every instance.
+                socket.to("io-default").emit("shouted", &v).await.ok();
+            },
+        )
+        .on(
+            "everyone",
+            async |socket: SocketRef<RedisAdapter>, Data(v): Data<Value>| {
+                // `within` includes the sender.
+                socket.within("io-default").emit("all", &v).await.ok();
+            },
+        )
+        .build()
+        .unwrap();
+    let app = axum::Router::new().layer(server.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let url = format!("http://{addr}/io/");
+    (TestServer::external(addr, url), server)
+}
+
+#[tokio::test]
+async fn socketioxide_broadcasts_in_handlers_reach_every_instance_exactly_once() {
+    let redis = RedisServer::start();
+    let (a, server_a) = adapter_instance(&redis).await;
+    let (b, server_b) = adapter_instance(&redis).await;
+    let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+    // `socket.to(room)` leaves the sender out, as in socket.io, on every instance.
+    on_a.emit("shout", json!({"n": 1})).await;
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("shouted".into(), json!({"n": 1}))
+    );
+    // `within` reaches everyone in the room, the sender included, each exactly once (the
+    // origin delivers at once and skips its own message coming back from Redis).
+    on_a.emit("everyone", json!({"n": 2})).await;
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("all".into(), json!({"n": 2}))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("all".into(), json!({"n": 2}))
+    );
+    server_b
+        .send(SendRequest::to("io-default", "barrier", json!(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("barrier".into(), json!(3))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("barrier".into(), json!(3))
+    );
+    server_a.shutdown().await;
+    server_b.shutdown().await;
 }

@@ -6,12 +6,15 @@
 //! - [`RedisFanout`]: the connections of one server instance, and [`RedisFanoutLayer`], the
 //!   outbound layer that publishes `send`s; every instance delivers what it receives.
 //! - [`Emitter`]: publishing from a process without a Socket.IO server.
+//! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
 
+pub mod adapter;
 pub mod connect_error;
 pub mod emitter;
 pub mod redis_fanout;
 pub mod wire;
 
+pub use adapter::RedisAdapter;
 pub use connect_error::FanoutError;
 pub use emitter::Emitter;
 pub use redis_fanout::{RedisFanout, RedisFanoutLayer, RedisFanoutService};

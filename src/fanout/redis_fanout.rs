@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 use serde_json::Value;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_layer::Layer;
@@ -44,13 +45,18 @@ pub struct RedisFanout {
     inner: Arc<Inner>,
 }
 
+/// Delivers a broadcast from Redis to this instance's sockets (set by `attach`).
+type LocalDeliver = Box<dyn Fn(Broadcast) -> crate::core::handler::BoxFuture<()> + Send + Sync>;
+
 struct Inner {
+    /// This instance's id on the wire (what the JavaScript adapter calls its uid).
+    uid: String,
     emitter: Emitter,
     /// Whether this instance's subscription is up: while it is down, the instance would not
     /// deliver its own sends, so they fail instead of vanishing.
     subscribed: Arc<AtomicBool>,
     key: String,
-    io: OnceLock<SocketIo>,
+    deliver: OnceLock<LocalDeliver>,
     stop: watch::Sender<bool>,
     subscriber: Mutex<Option<JoinHandle<()>>>,
 }
@@ -73,10 +79,11 @@ impl RedisFanout {
         let pubsub = subscribe(&client, key, timeout).await?;
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
+            uid: instance_uid(),
             emitter,
             subscribed: Arc::new(AtomicBool::new(true)),
             key: key.to_owned(),
-            io: OnceLock::new(),
+            deliver: OnceLock::new(),
             stop,
             subscriber: Mutex::new(None),
         });
@@ -104,12 +111,26 @@ impl RedisFanout {
         self.inner.emitter.clone()
     }
 
-    /// Delivers what comes from Redis to the sockets of `io` (the builder's `fanout()` does
-    /// it; the first call wins).
-    pub fn attach(&self, io: SocketIo) {
-        if self.inner.io.set(io).is_err() {
+    /// Delivers what comes from Redis to the sockets of `io` (the builder does it; the first
+    /// call wins). Deliveries are local-only broadcasts, so an adapter never re-publishes them.
+    pub fn attach<A: Adapter>(&self, io: SocketIo<A>) {
+        let deliver: LocalDeliver = Box::new(move |b: Broadcast| {
+            let io = io.clone();
+            Box::pin(async move { deliver_to(&io, b).await })
+        });
+        if self.inner.deliver.set(deliver).is_err() {
             tracing::warn!("fan-out already attached to a Socket.IO server");
         }
+    }
+
+    /// This instance's uid on the wire.
+    pub fn uid(&self) -> &str {
+        &self.inner.uid
+    }
+
+    /// Publishes a broadcast (the adapter's path; `send` goes through the layer).
+    pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
+        self.inner.emitter.publish(broadcast).await
     }
 
     /// Stops the subscription and closes the connections (publishing fails from then on);
@@ -225,7 +246,8 @@ async fn receive(
 }
 
 impl Inner {
-    /// Delivers one message from Redis to the local sockets; garbage is logged and ignored.
+    /// Delivers one message from Redis to the local sockets; garbage is logged and ignored,
+    /// and this instance's own adapter broadcasts (delivered when made) are skipped.
     async fn deliver(&self, channel: &str, payload: &[u8]) {
         let broadcast = match wire::decode(payload) {
             Ok(b) => b,
@@ -238,27 +260,56 @@ impl Inner {
                 return;
             }
         };
-        let Some(io) = self.io.get() else {
+        if broadcast.uid == self.uid {
             return;
-        };
-        let Some(ns) = io.of(&broadcast.nsp) else {
-            tracing::debug!(channel, nsp = %broadcast.nsp, "broadcast for a namespace this server does not have");
-            return;
-        };
-        let mut op = ns;
-        if !broadcast.rooms.is_empty() {
-            op = op.to(broadcast.rooms.clone());
         }
-        if !broadcast.except.is_empty() {
-            op = op.except(broadcast.except.clone());
-        }
-        if broadcast.flags.volatile == Some(true) {
-            op = op.volatile();
-        }
-        if let Err(e) = op.emit(&broadcast.event, &Args(&broadcast.args)).await {
-            tracing::warn!(channel, event = %broadcast.event, "local delivery incomplete: {e}");
+        if let Some(deliver) = self.deliver.get() {
+            deliver(broadcast).await;
         }
     }
+}
+
+/// One broadcast to the local sockets of `io`.
+async fn deliver_to<A: Adapter>(io: &SocketIo<A>, broadcast: Broadcast) {
+    let Some(ns) = io.of(&broadcast.nsp) else {
+        tracing::debug!(nsp = %broadcast.nsp, "broadcast for a namespace this server does not have");
+        return;
+    };
+    let mut op = ns.local();
+    if !broadcast.rooms.is_empty() {
+        op = op.to(broadcast.rooms.clone());
+    }
+    if !broadcast.except.is_empty() {
+        op = op.except(broadcast.except.clone());
+    }
+    if broadcast.flags.volatile == Some(true) {
+        op = op.volatile();
+    }
+    if let Err(e) = op.emit(&broadcast.event, &Args(&broadcast.args)).await {
+        tracing::warn!(event = %broadcast.event, "local delivery incomplete: {e}");
+    }
+}
+
+/// A 6-character id for this instance, as the JavaScript adapter makes one per server.
+fn instance_uid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut x = h.finish();
+    (0..6)
+        .map(|_| {
+            let c = ALPHABET[(x % 64) as usize] as char;
+            x /= 64;
+            c
+        })
+        .collect()
 }
 
 /// The event's arguments as Socket.IO arguments (a tuple, which socketioxide sends as several

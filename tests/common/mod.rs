@@ -26,12 +26,26 @@ pub struct TestServer {
     pub server: SocketServer,
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    url: Option<String>,
 }
 
 impl TestServer {
     /// The URL a client connects to (`/io/` path).
     pub fn url(&self) -> String {
-        format!("http://{}{}/", self.addr, self.server.path())
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}{}/", self.addr, self.server.path()))
+    }
+
+    /// A server of another adapter type, served by the test itself: only its address and
+    /// URL are kept here.
+    pub fn external(addr: SocketAddr, url: String) -> Self {
+        Self {
+            server: SocketServer::builder().build().unwrap(),
+            addr,
+            stop: None,
+            url: Some(url),
+        }
     }
 
     pub fn http(&self, path: &str) -> String {
@@ -67,6 +81,7 @@ pub async fn serve(server: SocketServer) -> TestServer {
         server,
         addr,
         stop: Some(stop),
+        url: None,
     }
 }
 

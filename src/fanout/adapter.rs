@@ -1,0 +1,136 @@
+//! A socketioxide adapter speaking the `@socket.io/redis-adapter` protocol: broadcasts made
+//! with socketioxide's own operators (`io.to(room).emit(..)`, `socket.broadcast()..`) inside
+//! handlers reach the sockets of every instance, ours and Node's.
+//!
+//! ```no_run
+//! use socketio_stack::SocketServer;
+//! use socketio_stack::fanout::RedisFanout;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let fanout = RedisFanout::connect("redis://127.0.0.1:6379").await?;
+//! let server = SocketServer::builder_with_redis_adapter(fanout)
+//!     .on("chat", async |socket: socketioxide::extract::SocketRef<socketio_stack::fanout::RedisAdapter>| {
+//!         // Reaches `lobby` members on every instance.
+//!         socket.to("lobby").emit("chat", "hi").await.ok();
+//!     })
+//!     .build()?;
+//! # let _ = server; Ok(()) }
+//! ```
+//!
+//! A broadcast is delivered to this instance's sockets at once and published with this
+//! instance's uid; every other instance delivers it when it comes from Redis, and this one
+//! skips it then. Broadcasts with the `local` flag are not published. Acknowledged
+//! broadcasts and the remote operations (join, leave, disconnect, fetch sockets of other
+//! instances) act on this instance's sockets only, for now.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use socketioxide::BroadcastError;
+use socketioxide::adapter::{AdapterError, Emitter as SocketsOfNamespace};
+use socketioxide_core::adapter::{
+    BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, SocketEmitter,
+};
+use socketioxide_core::packet::{Packet, PacketData};
+
+use crate::fanout::redis_fanout::RedisFanout;
+use crate::fanout::wire::{Broadcast, Flags};
+
+/// The adapter; see the [module docs](self). Its state is the instance's [`RedisFanout`].
+pub struct RedisAdapter {
+    local: CoreLocalAdapter<SocketsOfNamespace>,
+    fanout: RedisFanout,
+}
+
+impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
+    type Error = Infallible;
+    type State = RedisFanout;
+    type AckStream = <SocketsOfNamespace as SocketEmitter>::AckStream;
+    type InitRes = ();
+
+    fn new(state: &RedisFanout, local: CoreLocalAdapter<SocketsOfNamespace>) -> Self {
+        Self {
+            local,
+            fanout: state.clone(),
+        }
+    }
+
+    fn init(self: Arc<Self>, on_success: impl FnOnce() + Send + 'static) -> Self::InitRes {
+        on_success();
+    }
+
+    async fn broadcast(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+    ) -> Result<(), BroadcastError> {
+        let remote = if opts.has_flag(BroadcastFlags::Local) {
+            None
+        } else {
+            to_wire(&packet, &opts, self.fanout.uid())
+        };
+        let local = self
+            .local
+            .broadcast(packet, opts)
+            .map_err(BroadcastError::from);
+        if let Some(broadcast) = remote {
+            self.fanout
+                .publish(&broadcast)
+                .await
+                .map_err(|e| BroadcastError::Adapter(AdapterError(Box::new(e))))?;
+        }
+        local
+    }
+
+    async fn broadcast_with_ack(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+        timeout: Option<Duration>,
+    ) -> Result<Self::AckStream, Self::Error> {
+        Ok(self.local.broadcast_with_ack(packet, opts, timeout).0)
+    }
+
+    fn get_local(&self) -> &CoreLocalAdapter<SocketsOfNamespace> {
+        &self.local
+    }
+}
+
+impl DefinedAdapter for RedisAdapter {}
+
+/// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it; `None`
+/// for what the format cannot carry (binary events), which then stays local (logged).
+fn to_wire(packet: &Packet, opts: &BroadcastOptions, uid: &str) -> Option<Broadcast> {
+    let PacketData::Event(socketioxide_core::Value::Str(text, None), None) = &packet.inner else {
+        tracing::warn!("a binary or acknowledged broadcast is delivered on this instance only");
+        return None;
+    };
+    let Ok(Value::Array(mut data)) = serde_json::from_str::<Value>(text.as_str()) else {
+        return None;
+    };
+    if data.is_empty() {
+        return None;
+    }
+    let Value::String(event) = data.remove(0) else {
+        return None;
+    };
+    let mut except: Vec<String> = opts.except.iter().map(|r| r.to_string()).collect();
+    // `socket.broadcast()` leaves the sender out, as the JavaScript adapter's `except` does.
+    if let (true, Some(sid)) = (opts.has_flag(BroadcastFlags::Broadcast), opts.sid) {
+        except.push(sid.to_string());
+    }
+    Some(Broadcast {
+        uid: uid.to_owned(),
+        nsp: packet.ns.to_string(),
+        event,
+        args: data,
+        rooms: opts.rooms.iter().map(|r| r.to_string()).collect(),
+        except,
+        flags: Flags {
+            compress: None,
+            volatile: opts.has_flag(BroadcastFlags::Volatile).then_some(true),
+        },
+    })
+}
