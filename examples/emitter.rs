@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `--to` may repeat (several rooms, or socket ids); `--except ROOM` leaves a room out. The
-//! data is JSON. It reaches clients of socketio-stack servers with the fan-out and of Node
+//! data is JSON. `--join ROOM` (instead of an event) makes the targeted sockets join ROOM
+//! (the JavaScript emitter's `socketsJoin`). It reaches clients of socketio-stack servers with the fan-out and of Node
 //! servers using `@socket.io/redis-adapter` alike. Exit status: 0 published, 1 Redis error,
 //! 2 bad arguments.
 
@@ -15,12 +16,14 @@ mod support;
 
 use socketio_stack::fanout::Emitter;
 
-const USAGE: &str = "usage: emitter --redis URL [--to ROOM]... [--except ROOM]... EVENT JSON";
+const USAGE: &str =
+    "usage: emitter --redis URL [--to ROOM]... [--except ROOM]... (EVENT JSON | --join ROOM)";
 
 #[tokio::main]
 async fn main() {
     support::init_logging();
     let mut redis = None;
+    let mut join = None;
     let (mut to, mut except, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -28,16 +31,13 @@ async fn main() {
             "--redis" => redis = args.next(),
             "--to" => to.extend(args.next()),
             "--except" => except.extend(args.next()),
+            "--join" => join = args.next(),
             "--help" | "-h" => exit(0, USAGE),
             _ => rest.push(arg),
         }
     }
-    let (Some(redis), [event, data]) = (redis, rest.as_slice()) else {
+    let Some(redis) = redis else {
         exit(2, USAGE);
-    };
-    let data: serde_json::Value = match serde_json::from_str(data) {
-        Ok(data) => data,
-        Err(e) => exit(2, &format!("the data is not JSON: {e}")),
     };
     let emitter = match Emitter::connect(&redis).await {
         Ok(emitter) => emitter,
@@ -52,7 +52,15 @@ async fn main() {
     for room in except {
         target = target.except(room);
     }
-    if let Err(e) = target.emit(event, &data).await {
+    let published = match (join, rest.as_slice()) {
+        (Some(room), []) => target.sockets_join(&[room.as_str()]).await,
+        (None, [event, data]) => match serde_json::from_str::<serde_json::Value>(data) {
+            Ok(data) => target.emit(event, &data).await,
+            Err(e) => exit(2, &format!("the data is not JSON: {e}")),
+        },
+        _ => exit(2, USAGE),
+    };
+    if let Err(e) = published {
         exit(1, &e.to_string());
     }
 }

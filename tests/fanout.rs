@@ -438,3 +438,67 @@ async fn socketioxide_broadcasts_in_handlers_reach_every_instance_exactly_once()
     server_a.shutdown().await;
     server_b.shutdown().await;
 }
+
+#[tokio::test]
+async fn remote_join_leave_and_disconnect_reach_every_instance() {
+    let redis = RedisServer::start();
+    let (a, server_a) = adapter_instance(&redis).await;
+    let (b, server_b) = adapter_instance(&redis).await;
+    let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, id_b) = TestClient::authenticated(&b.url()).await;
+    // From A's server: every socket in io-default, on both instances, joins "vip".
+    server_a
+        .io()
+        .within("io-default")
+        .join("vip")
+        .await
+        .unwrap();
+    eventually("B's client joined vip", || {
+        server_b
+            .client(&id_b)
+            .is_some_and(|c| c.socket.rooms().iter().any(|r| r == "vip"))
+    })
+    .await;
+    server_b
+        .send(SendRequest::to("vip", "vip-news", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("vip-news".into(), json!(1))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("vip-news".into(), json!(1))
+    );
+    server_a.io().within("vip").leave("vip").await.unwrap();
+    eventually("B's client left vip", || {
+        server_b
+            .client(&id_b)
+            .is_some_and(|c| !c.socket.rooms().iter().any(|r| r == "vip"))
+    })
+    .await;
+    // The standalone emitter's socketsJoin reaches the same sockets.
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    emitter
+        .to(id_b.clone())
+        .sockets_join(&["emitted"])
+        .await
+        .unwrap();
+    eventually("B's client joined emitted", || {
+        server_b
+            .client(&id_b)
+            .is_some_and(|c| c.socket.rooms().iter().any(|r| r == "emitted"))
+    })
+    .await;
+    // A remote disconnect from A's server closes B's client.
+    server_a
+        .io()
+        .within(id_b.clone())
+        .disconnect()
+        .await
+        .unwrap();
+    on_b.expect_close().await;
+    server_a.shutdown().await;
+    server_b.shutdown().await;
+}

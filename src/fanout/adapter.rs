@@ -19,9 +19,10 @@
 //!
 //! A broadcast is delivered to this instance's sockets at once and published with this
 //! instance's uid; every other instance delivers it when it comes from Redis, and this one
-//! skips it then. Broadcasts with the `local` flag are not published. Acknowledged
-//! broadcasts and the remote operations (join, leave, disconnect, fetch sockets of other
-//! instances) act on this instance's sockets only, for now.
+//! skips it then. Broadcasts with the `local` flag are not published. Remote joins, leaves and
+//! disconnects (`io.within(room).join(..)`, `.leave(..)`, `.disconnect()`) are applied here
+//! and published as the JavaScript adapter's requests. Acknowledged broadcasts, fetching
+//! sockets or rooms of other instances and server-side emits stay on this instance, for now.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,12 +32,13 @@ use serde_json::Value;
 use socketioxide::BroadcastError;
 use socketioxide::adapter::{AdapterError, Emitter as SocketsOfNamespace};
 use socketioxide_core::adapter::{
-    BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, SocketEmitter,
+    BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, RoomParam,
+    SocketEmitter,
 };
 use socketioxide_core::packet::{Packet, PacketData};
 
 use crate::fanout::redis_fanout::RedisFanout;
-use crate::fanout::wire::{Broadcast, Flags};
+use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request};
 
 /// The adapter; see the [module docs](self). Its state is the instance's [`RedisFanout`].
 pub struct RedisAdapter {
@@ -84,6 +86,36 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         local
     }
 
+    async fn add_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+    ) -> Result<(), Infallible> {
+        let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
+        self.remote(&opts, RemoteOp::Join(rooms.clone())).await;
+        self.local.add_sockets(opts, rooms);
+        Ok(())
+    }
+
+    async fn del_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+    ) -> Result<(), Infallible> {
+        let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
+        self.remote(&opts, RemoteOp::Leave(rooms.clone())).await;
+        self.local.del_sockets(opts, rooms);
+        Ok(())
+    }
+
+    async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {
+        self.remote(&opts, RemoteOp::Disconnect { close: false })
+            .await;
+        self.local
+            .disconnect_socket(opts)
+            .map_err(BroadcastError::Socket)
+    }
+
     async fn broadcast_with_ack(
         &self,
         packet: Packet,
@@ -99,6 +131,25 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
 }
 
 impl DefinedAdapter for RedisAdapter {}
+
+impl RedisAdapter {
+    /// Publishes a remote operation for the other instances (unless it is local-only); a
+    /// failure is logged, the local part still happens.
+    async fn remote(&self, opts: &BroadcastOptions, op: RemoteOp) {
+        if opts.has_flag(BroadcastFlags::Local) {
+            return;
+        }
+        let request = Request {
+            uid: Some(self.fanout.uid().to_owned()),
+            op,
+            rooms: opts.rooms.iter().map(|r| r.to_string()).collect(),
+            except: opts.except.iter().map(|r| r.to_string()).collect(),
+        };
+        if let Err(e) = self.fanout.publish_request(&request).await {
+            tracing::warn!("remote operation not published, applied on this instance only: {e}");
+        }
+    }
+}
 
 /// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it; `None`
 /// for what the format cannot carry (binary events), which then stays local (logged).

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::fanout::connect_error::FanoutError;
-use crate::fanout::wire::{self, Broadcast, Flags};
+use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
 
 /// How long connecting (and each publish's wait for a connection) may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,6 +128,28 @@ impl Emitter {
     }
 }
 
+impl Emitter {
+    /// Publishes a request as it is.
+    pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
+        let pool = self
+            .pool
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| FanoutError::Unavailable("the emitter is closed".into()))?;
+        let mut conn = pool
+            .get()
+            .await
+            .map_err(|e| FanoutError::Unavailable(e.to_string()))?;
+        redis::cmd("PUBLISH")
+            .arg(wire::request_channel(&self.key, "/"))
+            .arg(wire::encode_request(request))
+            .query_async::<u64>(&mut *conn)
+            .await
+            .map_err(|e| FanoutError::Unavailable(e.to_string()))
+    }
+}
+
 /// A broadcast being addressed: rooms, exceptions, flags.
 pub struct Target<'a> {
     emitter: &'a Emitter,
@@ -162,6 +184,37 @@ impl Target<'_> {
     pub fn volatile(mut self) -> Self {
         self.flags.volatile = Some(true);
         self
+    }
+
+    /// Makes the targeted sockets of every instance join `rooms` (`socketsJoin`).
+    pub async fn sockets_join(self, rooms: &[&str]) -> Result<(), FanoutError> {
+        self.request(RemoteOp::Join(
+            rooms.iter().map(|r| (*r).to_owned()).collect(),
+        ))
+        .await
+    }
+
+    /// Makes them leave `rooms` (`socketsLeave`).
+    pub async fn sockets_leave(self, rooms: &[&str]) -> Result<(), FanoutError> {
+        self.request(RemoteOp::Leave(
+            rooms.iter().map(|r| (*r).to_owned()).collect(),
+        ))
+        .await
+    }
+
+    /// Disconnects them (`disconnectSockets`).
+    pub async fn disconnect_sockets(self, close: bool) -> Result<(), FanoutError> {
+        self.request(RemoteOp::Disconnect { close }).await
+    }
+
+    async fn request(self, op: RemoteOp) -> Result<(), FanoutError> {
+        let request = Request {
+            uid: None,
+            op,
+            rooms: self.rooms,
+            except: self.except,
+        };
+        self.emitter.publish_request(&request).await.map(|_| ())
     }
 
     /// Emits `event` with one argument, `data`.

@@ -35,7 +35,7 @@ use tower_service::Service;
 use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
-use crate::fanout::wire::{self, Broadcast, Flags};
+use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
 use crate::outbound::{SendError, SendRequest};
 
 /// The Redis connections of one instance: a pooled publishing side (the seeds' emitter
@@ -46,7 +46,13 @@ pub struct RedisFanout {
 }
 
 /// Delivers a broadcast from Redis to this instance's sockets (set by `attach`).
-type LocalDeliver = Box<dyn Fn(Broadcast) -> crate::core::handler::BoxFuture<()> + Send + Sync>;
+type LocalDeliver = Box<dyn Fn(Incoming) -> crate::core::handler::BoxFuture<()> + Send + Sync>;
+
+/// What comes from Redis for the local sockets.
+enum Incoming {
+    Broadcast(Broadcast),
+    Request(Request),
+}
 
 struct Inner {
     /// This instance's id on the wire (what the JavaScript adapter calls its uid).
@@ -114,9 +120,14 @@ impl RedisFanout {
     /// Delivers what comes from Redis to the sockets of `io` (the builder does it; the first
     /// call wins). Deliveries are local-only broadcasts, so an adapter never re-publishes them.
     pub fn attach<A: Adapter>(&self, io: SocketIo<A>) {
-        let deliver: LocalDeliver = Box::new(move |b: Broadcast| {
+        let deliver: LocalDeliver = Box::new(move |incoming: Incoming| {
             let io = io.clone();
-            Box::pin(async move { deliver_to(&io, b).await })
+            Box::pin(async move {
+                match incoming {
+                    Incoming::Broadcast(b) => deliver_to(&io, b).await,
+                    Incoming::Request(r) => apply_to(&io, r).await,
+                }
+            })
         });
         if self.inner.deliver.set(deliver).is_err() {
             tracing::warn!("fan-out already attached to a Socket.IO server");
@@ -131,6 +142,11 @@ impl RedisFanout {
     /// Publishes a broadcast (the adapter's path; `send` goes through the layer).
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         self.inner.emitter.publish(broadcast).await
+    }
+
+    /// Publishes a request (remote join, leave, disconnect).
+    pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
+        self.inner.emitter.publish_request(request).await
     }
 
     /// Stops the subscription and closes the connections (publishing fails from then on);
@@ -167,6 +183,7 @@ async fn subscribe(
     let open = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(wire::pattern(key, "/")).await?;
+        pubsub.subscribe(wire::request_channel(key, "/")).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(timeout, open).await {
@@ -247,8 +264,25 @@ async fn receive(
 
 impl Inner {
     /// Delivers one message from Redis to the local sockets; garbage is logged and ignored,
-    /// and this instance's own adapter broadcasts (delivered when made) are skipped.
+    /// and this instance's own adapter broadcasts and requests (applied when made) are skipped.
     async fn deliver(&self, channel: &str, payload: &[u8]) {
+        if channel == wire::request_channel(&self.key, "/") {
+            match wire::decode_request(payload) {
+                Ok(Some(request)) if request.uid.as_deref() != Some(self.uid.as_str()) => {
+                    if let Some(deliver) = self.deliver.get() {
+                        deliver(Incoming::Request(request)).await;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::debug!(channel, "request type not served yet: ignored"),
+                Err(e) => tracing::warn!(
+                    channel,
+                    bytes = payload.len(),
+                    "ignored a malformed request: {e}"
+                ),
+            }
+            return;
+        }
         let broadcast = match wire::decode(payload) {
             Ok(b) => b,
             Err(e) => {
@@ -264,8 +298,32 @@ impl Inner {
             return;
         }
         if let Some(deliver) = self.deliver.get() {
-            deliver(broadcast).await;
+            deliver(Incoming::Broadcast(broadcast)).await;
         }
+    }
+}
+
+/// One remote operation on the local sockets of `io` (local-only, so never published again).
+async fn apply_to<A: Adapter>(io: &SocketIo<A>, request: Request) {
+    let Some(ns) = io.of("/") else {
+        return;
+    };
+    let mut op = ns.local();
+    if !request.rooms.is_empty() {
+        op = op.within(request.rooms);
+    }
+    if !request.except.is_empty() {
+        op = op.except(request.except);
+    }
+    let result = match request.op {
+        RemoteOp::Join(rooms) => op.join(rooms).await.map_err(|e| e.to_string()),
+        RemoteOp::Leave(rooms) => op.leave(rooms).await.map_err(|e| e.to_string()),
+        // socketioxide closes the namespace socket; its connection goes with it when it was
+        // the last, as with `close: true`.
+        RemoteOp::Disconnect { .. } => op.disconnect().await.map_err(|e| e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::warn!("remote operation incomplete: {e}");
     }
 }
 

@@ -71,6 +71,121 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// A remote operation on the sockets of every instance (the JavaScript `socketsJoin`,
+/// `socketsLeave` and `disconnectSockets`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteOp {
+    /// Make the targeted sockets join these rooms (request type 2).
+    Join(Vec<String>),
+    /// Make them leave these rooms (type 3).
+    Leave(Vec<String>),
+    /// Disconnect them; `close` also closes their connection (type 4).
+    Disconnect {
+        /// Close the underlying connection too.
+        close: bool,
+    },
+}
+
+/// A request on the request channel: an operation on the sockets in `rooms` (all sockets
+/// when empty) but those in `except`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The publishing adapter's uid; `None` from emitters.
+    pub uid: Option<String>,
+    /// What to do.
+    pub op: RemoteOp,
+    /// The targeted rooms.
+    pub rooms: Vec<String>,
+    /// The rooms left out.
+    pub except: Vec<String>,
+}
+
+/// The channel requests of `nsp` are published on.
+pub fn request_channel(key: &str, nsp: &str) -> String {
+    format!("{key}-request#{nsp}#")
+}
+
+/// Encodes a request as JSON text, as the JavaScript emitter and adapter do.
+pub fn encode_request(r: &Request) -> Vec<u8> {
+    let mut map = serde_json::Map::new();
+    if let Some(uid) = &r.uid {
+        map.insert("uid".into(), Value::from(uid.as_str()));
+    }
+    let kind = match r.op {
+        RemoteOp::Join(_) => 2,
+        RemoteOp::Leave(_) => 3,
+        RemoteOp::Disconnect { .. } => 4,
+    };
+    map.insert("type".into(), Value::from(kind));
+    map.insert(
+        "opts".into(),
+        serde_json::json!({ "rooms": r.rooms, "except": r.except }),
+    );
+    match &r.op {
+        RemoteOp::Join(rooms) | RemoteOp::Leave(rooms) => {
+            map.insert("rooms".into(), Value::from(rooms.clone()));
+        }
+        RemoteOp::Disconnect { close } => {
+            map.insert("close".into(), Value::from(*close));
+        }
+    }
+    Value::Object(map).to_string().into_bytes()
+}
+
+/// Decodes a request (JSON text, or MessagePack as the adapter also accepts). `Ok(None)` for
+/// the request types this crate does not serve yet (fetching sockets and rooms,
+/// server-side emits, requests aimed at one socket id of another adapter).
+pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError(format!(
+            "request of {} bytes is over the bound",
+            bytes.len()
+        )));
+    }
+    let value: Value = if bytes.first() == Some(&b'{') {
+        serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?
+    } else {
+        let mut reader = bytes;
+        let mp = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
+            .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
+        mp_to_json(&mp)?
+    };
+    let Some(kind) = value.get("type").and_then(Value::as_u64) else {
+        return Err(WireError("a request without a type".into()));
+    };
+    let Some(opts) = value.get("opts").filter(|o| o.is_object()) else {
+        return Ok(None);
+    };
+    let names = |v: Option<&Value>, what: &str| -> Result<Vec<String>, WireError> {
+        match v {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => Err(WireError(format!("{what} holds {other}, not a room name"))),
+                })
+                .collect(),
+            Some(other) => Err(WireError(format!("{what} is {other}, not an array"))),
+        }
+    };
+    let op = match kind {
+        2 => RemoteOp::Join(names(value.get("rooms"), "rooms")?),
+        3 => RemoteOp::Leave(names(value.get("rooms"), "rooms")?),
+        4 => RemoteOp::Disconnect {
+            close: value.get("close").and_then(Value::as_bool).unwrap_or(false),
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(Request {
+        uid: value.get("uid").and_then(Value::as_str).map(str::to_owned),
+        op,
+        rooms: names(opts.get("rooms"), "opts.rooms")?,
+        except: names(opts.get("except"), "opts.except")?,
+    }))
+}
+
 /// The channel a broadcast to `rooms` in `nsp` is published on.
 pub fn channel(key: &str, nsp: &str, rooms: &[String]) -> String {
     match rooms {
@@ -389,6 +504,43 @@ mod tests {
         let b = decode(&bytes).unwrap();
         assert_eq!(b.args, vec![json!("2026-11-22T09:34:56.789Z")]);
         assert_eq!(b.rooms, vec!["42".to_owned()]);
+    }
+
+    #[test]
+    fn requests_match_the_captures() {
+        // The external emitter's `in(<socket id>).socketsJoin(room)`.
+        let emitter = r#"{"type":2,"opts":{"rooms":["cJ-_cuW3m4HIek97AAA2"],"except":[]},"rooms":["public-remote-17436-78-075qw7"]}"#;
+        let r = decode_request(emitter.as_bytes()).unwrap().unwrap();
+        assert_eq!(r.uid, None);
+        assert_eq!(
+            r.op,
+            RemoteOp::Join(vec!["public-remote-17436-78-075qw7".into()])
+        );
+        assert_eq!(r.rooms, vec!["cJ-_cuW3m4HIek97AAA2".to_owned()]);
+        assert_eq!(String::from_utf8(encode_request(&r)).unwrap(), emitter);
+        // The adapter's `io.in('io-default').socketsJoin('joined')`.
+        let adapter = r#"{"uid":"_wMPCC","type":2,"opts":{"rooms":["io-default"],"except":[]},"rooms":["joined"]}"#;
+        let r = decode_request(adapter.as_bytes()).unwrap().unwrap();
+        assert_eq!(String::from_utf8(encode_request(&r)).unwrap(), adapter);
+        // Not served yet: server-side emit; garbage is an error.
+        assert_eq!(
+            decode_request(br#"{"uid":"_wMPCC","type":6,"data":["hello",1]}"#),
+            Ok(None)
+        );
+        assert!(decode_request(b"{not json").is_err());
+        assert!(decode_request(br#"{"opts":{}}"#).is_err());
+        let disconnect = Request {
+            uid: Some("u".into()),
+            op: RemoteOp::Disconnect { close: true },
+            rooms: vec![],
+            except: vec!["x".into()],
+        };
+        assert_eq!(
+            decode_request(&encode_request(&disconnect))
+                .unwrap()
+                .unwrap(),
+            disconnect
+        );
     }
 
     #[test]

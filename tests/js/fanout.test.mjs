@@ -157,3 +157,44 @@ test('the demo does not start when REDIS_URL points nowhere', async () => {
     /exited with 2[\s\S]*Redis is not reachable/,
   );
 });
+
+test('remote joins cross the fleet: the Node emitter\'s socketsJoin on our clients, ours on a Node server\'s', () =>
+  withCleanups(async (cleanups) => {
+    const redis = await startRedis();
+    cleanups.push(redis.stop);
+    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+    cleanups.push(ours.stop);
+    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
+    cleanups.push(node.stop);
+    const onOurs = await authenticated(ours, cleanups);
+    const onNode = await authenticated(node, cleanups);
+    const redisClient = createClient({ url: redis.url });
+    await redisClient.connect();
+    cleanups.push(() => redisClient.quit());
+    const emitter = new Emitter(redisClient);
+
+    // Node's emitter makes our client join a room; then a send to that room reaches it.
+    emitter.in(onOurs.id).socketsJoin('node-joined');
+    let got = next(onOurs, 'in-node-joined');
+    // The join and the send travel on different channels: retry the send until it lands.
+    const until = Date.now() + 5_000;
+    let received = false;
+    got.then(() => (received = true), () => {});
+    while (!received && Date.now() < until) {
+      await postSend(ours, { destination: 'node-joined', topic: 'in-node-joined', data: { n: 1 } });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(await got, { n: 1 });
+
+    // Our emitter makes the Node server's client join a room.
+    await promisify(execFile)(bins().emitter, ['--redis', redis.url, '--to', onNode.id, '--join', 'rust-joined']);
+    got = next(onNode, 'in-rust-joined');
+    received = false;
+    got.then(() => (received = true), () => {});
+    const until2 = Date.now() + 5_000;
+    while (!received && Date.now() < until2) {
+      await postSend(node, { destination: 'rust-joined', topic: 'in-rust-joined', data: { n: 2 } });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(await got, { n: 2 });
+  }));
