@@ -502,3 +502,33 @@ async fn remote_join_leave_and_disconnect_reach_every_instance() {
     server_a.shutdown().await;
     server_b.shutdown().await;
 }
+
+#[tokio::test]
+async fn instances_on_different_nodes_of_a_redis_cluster_deliver_each_others_sends() {
+    // Classic pub/sub is cluster-wide: each instance may use any node.
+    let cluster = common::redis_server::RedisCluster::start();
+    let (a, b) = (
+        instance(&cluster.nodes[0]).await,
+        instance(&cluster.nodes[2]).await,
+    );
+    let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, id_b) = TestClient::authenticated(&b.url()).await;
+    a.server
+        .send(SendRequest::to("io-default", "cluster", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("cluster".into(), json!(1))
+    );
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("cluster".into(), json!(1))
+    );
+    let emitter = Emitter::connect(&cluster.nodes[1].url()).await.unwrap();
+    emitter.to(id_b).emit("direct", &json!(2)).await.unwrap();
+    assert_eq!(
+        on_b.next_non_ping().await,
+        Received::Event("direct".into(), json!(2))
+    );
+}
