@@ -532,3 +532,47 @@ async fn instances_on_different_nodes_of_a_redis_cluster_deliver_each_others_sen
         Received::Event("direct".into(), json!(2))
     );
 }
+
+/// How many clients Redis has connected, not counting the one asking.
+async fn redis_clients(redis: &RedisServer) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.lines().count() - 1
+}
+
+#[tokio::test]
+async fn three_connections_as_in_the_seeds_and_shutdown_closes_them_all() {
+    let redis = RedisServer::start();
+    let (a, server) = adapter_instance(&redis).await;
+    let (mut c, _) = TestClient::authenticated(&a.url()).await;
+    // The emitter's connection (send), the adapter's publishing one (a handler's broadcast),
+    // and the subscription.
+    server
+        .send(SendRequest::to("io-default", "via-send", json!(1)))
+        .await
+        .unwrap();
+    c.emit("everyone", json!({"n": 2})).await;
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("via-send".into(), json!(1))
+    );
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("all".into(), json!({"n": 2}))
+    );
+    assert_eq!(redis_clients(&redis).await, 3);
+    server.shutdown().await;
+    let deadline = Instant::now() + WAIT;
+    while redis_clients(&redis).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "connections left open after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

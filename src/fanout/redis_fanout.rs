@@ -38,8 +38,12 @@ use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
 use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
 use crate::outbound::{SendError, SendRequest};
 
-/// The Redis connections of one instance: a pooled publishing side (the seeds' emitter
-/// client) and a subscription to the broadcast channels. Cheap to clone.
+/// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
+/// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]
+/// publishes) and the adapter's subscription to the broadcast and request channels. Cheap to
+/// clone.
+///
+/// [`RedisAdapter`]: crate::fanout::RedisAdapter
 #[derive(Clone)]
 pub struct RedisFanout {
     inner: Arc<Inner>,
@@ -58,6 +62,8 @@ struct Inner {
     /// This instance's id on the wire (what the JavaScript adapter calls its uid).
     uid: String,
     emitter: Emitter,
+    /// The adapter's publishing connections.
+    adapter_pub: Emitter,
     /// Whether this instance's subscription is up: while it is down, the instance would not
     /// deliver its own sends, so they fail instead of vanishing.
     subscribed: Arc<AtomicBool>,
@@ -82,11 +88,13 @@ impl RedisFanout {
     ) -> Result<Self, FanoutError> {
         let client = open_client(url)?;
         let emitter = Emitter::connect_with(url, key, timeout).await?;
+        let adapter_pub = Emitter::connect_with(url, key, timeout).await?;
         let pubsub = subscribe(&client, key, timeout).await?;
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
             uid: instance_uid(),
             emitter,
+            adapter_pub,
             subscribed: Arc::new(AtomicBool::new(true)),
             key: key.to_owned(),
             deliver: OnceLock::new(),
@@ -139,20 +147,22 @@ impl RedisFanout {
         &self.inner.uid
     }
 
-    /// Publishes a broadcast (the adapter's path; `send` goes through the layer).
+    /// Publishes a broadcast on the adapter's connections (the adapter's path; `send` goes
+    /// through the layer and the emitter's).
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
-        self.inner.emitter.publish(broadcast).await
+        self.inner.adapter_pub.publish(broadcast).await
     }
 
     /// Publishes a request (remote join, leave, disconnect).
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
-        self.inner.emitter.publish_request(request).await
+        self.inner.adapter_pub.publish_request(request).await
     }
 
     /// Stops the subscription and closes the connections (publishing fails from then on);
     /// resolves once the subscription has ended.
     pub async fn shutdown(&self) {
         self.inner.emitter.close();
+        self.inner.adapter_pub.close();
         self.inner.stop.send_replace(true);
         let task = self
             .inner
