@@ -108,7 +108,17 @@ impl Emitter {
     /// received it.
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
-        let payload = wire::encode(broadcast);
+        self.publish_bytes(channel, wire::encode(broadcast)).await
+    }
+
+    /// Publishes a request (remote join, leave, disconnect) as it is.
+    pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
+        let channel = wire::request_channel(&self.key, "/");
+        self.publish_bytes(channel, wire::encode_request(request))
+            .await
+    }
+
+    async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<u64, FanoutError> {
         let pool = self
             .pool
             .read()
@@ -122,28 +132,6 @@ impl Emitter {
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(payload)
-            .query_async::<u64>(&mut *conn)
-            .await
-            .map_err(|e| FanoutError::Unavailable(e.to_string()))
-    }
-}
-
-impl Emitter {
-    /// Publishes a request as it is.
-    pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
-        let pool = self
-            .pool
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| FanoutError::Unavailable("the emitter is closed".into()))?;
-        let mut conn = pool
-            .get()
-            .await
-            .map_err(|e| FanoutError::Unavailable(e.to_string()))?;
-        redis::cmd("PUBLISH")
-            .arg(wire::request_channel(&self.key, "/"))
-            .arg(wire::encode_request(request))
             .query_async::<u64>(&mut *conn)
             .await
             .map_err(|e| FanoutError::Unavailable(e.to_string()))

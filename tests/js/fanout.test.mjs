@@ -51,6 +51,22 @@ async function postSend(server, body) {
   assert.equal(res.status, 204);
 }
 
+/**
+ * POSTs `body` to `server` every 100 ms until `socket` gets `event` (5 s at most): for a
+ * send that races a join travelling on another channel. Resolves with the event's data.
+ */
+async function sendUntilReceived(server, socket, event, body) {
+  const got = next(socket, event);
+  let received = false;
+  got.then(() => (received = true), () => {});
+  const until = Date.now() + 5_000;
+  while (!received && Date.now() < until) {
+    await postSend(server, { ...body, topic: event });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return got;
+}
+
 /** Runs `body(cleanups)` and then every cleanup, last first. */
 async function withCleanups(body) {
   const cleanups = [];
@@ -175,26 +191,11 @@ test('remote joins cross the fleet: the Node emitter\'s socketsJoin on our clien
 
     // Node's emitter makes our client join a room; then a send to that room reaches it.
     emitter.in(onOurs.id).socketsJoin('node-joined');
-    let got = next(onOurs, 'in-node-joined');
-    // The join and the send travel on different channels: retry the send until it lands.
-    const until = Date.now() + 5_000;
-    let received = false;
-    got.then(() => (received = true), () => {});
-    while (!received && Date.now() < until) {
-      await postSend(ours, { destination: 'node-joined', topic: 'in-node-joined', data: { n: 1 } });
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    assert.deepEqual(await got, { n: 1 });
+    const first = await sendUntilReceived(ours, onOurs, 'in-node-joined', { destination: 'node-joined', data: { n: 1 } });
+    assert.deepEqual(first, { n: 1 });
 
     // Our emitter makes the Node server's client join a room.
     await promisify(execFile)(bins().emitter, ['--redis', redis.url, '--to', onNode.id, '--join', 'rust-joined']);
-    got = next(onNode, 'in-rust-joined');
-    received = false;
-    got.then(() => (received = true), () => {});
-    const until2 = Date.now() + 5_000;
-    while (!received && Date.now() < until2) {
-      await postSend(node, { destination: 'rust-joined', topic: 'in-rust-joined', data: { n: 2 } });
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    assert.deepEqual(await got, { n: 2 });
+    const second = await sendUntilReceived(node, onNode, 'in-rust-joined', { destination: 'rust-joined', data: { n: 2 } });
+    assert.deepEqual(second, { n: 2 });
   }));
