@@ -10,7 +10,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use socketio_stack::core::CoreService;
-use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::layers::rate_limit::Bucket;
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
 use socketio_stack::testing::{Noop, TestSocket, event};
 use socketio_stack::{BoxError, ClientState, RequestKind, Session};
 use socketioxide::socket::DisconnectReason;
@@ -92,6 +93,17 @@ fn layers(c: &mut Criterion) {
             })
         },
     );
+
+    let rate = RateLimitLayer::default()
+        .events(Bucket::new(1e12, u32::MAX).unwrap())
+        .layer(Noop);
+    group.bench_function("rate limit: event within the budget", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut rate = rate.clone();
+            let req = t.request(event("chat", json!({"text": "hi"})));
+            async move { rate.call(req).await.unwrap() }
+        })
+    });
 
     let timeout = AuthTimeoutLayer::default().layer(Noop);
     group.bench_function("auth timeout: connect + disconnect", |b| {
