@@ -27,6 +27,8 @@ pub enum BuildError {
     EmptyRoomName,
     /// A limit (rate, burst, bound) is not positive.
     InvalidLimit(&'static str, String),
+    /// A second fan-out was given to one server.
+    FanoutTwice,
 }
 
 impl std::fmt::Display for BuildError {
@@ -52,6 +54,9 @@ impl std::fmt::Display for BuildError {
             Self::InvalidLimit(what, value) => {
                 write!(f, "invalid {what} {value}: it must be a positive number")
             }
+            Self::FanoutTwice => f.write_str(
+                "a server has one fan-out: builder_with_redis_adapter already sets it, or fanout() was called twice",
+            ),
         }
     }
 }

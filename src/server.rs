@@ -99,7 +99,7 @@ impl SocketServer<RedisAdapter> {
     pub fn builder_with_redis_adapter(
         fanout: RedisFanout,
     ) -> SocketServerBuilder<Identity, Identity, RedisAdapter> {
-        SocketServerBuilder::with_adapter_state(fanout.clone()).fanout(fanout)
+        SocketServerBuilder::with_adapter_state(fanout.downgrade()).fanout(fanout)
     }
 }
 
@@ -144,8 +144,15 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
 
     /// Delivers through Redis: `send` publishes, and what every instance (this one included)
     /// publishes is delivered to this server's sockets. See [`RedisFanout`].
+    ///
+    /// One fan-out per server: a second call (or one after
+    /// [`SocketServer::builder_with_redis_adapter`], which sets it) makes `build` fail.
     pub fn fanout(mut self, fanout: RedisFanout) -> Self {
-        self.fanout = Some(fanout);
+        if self.fanout.is_some() {
+            self.errors.push(BuildError::FanoutTwice);
+        } else {
+            self.fanout = Some(fanout);
+        }
         self
     }
 

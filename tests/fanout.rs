@@ -446,6 +446,22 @@ async fn remote_join_leave_and_disconnect_reach_every_instance() {
     let (b, server_b) = adapter_instance(&redis).await;
     let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
     let (mut on_b, id_b) = TestClient::authenticated(&b.url()).await;
+    // Not authenticated, so in no room but its own: no room-targeted operation may touch it.
+    let _outsider = TestClient::connect(&b.url()).await;
+    eventually("the outsider is tracked", || server_b.client_count() == 2).await;
+    let outsider_id = server_b
+        .clients()
+        .into_iter()
+        .find(|c| c.id().to_string() != id_b)
+        .unwrap()
+        .id()
+        .to_string();
+    let rooms_of_b = |id: &str| -> Vec<String> {
+        server_b
+            .client(id)
+            .map(|c| c.socket.rooms().iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
+    };
     // From A's server: every socket in io-default, on both instances, joins "vip".
     server_a
         .io()
@@ -491,6 +507,29 @@ async fn remote_join_leave_and_disconnect_reach_every_instance() {
             .is_some_and(|c| c.socket.rooms().iter().any(|r| r == "emitted"))
     })
     .await;
+    assert_eq!(
+        rooms_of_b(&outsider_id),
+        [outsider_id.clone()],
+        "the outsider joined nothing"
+    );
+    // One socket of A's, as fetch_sockets hands it out: the operation stays with it, it does
+    // not turn into "every socket" on B.
+    for socket in server_a.io().fetch_sockets().await.unwrap() {
+        socket.join("solo").await.unwrap();
+    }
+    // A barrier: a request after it, on the same channel, seen applied on B.
+    server_a
+        .io()
+        .within(id_b.clone())
+        .join("marker")
+        .await
+        .unwrap();
+    eventually("the marker request arrived", || {
+        rooms_of_b(&id_b).contains(&"marker".to_owned())
+    })
+    .await;
+    assert!(!rooms_of_b(&id_b).contains(&"solo".to_owned()));
+    assert!(!rooms_of_b(&outsider_id).contains(&"solo".to_owned()));
     // A remote disconnect from A's server closes B's client.
     server_a
         .io()
@@ -575,4 +614,16 @@ async fn three_connections_as_in_the_seeds_and_shutdown_closes_them_all() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn one_fan_out_per_server() {
+    let redis = RedisServer::start();
+    let f = RedisFanout::connect(&redis.url()).await.unwrap();
+    let g = RedisFanout::connect(&redis.url()).await.unwrap();
+    let err = SocketServer::builder_with_redis_adapter(f)
+        .fanout(g)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, socketio_stack::BuildError::FanoutTwice);
 }

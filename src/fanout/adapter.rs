@@ -19,7 +19,9 @@
 //!
 //! A broadcast is delivered to this instance's sockets at once and published with this
 //! instance's uid; every other instance delivers it when it comes from Redis, and this one
-//! skips it then. Broadcasts with the `local` flag are not published. Remote joins, leaves and
+//! skips it then. Broadcasts with the `local` flag, operations on one socket of this server
+//! (as `fetch_sockets` hands them out) and everything outside the default namespace `/` are
+//! not published. Remote joins, leaves and
 //! disconnects (`io.within(room).join(..)`, `.leave(..)`, `.disconnect()`) are applied here
 //! and published as the JavaScript adapter's requests. Acknowledged broadcasts, fetching
 //! sockets or rooms of other instances and server-side emits stay on this instance, for now.
@@ -37,22 +39,25 @@ use socketioxide_core::adapter::{
 };
 use socketioxide_core::packet::{Packet, PacketData};
 
-use crate::fanout::redis_fanout::RedisFanout;
+use crate::fanout::redis_fanout::WeakFanout;
 use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request};
 
-/// The adapter; see the [module docs](self). Its state is the instance's [`RedisFanout`].
+/// The adapter; see the [module docs](self). Its state is the instance's
+/// [`RedisFanout`](crate::fanout::RedisFanout), held weakly.
 pub struct RedisAdapter {
     local: CoreLocalAdapter<SocketsOfNamespace>,
-    fanout: RedisFanout,
+    /// Weak, so the Socket.IO server (which owns the adapters) and the fan-out (whose
+    /// subscription delivers into that server) do not keep each other alive.
+    fanout: WeakFanout,
 }
 
 impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
     type Error = Infallible;
-    type State = RedisFanout;
+    type State = WeakFanout;
     type AckStream = <SocketsOfNamespace as SocketEmitter>::AckStream;
     type InitRes = ();
 
-    fn new(state: &RedisFanout, local: CoreLocalAdapter<SocketsOfNamespace>) -> Self {
+    fn new(state: &WeakFanout, local: CoreLocalAdapter<SocketsOfNamespace>) -> Self {
         Self {
             local,
             fanout: state.clone(),
@@ -68,17 +73,19 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         packet: Packet,
         opts: BroadcastOptions,
     ) -> Result<(), BroadcastError> {
-        let remote = if opts.has_flag(BroadcastFlags::Local) {
-            None
-        } else {
-            to_wire(&packet, &opts, self.fanout.uid())
-        };
+        let fanout = self
+            .reaches_other_instances(&opts)
+            .then(|| self.fanout.upgrade())
+            .flatten();
+        let remote = fanout
+            .as_ref()
+            .and_then(|f| to_wire(&packet, &opts, f.uid()));
         let local = self
             .local
             .broadcast(packet, opts)
             .map_err(BroadcastError::from);
-        if let Some(broadcast) = remote {
-            self.fanout
+        if let (Some(broadcast), Some(fanout)) = (remote, fanout) {
+            fanout
                 .publish(&broadcast)
                 .await
                 .map_err(|e| BroadcastError::Adapter(AdapterError(Box::new(e))))?;
@@ -133,19 +140,33 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
 impl DefinedAdapter for RedisAdapter {}
 
 impl RedisAdapter {
-    /// Publishes a remote operation for the other instances (unless it is local-only); a
-    /// failure is logged, the local part still happens.
+    /// Whether an operation goes to other instances: not when it is local-only, not when it
+    /// targets one socket of this server (what `fetch_sockets` hands out; published, it would
+    /// read as "every socket" elsewhere), and not outside the default namespace, the only one
+    /// the subscription covers for now.
+    fn reaches_other_instances(&self, opts: &BroadcastOptions) -> bool {
+        let one_socket = !opts.has_flag(BroadcastFlags::Broadcast)
+            && opts.rooms.is_empty()
+            && opts.sid.is_some();
+        self.local.path().as_str() == "/" && !opts.is_local(self.local.server_id()) && !one_socket
+    }
+
+    /// Publishes a remote operation for the other instances (when it reaches them); a failure
+    /// is logged, the local part still happens.
     async fn remote(&self, opts: &BroadcastOptions, op: RemoteOp) {
-        if opts.has_flag(BroadcastFlags::Local) {
+        if !self.reaches_other_instances(opts) {
             return;
         }
+        let Some(fanout) = self.fanout.upgrade() else {
+            return;
+        };
         let request = Request {
-            uid: Some(self.fanout.uid().to_owned()),
+            uid: Some(fanout.uid().to_owned()),
             op,
             rooms: opts.rooms.iter().map(|r| r.to_string()).collect(),
             except: opts.except.iter().map(|r| r.to_string()).collect(),
         };
-        if let Err(e) = self.fanout.publish_request(&request).await {
+        if let Err(e) = fanout.publish_request(&request).await {
             tracing::warn!("remote operation not published, applied on this instance only: {e}");
         }
     }

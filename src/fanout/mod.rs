@@ -17,4 +17,4 @@ pub mod wire;
 pub use adapter::RedisAdapter;
 pub use connect_error::FanoutError;
 pub use emitter::Emitter;
-pub use redis_fanout::{RedisFanout, RedisFanoutLayer, RedisFanoutService};
+pub use redis_fanout::{RedisFanout, RedisFanoutLayer, RedisFanoutService, WeakFanout};

@@ -176,6 +176,24 @@ impl RedisFanout {
     }
 }
 
+/// A weak handle to a [`RedisFanout`] (what the adapter keeps).
+#[derive(Clone)]
+pub struct WeakFanout(std::sync::Weak<Inner>);
+
+impl WeakFanout {
+    /// The fan-out, while it is alive.
+    pub fn upgrade(&self) -> Option<RedisFanout> {
+        self.0.upgrade().map(|inner| RedisFanout { inner })
+    }
+}
+
+impl RedisFanout {
+    /// A handle that does not keep the fan-out alive.
+    pub fn downgrade(&self) -> WeakFanout {
+        WeakFanout(Arc::downgrade(&self.inner))
+    }
+}
+
 impl std::fmt::Debug for RedisFanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisFanout")

@@ -224,6 +224,10 @@ where
         if allowed {
             return ResponseFuture::inner(self.inner.call(req));
         }
+        if req.session.is_closed() || !req.socket.connected() {
+            // Already cut off (events queued before the disconnect still pass by): quietly.
+            return ResponseFuture::done();
+        }
         match self.config.policy {
             ExcessPolicy::Drop => {
                 if dropped == 1 || dropped % 1000 == 0 {
