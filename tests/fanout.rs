@@ -509,7 +509,7 @@ async fn remote_join_leave_and_disconnect_reach_every_instance() {
     .await;
     assert_eq!(
         rooms_of_b(&outsider_id),
-        [outsider_id.clone()],
+        vec![outsider_id.clone()],
         "the outsider joined nothing"
     );
     // One socket of A's, as fetch_sockets hands it out: the operation stays with it, it does
