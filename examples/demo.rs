@@ -14,6 +14,8 @@
 //! | AUTH_TOKEN | demo-token | the accepted token (`auth.token` or `authorization: Bearer`); `boom` fails |
 //! | AUTH_TIMEOUT_MS | 10000 | authentication deadline |
 //! | PING_INTERVAL_MS | 30000 | keep-alive interval |
+//! | HEADER_TIMEOUT_MS | 10000 | a connection's request headers must arrive within it |
+//! | MAX_CONNECTIONS | unset | connections served at once; past it, `503` (unset: no cap) |
 //!
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
@@ -24,24 +26,26 @@
 mod support;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{Request, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
-use socketio_stack::{BoxError, Handshake, PeerAddr, SendRequest, Session, SocketServer};
+use socketio_stack::serve::{ServeConfig, bind, serve_until};
+use socketio_stack::{BoxError, Handshake, SendRequest, Session, SocketServer};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 struct Config {
     redis_url: Option<String>,
+    header_timeout: Duration,
+    max_connections: Option<usize>,
     host: String,
     port: u16,
     io_path: String,
@@ -68,6 +72,11 @@ fn config() -> Result<Config, String> {
     let port = env_number("PORT", 3000)?;
     Ok(Config {
         redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
+        header_timeout: Duration::from_millis(env_number("HEADER_TIMEOUT_MS", 10_000)?),
+        max_connections: match std::env::var("MAX_CONNECTIONS") {
+            Ok(_) => Some(env_number("MAX_CONNECTIONS", 0)? as usize),
+            Err(_) => None,
+        },
         host: env_or("HOST", "127.0.0.1"),
         port: u16::try_from(port).map_err(|_| format!("PORT must be at most 65535, got {port}"))?,
         io_path: env_or("IO_PATH", "/io"),
@@ -178,45 +187,32 @@ async fn run() -> Result<(), BoxError> {
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
-                .map_request(|mut req: Request<_>| {
-                    // Let the handshake report the peer address.
-                    if let Some(ConnectInfo(addr)) =
-                        req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
-                    {
-                        req.extensions_mut().insert(PeerAddr(addr));
-                    }
-                    req
-                })
                 .layer(server.layer()),
         );
 
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    // Connection bounds: headers within HEADER_TIMEOUT_MS, at most MAX_CONNECTIONS at once
+    // (the others get a 503), a listen backlog for connection storms.
+    let serve_config = ServeConfig {
+        header_read_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+        ..ServeConfig::default()
+    };
+    let addr = tokio::net::lookup_host((config.host.as_str(), config.port))
+        .await?
+        .next()
+        .ok_or("HOST does not resolve")?;
+    let listener = bind(addr, serve_config.backlog)?;
     let port = listener.local_addr()?.port();
     tracing::info!(addr = %listener.local_addr()?, "serving");
     println!("listening on {port}");
     std::io::stdout().flush()?;
 
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let socket_server = server.clone();
-    let http = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        support::shutdown_signal().await;
-        tracing::info!("shutting down");
-        socket_server.shutdown().await;
-        stopped_tx.send(()).ok();
-    });
-    // Graceful, but bounded: connections still open 5 s after the signal are dropped.
-    let bounded = async {
-        stopped_rx.await.ok();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        tracing::warn!("connections still open 5 s after shutdown: closing them");
-    };
-    tokio::select! {
-        res = http => res?,
-        () = bounded => {}
-    }
+    let ((), connections) =
+        serve_until(listener, app, serve_config, support::shutdown_signal()).await;
+    tracing::info!("shutting down");
+    // The seeds' order: clients (told, timers cleared), the IO server, Redis; then the HTTP
+    // connections get 5 s to finish.
+    server.shutdown().await;
+    connections.drain(Duration::from_secs(5)).await;
     Ok(())
 }

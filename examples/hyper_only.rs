@@ -7,8 +7,8 @@
 //!   (`GET /health` → `200 ok`, `/health` with another method → `405`, anything else → `404`);
 //! - serving it with hyper-util's `auto::Builder` (HTTP/1.1 and HTTP/2 on one port) through
 //!   `TowerToHyperService`, with `serve_connection_with_upgrades` so that the WebSocket
-//!   transport can take the connection over: the accept loop is `hyper_serve` in
-//!   `examples/support/mod.rs`, shared with the tonic example;
+//!   transport can take the connection over: the accept loop is the crate's
+//!   `socketio_stack::serve` (src/serve.rs), with its connection bounds;
 //! - putting `PeerAddr` into each request's extensions (a `map_request` wrapper, in the same
 //!   loop), so the handshake handed to the authenticate function reports the client's address;
 //! - a graceful shutdown by hand: stop accepting, `server.shutdown()`, ask every open
@@ -47,6 +47,8 @@
 //! ```
 
 mod support;
+
+use socketio_stack::serve::ServeConfig;
 
 use std::convert::Infallible;
 use std::future::Ready;
@@ -145,10 +147,15 @@ async fn main() -> Result<(), BoxError> {
     println!("listening on {port}");
     std::io::stdout().flush()?;
 
-    // The accept loop is in examples/support/mod.rs (`hyper_serve`), shared with the tonic
+    // The accept loop is the crate's `serve` module (src/serve.rs), shared with the tonic
     // example: hyper-util's auto builder, the upgrade for WebSockets, `PeerAddr` per request.
-    let ((), connections) =
-        support::hyper_serve::serve_until(listener, service, support::shutdown_signal()).await;
+    let ((), connections) = socketio_stack::serve::serve_until(
+        listener,
+        service,
+        ServeConfig::default(),
+        support::shutdown_signal(),
+    )
+    .await;
 
     tracing::info!("shutting down");
     // Seeds' order: the clients (timers cleared, sockets disconnected), then the IO server.

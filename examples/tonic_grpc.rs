@@ -46,6 +46,8 @@
 
 mod support;
 
+use socketio_stack::serve::ServeConfig;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -290,8 +292,9 @@ async fn run() -> Result<bool, BoxError> {
     tokio::pin!(until);
 
     // HTTP/1.1 (Socket.IO, with the WebSocket upgrade) and HTTP/2 (gRPC) on one port: the
-    // accept loop shared with the hyper-only example (examples/support/mod.rs).
-    let (outcome, connections) = support::hyper_serve::serve_until(listener, service, until).await;
+    // crate's accept loop (socketio_stack::serve), shared with the hyper-only example.
+    let (outcome, connections) =
+        socketio_stack::serve::serve_until(listener, service, ServeConfig::default(), until).await;
 
     tracing::info!("shutting down");
     // Tell health watchers first, then close Socket.IO, then the connections.

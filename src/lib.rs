@@ -68,6 +68,7 @@ pub mod fanout;
 pub mod handshake;
 pub mod layers;
 pub mod outbound;
+pub mod serve;
 pub mod server;
 pub mod session;
 

@@ -12,6 +12,7 @@ use socketio_stack::SocketServer;
 use socketio_stack::client::{ClientOptions, SocketClient};
 use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
+use socketio_stack::serve::{ServeConfig, bind, serve_until};
 use tokio::sync::mpsc;
 
 fn server(policy: ExcessPolicy, handled: Arc<AtomicUsize>) -> SocketServer {
@@ -127,4 +128,140 @@ async fn the_disconnect_policy_tells_the_flooder_and_drops_it() {
     })
     .await;
     flood.shutdown().await;
+}
+
+/// Raises this test process's open-file limit to the hard limit: 2,000 connections are
+/// 4,000 descriptors here (both ends live in this process).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain calls on a stack-owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// The seeds' stack served by the crate's `serve_until` with `config`; its address.
+async fn serve_bounded(config: ServeConfig) -> (std::net::SocketAddr, SocketServer) {
+    let server = seeds_stack(10_000, 10_000);
+    let listener = bind("127.0.0.1:0".parse().unwrap(), config.backlog).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = server.service();
+    tokio::spawn(serve_until(
+        listener,
+        service,
+        config,
+        std::future::pending::<()>(),
+    ));
+    (addr, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_silent_or_half_open_connections_are_closed_by_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_open_file_limit();
+    let deadline = std::time::Duration::from_millis(300);
+    let (addr, _server) = serve_bounded(ServeConfig {
+        header_read_timeout: deadline,
+        ..ServeConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for n in 0..2000 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if n % 2 == 1 {
+            stream
+                .write_all(b"GET /io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(stream);
+    }
+    // A normal client is served meanwhile.
+    let url = format!("http://{addr}/io/");
+    let (mut normal, _) = TestClient::authenticated(&url).await;
+    normal.sync().await;
+    // Every idle connection is closed by the server: EOF, within the deadline and a margin.
+    let closed = futures_util::future::join_all(idle.into_iter().map(|mut s| async move {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(WAIT, s.read(&mut buf)).await
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    for result in closed {
+        let read = result.expect("closed within the wait");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert!(elapsed < WAIT, "{elapsed:?}");
+    // The normal client outlived the deadline.
+    normal.sync().await;
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_get_a_503_not_a_hang() {
+    use tokio::io::AsyncReadExt;
+    let (addr, _server) = serve_bounded(ServeConfig {
+        max_connections: Some(3),
+        ..ServeConfig::default()
+    })
+    .await;
+    let held: Vec<_> =
+        futures_util::future::join_all((0..3).map(|_| tokio::net::TcpStream::connect(addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    // The accept loop counts connections as it accepts them: wait until it has these three.
+    let mut answer = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !answer.starts_with("HTTP/1.1 503") {
+        assert!(Instant::now() < deadline, "no 503 past the cap");
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        answer.clear();
+        tokio::time::timeout(WAIT, extra.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .ok();
+    }
+    assert!(answer.ends_with("too many connections"), "{answer}");
+    drop(held);
+    // Room again once they are gone.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let resp = reqwest_lite(addr).await;
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 404")
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room after the held connections closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain HTTP GET of `/` (answered 404 by the standalone service): the status line.
+async fn reqwest_lite(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .ok();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok();
+    out
 }

@@ -1,0 +1,214 @@
+//! Serving with hyper alone, with the connection bounds a public server needs: what the
+//! examples and the demo run on, and what you can run on too.
+//!
+//! [`serve_until`] accepts connections on a listener and serves a tower HTTP service on each
+//! (HTTP/1.1 with the WebSocket upgrade, and HTTP/2, on one port), tagging each request with
+//! the peer's [`PeerAddr`] for the handshake. It bounds:
+//!
+//! - the time a connection may take to send its request headers ([`ServeConfig::header_read_timeout`],
+//!   default 10 s): a connection that sends nothing, or half a request, is closed then;
+//! - the connections served at once ([`ServeConfig::max_connections`], no cap by default):
+//!   past the cap, a new connection is answered `503 Service Unavailable` and closed, never
+//!   left hanging;
+//! - and [`bind`] listens with a backlog sized for connection storms (default 4096; tokio's
+//!   own default is 128).
+//!
+//! ```no_run
+//! use socketio_stack::SocketServer;
+//! use socketio_stack::serve::{ServeConfig, bind, serve_until};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = SocketServer::builder().build()?;
+//! let listener = bind("127.0.0.1:3000".parse()?, ServeConfig::default().backlog)?;
+//! let service = server.service();
+//! let ((), connections) =
+//!     serve_until(listener, service, ServeConfig::default(), tokio::signal::ctrl_c().map(|_| ())).await;
+//! server.shutdown().await;                               // clients first
+//! connections.drain(std::time::Duration::from_secs(5)).await; // then the connections
+//! # Ok(()) }
+//! # use futures_util::FutureExt;
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::{Service, ServiceBuilder};
+
+use crate::error::BoxError;
+use crate::handshake::PeerAddr;
+
+/// The bounds of [`serve_until`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeConfig {
+    /// How long a connection may take to send a request's headers (default 10 s).
+    pub header_read_timeout: Duration,
+    /// How many connections are served at once; `None` (default): no cap.
+    pub max_connections: Option<usize>,
+    /// The listen backlog [`bind`] asks for (default 4096).
+    pub backlog: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: None,
+            backlog: 4096,
+        }
+    }
+}
+
+/// A listener on `addr` with the given backlog (and `SO_REUSEADDR`, so a restarted server
+/// gets its port back at once).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// The connections being served, to drain at shutdown.
+pub struct Connections {
+    stop: watch::Sender<bool>,
+    set: JoinSet<()>,
+}
+
+impl Connections {
+    /// Asks every connection to finish gracefully, waits at most `timeout`, then closes what
+    /// is left.
+    pub async fn drain(mut self, timeout: Duration) {
+        self.stop.send(true).ok();
+        let drained = tokio::time::timeout(timeout, async {
+            while self.set.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = self.set.len(),
+                "connections still open after {timeout:?}: closing them"
+            );
+            self.set.shutdown().await;
+        }
+    }
+}
+
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nconnection: close\r\n\r\ntoo many connections";
+
+/// Accepts connections on `listener` and serves `service` on each, within `config`'s
+/// bounds, until `until` resolves; returns its output and the open connections.
+pub async fn serve_until<S, B, F>(
+    listener: TcpListener,
+    service: S,
+    config: ServeConfig,
+    until: F,
+) -> (F::Output, Connections)
+where
+    S: Service<Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future,
+{
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    http.http2().timer(TokioTimer::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut set = JoinSet::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    tokio::pin!(until);
+    let outcome = loop {
+        let (mut stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            // Forget connections that have ended, so the set does not grow for ever.
+            Some(_) = set.join_next(), if !set.is_empty() => continue,
+            outcome = &mut until => break outcome,
+        };
+        if config
+            .max_connections
+            .is_some_and(|max| open.load(Ordering::Acquire) >= max)
+        {
+            tracing::warn!(%remote, "connection refused: too many connections");
+            set.spawn(async move {
+                let answer = async {
+                    stream.write_all(TOO_MANY).await?;
+                    stream.shutdown().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+            });
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        // Per connection: tag each request with the peer address, then the shared service.
+        let svc = ServiceBuilder::new()
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(remote));
+                req
+            })
+            .service(service.clone());
+        let http = http.clone();
+        let mut stop = stop_rx.clone();
+        let open = open.clone();
+        let header_read_timeout = config.header_read_timeout;
+        set.spawn(async move {
+            // hyper's header timeout starts at the first byte: a connection that sends
+            // nothing at all is bounded here.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                tracing::debug!(%remote, "closed: nothing sent within {header_read_timeout:?}");
+                open.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            // `_with_upgrades`: the WebSocket transport takes the connection over after the
+            // HTTP/1.1 upgrade; without it, clients stay on long-polling.
+            let conn = http.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(svc),
+            );
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                res = conn.as_mut() => res,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            open.fetch_sub(1, Ordering::AcqRel);
+            if let Err(e) = result {
+                tracing::debug!(%remote, "connection ended with an error: {e}");
+            }
+        });
+    };
+    drop(listener);
+    (outcome, Connections { stop, set })
+}
