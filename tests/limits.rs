@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use common::*;
 use serde_json::json;
-use socketio_stack::SocketServer;
 use socketio_stack::client::{ClientOptions, SocketClient};
 use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
 use socketio_stack::serve::{ServeConfig, bind, serve_until};
+use socketio_stack::{SendRequest, SocketServer};
 use tokio::sync::mpsc;
 
 fn server(policy: ExcessPolicy, handled: Arc<AtomicUsize>) -> SocketServer {
@@ -264,4 +264,68 @@ async fn reqwest_lite(addr: std::net::SocketAddr) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.ok();
     out
+}
+
+/// This process's resident memory, in bytes.
+fn resident_bytes() -> u64 {
+    let pages: u64 = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let t = serve(seeds_stack(60_000, 60_000)).await;
+    let (mut reader, _) = TestClient::authenticated(&t.url()).await;
+    // The slow one: a raw WebSocket that authenticates, then never reads again.
+    let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
+    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    slow.next().await.unwrap().unwrap(); // Engine.IO open
+    slow.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
+        .await
+        .unwrap();
+    slow.next().await.unwrap().unwrap(); // Socket.IO connect
+    slow.send(Message::text(r#"42["authenticate"]"#))
+        .await
+        .unwrap();
+    eventually("both authenticated", || {
+        t.server
+            .clients()
+            .iter()
+            .filter(|c| c.state() == socketio_stack::ClientState::Authenticated)
+            .count()
+            == 2
+    })
+    .await;
+
+    let before = resident_bytes();
+    let payload = "x".repeat(1024);
+    for n in 0..10_000u64 {
+        t.server
+            .send(SendRequest::to(
+                "io-default",
+                "bulk",
+                json!({ "n": n, "pad": payload }),
+            ))
+            .await
+            .unwrap();
+    }
+    // The reading client gets every one of them, in order.
+    for n in 0..10_000u64 {
+        let data = reader.expect_event("bulk").await;
+        assert_eq!(data["n"], n);
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    // 10,000 x 1 KiB sent to a client that reads nothing: what waits for it is bounded by
+    // its write buffer (4096 packets), not by what was sent.
+    assert!(
+        grown < 64 << 20,
+        "resident memory grew by {} MiB",
+        grown >> 20
+    );
+    drop(slow);
 }
