@@ -329,3 +329,29 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
     );
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_fan_out_loses_nothing_sent_before_it() {
+    let t = serve(seeds_stack(60_000, 60_000)).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(TestClient::authenticated(&t.url()).await.0);
+    }
+    for n in 0..2_000u64 {
+        t.server
+            .send(SendRequest::to("io-default", "seq", json!({ "n": n })))
+            .await
+            .unwrap();
+    }
+    t.server.shutdown().await;
+    // Each client got every message sent before the shutdown, in order, then the disconnect.
+    for c in &mut clients {
+        for n in 0..2_000u64 {
+            match c.next_non_ping().await {
+                Received::Event(name, data) if name == "seq" => assert_eq!(data["n"], n),
+                other => panic!("message {n}: got {other:?}"),
+            }
+        }
+        assert_eq!(c.next_non_ping().await, Received::Close);
+    }
+}
