@@ -37,7 +37,7 @@ use axum::{Json, Router};
 use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
-use socketio_stack::serve::{ServeConfig, bind, serve_until};
+use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
 use socketio_stack::{BoxError, Handshake, SendRequest, Session, SocketServer};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
@@ -128,24 +128,6 @@ fn resident_bytes() -> u64 {
     pages * u64::try_from(page).unwrap_or(4096)
 }
 
-/// Raises the open-file limit to the hard limit, so thousands of sockets fit.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain calls on a stack-owned struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::warn!("could not raise the open-file limit");
-            }
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() {
     support::init_logging();
@@ -157,7 +139,9 @@ async fn main() {
 
 async fn run() -> Result<(), BoxError> {
     let config = config()?;
-    raise_open_file_limit();
+    if let Err(e) = raise_open_file_limit() {
+        tracing::warn!("could not raise the open-file limit: {e}");
+    }
     let token: Arc<str> = config.token.into();
     let mut builder = SocketServer::builder();
     if let Some(url) = &config.redis_url {

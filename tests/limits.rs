@@ -11,7 +11,7 @@ use serde_json::json;
 use socketio_stack::client::{ClientOptions, SocketClient};
 use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
-use socketio_stack::serve::{ServeConfig, bind, serve_until};
+use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
 use socketio_stack::{SendRequest, SocketServer};
 use tokio::sync::mpsc;
 
@@ -130,23 +130,6 @@ async fn the_disconnect_policy_tells_the_flooder_and_drops_it() {
     flood.shutdown().await;
 }
 
-/// Raises this test process's open-file limit to the hard limit: 2,000 connections are
-/// 4,000 descriptors here (both ends live in this process).
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain calls on a stack-owned struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 /// The seeds' stack served by the crate's `serve_until` with `config`; its address.
 async fn serve_bounded(config: ServeConfig) -> (std::net::SocketAddr, SocketServer) {
     let server = seeds_stack(10_000, 10_000);
@@ -165,7 +148,8 @@ async fn serve_bounded(config: ServeConfig) -> (std::net::SocketAddr, SocketServ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_silent_or_half_open_connections_are_closed_by_the_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    raise_open_file_limit();
+    // 2,000 connections are 4,000 descriptors here: both ends live in this process.
+    raise_open_file_limit().unwrap();
     let deadline = std::time::Duration::from_millis(300);
     let (addr, _server) = serve_bounded(ServeConfig {
         header_read_timeout: deadline,
