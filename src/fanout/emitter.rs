@@ -118,6 +118,15 @@ impl Emitter {
             .await
     }
 
+    /// Publishes raw bytes on a channel (answers to queries).
+    pub(crate) async fn publish_raw(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> Result<u64, FanoutError> {
+        self.publish_bytes(channel, payload).await
+    }
+
     async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<u64, FanoutError> {
         let pool = self
             .pool

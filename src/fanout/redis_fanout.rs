@@ -35,7 +35,7 @@ use tower_service::Service;
 use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
-use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
+use crate::fanout::wire::{self, Broadcast, Flags, Query, RemoteOp, Request};
 use crate::outbound::{SendError, SendRequest};
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
@@ -50,12 +50,15 @@ pub struct RedisFanout {
 }
 
 /// Delivers a broadcast from Redis to this instance's sockets (set by `attach`).
-type LocalDeliver = Box<dyn Fn(Incoming) -> crate::core::handler::BoxFuture<()> + Send + Sync>;
+/// Its answer, for a query: the JSON text to publish on the response channel.
+type LocalDeliver =
+    Box<dyn Fn(Incoming) -> crate::core::handler::BoxFuture<Option<String>> + Send + Sync>;
 
 /// What comes from Redis for the local sockets.
 enum Incoming {
     Broadcast(Broadcast),
     Request(Request),
+    Query(Query),
 }
 
 struct Inner {
@@ -134,7 +137,9 @@ impl RedisFanout {
                 match incoming {
                     Incoming::Broadcast(b) => deliver_to(&io, b).await,
                     Incoming::Request(r) => apply_to(&io, r).await,
+                    Incoming::Query(q) => return answer(&io, q).await,
                 }
+                None
             })
         });
         if self.inner.deliver.set(deliver).is_err() {
@@ -302,7 +307,26 @@ impl Inner {
                     }
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => tracing::debug!(channel, "request type not served yet: ignored"),
+                Ok(None) => match wire::decode_query(payload) {
+                    Some((uid, query)) if uid.as_deref() != Some(self.uid.as_str()) => {
+                        let answer = match self.deliver.get() {
+                            Some(deliver) => deliver(Incoming::Query(query)).await,
+                            None => None,
+                        };
+                        if let Some(answer) = answer {
+                            let channel = wire::response_channel(&self.key, "/");
+                            if let Err(e) = self
+                                .adapter_pub
+                                .publish_raw(channel, answer.into_bytes())
+                                .await
+                            {
+                                tracing::warn!("could not answer a query: {e}");
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => tracing::debug!(channel, "request type not served yet: ignored"),
+                },
                 Err(e) => tracing::warn!(
                     channel,
                     bytes = payload.len(),
@@ -329,6 +353,85 @@ impl Inner {
             deliver(Incoming::Broadcast(broadcast)).await;
         }
     }
+}
+
+/// The answer of this server to another's query, as the JavaScript adapter writes it.
+async fn answer<A: Adapter>(io: &SocketIo<A>, query: Query) -> Option<String> {
+    let ns = io.of("/")?.local();
+    let answer = match query {
+        Query::Sockets { request_id, rooms } => {
+            let op = if rooms.is_empty() {
+                ns
+            } else {
+                ns.within(rooms)
+            };
+            let sockets: Vec<String> = op.sockets().iter().map(|s| s.id.to_string()).collect();
+            serde_json::json!({ "requestId": request_id, "sockets": sockets })
+        }
+        Query::AllRooms { request_id } => {
+            let rooms: Vec<String> = ns
+                .rooms()
+                .await
+                .ok()?
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            serde_json::json!({ "requestId": request_id, "rooms": rooms })
+        }
+        Query::Fetch {
+            request_id,
+            rooms,
+            except,
+        } => {
+            let mut op = ns;
+            if !rooms.is_empty() {
+                op = op.within(rooms);
+            }
+            if !except.is_empty() {
+                op = op.except(except);
+            }
+            let sockets: Vec<Value> = op
+                .sockets()
+                .iter()
+                .map(|s| {
+                    let rooms: Vec<String> = s.rooms().iter().map(|r| r.to_string()).collect();
+                    let handshake = s
+                        .extensions
+                        .get::<crate::session::Session>()
+                        .map(|session| handshake_json(session.handshake()))
+                        .unwrap_or(Value::Null);
+                    serde_json::json!({ "id": s.id.to_string(), "handshake": handshake, "rooms": rooms, "data": {} })
+                })
+                .collect();
+            serde_json::json!({ "requestId": request_id, "sockets": sockets })
+        }
+    };
+    Some(answer.to_string())
+}
+
+/// A handshake as socket.io's `socket.handshake` object.
+fn handshake_json(h: &crate::handshake::Handshake) -> Value {
+    let headers: serde_json::Map<String, Value> = h
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
+        .collect();
+    let query: serde_json::Map<String, Value> = h
+        .query
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    serde_json::json!({
+        "headers": headers,
+        "time": h.time,
+        "address": h.address.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "xdomain": h.xdomain,
+        "secure": h.secure,
+        "issued": h.issued,
+        "url": h.url,
+        "query": query,
+        "auth": h.auth,
+    })
 }
 
 /// One remote operation on the local sockets of `io` (local-only, so never published again).

@@ -186,6 +186,72 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     }))
 }
 
+/// A question another instance's adapter asks every server, answered on the response channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    /// Socket ids in `rooms` (all when empty) (request type 0).
+    Sockets {
+        /// The asker's id of this request.
+        request_id: String,
+        /// The rooms asked about.
+        rooms: Vec<String>,
+    },
+    /// Every room of this server (type 1).
+    AllRooms {
+        /// The asker's id of this request.
+        request_id: String,
+    },
+    /// The sockets in `rooms` but those in `except`, with their handshake and rooms (type 5).
+    Fetch {
+        /// The asker's id of this request.
+        request_id: String,
+        /// The targeted rooms.
+        rooms: Vec<String>,
+        /// The rooms left out.
+        except: Vec<String>,
+    },
+}
+
+/// The channel answers to queries are published on (the adapter's default, shared one).
+pub fn response_channel(key: &str, nsp: &str) -> String {
+    format!("{key}-response#{nsp}#")
+}
+
+/// Decodes a query (JSON, as adapters send them) with its asker's uid; `None` for anything
+/// else.
+pub fn decode_query(bytes: &[u8]) -> Option<(Option<String>, Query)> {
+    let value: Value = serde_json::from_slice(bytes).ok()?;
+    let request_id = value.get("requestId")?.as_str()?.to_owned();
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let query = match value.get("type")?.as_u64()? {
+        0 => Query::Sockets {
+            request_id,
+            rooms: strings(value.get("rooms")),
+        },
+        1 => Query::AllRooms { request_id },
+        5 => {
+            let opts = value.get("opts");
+            Query::Fetch {
+                request_id,
+                rooms: strings(opts.and_then(|o| o.get("rooms"))),
+                except: strings(opts.and_then(|o| o.get("except"))),
+            }
+        }
+        _ => return None,
+    };
+    let uid = value.get("uid").and_then(Value::as_str).map(str::to_owned);
+    Some((uid, query))
+}
+
 /// The channel a broadcast to `rooms` in `nsp` is published on.
 pub fn channel(key: &str, nsp: &str, rooms: &[String]) -> String {
     match rooms {
@@ -541,6 +607,43 @@ mod tests {
                 .unwrap(),
             disconnect
         );
+    }
+
+    #[test]
+    fn decodes_the_adapter_s_queries() {
+        let fetch =
+            br#"{"uid":"_wMPCC","requestId":"r1","type":5,"opts":{"rooms":["a"],"except":["b"]}}"#;
+        assert_eq!(
+            decode_query(fetch),
+            Some((
+                Some("_wMPCC".to_owned()),
+                Query::Fetch {
+                    request_id: "r1".into(),
+                    rooms: vec!["a".into()],
+                    except: vec!["b".into()]
+                }
+            ))
+        );
+        assert_eq!(
+            decode_query(br#"{"uid":"u","requestId":"r2","type":1}"#),
+            Some((
+                Some("u".to_owned()),
+                Query::AllRooms {
+                    request_id: "r2".into()
+                }
+            ))
+        );
+        assert_eq!(
+            decode_query(br#"{"uid":"u","type":1}"#),
+            None,
+            "no requestId"
+        );
+        assert_eq!(
+            decode_query(br#"{"requestId":"r","type":6}"#),
+            None,
+            "not served"
+        );
+        assert_eq!(response_channel(DEFAULT_KEY, "/"), "socket.io-response#/#");
     }
 
     #[test]

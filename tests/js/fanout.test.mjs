@@ -241,3 +241,28 @@ test('SIGTERM during a fan-out: each client gets every message sent before it, t
       assert.ok(['io server disconnect', 'transport close'].includes(reasons[i]), reasons[i]);
     }
   }));
+
+test('a Node server\'s fetchSockets() and allRooms() get our servers\' answers instead of timing out', () =>
+  withCleanups(async (cleanups) => {
+    const redis = await startRedis();
+    cleanups.push(redis.stop);
+    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+    cleanups.push(ours.stop);
+    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
+    cleanups.push(node.stop);
+    const onOurs = await authenticated(ours, cleanups);
+    const onNode = await authenticated(node, cleanups);
+
+    const started = Date.now();
+    const sockets = await (await fetch(`${node.url}/sockets`)).json();
+    assert.ok(Date.now() - started < 3_000, 'answered, not timed out (5 s)');
+    const byId = Object.fromEntries(sockets.map((s) => [s.id, s]));
+    assert.ok(byId[onNode.id], 'the Node server\'s own socket');
+    const mine = byId[onOurs.id];
+    assert.ok(mine, 'our socket, from our server\'s answer');
+    assert.ok(mine.rooms.includes('io-default') && mine.rooms.includes(onOurs.id), JSON.stringify(mine));
+    assert.equal(mine.token, TOKEN, 'its handshake, with the auth payload');
+
+    const rooms = await (await fetch(`${node.url}/rooms`)).json();
+    assert.ok(rooms.includes(onOurs.id) && rooms.includes('io-default'), JSON.stringify(rooms));
+  }));

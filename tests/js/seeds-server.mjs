@@ -7,7 +7,8 @@
 //
 // Token: AUTH_TOKEN (default demo-token) from `auth.token` or `authorization: Bearer`.
 // HTTP: POST /send {destination?, topic, data} → 204 (through the adapter: with REDIS_URL
-// set, `@socket.io/redis-adapter` carries it to every server on that Redis).
+// set, `@socket.io/redis-adapter` carries it to every server on that Redis); GET /sockets
+// and GET /rooms: `io.fetchSockets()` and the adapter's `allRooms()`, fleet-wide.
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
 
@@ -21,6 +22,24 @@ const http = createServer((req, res) => {
       if (topic && data) (destination ? io.to(destination) : io).emit(topic, data);
       res.writeHead(204).end();
     });
+    return;
+  }
+  if (req.method === 'GET' && req.url === '/sockets') {
+    // Through the adapter: every server on the Redis answers.
+    io.fetchSockets().then(
+      (sockets) => {
+        const body = sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], token: s.handshake?.auth?.token }));
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      },
+      (err) => res.writeHead(504).end(String(err)),
+    );
+    return;
+  }
+  if (req.method === 'GET' && req.url === '/rooms') {
+    io.of('/').adapter.allRooms().then(
+      (rooms) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify([...rooms])),
+      (err) => res.writeHead(504).end(String(err)),
+    );
     return;
   }
   res.writeHead(404).end();
