@@ -14,6 +14,7 @@
 //!
 //! | layer | seeds counterpart | default |
 //! | --- | --- | --- |
+//! | [`RateLimitLayer`](layers::RateLimitLayer) | (none) | 50 events/s, burst 100; 5/s, burst 10 for `authenticate`/`join`/`leave` |
 //! | [`AuthLayer`](layers::AuthLayer) | `authenticateFn`, `authenticate` / `authenticated` / `unauthenticated` | no default: you give the function |
 //! | [`AuthTimeoutLayer`](layers::AuthTimeoutLayer) | `authenticateTimeout` | 10 s |
 //! | [`PingLayer`](layers::PingLayer) | `pingInterval`, `ping` `{time}` | 30 s |
@@ -25,8 +26,12 @@
 //! your own `tower::Layer` over [`SocketRequest`].
 //!
 //! Messages to clients go through a second stack: [`SendRequest`] →
-//! [`LocalDelivery`](outbound::LocalDelivery), wrapped by a fan-out layer when instances
-//! share a broker; callers use [`Outbound`] / [`SocketServer::send`] either way.
+//! [`LocalDelivery`](outbound::LocalDelivery), wrapped by the Redis fan-out
+//! ([`fanout`], compatible with `@socket.io/redis-adapter` and `@socket.io/redis-emitter`) when
+//! instances share a Redis; callers use [`Outbound`] / [`SocketServer::send`] either way.
+//!
+//! Also here: [`serve`] (hyper serving with connection bounds) and [`client`] (a managed
+//! Socket.IO client, the seeds' client helper).
 //!
 //! ## Example
 //!
