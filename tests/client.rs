@@ -583,17 +583,22 @@ async fn a_typed_handler_skips_data_of_another_shape() {
     c.shutdown().await;
 }
 
-#[test]
-fn shutdown_leaves_no_task_running() {
+/// A server in a runtime of its own, and an empty runtime for the client: the client runs
+/// alone there, so that runtime's count of live tasks is the client's.
+fn separate_runtimes() -> (tokio::runtime::Runtime, TestServer, tokio::runtime::Runtime) {
     let server_rt = tokio::runtime::Runtime::new().unwrap();
     let t = server_rt.block_on(async { serve(seeds_stack(10_000, 50)).await });
-    let url = host(&t);
-    // The client runs alone in its own runtime, so the runtime's count of live tasks is the
-    // client's.
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    (server_rt, t, client_rt)
+}
+
+#[test]
+fn shutdown_leaves_no_task_running() {
+    let (_server_rt, t, client_rt) = separate_runtimes();
+    let url = host(&t);
     client_rt.block_on(async {
         let (c, mut seen) = client(&url, options(TOKEN));
         seen.expect("connected").await;
@@ -741,13 +746,8 @@ async fn handlers_start_in_the_order_events_arrive() {
 
 #[test]
 fn dropping_every_handle_stops_the_client() {
-    let server_rt = tokio::runtime::Runtime::new().unwrap();
-    let t = server_rt.block_on(async { serve(seeds_stack(10_000, 50)).await });
+    let (server_rt, t, client_rt) = separate_runtimes();
     let url = host(&t);
-    let client_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     client_rt.block_on(async {
         let (c, mut seen) = client(&url, options(TOKEN));
         seen.expect("connected").await;

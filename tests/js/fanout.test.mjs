@@ -67,6 +67,43 @@ async function sendUntilReceived(server, socket, event, body) {
   return got;
 }
 
+/** A redis-server of the test's own, stopped at cleanup. */
+async function ownRedis(cleanups) {
+  const redis = await startRedis();
+  cleanups.push(redis.stop);
+  return redis;
+}
+
+/** Our demo on `redis`, stopped at cleanup. */
+async function ourServer(redis, cleanups) {
+  const server = await startServer(bins().demo, [], { REDIS_URL: redis.url });
+  cleanups.push(server.stop);
+  return server;
+}
+
+/** A Node socket.io server with `@socket.io/redis-adapter` on `redis`, stopped at cleanup. */
+async function nodeServer(redis, cleanups) {
+  const server = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
+  cleanups.push(server.stop);
+  return server;
+}
+
+/** A Node `@socket.io/redis-emitter` on `redis`. */
+async function nodeEmitter(redis, cleanups) {
+  const redisClient = createClient({ url: redis.url });
+  await redisClient.connect();
+  cleanups.push(() => redisClient.quit());
+  return new Emitter(redisClient);
+}
+
+/** One Redis, our demo and a Node server on it, and an authenticated client on each. */
+async function mixedFleet(cleanups) {
+  const redis = await ownRedis(cleanups);
+  const ours = await ourServer(redis, cleanups);
+  const node = await nodeServer(redis, cleanups);
+  return { redis, ours, node, onOurs: await authenticated(ours, cleanups), onNode: await authenticated(node, cleanups) };
+}
+
 /** Runs `body(cleanups)` and then every cleanup, last first. */
 async function withCleanups(body) {
   const cleanups = [];
@@ -79,15 +116,10 @@ async function withCleanups(body) {
 
 test('a Node @socket.io/redis-emitter reaches clients of our servers (room, socket id, everyone)', () =>
   withCleanups(async (cleanups) => {
-    const redis = await startRedis();
-    cleanups.push(redis.stop);
-    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
-    cleanups.push(ours.stop);
+    const redis = await ownRedis(cleanups);
+    const ours = await ourServer(redis, cleanups);
     const client = await authenticated(ours, cleanups);
-    const redisClient = createClient({ url: redis.url });
-    await redisClient.connect();
-    cleanups.push(() => redisClient.quit());
-    const emitter = new Emitter(redisClient);
+    const emitter = await nodeEmitter(redis, cleanups);
 
     const room = next(client, 'from-node-room');
     emitter.to('io-default').emit('from-node-room', { n: 1 });
@@ -102,10 +134,8 @@ test('a Node @socket.io/redis-emitter reaches clients of our servers (room, sock
 
 test('our standalone emitter reaches clients of a Node socket.io server with @socket.io/redis-adapter', () =>
   withCleanups(async (cleanups) => {
-    const redis = await startRedis();
-    cleanups.push(redis.stop);
-    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
-    cleanups.push(node.stop);
+    const redis = await ownRedis(cleanups);
+    const node = await nodeServer(redis, cleanups);
     const client = await authenticated(node, cleanups);
     const run = (...args) => promisify(execFile)(bins().emitter, ['--redis', redis.url, ...args]);
 
@@ -122,14 +152,7 @@ test('our standalone emitter reaches clients of a Node socket.io server with @so
 
 test('our servers and Node servers with the Redis adapter deliver each other\'s room broadcasts', () =>
   withCleanups(async (cleanups) => {
-    const redis = await startRedis();
-    cleanups.push(redis.stop);
-    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
-    cleanups.push(ours.stop);
-    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
-    cleanups.push(node.stop);
-    const onOurs = await authenticated(ours, cleanups);
-    const onNode = await authenticated(node, cleanups);
+    const { redis, ours, node, onOurs, onNode } = await mixedFleet(cleanups);
 
     // From our server (published as the emitter does) to both.
     let a = next(onOurs, 'from-ours');
@@ -148,12 +171,9 @@ test('our servers and Node servers with the Redis adapter deliver each other\'s 
 
 test('two demo instances on one Redis deliver each other\'s POST /send', () =>
   withCleanups(async (cleanups) => {
-    const redis = await startRedis();
-    cleanups.push(redis.stop);
-    const a = await startServer(bins().demo, [], { REDIS_URL: redis.url });
-    cleanups.push(a.stop);
-    const b = await startServer(bins().demo, [], { REDIS_URL: redis.url });
-    cleanups.push(b.stop);
+    const redis = await ownRedis(cleanups);
+    const a = await ourServer(redis, cleanups);
+    const b = await ourServer(redis, cleanups);
     const onA = await authenticated(a, cleanups);
     const onB = await authenticated(b, cleanups);
 
@@ -176,18 +196,8 @@ test('the demo does not start when REDIS_URL points nowhere', async () => {
 
 test('remote joins cross the fleet: the Node emitter\'s socketsJoin on our clients, ours on a Node server\'s', () =>
   withCleanups(async (cleanups) => {
-    const redis = await startRedis();
-    cleanups.push(redis.stop);
-    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
-    cleanups.push(ours.stop);
-    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
-    cleanups.push(node.stop);
-    const onOurs = await authenticated(ours, cleanups);
-    const onNode = await authenticated(node, cleanups);
-    const redisClient = createClient({ url: redis.url });
-    await redisClient.connect();
-    cleanups.push(() => redisClient.quit());
-    const emitter = new Emitter(redisClient);
+    const { redis, ours, node, onOurs, onNode } = await mixedFleet(cleanups);
+    const emitter = await nodeEmitter(redis, cleanups);
 
     // Node's emitter makes our client join a room; then a send to that room reaches it.
     emitter.in(onOurs.id).socketsJoin('node-joined');
@@ -244,14 +254,7 @@ test('SIGTERM during a fan-out: each client gets every message sent before it, t
 
 test('a Node server\'s fetchSockets() and allRooms() get our servers\' answers instead of timing out', () =>
   withCleanups(async (cleanups) => {
-    const redis = await startRedis();
-    cleanups.push(redis.stop);
-    const ours = await startServer(bins().demo, [], { REDIS_URL: redis.url });
-    cleanups.push(ours.stop);
-    const node = await startServer(process.execPath, ['seeds-server.mjs'], { REDIS_URL: redis.url });
-    cleanups.push(node.stop);
-    const onOurs = await authenticated(ours, cleanups);
-    const onNode = await authenticated(node, cleanups);
+    const { redis, ours, node, onOurs, onNode } = await mixedFleet(cleanups);
 
     const started = Date.now();
     const sockets = await (await fetch(`${node.url}/sockets`)).json();
