@@ -71,6 +71,7 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod handshake;
+pub mod io_service;
 pub mod layers;
 pub mod outbound;
 pub mod serve;

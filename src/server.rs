@@ -33,8 +33,6 @@
 use std::convert::Infallible;
 
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::layer::SocketIoLayer;
-use socketioxide::service::SocketIoService;
 use socketioxide::{SocketIo, SocketIoBuilder};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -47,6 +45,7 @@ use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::error::{BoxError, BuildError};
 use crate::event::SocketRequest;
 use crate::fanout::{RedisAdapter, RedisFanout};
+use crate::io_service::{IoLayer, IoService};
 use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
 use socketioxide_core::adapter::Spawnable;
 
@@ -63,6 +62,11 @@ pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
 /// burst bigger than the buffer would lose messages for a client that reads normally; the
 /// buffer's memory is only taken while packets wait.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
+
+/// Bytes read from a WebSocket at a time (socketioxide's default: 4096). The buffer is
+/// allocated for every client, idle or not, so its size is a per-client cost; frames larger
+/// than it are still read whole, over more reads.
+pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
 
 /// The bottom of the outbound stack: local delivery, or the Redis fan-out over it.
 pub type DeliveryService = BoxCloneSyncService<SendRequest, (), SendError>;
@@ -261,7 +265,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         let mut io_builder = SocketIo::builder()
             .max_payload(DEFAULT_MAX_PAYLOAD)
             .ws_max_message_size(DEFAULT_MAX_PAYLOAD as usize)
-            .max_buffer_size(DEFAULT_SOCKET_BUFFER);
+            .max_buffer_size(DEFAULT_SOCKET_BUFFER)
+            .ws_read_buffer_size(DEFAULT_WS_READ_BUFFER);
         if let Some(configure) = self.configure_io {
             io_builder = configure(io_builder);
         }
@@ -285,7 +290,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         let outbound = Outbound::new(self.outbound.layer(delivery));
         Ok(SocketServer {
             io,
-            layer,
+            layer: IoLayer::new(layer, &self.path),
             registry,
             outbound,
             fanout: self.fanout,
@@ -297,7 +302,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
 /// A running Socket.IO stack: mount it, send through it, inspect and shut it down.
 pub struct SocketServer<A: Adapter = LocalAdapter> {
     io: SocketIo<A>,
-    layer: SocketIoLayer<A>,
+    layer: IoLayer<A>,
     registry: ClientRegistry<A>,
     outbound: Outbound,
     fanout: Option<RedisFanout>,
@@ -339,19 +344,23 @@ impl<A: Adapter> SocketServer<A> {
     }
 
     /// A tower layer serving Socket.IO at the path and passing every other request to the
-    /// service it wraps: `axum::Router::layer(server.layer())` (the seeds' Node mode).
-    pub fn layer(&self) -> SocketIoLayer<A> {
+    /// service it wraps: `axum::Router::layer(server.layer())` (the seeds' Node mode), or
+    /// in front of the whole router, `server.layer().layer(router)`. The second is lighter on
+    /// memory with many idle clients: inside a router, axum keeps a copy of each request's
+    /// URI, which holds the connection's read buffer (about 16 KiB) for the socket's life;
+    /// see [`io_service`](crate::io_service).
+    pub fn layer(&self) -> IoLayer<A> {
         self.layer.clone()
     }
 
     /// A standalone service: Socket.IO at the path, `fallback` for everything else (the seeds'
     /// Bun fetch handler).
-    pub fn service_with_fallback<S: Clone>(&self, fallback: S) -> SocketIoService<S, A> {
+    pub fn service_with_fallback<S: Clone>(&self, fallback: S) -> IoService<S, A> {
         self.layer.layer(fallback)
     }
 
     /// A standalone service answering 404 outside the Socket.IO path.
-    pub fn service(&self) -> SocketIoService<NotFound, A> {
+    pub fn service(&self) -> IoService<NotFound, A> {
         self.layer.layer(NotFound)
     }
 
