@@ -6,9 +6,12 @@
 //! 2. takes the handshake and makes the socket's [`Session`];
 //! 3. registers a synchronous fallback message handler and a disconnect handler that only
 //!    push into a per-socket queue, in the order socketioxide receives packets;
-//! 4. spawns one worker per socket that calls the stack with `Connect`, then each event in
-//!    order, then `Disconnect`: one request of a socket at a time (a `join` then a `leave`
-//!    never swap), while different sockets run in parallel. When authentication completes
+//! 4. drains that queue with a worker task that calls the stack with `Connect`, then each
+//!    event in order, then `Disconnect`: one request of a socket at a time (a `join` then a
+//!    `leave` never swap), while different sockets run in parallel. The worker runs only
+//!    while the socket has something to handle and is started again by its next event, so
+//!    an idle socket holds no task and no channel buffer (about 5 KiB per client saved; see
+//!    BENCHMARKS.md). When authentication completes
 //!    during a request ([`Session::complete_authentication`], or at connect when no layer
 //!    defers it), the worker sends `Authenticated` through the whole stack right after that
 //!    request, then runs the tasks queued with [`Session::after_request`].
@@ -20,6 +23,7 @@
 //! worker goes on to `Disconnect` at once: the client is untracked and its timers cleared
 //! without waiting for it. Layers check [`Session::is_closed`] before acting on a late result.
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -33,7 +37,6 @@ use socketioxide::handler::disconnect::DisconnectHandler;
 use socketioxide::handler::message::{FromMessage, FromMessageParts};
 use socketioxide::handler::{ConnectHandler, MessageHandler, Value as WireValue};
 use socketioxide::socket::{DisconnectReason, Sid, Socket};
-use tokio::sync::mpsc;
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -102,36 +105,192 @@ where
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
         socket.extensions.insert(session.clone());
 
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let defer: DeferSlot<A> = Arc::default();
-        socket.on_fallback(EventForwarder { tx });
-        socket.on_disconnect(DisconnectForwarder {
+        let lane = Lane {
+            service: self.service.clone(),
             session: session.clone(),
-            defer: defer.clone(),
-        });
+            pending: Arc::new(Pending {
+                state: Mutex::new(PendingState {
+                    events: VecDeque::new(),
+                    worker: true,
+                    finished: false,
+                }),
+                capacity: self.queue_capacity,
+            }),
+            defer: Arc::default(),
+        };
+        socket.on_fallback(EventForwarder { lane: lane.clone() });
+        socket.on_disconnect(DisconnectForwarder { lane: lane.clone() });
         // A transport that closed before the disconnect handler was in place found none:
         // socketioxide cleaned the socket up itself; only the session is left to close.
         if !socket.connected() {
             session.close(DisconnectReason::TransportClose);
         }
-        tokio::spawn(run(self.service.clone(), socket, session, rx, defer));
+        tokio::spawn(lane.run(socket, true));
     }
 }
 
-/// Pushes each client event into the socket's queue, synchronously, in arrival order.
-struct EventForwarder<A: Adapter> {
-    tx: mpsc::Sender<ClientEvent<A>>,
+/// A socket's way into the stack: its queue of events not yet handled, and what a worker
+/// needs to handle them.
+struct Lane<S, A: Adapter> {
+    service: S,
+    session: Session,
+    pending: Arc<Pending<A>>,
+    defer: DeferSlot<A>,
 }
 
-impl<A: Adapter> Clone for EventForwarder<A> {
+impl<S: Clone, A: Adapter> Clone for Lane<S, A> {
     fn clone(&self) -> Self {
         Self {
-            tx: self.tx.clone(),
+            service: self.service.clone(),
+            session: self.session.clone(),
+            pending: self.pending.clone(),
+            defer: self.defer.clone(),
         }
     }
 }
 
-impl<A: Adapter> MessageHandler<A, BridgeMarker> for EventForwarder<A> {
+struct Pending<A: Adapter> {
+    state: Mutex<PendingState<A>>,
+    capacity: usize,
+}
+
+struct PendingState<A: Adapter> {
+    events: VecDeque<ClientEvent<A>>,
+    /// A worker is running and will see what is pushed now.
+    worker: bool,
+    /// `Disconnect` was handled: nothing more is taken.
+    finished: bool,
+}
+
+impl<A: Adapter> Pending<A> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState<A>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the worker takes next.
+enum Next<A: Adapter> {
+    Event(ClientEvent<A>),
+    Disconnect,
+}
+
+impl<S, A> Lane<S, A>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()> + Clone + Send + 'static,
+    S::Error: Display + Send,
+    S::Future: Send + 'static,
+{
+    /// Starts a worker unless one is running or the socket is finished. The caller has
+    /// already pushed its event or closed the session, so the running worker sees it.
+    fn wake(&self, socket: Arc<Socket<A>>) {
+        let start = {
+            let mut state = self.pending.lock();
+            !state.finished && !std::mem::replace(&mut state.worker, true)
+        };
+        if start {
+            tokio::spawn(self.clone().run(SocketRef::from(socket), false));
+        }
+    }
+
+    /// The worker: `Connect` first when `connect`, then the queued events in order, then
+    /// `Disconnect` once the socket is closed and its queue empty; it stops when there is
+    /// nothing left to do.
+    async fn run(mut self, socket: SocketRef<A>, connect: bool) {
+        let Self {
+            service,
+            session,
+            pending,
+            defer,
+        } = &mut self;
+        if connect {
+            dispatch(
+                service,
+                &socket,
+                session,
+                RequestKind::Connect,
+                Detach::OnClose,
+            )
+            .await;
+            if !session.authentication_deferred() {
+                // No layer claimed authentication: the socket counts as authenticated at
+                // connect.
+                session.complete_authentication();
+            }
+            follow_up(service, &socket, session).await;
+        }
+        loop {
+            let next = {
+                let mut state = pending.lock();
+                if let Some(event) = state.events.pop_front() {
+                    Next::Event(event)
+                } else if session.is_closed() {
+                    state.finished = true;
+                    Next::Disconnect
+                } else {
+                    state.worker = false;
+                    return;
+                }
+            };
+            match next {
+                Next::Event(event) => {
+                    // What a socket sent before leaving is still handled, in order; each of
+                    // these is detached if it does not finish at once (see module docs).
+                    let open = !session.is_closed();
+                    dispatch(
+                        service,
+                        &socket,
+                        session,
+                        RequestKind::Event(event),
+                        Detach::OnClose,
+                    )
+                    .await;
+                    if open {
+                        follow_up(service, &socket, session).await;
+                    }
+                }
+                Next::Disconnect => break,
+            }
+        }
+        let reason = session
+            .disconnect_reason()
+            .unwrap_or(DisconnectReason::TransportClose);
+        dispatch(
+            service,
+            &socket,
+            session,
+            RequestKind::Disconnect(reason),
+            Detach::Never,
+        )
+        .await;
+        session.clear_timers();
+        let deferred = defer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((cleanup, s)) = deferred {
+            cleanup(s);
+        }
+    }
+}
+
+/// Pushes each client event into the socket's queue, synchronously, in arrival order.
+struct EventForwarder<S, A: Adapter> {
+    lane: Lane<S, A>,
+}
+
+impl<S: Clone, A: Adapter> Clone for EventForwarder<S, A> {
+    fn clone(&self) -> Self {
+        Self {
+            lane: self.lane.clone(),
+        }
+    }
+}
+
+impl<S, A> MessageHandler<A, BridgeMarker> for EventForwarder<S, A>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()> + Clone + Send + Sync + 'static,
+    S::Error: Display + Send,
+    S::Future: Send + 'static,
+{
     fn call(&self, s: Arc<Socket<A>>, mut v: WireValue, ack_id: Option<i64>) {
         let name = match Event::from_message_parts(&s, &mut v, &ack_id) {
             Ok(Event(name)) => name,
@@ -145,107 +304,47 @@ impl<A: Adapter> MessageHandler<A, BridgeMarker> for EventForwarder<A> {
             Ok(TryData(Ok(data))) => data,
             _ => serde_json::Value::Null,
         };
-        match self.tx.try_send(ClientEvent {
-            name,
-            data,
-            ack: Some(ack),
-        }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(ev)) => {
-                tracing::warn!(socket = %s.id, event = %ev.name, "event queue full, event dropped");
+        {
+            let mut state = self.lane.pending.lock();
+            if state.finished {
+                return;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if state.events.len() >= self.lane.pending.capacity {
+                tracing::warn!(socket = %s.id, event = %name, "event queue full, event dropped");
+                return;
+            }
+            state.events.push_back(ClientEvent {
+                name,
+                data,
+                ack: Some(ack),
+            });
         }
+        self.lane.wake(s);
     }
 }
 
 /// Marks the session closed; the worker then sends `Disconnect` after the queued events.
-struct DisconnectForwarder<A: Adapter> {
-    session: Session,
-    defer: DeferSlot<A>,
+struct DisconnectForwarder<S, A: Adapter> {
+    lane: Lane<S, A>,
 }
 
-impl<A: Adapter> DisconnectHandler<A, BridgeMarker> for DisconnectForwarder<A> {
+impl<S, A> DisconnectHandler<A, BridgeMarker> for DisconnectForwarder<S, A>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()> + Clone + Send + Sync + 'static,
+    S::Error: Display + Send,
+    S::Future: Send + 'static,
+{
     fn call_with_defer(
         &self,
         s: Arc<Socket<A>>,
         reason: DisconnectReason,
         defer: fn(Arc<Socket<A>>),
     ) {
-        *self.defer.lock().unwrap_or_else(|e| e.into_inner()) = Some((defer, s));
-        self.session.close(reason);
-    }
-}
-
-/// The per-socket worker: one request at a time, in order.
-async fn run<S, A>(
-    mut service: S,
-    socket: SocketRef<A>,
-    session: Session,
-    mut rx: mpsc::Receiver<ClientEvent<A>>,
-    defer: DeferSlot<A>,
-) where
-    A: Adapter,
-    S: Service<SocketRequest<A>, Response = ()> + Send + 'static,
-    S::Error: Display + Send,
-    S::Future: Send + 'static,
-{
-    let svc = &mut service;
-    dispatch(
-        svc,
-        &socket,
-        &session,
-        RequestKind::Connect,
-        Detach::OnClose,
-    )
-    .await;
-    if !session.authentication_deferred() {
-        // No layer claimed authentication: the socket counts as authenticated at connect.
-        session.complete_authentication();
-    }
-    follow_up(svc, &socket, &session).await;
-    loop {
-        tokio::select! {
-            biased;
-            event = rx.recv() => match event {
-                Some(event) => {
-                    dispatch(svc, &socket, &session, RequestKind::Event(event), Detach::OnClose).await;
-                    follow_up(svc, &socket, &session).await;
-                }
-                None => break,
-            },
-            () = session.closed() => break,
-        }
-    }
-    // The socket is gone: what it sent before leaving is still handled, in order, then the
-    // disconnect. Each of these is detached if it does not finish at once (see module docs).
-    rx.close();
-    while let Ok(event) = rx.try_recv() {
-        dispatch(
-            svc,
-            &socket,
-            &session,
-            RequestKind::Event(event),
-            Detach::OnClose,
-        )
-        .await;
-    }
-    session.closed().await;
-    let reason = session
-        .disconnect_reason()
-        .unwrap_or(DisconnectReason::TransportClose);
-    dispatch(
-        svc,
-        &socket,
-        &session,
-        RequestKind::Disconnect(reason),
-        Detach::Never,
-    )
-    .await;
-    session.clear_timers();
-    let deferred = defer.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some((cleanup, s)) = deferred {
-        cleanup(s);
+        *self.lane.defer.lock().unwrap_or_else(|e| e.into_inner()) = Some((defer, s.clone()));
+        // Closed before the wake-up, so that a running worker finds it when its queue empties.
+        self.lane.session.close(reason);
+        self.lane.wake(s);
     }
 }
 
