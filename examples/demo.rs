@@ -39,7 +39,7 @@ use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
 use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
 use socketio_stack::{BoxError, Handshake, SendRequest, Session, SocketServer};
-use tower::ServiceBuilder;
+use tower::Layer;
 use tower_http::trace::TraceLayer;
 
 struct Config {
@@ -114,18 +114,7 @@ async fn send(
 }
 
 async fn stats(State(server): State<SocketServer>) -> impl IntoResponse {
-    Json(serde_json::json!({ "clients": server.client_count(), "rss": resident_bytes() }))
-}
-
-/// Resident memory of this process, from /proc (0 where there is none).
-fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
+    Json(serde_json::json!({ "clients": server.client_count(), "rss": support::resident_bytes() }))
 }
 
 #[tokio::main]
@@ -163,16 +152,15 @@ async fn run() -> Result<(), BoxError> {
         .layer(RoomsLayer::new().validate(validate))
         .build()?;
 
-    let app = Router::new()
+    let routes = Router::new()
         .route("/send", post(send))
         .route("/health", get(|| async { "ok" }))
         .route("/stats", get(stats))
         .with_state(server.clone())
-        .layer(
-            ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(server.layer()),
-        );
+        .layer(TraceLayer::new_for_http());
+    // Socket.IO in front of the router rather than inside it (`Router::layer`): axum keeps a
+    // copy of each request's URI, which would pin every client's HTTP read buffer.
+    let app = server.layer().layer(routes);
 
     // Connection bounds: headers within HEADER_TIMEOUT_MS, at most MAX_CONNECTIONS at once
     // (the others get a 503), a listen backlog for connection storms.

@@ -30,3 +30,15 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Resident memory of this process, from /proc (0 where there is none).
+#[allow(dead_code)] // only the servers report it
+pub fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
