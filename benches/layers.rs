@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
+use socketio_stack::SendRequest;
 use socketio_stack::core::CoreService;
+use socketio_stack::fanout::wire::{self, Broadcast, Flags};
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
 use socketio_stack::testing::{Noop, TestSocket, event};
@@ -150,5 +152,35 @@ fn layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layers);
+/// `send`'s encodings: what the Redis fan-out publishes for each send (the
+/// `@socket.io/redis-emitter` msgpack), against the bare JSON of the same data.
+fn send_encoding(c: &mut Criterion) {
+    let mut group = c.benchmark_group("send");
+    group.measurement_time(Duration::from_secs(3));
+    let data = json!({"seq": 1234, "text": "hello", "t": 1_763_800_000_000_u64});
+    group.bench_function("data as JSON (local delivery's encoding)", |b| {
+        b.iter(|| serde_json::to_vec(&json!(["news", &data])).unwrap())
+    });
+    group.bench_function("Redis publish encoding (msgpack broadcast)", |b| {
+        b.iter(|| {
+            let req = SendRequest::to("io-default", "news", data.clone());
+            let broadcast = Broadcast {
+                uid: wire::EMITTER_UID.to_owned(),
+                nsp: "/".to_owned(),
+                rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
+                event: req.topic,
+                args: vec![req.data],
+                except: Vec::new(),
+                flags: Flags {
+                    compress: Some(req.compress),
+                    volatile: None,
+                },
+            };
+            wire::encode(&broadcast)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layers, send_encoding);
 criterion_main!(benches);

@@ -25,7 +25,10 @@
 //!
 //! With several `--url`s (instances sharing a Redis), clients and sends are spread
 //! round-robin over them and `/stats` figures are summed. `--runs K` repeats each scenario.
-//! Progress goes to stderr; stdout holds only the JSON lines.
+//! Progress goes to stderr; stdout holds only the JSON lines. `load --summarize FILE` reads
+//! such lines (from separate invocations, say one fresh server per run) and prints one
+//! summary line per scenario, label and instance count. `scripts/bench-load.sh` runs the
+//! whole comparison of BENCHMARKS.md.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,6 +145,18 @@ fn options() -> Result<Options, String> {
 }
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--summarize") {
+        let Some(file) = args.next() else {
+            eprintln!("--summarize needs a file of JSON lines");
+            std::process::exit(2);
+        };
+        if let Err(e) = summarize(&file) {
+            eprintln!("load: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let options = match options() {
         Ok(o) => o,
         Err(e) => {
@@ -181,6 +196,41 @@ async fn run(o: Options) -> Result<(), Error> {
             wait_for_clients(&o, 0, Duration::from_secs(30)).await;
         }
         println!("{}", Value::Object(line(&o, scenario, summary(&results))));
+    }
+    Ok(())
+}
+
+/// One summary line per (scenario, label, instances) of the per-run lines in `file`.
+fn summarize(file: &str) -> Result<(), Error> {
+    let text = std::fs::read_to_string(file)?;
+    let mut groups: BTreeMap<(String, String, u64), Vec<Map<String, Value>>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Value::Object(mut run) = serde_json::from_str(line)? else {
+            return Err(format!("not a JSON object: {line}").into());
+        };
+        if run.contains_key("runs") {
+            continue; // already a summary
+        }
+        let key = (
+            run.remove("scenario")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            run.remove("label")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            run.remove("instances")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1),
+        );
+        groups.entry(key).or_default().push(run);
+    }
+    for ((scenario, label, instances), runs) in groups {
+        let mut out = Map::new();
+        out.insert("scenario".into(), json!(scenario));
+        out.insert("label".into(), json!(label));
+        out.insert("instances".into(), json!(instances));
+        out.extend(summary(&runs));
+        println!("{}", Value::Object(out));
     }
     Ok(())
 }
@@ -352,7 +402,8 @@ impl Client {
 }
 
 /// Connects `n` clients, `concurrency` at a time, spread over the urls. Returns the clients
-/// in order (a failed one is `None`) and each successful handshake's latency.
+/// in order (a failed one is `None`), each successful handshake's latency, and when the last
+/// success came (a failure's timeout, reported apart, does not stretch the rate).
 async fn connect_many(o: &Options, n: usize) -> (Vec<Option<Client>>, Vec<u64>, Duration) {
     let gate = Arc::new(Semaphore::new(o.concurrency));
     let started = Instant::now();
@@ -365,7 +416,7 @@ async fn connect_many(o: &Options, n: usize) -> (Vec<Option<Client>>, Vec<u64>, 
                 let t0 = Instant::now();
                 let url = &o.urls[i % o.urls.len()];
                 match connect(&o, url).await {
-                    Ok(client) => Some((client, t0.elapsed().as_micros() as u64)),
+                    Ok(client) => Some((client, t0.elapsed().as_micros() as u64, Instant::now())),
                     Err(e) => {
                         eprintln!("load: client {i}: {e}");
                         None
@@ -376,16 +427,18 @@ async fn connect_many(o: &Options, n: usize) -> (Vec<Option<Client>>, Vec<u64>, 
         .collect();
     let mut clients = Vec::with_capacity(n);
     let mut latencies = Vec::with_capacity(n);
+    let mut last_success = Duration::ZERO;
     for task in tasks {
         match task.await.ok().flatten() {
-            Some((client, micros)) => {
+            Some((client, micros, done)) => {
                 clients.push(Some(client));
                 latencies.push(micros);
+                last_success = last_success.max(done.duration_since(started));
             }
             None => clients.push(None),
         }
     }
-    (clients, latencies, started.elapsed())
+    (clients, latencies, last_success)
 }
 
 // ---------------------------------------------------------------- HTTP (the contract's routes)
@@ -645,7 +698,7 @@ async fn fanout_scenario(o: &Options, rooms: bool) -> Result<Map<String, Value>,
     if let Some(flooder) = flooder {
         let (emitted, disconnected) = flooder.await?;
         out.insert("flood_emitted".into(), json!(emitted));
-        out.insert("flooder_disconnected".into(), json!(disconnected));
+        out.insert("flooder_disconnected".into(), json!(u8::from(disconnected)));
     }
     close_all(finished).await;
     Ok(out)
@@ -768,8 +821,7 @@ async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     let (baseline, rss_before) = stats(o).await?;
     let cycles = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let until = started + o.duration;
+    let until = Instant::now() + o.duration;
     let tasks: Vec<_> = (0..o.workers)
         .map(|w| {
             let (o, cycles, failures) = (o.clone(), cycles.clone(), failures.clone());
@@ -779,7 +831,9 @@ async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
                     match connect(&o, url).await {
                         Ok(client) => {
                             client.close().await;
-                            cycles.fetch_add(1, Ordering::Relaxed);
+                            if Instant::now() <= until {
+                                cycles.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         Err(_) => {
                             failures.fetch_add(1, Ordering::Relaxed);
@@ -789,16 +843,20 @@ async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
             })
         })
         .collect();
-    for task in tasks {
-        task.await.ok();
+    // A worker still in a handshake at the deadline is not waited for past a grace period
+    // (its cycle would not count anyway).
+    let grace = tokio::time::Instant::from_std(until + Duration::from_secs(2));
+    for mut task in tasks {
+        if tokio::time::timeout_at(grace, &mut task).await.is_err() {
+            task.abort();
+        }
     }
-    let elapsed = started.elapsed();
+    let elapsed = o.duration.max(Duration::from_millis(1));
     let left = wait_for_clients(o, baseline, Duration::from_secs(10)).await;
     let (_, rss_after) = stats(o).await?;
     let cycles = cycles.load(Ordering::Relaxed);
     let mut out = Map::new();
     out.insert("workers".into(), json!(o.workers));
-    out.insert("seconds".into(), json!(round(elapsed.as_secs_f64())));
     out.insert("cycles".into(), json!(cycles));
     out.insert("failures".into(), json!(failures.load(Ordering::Relaxed)));
     out.insert(

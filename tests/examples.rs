@@ -1,6 +1,7 @@
 //! The examples, run as a user would run them: the tonic example serves gRPC and Socket.IO on
 //! one port and verifies both with real clients; the client example works against the demo
-//! and against a Node socket.io server speaking the seeds' protocol.
+//! and against a Node socket.io server speaking the seeds' protocol; the load tool runs every
+//! scenario against the demo and the bare socketioxide baseline, and sees what it must.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -193,4 +194,114 @@ fn client_example_works_against_a_node_socketio_server() {
     cmd.arg(script);
     let node = ServerProcess::start(cmd);
     client_example_works_against(&node);
+}
+
+/// Runs the load tool against `server`; its per-run JSON lines (summaries left out).
+fn load(server: &ServerProcess, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(example("load"))
+        .args(["--url", &format!("http://127.0.0.1:{}", server.port)])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("the load example runs");
+    assert!(
+        out.status.success(),
+        "load {args:?} exited with {}",
+        out.status
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("runs").is_none())
+        .collect()
+}
+
+#[test]
+fn load_tool_runs_every_scenario_against_the_demo_and_the_bare_baseline() {
+    let small = [
+        "--scenario",
+        "all",
+        "--clients",
+        "40",
+        "--concurrency",
+        "10",
+        "--messages",
+        "20",
+        "--rate",
+        "400",
+        "--rooms",
+        "4",
+        "--workers",
+        "8",
+        "--duration-ms",
+        "300",
+    ];
+    for bin in ["demo", "bare_socketioxide"] {
+        let server = ServerProcess::start(Command::new(example(bin)));
+        let lines = load(&server, &small);
+        let scenarios: Vec<_> = lines
+            .iter()
+            .map(|l| l["scenario"].as_str().unwrap())
+            .collect();
+        assert_eq!(scenarios, ["connect", "fanout", "rooms", "churn"], "{bin}");
+        for line in &lines {
+            assert_eq!(line["failures"], 0, "{bin}: {line}");
+            match line["scenario"].as_str().unwrap() {
+                "connect" => {
+                    assert_eq!(line["tracked"], 40, "{bin}: {line}");
+                    assert!(line["rss_per_client_bytes"].as_u64().is_some(), "{line}");
+                }
+                "fanout" | "rooms" => {
+                    assert!(line["expected"].as_u64().unwrap() > 0, "{line}");
+                    assert_eq!(line["delivered"], line["expected"], "{bin}: {line}");
+                    for zero in ["lost", "duplicates", "misdeliveries", "send_failures"] {
+                        assert_eq!(line[zero], 0, "{bin} {zero}: {line}");
+                    }
+                }
+                _ => {
+                    assert!(line["cycles"].as_u64().unwrap() > 0, "{line}");
+                    assert_eq!(line["leaked"], 0, "{bin}: {line}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn load_tool_reports_refused_handshakes_and_a_flooder() {
+    let demo = ServerProcess::start(Command::new(example("demo")));
+    let refused = load(
+        &demo,
+        &[
+            "--scenario",
+            "connect",
+            "--clients",
+            "5",
+            "--token",
+            "wrong",
+        ],
+    );
+    assert_eq!(refused[0]["failures"], 5, "{}", refused[0]);
+
+    // The demo's rate limit drops most of the flood; the other clients lose nothing.
+    let flood = load(
+        &demo,
+        &[
+            "--scenario",
+            "fanout",
+            "--clients",
+            "20",
+            "--messages",
+            "20",
+            "--rate",
+            "400",
+            "--flood",
+            "5000",
+        ],
+    );
+    let line = &flood[0];
+    assert_eq!(line["flood_emitted"], 5000, "{line}");
+    assert_eq!(line["lost"], 0, "{line}");
+    assert_eq!(line["delivered"], line["expected"], "{line}");
 }

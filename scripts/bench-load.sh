@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The load comparison of BENCHMARKS.md, in one run on this machine: a bare socketioxide server
+# (examples/bare_socketioxide.rs), the full stack on local delivery (examples/demo.rs), and two
+# demo instances on a Redis started here, driven by the load tool (examples/load.rs).
+#
+#   bash scripts/bench-load.sh            # RUNS=3 by default; results in target/bench-load/
+#
+# Each connect run gets a fresh server, so that its memory figure starts from an empty heap.
+# Per-run lines go to target/bench-load/runs.jsonl, the summaries (median, min, max) to
+# target/bench-load/summary.jsonl and stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+OUT=target/bench-load
+BIN=target/release/examples
+mkdir -p "$OUT"
+: > "$OUT/runs.jsonl"
+: > "$OUT/servers.log"
+
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
+cargo build --release --example demo --example bare_socketioxide --example load
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# start NAME [VAR=value...]: runs $BIN/NAME on an ephemeral port; sets PORT and PID.
+start() {
+    local bin=$1; shift
+    local log; log=$(mktemp "$OUT/out.XXXX")
+    env PORT=0 RUST_LOG=warn "$@" "$BIN/$bin" > "$log" 2>> "$OUT/servers.log" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.05; done
+    PORT=$(sed -n 's/^listening on //p' "$log")
+    [ -n "$PORT" ] || { echo "$bin did not start" >&2; exit 1; }
+}
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+load() { "$BIN/load" "$@" | grep -v '"runs":' >> "$OUT/runs.jsonl"; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+CONNECT=(--scenario connect --clients 5000 --concurrency 200)
+FANOUT=(--scenario fanout --clients 1000 --messages 200 --rate 200)
+ROOMS=(--scenario rooms --clients 1000 --rooms 10 --messages 200 --rate 200)
+CHURN=(--scenario churn --workers 200 --duration-ms 5000)
+FLOOD=(--scenario fanout --clients 1000 --messages 200 --rate 200 --flood 50000)
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --save '' --appendonly no >> "$OUT/servers.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+REDIS="REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+
+for run in $(seq "$RUNS"); do
+    echo "bench-load: run $run/$RUNS" >&2
+    for target in bare stack; do
+        bin=bare_socketioxide; [ $target = stack ] && bin=demo
+        start $bin; load --url "http://127.0.0.1:$PORT" --label $target "${CONNECT[@]}"; stop "$PID"
+        start $bin
+        for s in FANOUT ROOMS CHURN; do
+            declare -n args=$s
+            load --url "http://127.0.0.1:$PORT" --label $target "${args[@]}"
+        done
+        load --url "http://127.0.0.1:$PORT" --label "$target+flood" "${FLOOD[@]}"
+        stop "$PID"
+    done
+    # Two demo instances on one Redis: clients and sends spread over both.
+    start demo "$REDIS"; A=$PORT; PA=$PID
+    start demo "$REDIS"; B=$PORT; PB=$PID
+    load --url "http://127.0.0.1:$A" --url "http://127.0.0.1:$B" --label stack+redis "${CONNECT[@]}"
+    stop "$PA"; stop "$PB"
+    start demo "$REDIS"; A=$PORT; PA=$PID
+    start demo "$REDIS"; B=$PORT; PB=$PID
+    for s in FANOUT ROOMS CHURN; do
+        declare -n args=$s
+        load --url "http://127.0.0.1:$A" --url "http://127.0.0.1:$B" --label stack+redis "${args[@]}"
+    done
+    stop "$PA"; stop "$PB"
+done
+"$BIN/load" --summarize "$OUT/runs.jsonl" | tee "$OUT/summary.jsonl"
