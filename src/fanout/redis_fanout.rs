@@ -569,7 +569,7 @@ impl Service<SendRequest> for RedisFanoutService {
                 except: Vec::new(),
                 flags: Flags {
                     compress: Some(req.compress),
-                    volatile: None,
+                    volatile: req.volatile.then_some(true),
                 },
             };
             match emitter.publish(&broadcast).await {

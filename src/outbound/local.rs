@@ -1,9 +1,17 @@
 //! Delivery to this process's sockets.
+//!
+//! A client whose write buffer is full (it stopped reading) misses a message rather than
+//! making the server hold it without bound. Such misses are logged, at most once a second
+//! with the count since the last line. The client itself is cut off by
+//! [`serve`](crate::serve)'s write timeout (30 s without progress by default): its connection
+//! is shut down and its session ends, so it can reconnect and resynchronise. (The engine's
+//! heartbeat does not end it: socketioxide's writer stays blocked on such a client.) Volatile sends are not counted: missing them is what
+//! they are for.
 
 use std::task::{Context, Poll};
 
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::{BroadcastError, SocketIo};
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tower_service::Service;
 
 use crate::core::handler::BoxFuture;
@@ -48,21 +56,53 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
                     "the Socket.IO server is shut down".into(),
                 ));
             };
-            let res = match req.room() {
-                Some(room) => ns.to(room.to_owned()).emit(&req.topic, &req.data).await,
-                None => ns.emit(&req.topic, &req.data).await,
+            let mut op = match req.room() {
+                Some(room) => ns.to(room.to_owned()),
+                None => ns,
             };
-            match res {
+            if req.volatile {
+                op = op.volatile();
+            }
+            match op.emit(&req.topic, &req.data).await {
                 Ok(()) => Ok(()),
                 // Some local sockets closed meanwhile or have a full buffer: everyone else got
                 // the message, so the send as a whole succeeded.
                 Err(BroadcastError::Socket(errors)) => {
-                    tracing::warn!(count = errors.len(), topic = %req.topic, "some local sockets could not take the message");
+                    let full = errors
+                        .iter()
+                        .filter(|e| matches!(e, SocketError::InternalChannelFull))
+                        .count();
+                    if full > 0 {
+                        report_missed(full, &req.topic);
+                    }
                     Ok(())
                 }
                 Err(BroadcastError::Serialize(e)) => Err(SendError::Encode(e.to_string())),
                 Err(other) => Err(SendError::Delivery(other.to_string())),
             }
         })
+    }
+}
+
+/// Logs missed deliveries at most once a second (a client that stopped reading misses every
+/// send until the write timeout cuts it off: one line each would flood the log).
+fn report_missed(count: usize, topic: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MISSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
+    MISSED.fetch_add(count as u64, Ordering::Relaxed);
+    let now = crate::clock::unix_millis(std::time::SystemTime::now()) / 1000;
+    let last = LAST_LOG_SECOND.load(Ordering::Relaxed);
+    if now > last
+        && LAST_LOG_SECOND
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let missed = MISSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            missed,
+            topic,
+            "clients with a full write buffer (not reading) missed messages"
+        );
     }
 }

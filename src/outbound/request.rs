@@ -26,6 +26,13 @@ pub struct SendRequest {
     /// sends quiet).
     #[serde(default)]
     pub log: bool,
+    /// socket.io's `volatile`: a client that cannot take the message now (its write buffer
+    /// is full) simply misses it, quietly. Without it, such a client's miss is logged, and
+    /// the client is cut off by [`serve`](crate::serve)'s write timeout (see
+    /// [`DEFAULT_SOCKET_BUFFER`](crate::server::DEFAULT_SOCKET_BUFFER)). Carried on the
+    /// fan-out wire as `flags.volatile`.
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 fn compress_default() -> bool {
@@ -41,6 +48,7 @@ impl SendRequest {
             data,
             compress: true,
             log: false,
+            volatile: false,
         }
     }
 
@@ -53,7 +61,14 @@ impl SendRequest {
             data,
             compress: true,
             log: false,
+            volatile: false,
         }
+    }
+
+    /// The same message, marked volatile (see [`SendRequest::volatile`]).
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
     }
 
     /// The destination, `None` when it is absent or empty (meaning every client).
@@ -82,3 +97,23 @@ impl std::fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_demo_body_deserializes_with_its_defaults() {
+        let req: SendRequest =
+            serde_json::from_value(json!({"topic": "t", "data": {"a": 1}})).unwrap();
+        assert_eq!(req.room(), None);
+        assert!(req.compress && !req.log && !req.volatile);
+        let req: SendRequest =
+            serde_json::from_value(json!({"destination": "r", "topic": "t", "volatile": true}))
+                .unwrap();
+        assert_eq!(req.room(), Some("r"));
+        assert!(req.volatile);
+        assert!(SendRequest::to("r", "t", json!(1)).volatile().volatile);
+    }
+}
