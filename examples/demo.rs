@@ -16,11 +16,12 @@
 //! | PING_INTERVAL_MS | 30000 | keep-alive interval |
 //! | HEADER_TIMEOUT_MS | 10000 | a connection's request headers must arrive within it |
 //! | MAX_CONNECTIONS | unset | connections served at once; past it, `503` (unset: no cap) |
+//! | WRITE_TIMEOUT_MS | 30000 | a write to a client may make no progress this long, then its connection is shut down |
 //!
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
 //! may be joined. HTTP on the same port: `POST /send`
-//! `{destination?, topic, data}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss}`.
+//! `{destination?, topic, data, volatile?}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss}`.
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.
 
 mod support;
@@ -46,6 +47,7 @@ struct Config {
     redis_url: Option<String>,
     header_timeout: Duration,
     max_connections: Option<usize>,
+    write_timeout: Duration,
     host: String,
     port: u16,
     io_path: String,
@@ -76,6 +78,10 @@ fn config() -> Result<Config, String> {
         max_connections: match std::env::var("MAX_CONNECTIONS") {
             Ok(_) => Some(env_number("MAX_CONNECTIONS", 0)? as usize),
             Err(_) => None,
+        },
+        write_timeout: match env_number("WRITE_TIMEOUT_MS", 30_000)? {
+            0 => return Err("WRITE_TIMEOUT_MS must be above 0".into()),
+            ms => Duration::from_millis(ms),
         },
         host: env_or("HOST", "127.0.0.1"),
         port: u16::try_from(port).map_err(|_| format!("PORT must be at most 65535, got {port}"))?,
@@ -163,10 +169,12 @@ async fn run() -> Result<(), BoxError> {
     let app = server.layer().layer(routes);
 
     // Connection bounds: headers within HEADER_TIMEOUT_MS, at most MAX_CONNECTIONS at once
-    // (the others get a 503), a listen backlog for connection storms.
+    // (the others get a 503), writes stalled at most WRITE_TIMEOUT_MS, a listen backlog for
+    // connection storms.
     let serve_config = ServeConfig {
         header_read_timeout: config.header_timeout,
         max_connections: config.max_connections,
+        write_timeout: Some(config.write_timeout),
         ..ServeConfig::default()
     };
     let addr = tokio::net::lookup_host((config.host.as_str(), config.port))

@@ -10,6 +10,12 @@
 //! - the connections served at once ([`ServeConfig::max_connections`], no cap by default):
 //!   past the cap, a new connection is answered `503 Service Unavailable` and closed, never
 //!   left hanging;
+//! - the time a write may make no progress ([`ServeConfig::write_timeout`], default 30 s):
+//!   a client that stops reading fills its socket buffers and then blocks the server's
+//!   writes to it. socketioxide's writer cannot be stopped while it is blocked, so that
+//!   client's session would never end (its disconnect is never handled, its memory never
+//!   freed). Past the deadline the connection is shut down both ways: the session ends as a
+//!   transport close, and the writer is released;
 //! - and [`bind`] listens with a backlog sized for connection storms (default 4096; tokio's
 //!   own default is 128).
 //!
@@ -30,9 +36,12 @@
 //! ```
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::Request;
@@ -40,10 +49,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 use tower::{Service, ServiceBuilder};
 
 use crate::error::BoxError;
@@ -58,6 +68,9 @@ pub struct ServeConfig {
     pub max_connections: Option<usize>,
     /// The listen backlog [`bind`] asks for (default 4096).
     pub backlog: u32,
+    /// How long a write to a client may make no progress before the connection is shut
+    /// down (default 30 s); `None`: no deadline.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +79,7 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: None,
             backlog: 4096,
+            write_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -201,6 +215,7 @@ where
         let mut stop = stop_rx.clone();
         let open = open.clone();
         let header_read_timeout = config.header_read_timeout;
+        let write_timeout = config.write_timeout;
         set.spawn(async move {
             // hyper's header timeout starts at the first byte: a connection that sends
             // nothing at all is bounded here.
@@ -216,7 +231,7 @@ where
             // `_with_upgrades`: the WebSocket transport takes the connection over after the
             // HTTP/1.1 upgrade; without it, clients stay on long-polling.
             let conn = http.serve_connection_with_upgrades(
-                TokioIo::new(stream),
+                TokioIo::new(WriteDeadline::new(stream, write_timeout)),
                 TowerToHyperService::new(svc),
             );
             tokio::pin!(conn);
@@ -235,4 +250,119 @@ where
     };
     drop(listener);
     (outcome, Connections { stop, set })
+}
+
+/// A client connection whose writes fail once one has made no progress for the deadline;
+/// the socket is then shut down both ways, so that a read waiting on it ends too.
+struct WriteDeadline {
+    stream: TcpStream,
+    timeout: Option<Duration>,
+    /// Armed while a write is blocked (boxed: only a stalled connection pays for it).
+    stall: Option<Pin<Box<Sleep>>>,
+    dead: bool,
+}
+
+impl WriteDeadline {
+    fn new(stream: TcpStream, timeout: Option<Duration>) -> Self {
+        Self {
+            stream,
+            timeout,
+            stall: None,
+            dead: false,
+        }
+    }
+
+    fn stalled() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client has taken no data for the write timeout",
+        )
+    }
+
+    /// Runs a write; a write that stays pending past the deadline kills the connection.
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.dead {
+            return Poll::Ready(Err(Self::stalled()));
+        }
+        match write(Pin::new(&mut self.stream), cx) {
+            Poll::Ready(res) => {
+                self.stall = None;
+                Poll::Ready(res)
+            }
+            Poll::Pending => {
+                let Some(timeout) = self.timeout else {
+                    return Poll::Pending;
+                };
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(stall.as_mut().poll(cx));
+                self.dead = true;
+                self.stall = None;
+                tracing::debug!(
+                    peer = ?self.stream.peer_addr().ok(),
+                    "connection closed: a write made no progress for {timeout:?}"
+                );
+                // SAFETY: shutdown(2) on a descriptor this stream owns; it only changes the
+                // socket's state, and the stream still closes it once.
+                unsafe {
+                    libc::shutdown(
+                        std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                        libc::SHUT_RDWR,
+                    );
+                }
+                Poll::Ready(Err(Self::stalled()))
+            }
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.dead {
+            return Poll::Ready(Ok(())); // end of stream
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.guard(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.guard(cx, |s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.guard(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.dead {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

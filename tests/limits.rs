@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -261,21 +261,9 @@ fn resident_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let t = serve(seeds_stack(60_000, 60_000)).await;
     let (mut reader, _) = TestClient::authenticated(&t.url()).await;
-    // The slow one: a raw WebSocket that authenticates, then never reads again.
-    let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
-    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    slow.next().await.unwrap().unwrap(); // Engine.IO open
-    slow.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
-        .await
-        .unwrap();
-    slow.next().await.unwrap().unwrap(); // Socket.IO connect
-    slow.send(Message::text(r#"42["authenticate"]"#))
-        .await
-        .unwrap();
+    let slow = never_reading_client(&t.addr).await;
     eventually("both authenticated", || {
         t.server
             .clients()
@@ -311,6 +299,72 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
         "resident memory grew by {} MiB",
         grown >> 20
     );
+    drop(slow);
+}
+
+/// A raw WebSocket client that authenticates, then never reads again.
+async fn never_reading_client(
+    addr: &std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
+    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    slow.next().await.unwrap().unwrap(); // Engine.IO open
+    slow.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
+        .await
+        .unwrap();
+    slow.next().await.unwrap().unwrap(); // Socket.IO connect
+    slow.send(Message::text(r#"42["authenticate"]"#))
+        .await
+        .unwrap();
+    slow
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
+    // The default heartbeat (25 s + 20 s) is far off: what ends the slow client here is the
+    // 300 ms write timeout, once the kernel's socket buffers are full.
+    let config = ServeConfig {
+        write_timeout: Some(Duration::from_millis(300)),
+        ..ServeConfig::default()
+    };
+    let (addr, server) = serve_bounded(config).await;
+    let url = format!("http://{addr}/io");
+    let (mut reader, _) = TestClient::authenticated(&url).await;
+    let slow = never_reading_client(&addr).await;
+    eventually("both authenticated", || {
+        server
+            .clients()
+            .iter()
+            .filter(|c| c.state() == socketio_stack::ClientState::Authenticated)
+            .count()
+            == 2
+    })
+    .await;
+
+    // 1,500 x 16 KiB = 24 MiB, more than loopback's socket buffers hold: the writes to the
+    // slow client block. Half are volatile: a client that cannot take them misses them.
+    let payload = "x".repeat(16 * 1024);
+    let started = Instant::now();
+    for n in 0..1_500u64 {
+        let req = SendRequest::to("io-default", "bulk", json!({ "n": n, "pad": payload }));
+        let req = if n % 2 == 0 { req.volatile() } else { req };
+        server.send(req).await.unwrap();
+    }
+    // Its connection is shut down, its session ends, it is untracked.
+    eventually("the slow client is untracked", || {
+        server.client_count() == 1
+    })
+    .await;
+    let cut_off_after = started.elapsed();
+    assert!(cut_off_after < Duration::from_secs(5), "{cut_off_after:?}");
+    // The reader is still served, after everything sent before.
+    server
+        .send(SendRequest::to("io-default", "after", json!({"ok": true})))
+        .await
+        .unwrap();
+    assert_eq!(reader.expect_event("after").await, json!({"ok": true}));
     drop(slow);
 }
 
