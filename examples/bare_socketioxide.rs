@@ -93,7 +93,9 @@ async fn send(State(io): State<SocketIo>, Json(req): Json<SendBody>) -> impl Int
 
 async fn stats(State(io): State<SocketIo>) -> impl IntoResponse {
     let clients = io.sockets().len();
-    Json(json!({ "clients": clients, "rss": support::resident_bytes() }))
+    Json(
+        json!({ "clients": clients, "rss": support::resident_bytes(), "cpu_us": support::cpu_micros() }),
+    )
 }
 
 #[tokio::main]

@@ -120,7 +120,11 @@ async fn send(
 }
 
 async fn stats(State(server): State<SocketServer>) -> impl IntoResponse {
-    Json(serde_json::json!({ "clients": server.client_count(), "rss": support::resident_bytes() }))
+    Json(serde_json::json!({
+        "clients": server.client_count(),
+        "rss": support::resident_bytes(),
+        "cpu_us": support::cpu_micros(),
+    }))
 }
 
 #[tokio::main]

@@ -491,9 +491,18 @@ async fn http_connect(url: &str) -> Result<BufReader<TcpStream>, Error> {
     Ok(BufReader::new(stream))
 }
 
-/// `{clients, rss}` summed over the instances.
-async fn stats(o: &Options) -> Result<(u64, u64), Error> {
-    let (mut clients, mut rss) = (0, 0);
+/// What `/stats` reports, summed over the instances.
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    clients: u64,
+    rss: u64,
+    /// The servers' CPU time (`cpu_us`, an extension of the contract; 0 when absent).
+    cpu_us: u64,
+}
+
+/// `/stats` summed over the instances.
+async fn stats(o: &Options) -> Result<Stats, Error> {
+    let mut sum = Stats::default();
     for url in &o.urls {
         let mut conn = http_connect(url).await?;
         let (status, body) = http(&mut conn, "GET", "/stats", "").await?;
@@ -501,17 +510,26 @@ async fn stats(o: &Options) -> Result<(u64, u64), Error> {
             return Err(format!("GET /stats answered {status}").into());
         }
         let v: Value = serde_json::from_str(&body)?;
-        clients += v["clients"].as_u64().unwrap_or(0);
-        rss += v["rss"].as_u64().unwrap_or(0);
+        sum.clients += v["clients"].as_u64().unwrap_or(0);
+        sum.rss += v["rss"].as_u64().unwrap_or(0);
+        sum.cpu_us += v["cpu_us"].as_u64().unwrap_or(0);
     }
-    Ok((clients, rss))
+    Ok(sum)
+}
+
+/// The servers' CPU time between two readings, per `count` (none when not reported).
+fn cpu_per(out: &mut Map<String, Value>, key: &str, before: Stats, after: Stats, count: u64) {
+    if after.cpu_us > 0 && count > 0 {
+        let per = after.cpu_us.saturating_sub(before.cpu_us) as f64 / count as f64;
+        out.insert(key.into(), json!(round(per)));
+    }
 }
 
 /// Waits until the servers track `target` clients (or the deadline); returns the last count.
 async fn wait_for_clients(o: &Options, target: u64, deadline: Duration) -> u64 {
     let until = Instant::now() + deadline;
     loop {
-        let count = stats(o).await.map_or(u64::MAX, |(c, _)| c);
+        let count = stats(o).await.map_or(u64::MAX, |s| s.clients);
         if count == target || Instant::now() >= until {
             return count;
         }
@@ -522,17 +540,18 @@ async fn wait_for_clients(o: &Options, target: u64, deadline: Duration) -> u64 {
 // ---------------------------------------------------------------- scenarios
 
 async fn connect_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
-    let (_, rss_before) = stats(o).await?;
+    let before = stats(o).await?;
     let (clients, latencies, elapsed) = connect_many(o, o.clients).await;
+    let connected = stats(o).await?;
     let ok = latencies.len();
     // Let the servers settle (timers armed, buffers shrunk) before reading their memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (tracked, rss_after) = stats(o).await?;
+    let after = stats(o).await?;
     let mut out = Map::new();
     out.insert("clients".into(), json!(o.clients));
     out.insert("concurrency".into(), json!(o.concurrency));
     out.insert("failures".into(), json!(o.clients - ok));
-    out.insert("tracked".into(), json!(tracked));
+    out.insert("tracked".into(), json!(after.clients));
     out.insert(
         "handshakes_per_s".into(),
         json!(round(ok as f64 / elapsed.as_secs_f64())),
@@ -540,7 +559,14 @@ async fn connect_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     percentiles(&mut out, latencies);
     out.insert(
         "rss_per_client_bytes".into(),
-        json!((rss_after.saturating_sub(rss_before)) / (ok.max(1) as u64)),
+        json!((after.rss.saturating_sub(before.rss)) / (ok.max(1) as u64)),
+    );
+    cpu_per(
+        &mut out,
+        "server_cpu_us_per_handshake",
+        before,
+        connected,
+        ok as u64,
     );
     close_all(clients).await;
     Ok(out)
@@ -818,7 +844,8 @@ async fn flood(o: &Options) -> Result<tokio::task::JoinHandle<(u64, bool)>, Erro
 }
 
 async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
-    let (baseline, rss_before) = stats(o).await?;
+    let before = stats(o).await?;
+    let baseline = before.clients;
     let cycles = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + o.duration;
@@ -853,7 +880,7 @@ async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     }
     let elapsed = o.duration.max(Duration::from_millis(1));
     let left = wait_for_clients(o, baseline, Duration::from_secs(10)).await;
-    let (_, rss_after) = stats(o).await?;
+    let after = stats(o).await?;
     let cycles = cycles.load(Ordering::Relaxed);
     let mut out = Map::new();
     out.insert("workers".into(), json!(o.workers));
@@ -866,7 +893,8 @@ async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     out.insert("leaked".into(), json!(left.saturating_sub(baseline)));
     out.insert(
         "rss_growth_bytes".into(),
-        json!(rss_after as i64 - rss_before as i64),
+        json!(after.rss as i64 - before.rss as i64),
     );
+    cpu_per(&mut out, "server_cpu_us_per_cycle", before, after, cycles);
     Ok(out)
 }

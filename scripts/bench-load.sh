@@ -27,12 +27,13 @@ trap cleanup EXIT
 # start NAME [VAR=value...]: runs $BIN/NAME on an ephemeral port; sets PORT and PID.
 start() {
     local bin=$1; shift
-    local log; log=$(mktemp "$OUT/out.XXXX")
+    local log; log=$(mktemp)
     env PORT=0 RUST_LOG=warn "$@" "$BIN/$bin" > "$log" 2>> "$OUT/servers.log" &
     PID=$!
     PIDS+=("$PID")
     for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.05; done
     PORT=$(sed -n 's/^listening on //p' "$log")
+    rm -f "$log"
     [ -n "$PORT" ] || { echo "$bin did not start" >&2; exit 1; }
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }

@@ -113,6 +113,7 @@ where
                     events: VecDeque::new(),
                     worker: true,
                     finished: false,
+                    dropped: 0,
                 }),
                 capacity: self.queue_capacity,
             }),
@@ -160,6 +161,8 @@ struct PendingState<A: Adapter> {
     worker: bool,
     /// `Disconnect` was handled: nothing more is taken.
     finished: bool,
+    /// Events dropped because the queue was full.
+    dropped: u64,
 }
 
 impl<A: Adapter> Pending<A> {
@@ -310,7 +313,12 @@ where
                 return;
             }
             if state.events.len() >= self.lane.pending.capacity {
-                tracing::warn!(socket = %s.id, event = %name, "event queue full, event dropped");
+                // Logged at the first drop and every 1,000th after: a flooding client must
+                // not flood the log too.
+                state.dropped += 1;
+                if state.dropped % 1000 == 1 {
+                    tracing::warn!(socket = %s.id, event = %name, dropped = state.dropped, "event queue full, events dropped");
+                }
                 return;
             }
             state.events.push_back(ClientEvent {
