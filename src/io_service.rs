@@ -19,6 +19,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Request, Uri};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::layer::SocketIoLayer;
@@ -106,21 +107,34 @@ fn is_under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// The same request, its URI and header values in allocations of their own.
+/// The same request, its URI and header values copied into one allocation of their own
+/// (one buffer rather than one per value, so that cloning the head later, as the handshake
+/// does, only counts references).
 fn detach_head<B>(req: Request<B>) -> Request<B> {
     let (mut parts, body) = req.into_parts();
+    let uri = parts.uri.to_string();
+    let size = uri.len() + parts.headers.values().map(|v| v.len()).sum::<usize>();
+    let mut buffer = BytesMut::with_capacity(size);
+    buffer.extend_from_slice(uri.as_bytes());
+    for value in parts.headers.values() {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let buffer = buffer.freeze();
+    if let Ok(uri) = Uri::from_maybe_shared(buffer.slice(..uri.len())) {
+        parts.uri = uri;
+    }
     let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let mut at = uri.len();
     for (name, value) in &parts.headers {
-        // `from_bytes` copies; the value was already valid, so this cannot fail.
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+        let bytes = buffer.slice(at..at + value.len());
+        at += value.len();
+        // The bytes were a valid value already, so this cannot fail.
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(bytes) {
             copy.set_sensitive(value.is_sensitive());
             headers.append(name.clone(), copy);
         }
     }
     parts.headers = headers;
-    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
-        parts.uri = uri;
-    }
     Request::from_parts(parts, body)
 }
 
