@@ -3,14 +3,14 @@
 # (examples/bare_socketioxide.rs), the full stack on local delivery (examples/demo.rs), and two
 # demo instances on a Redis started here, driven by the load tool (examples/load.rs).
 #
-#   bash scripts/bench-load.sh            # RUNS=3 by default; results in target/bench-load/
+#   bash scripts/bench-load.sh            # RUNS=5 by default; results in target/bench-load/
 #
 # Each connect run gets a fresh server, so that its memory figure starts from an empty heap.
 # Per-run lines go to target/bench-load/runs.jsonl, the summaries (median, min, max) to
 # target/bench-load/summary.jsonl and stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 OUT=target/bench-load
 BIN=target/release/examples
 mkdir -p "$OUT"
