@@ -11,7 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use socketio_stack::SendRequest;
 use socketio_stack::core::CoreService;
-use socketio_stack::fanout::wire::{self, Broadcast, Flags};
+use socketio_stack::fanout::wire::{self, Broadcast};
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
 use socketio_stack::testing::{Noop, TestSocket, event};
@@ -164,18 +164,7 @@ fn send_encoding(c: &mut Criterion) {
     group.bench_function("Redis publish encoding (msgpack broadcast)", |b| {
         b.iter(|| {
             let req = SendRequest::to("io-default", "news", data.clone());
-            let broadcast = Broadcast {
-                uid: wire::EMITTER_UID.to_owned(),
-                nsp: "/".to_owned(),
-                rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
-                event: req.topic,
-                args: vec![req.data],
-                except: Vec::new(),
-                flags: Flags {
-                    compress: Some(req.compress),
-                    volatile: None,
-                },
-            };
+            let broadcast = Broadcast::of_send(req);
             wire::encode(&broadcast)
         })
     });

@@ -59,7 +59,7 @@ async fn malformed_join_and_leave_payloads_are_refused_and_the_socket_stays() {
 }
 
 #[tokio::test]
-async fn ten_thousand_rooms_in_one_join_are_refused_whole() {
+async fn ten_thousand_or_a_hundred_thousand_rooms_in_one_join_are_refused_whole() {
     let t = serve(seeds_stack(10_000, 10_000)).await;
     let (mut onlooker, _) = TestClient::authenticated(&t.url()).await;
     let (mut c, id) = TestClient::authenticated(&t.url()).await;
@@ -72,6 +72,11 @@ async fn ten_thousand_rooms_in_one_join_are_refused_whole() {
         before,
         "over the 100-rooms-per-request bound"
     );
+    // 100,000 short names (still under the 1e6-byte message bound): refused whole too.
+    let many: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+    c.emit("join", json!({ "rooms": many })).await;
+    c.sync().await;
+    assert_eq!(rooms_of(&t, &id), before);
     assert_onlooker_served(&t, &mut onlooker, 1).await;
     // At the bound, a join goes through; leaving them all works too.
     let hundred: Vec<String> = public[..100].to_vec();

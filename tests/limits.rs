@@ -264,15 +264,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
     let t = serve(seeds_stack(60_000, 60_000)).await;
     let (mut reader, _) = TestClient::authenticated(&t.url()).await;
     let slow = never_reading_client(&t.addr).await;
-    eventually("both authenticated", || {
-        t.server
-            .clients()
-            .iter()
-            .filter(|c| c.state() == socketio_stack::ClientState::Authenticated)
-            .count()
-            == 2
-    })
-    .await;
+    eventually("both authenticated", || authenticated(&t.server) == 2).await;
 
     let before = resident_bytes();
     let payload = "x".repeat(1024);
@@ -300,6 +292,15 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
         grown >> 20
     );
     drop(slow);
+}
+
+/// How many of `server`'s clients are authenticated.
+fn authenticated(server: &SocketServer) -> usize {
+    server
+        .clients()
+        .iter()
+        .filter(|c| c.state() == socketio_stack::ClientState::Authenticated)
+        .count()
 }
 
 /// A raw WebSocket client that authenticates, then never reads again.
@@ -333,15 +334,7 @@ async fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
     let url = format!("http://{addr}/io");
     let (mut reader, _) = TestClient::authenticated(&url).await;
     let slow = never_reading_client(&addr).await;
-    eventually("both authenticated", || {
-        server
-            .clients()
-            .iter()
-            .filter(|c| c.state() == socketio_stack::ClientState::Authenticated)
-            .count()
-            == 2
-    })
-    .await;
+    eventually("both authenticated", || authenticated(&server) == 2).await;
 
     // 1,500 x 16 KiB = 24 MiB, more than loopback's socket buffers hold: the writes to the
     // slow client block. Half are volatile: a client that cannot take them misses them.

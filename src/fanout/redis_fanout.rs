@@ -35,7 +35,7 @@ use tower_service::Service;
 use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
-use crate::fanout::wire::{self, Broadcast, Flags, Query, RemoteOp, Request};
+use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request};
 use crate::outbound::{SendError, SendRequest};
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
@@ -560,18 +560,7 @@ impl Service<SendRequest> for RedisFanoutService {
                     "this instance's Redis subscription is down: its own clients would miss the message".into(),
                 ));
             }
-            let broadcast = Broadcast {
-                uid: wire::EMITTER_UID.to_owned(),
-                nsp: "/".to_owned(),
-                rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
-                event: req.topic,
-                args: vec![req.data],
-                except: Vec::new(),
-                flags: Flags {
-                    compress: Some(req.compress),
-                    volatile: req.volatile.then_some(true),
-                },
-            };
+            let broadcast = Broadcast::of_send(req);
             match emitter.publish(&broadcast).await {
                 // This instance is always subscribed: nobody received it means Redis dropped
                 // our subscription without our noticing yet.

@@ -59,6 +59,25 @@ pub struct Broadcast {
     pub flags: Flags,
 }
 
+impl Broadcast {
+    /// What the seeds' `send` publishes: `@socket.io/redis-emitter`'s broadcast of `req` to
+    /// namespace `/` (uid `emitter`), with its `compress` and `volatile` flags.
+    pub fn of_send(req: crate::SendRequest) -> Self {
+        Self {
+            uid: EMITTER_UID.to_owned(),
+            nsp: "/".to_owned(),
+            rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
+            event: req.topic,
+            args: vec![req.data],
+            except: Vec::new(),
+            flags: Flags {
+                compress: Some(req.compress),
+                volatile: req.volatile.then_some(true),
+            },
+        }
+    }
+}
+
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError(pub String);
@@ -487,6 +506,24 @@ fn timestamp(bytes: &[u8]) -> Result<String, WireError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_send_becomes_the_emitter_broadcast_with_its_flags() {
+        let plain = Broadcast::of_send(crate::SendRequest::to("room-a", "news", json!({"n": 1})));
+        assert_eq!(plain.uid, EMITTER_UID);
+        assert_eq!(plain.nsp, "/");
+        assert_eq!(plain.rooms, ["room-a"]);
+        assert_eq!(plain.event, "news");
+        assert_eq!(plain.args, [json!({"n": 1})]);
+        assert_eq!(plain.flags.compress, Some(true));
+        assert_eq!(plain.flags.volatile, None);
+        let volatile =
+            Broadcast::of_send(crate::SendRequest::broadcast("news", json!(1)).volatile());
+        assert!(volatile.rooms.is_empty());
+        assert_eq!(volatile.flags.volatile, Some(true));
+        let decoded = decode(&encode(&volatile)).unwrap();
+        assert_eq!(decoded.flags.volatile, Some(true));
+    }
+
     use super::*;
     use serde_json::json;
 
