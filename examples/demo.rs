@@ -21,7 +21,7 @@
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
 //! may be joined. HTTP on the same port: `POST /send`
-//! `{destination?, topic, data, volatile?}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss}`.
+//! `{destination?, topic, data, volatile?}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss, cpu_us}`.
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.
 
 mod support;
