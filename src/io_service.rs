@@ -16,6 +16,7 @@
 //! [`SocketServer::layer`](crate::SocketServer::layer) and
 //! [`SocketServer::service`](crate::SocketServer::service) return these types.
 
+use std::fmt::Write;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -112,19 +113,21 @@ fn is_under(path: &str, prefix: &str) -> bool {
 /// does, only counts references).
 fn detach_head<B>(req: Request<B>) -> Request<B> {
     let (mut parts, body) = req.into_parts();
-    let uri = parts.uri.to_string();
-    let size = uri.len() + parts.headers.values().map(|v| v.len()).sum::<usize>();
-    let mut buffer = BytesMut::with_capacity(size);
-    buffer.extend_from_slice(uri.as_bytes());
+    let values: usize = parts.headers.values().map(|v| v.len()).sum();
+    // Room for a typical URI too; writing a longer one grows the buffer.
+    let mut buffer = BytesMut::with_capacity(values + 128);
+    // Writing into a `BytesMut` cannot fail.
+    let _ = write!(buffer, "{}", parts.uri);
+    let uri_len = buffer.len();
     for value in parts.headers.values() {
         buffer.extend_from_slice(value.as_bytes());
     }
     let buffer = buffer.freeze();
-    if let Ok(uri) = Uri::from_maybe_shared(buffer.slice(..uri.len())) {
+    if let Ok(uri) = Uri::from_maybe_shared(buffer.slice(..uri_len)) {
         parts.uri = uri;
     }
     let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    let mut at = uri.len();
+    let mut at = uri_len;
     for (name, value) in &parts.headers {
         let bytes = buffer.slice(at..at + value.len());
         at += value.len();

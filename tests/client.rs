@@ -276,11 +276,7 @@ impl Drop for Demo {
 
 #[tokio::test]
 async fn reconnects_after_the_server_restarts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::redis_server::free_port();
     let demo = Demo::start(port);
     let (c, mut seen) = client(&format!("http://127.0.0.1:{port}"), options(TOKEN));
     seen.expect("connected").await;
@@ -673,11 +669,7 @@ async fn a_server_closing_mid_handshake_is_an_error_not_a_panic() {
 
 #[tokio::test]
 async fn an_unreachable_host_reports_errors_with_backoff_not_a_busy_loop() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::redis_server::free_port();
     let opts = ClientOptions {
         reconnection_delay: Duration::from_millis(100),
         reconnection_delay_max: Duration::from_secs(1),
@@ -864,11 +856,7 @@ async fn a_silent_server_is_detected_by_the_heartbeat_and_reconnected_to() {
 
 #[tokio::test]
 async fn disconnect_during_backoff_stops_the_attempts_and_connect_resumes_them() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::redis_server::free_port();
     let opts = ClientOptions {
         reconnection_delay: Duration::from_millis(300),
         reconnection_delay_max: Duration::from_millis(300),

@@ -142,11 +142,7 @@ async fn the_standalone_emitter_reaches_clients_of_every_instance() {
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_configure_within_a_bound() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::redis_server::free_port();
     let started = Instant::now();
     let err = RedisFanout::connect(&format!("redis://127.0.0.1:{port}"))
         .await

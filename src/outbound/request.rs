@@ -42,24 +42,21 @@ fn compress_default() -> bool {
 impl SendRequest {
     /// A message to `destination` (a room or a socket id).
     pub fn to(destination: impl Into<String>, topic: impl Into<String>, data: Value) -> Self {
-        Self {
-            destination: Some(destination.into()),
-            topic: topic.into(),
-            data,
-            compress: true,
-            log: false,
-            volatile: false,
-        }
+        Self::new(Some(destination.into()), topic.into(), data)
     }
 
     /// A message to every connected client, authenticated or not, as the seeds' broadcast
     /// (send to `io-default` to reach authenticated clients only).
     pub fn broadcast(topic: impl Into<String>, data: Value) -> Self {
+        Self::new(None, topic.into(), data)
+    }
+
+    fn new(destination: Option<String>, topic: String, data: Value) -> Self {
         Self {
-            destination: None,
-            topic: topic.into(),
+            destination,
+            topic,
             data,
-            compress: true,
+            compress: compress_default(),
             log: false,
             volatile: false,
         }
