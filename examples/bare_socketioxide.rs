@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 
 #[derive(Deserialize)]
 struct SendBody {
@@ -116,9 +117,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let (layer, io) = SocketIo::builder().req_path(path).build_layer();
     let token: std::sync::Arc<str> = token.into();
-    io.ns("/", async move |socket: SocketRef, auth: Data<Value>| {
-        on_connect(socket, auth, &token)
-    });
+    // The handlers are registered in a connect middleware, which socketioxide runs before it
+    // sends the namespace's CONNECT. In the connect handler itself (spawned after CONNECT is
+    // sent) they would race the client's first event: an `authenticate` sent at once was
+    // dropped in about 1 of 1,000 handshakes.
+    let register = async move |socket: SocketRef, auth: Data<Value>| {
+        on_connect(socket, auth, &token);
+        Ok::<(), std::convert::Infallible>(())
+    };
+    io.ns("/", (async |_: SocketRef| {}).with(register));
     let app = Router::new()
         .route("/send", post(send))
         .route("/health", get(|| async { "ok" }))
