@@ -1,11 +1,14 @@
 //! The bridge from socketioxide into the inbound pipeline, in one place.
 //!
 //! [`Bridge`] is the namespace's connect handler. For every socket it
-//! 1. joins the socket to the room named after its own id (as a JavaScript Socket.IO socket
-//!    is), so a socket id can be used wherever a room can;
-//! 2. takes the handshake and makes the socket's [`Session`];
-//! 3. registers a synchronous fallback message handler and a disconnect handler that only
-//!    push into a per-socket queue, in the order socketioxide receives packets;
+//! 1. takes the handshake and makes the socket's [`Session`], then registers a synchronous
+//!    fallback message handler and a disconnect handler that only push into a per-socket
+//!    queue, in the order socketioxide receives packets. This runs as the connect
+//!    middleware, before socketioxide sends CONNECT: a client may send its first event as
+//!    soon as it reads CONNECT, and an event with no handler registered yet is dropped;
+//! 2. once connected, joins the socket to the room named after its own id (as a JavaScript
+//!    Socket.IO socket is), so a socket id can be used wherever a room can;
+//! 3. starts the socket's worker;
 //! 4. drains that queue with a worker task that calls the stack with `Connect`, then each
 //!    event in order, then `Disconnect`: one request of a socket at a time (a `join` then a
 //!    `leave` never swap), while different sockets run in parallel. The worker runs only
@@ -25,8 +28,10 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
@@ -95,22 +100,29 @@ where
     S::Error: Display + Send,
     S::Future: Send + 'static,
 {
-    fn call(&self, s: Arc<Socket<A>>, auth: Option<WireValue>) {
-        let auth = match Data::<serde_json::Value>::from_connect_parts(&s, &auth) {
+    /// Everything that must be in place before socketioxide sends the namespace's CONNECT:
+    /// a client may send its first event (its `authenticate`) the moment it reads CONNECT,
+    /// and socketioxide drops events for which no handler is registered yet. (The connect
+    /// handler itself, `call`, runs only after CONNECT is sent.)
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<A>>,
+        auth: &'a Option<WireValue>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>> {
+        let auth = match Data::<serde_json::Value>::from_connect_parts(&s, auth) {
             Ok(Data(v)) => v,
             Err(_) => serde_json::Value::Null,
         };
         let socket = SocketRef::from(s);
-        socket.join(socket.id.to_string());
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
         socket.extensions.insert(session.clone());
-
         let lane = Lane {
             service: self.service.clone(),
-            session: session.clone(),
+            session,
             pending: Arc::new(Pending {
                 state: Mutex::new(PendingState {
                     events: VecDeque::new(),
+                    // Events that come before `call` wait for the connect's worker.
                     worker: true,
                     finished: false,
                     dropped: 0,
@@ -121,10 +133,22 @@ where
         };
         socket.on_fallback(EventForwarder { lane: lane.clone() });
         socket.on_disconnect(DisconnectForwarder { lane: lane.clone() });
-        // A transport that closed before the disconnect handler was in place found none:
-        // socketioxide cleaned the socket up itself; only the session is left to close.
+        // Handed to `call`, which starts the worker once the socket is connected.
+        socket.extensions.insert(lane);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn call(&self, s: Arc<Socket<A>>, _auth: Option<WireValue>) {
+        let socket = SocketRef::from(s);
+        let Some(lane) = socket.extensions.remove::<Lane<S, A>>() else {
+            tracing::error!(socket = %socket.id, "connected without the bridge's set-up");
+            return;
+        };
+        socket.join(socket.id.to_string());
+        // A transport that closed before the socket was connected: socketioxide cleaned the
+        // socket up itself; only the session is left to close.
         if !socket.connected() {
-            session.close(DisconnectReason::TransportClose);
+            lane.session.close(DisconnectReason::TransportClose);
         }
         tokio::spawn(lane.run(socket, true));
     }
