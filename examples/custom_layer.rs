@@ -257,9 +257,8 @@ async fn grace_timer<A: Adapter>(socket: SocketRef<A>, session: Session, deadlin
     if pending() {
         let id = socket.id;
         tracing::info!(socket = %id, ?deadline, state = %session.state(), "not authenticated in time, disconnecting");
-        if let Err(e) = socket.disconnect() {
-            tracing::debug!(socket = %id, "could not disconnect: {e}");
-        }
+        // Not `socket.disconnect()`: socketioxide refuses it when the client's buffer is full.
+        session.disconnect(&socket);
     }
 }
 

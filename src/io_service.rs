@@ -13,33 +13,47 @@
 //! buffer. Mounted in front of the router instead, `server.layer().layer(router)` (as the
 //! demo does), Socket.IO requests never enter axum.
 //!
+//! A WebSocket upgrade is carried out here rather than by engineioxide, so that the
+//! connection engineioxide gets can be cut off by the server (see
+//! [`Session::disconnect`](crate::Session::disconnect)).
+//! engineioxide still checks the request and writes the `101 Switching Protocols` answer.
+//!
 //! [`SocketServer::layer`](crate::SocketServer::layer) and
 //! [`SocketServer::service`](crate::SocketServer::service) return these types.
 
 use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderValue, Request, Uri};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::service::SocketIoService;
+use socketioxide::socket::Sid;
+use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
+
+use crate::transport::{CutOff, Severable, Transports};
 
 /// A tower layer serving Socket.IO at the stack's path and passing every other request to
 /// the service it wraps.
 pub struct IoLayer<A: Adapter = LocalAdapter> {
     inner: SocketIoLayer<A>,
     path: Arc<str>,
+    transports: Transports,
 }
 
 impl<A: Adapter> IoLayer<A> {
-    pub(crate) fn new(inner: SocketIoLayer<A>, path: &str) -> Self {
+    pub(crate) fn new(inner: SocketIoLayer<A>, path: &str, transports: Transports) -> Self {
         Self {
             inner,
             path: path.trim_end_matches('/').into(),
+            transports,
         }
     }
 }
@@ -49,6 +63,7 @@ impl<A: Adapter> Clone for IoLayer<A> {
         Self {
             inner: self.inner.clone(),
             path: self.path.clone(),
+            transports: self.transports.clone(),
         }
     }
 }
@@ -60,6 +75,7 @@ impl<S: Clone, A: Adapter> Layer<S> for IoLayer<A> {
         IoService {
             inner: self.inner.layer(inner),
             path: self.path.clone(),
+            transports: self.transports.clone(),
         }
     }
 }
@@ -68,6 +84,7 @@ impl<S: Clone, A: Adapter> Layer<S> for IoLayer<A> {
 pub struct IoService<S: Clone, A: Adapter = LocalAdapter> {
     inner: SocketIoService<S, A>,
     path: Arc<str>,
+    transports: Transports,
 }
 
 impl<S: Clone, A: Adapter> Clone for IoService<S, A> {
@@ -75,32 +92,156 @@ impl<S: Clone, A: Adapter> Clone for IoService<S, A> {
         Self {
             inner: self.inner.clone(),
             path: self.path.clone(),
+            transports: self.transports.clone(),
         }
     }
 }
 
-impl<S, A, B> Service<Request<B>> for IoService<S, A>
+impl<S, A, B, RB> Service<Request<B>> for IoService<S, A>
 where
     A: Adapter,
-    S: Clone,
-    SocketIoService<S, A>: Service<Request<B>>,
+    S: Clone + Send + 'static,
+    SocketIoService<S, A>: Service<Request<B>, Response = http::Response<RB>>,
 {
-    type Response = <SocketIoService<S, A> as Service<Request<B>>>::Response;
+    type Response = http::Response<RB>;
     type Error = <SocketIoService<S, A> as Service<Request<B>>>::Error;
-    type Future = <SocketIoService<S, A> as Service<Request<B>>>::Future;
+    type Future = IoFuture<<SocketIoService<S, A> as Service<Request<B>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = if is_under(req.uri().path(), &self.path) {
-            detach_head(req)
-        } else {
-            req
-        };
-        self.inner.call(req)
+        if !is_under(req.uri().path(), &self.path) {
+            return IoFuture::new(self.inner.call(req), None);
+        }
+        let mut req = detach_head(req);
+        if session_id(req.uri()).is_some_and(|sid| self.transports.is_refused(sid)) {
+            refuse_session(&mut req);
+        }
+        let upgrade = is_websocket_upgrade(&req).then(|| self.take_upgrade(&mut req));
+        IoFuture::new(self.inner.call(req), upgrade)
     }
+}
+
+impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
+    /// Takes the connection's upgrade out of `req` (engineioxide, finding none, still answers
+    /// `101` but leaves the connection alone) and returns what starts the WebSocket on it,
+    /// wrapped in a cut-off, once that answer has gone out.
+    fn take_upgrade<B>(&self, req: &mut Request<B>) -> StartWebSocket {
+        let on_upgrade = hyper::upgrade::on(&mut *req);
+        let cut = Arc::new(CutOff::default());
+        let sid = session_id(req.uri());
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        *head.extensions_mut() = req.extensions().clone();
+        // A session opened on this WebSocket keeps this head: its cut-off is found there.
+        head.extensions_mut().insert(cut.clone());
+        // The same engine as the long-polling requests: a session upgraded from long-polling
+        // is found there (each `SocketIoLayer::layer` makes an engine of its own).
+        let websocket = self.inner.clone();
+        let transports = self.transports.clone();
+        Box::new(move || {
+            tokio::spawn(async move {
+                let io = match on_upgrade.await {
+                    Ok(upgraded) => TokioIo::new(upgraded),
+                    Err(e) => {
+                        tracing::debug!("websocket upgrade failed: {e}");
+                        return;
+                    }
+                };
+                // A session upgraded from long-polling keeps its first request's head
+                // instead: its cut-off is registered by session id.
+                let registration = sid.map(|sid| {
+                    transports.register_upgrade(sid, &cut);
+                    (transports, sid)
+                });
+                let io = Severable::new(io, cut, registration);
+                if let Err(e) = websocket.oneshot((io, head)).await {
+                    tracing::debug!("websocket refused: {e}");
+                }
+            });
+        })
+    }
+}
+
+type StartWebSocket = Box<dyn FnOnce() + Send>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`IoService`]: socketioxide's, and for a WebSocket upgrade, the start of
+    /// the connection once the `101` answer is ready.
+    pub struct IoFuture<F> {
+        #[pin]
+        inner: F,
+        upgrade: Option<StartWebSocket>,
+    }
+}
+
+impl<F> IoFuture<F> {
+    fn new(inner: F, upgrade: Option<StartWebSocket>) -> Self {
+        Self { inner, upgrade }
+    }
+}
+
+impl<F, RB, E> Future for IoFuture<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx));
+        if let Some(start) = this.upgrade.take() {
+            let switching = matches!(&res, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS);
+            if switching {
+                start();
+            }
+        }
+        Poll::Ready(res)
+    }
+}
+
+/// A WebSocket upgrade request (what engineioxide would upgrade itself).
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::GET
+        && req
+            .headers()
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Makes a request of a refused session one of an unknown session: engineioxide answers it
+/// `400 Session ID unknown` and leaves the session alone (see [`Session::disconnect`](crate::Session::disconnect)).
+fn refuse_session<B>(req: &mut Request<B>) {
+    let Some(query) = req.uri().query() else {
+        return;
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.starts_with("sid=") {
+                "sid=refused"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    let uri = format!("{}?{}", req.uri().path(), query.join("&"));
+    if let Ok(uri) = uri.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// The `sid` of the query, when the request belongs to an existing session.
+fn session_id(uri: &Uri) -> Option<Sid> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sid="))
+        .and_then(|sid| sid.parse().ok())
 }
 
 fn is_under(path: &str, prefix: &str) -> bool {

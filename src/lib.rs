@@ -77,6 +77,7 @@ pub mod outbound;
 pub mod serve;
 pub mod server;
 pub mod session;
+mod transport;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

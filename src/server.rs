@@ -39,7 +39,9 @@ use tower::util::BoxCloneSyncService;
 use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
-use crate::core::bridge::{Bridge, DEFAULT_QUEUE_CAPACITY};
+use crate::core::bridge::{
+    Bridge, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES,
+};
 use crate::core::handler::EventHandler;
 use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::error::{BoxError, BuildError};
@@ -47,6 +49,7 @@ use crate::event::SocketRequest;
 use crate::fanout::{RedisAdapter, RedisFanout};
 use crate::io_service::{IoLayer, IoService};
 use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
+use crate::transport::Transports;
 use socketioxide_core::adapter::Spawnable;
 
 /// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
@@ -87,6 +90,8 @@ pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAda
     outbound: O,
     configure_io: Option<ConfigureIo>,
     queue_capacity: usize,
+    queue_bytes: usize,
+    total_queue_bytes: usize,
 }
 
 impl SocketServer<LocalAdapter> {
@@ -119,6 +124,8 @@ impl<A: Adapter> SocketServerBuilder<Identity, Identity, A> {
             outbound: Identity::new(),
             configure_io: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
         }
     }
 }
@@ -143,6 +150,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             outbound: self.outbound,
             configure_io: self.configure_io,
             queue_capacity: self.queue_capacity,
+            queue_bytes: self.queue_bytes,
+            total_queue_bytes: self.total_queue_bytes,
         }
     }
 
@@ -173,6 +182,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             outbound: Stack::new(layer, self.outbound),
             configure_io: self.configure_io,
             queue_capacity: self.queue_capacity,
+            queue_bytes: self.queue_bytes,
+            total_queue_bytes: self.total_queue_bytes,
         }
     }
 
@@ -232,6 +243,14 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
+    /// How many bytes of events may wait, per socket (default 2 MB) and for all sockets
+    /// together (default 256 MiB); see [`Bridge::queue_bytes`].
+    pub fn queue_bytes(mut self, per_socket: usize, total: usize) -> Self {
+        self.queue_bytes = per_socket;
+        self.total_queue_bytes = total;
+        self
+    }
+
     /// Checks the configuration and assembles the server.
     pub fn build(self) -> Result<SocketServer<A>, BuildError>
     where
@@ -274,9 +293,13 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .req_path(self.path.clone())
             .with_adapter::<A>(self.adapter_state)
             .build_layer();
+        let transports = Transports::default();
         io.ns(
             "/",
-            Bridge::new(inbound).queue_capacity(self.queue_capacity),
+            Bridge::new(inbound)
+                .queue_capacity(self.queue_capacity)
+                .queue_bytes(self.queue_bytes, self.total_queue_bytes)
+                .transports(transports.clone()),
         )
         .spawn();
         let local = LocalDelivery::new(io.clone());
@@ -290,7 +313,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         let outbound = Outbound::new(self.outbound.layer(delivery));
         Ok(SocketServer {
             io,
-            layer: IoLayer::new(layer, &self.path),
+            layer: IoLayer::new(layer, &self.path, transports),
             registry,
             outbound,
             fanout: self.fanout,
@@ -398,25 +421,27 @@ impl<A: Adapter> SocketServer<A> {
         self.outbound.send_then(req, callback).await
     }
 
-    /// Disconnects a client (the seeds' `disconnect()`): clears its timers, stops tracking it,
-    /// disconnects its socket. Returns whether a socket with this id was connected here.
+    /// Disconnects a client (the seeds' `disconnect()`): its socket is disconnected, whatever
+    /// its outgoing buffer holds (see [`Session::disconnect`](crate::Session::disconnect)), and
+    /// once it is gone its timers are cleared and it is no longer tracked. Returns whether a
+    /// socket with this id was connected here.
     pub fn disconnect(&self, id: &str) -> bool {
         let Ok(sid) = id.parse() else {
             return false;
         };
-        if let Some(client) = self.registry.remove(sid) {
-            client.session.clear_timers();
-        }
         // `of("/")`: after shutdown the namespace is gone and `get_socket` would panic.
-        match self.io.of("/").and_then(|ns| ns.get_socket(sid)) {
-            Some(socket) => {
+        let Some(socket) = self.io.of("/").and_then(|ns| ns.get_socket(sid)) else {
+            return false;
+        };
+        match socket.extensions.get::<crate::Session>() {
+            Some(session) => session.disconnect(&socket),
+            None => {
                 if let Err(e) = socket.disconnect() {
                     tracing::debug!(socket = %sid, "disconnect: {e}");
                 }
-                true
             }
-            None => false,
         }
+        true
     }
 
     /// Shuts down in the seeds' order: every client's timers cleared and socket disconnected,
@@ -425,9 +450,7 @@ impl<A: Adapter> SocketServer<A> {
     pub async fn shutdown(&self) {
         for client in self.registry.drain() {
             client.session.clear_timers();
-            if let Err(e) = client.socket.clone().disconnect() {
-                tracing::debug!(socket = %client.socket.id, "shutdown disconnect: {e}");
-            }
+            client.session.disconnect(&client.socket);
         }
         self.io.close().await;
         tracing::info!("socket.io server closed");

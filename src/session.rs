@@ -10,14 +10,18 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use socketioxide::SocketError;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::core::handler::BoxFuture;
 use crate::handshake::Handshake;
+use crate::transport::Transports;
 
 /// The seeds' client states: `unauthorized → authenticating → authenticated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +74,10 @@ struct Inner {
     closed_notify: Notify,
     disconnect_reason: Mutex<Option<DisconnectReason>>,
     timers: Mutex<Vec<(&'static str, AbortHandle)>>,
+    /// How to close the socket's transport when a DISCONNECT packet cannot be queued.
+    transports: OnceLock<Transports>,
+    /// A disconnect has been decided (it may take a moment to be carried out).
+    disconnecting: AtomicBool,
 }
 
 impl Session {
@@ -86,7 +94,50 @@ impl Session {
             closed_notify: Notify::new(),
             disconnect_reason: Mutex::new(None),
             timers: Mutex::new(Vec::new()),
+            transports: OnceLock::new(),
+            disconnecting: AtomicBool::new(false),
         }))
+    }
+
+    pub(crate) fn attach_transports(&self, transports: Transports) {
+        let _ = self.0.transports.set(transports);
+    }
+
+    /// Whether `other` is this very session (not merely one of the same socket id: a client
+    /// that leaves the namespace and connects again on its Engine.IO session keeps its id).
+    pub fn same_as(&self, other: &Session) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Disconnects `socket`, whatever its outgoing buffer holds: every policy's decision to
+    /// disconnect goes through here.
+    ///
+    /// socketioxide's `disconnect` queues a DISCONNECT packet and, when the client's buffer is
+    /// full (a client that stops reading can fill it on purpose), refuses and closes nothing.
+    /// Then the socket's transport is ended instead: a WebSocket connection is cut at once; a
+    /// long-polling session is refused every further request, and engineioxide closes it at
+    /// its next heartbeat (within one Engine.IO ping interval). The client never reads the
+    /// DISCONNECT: its connection simply ends. Either way the
+    /// socket's disconnect then runs through the stack as usual.
+    ///
+    /// Only the first call acts; [`is_disconnecting`](Self::is_disconnecting) tells the
+    /// layers that a decision was taken.
+    pub fn disconnect<A: Adapter>(&self, socket: &SocketRef<A>) {
+        if self.0.disconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match socket.clone().disconnect() {
+            Ok(()) | Err(SocketError::Closed) => {}
+            Err(SocketError::InternalChannelFull) => match self.0.transports.get() {
+                Some(transports) => {
+                    transports.cut(socket);
+                    tracing::info!(socket = %socket.id, "outgoing buffer full: transport closed instead of sending DISCONNECT");
+                }
+                None => {
+                    tracing::warn!(socket = %socket.id, "outgoing buffer full and no transport to close (the stack was not built by SocketServer): socket left connected");
+                }
+            },
+        }
     }
 
     /// The socket id.
@@ -166,6 +217,13 @@ impl Session {
         std::mem::take(&mut *lock(&self.0.after_request))
     }
 
+    /// Whether the socket has been disconnected by [`disconnect`](Self::disconnect), or has
+    /// gone: a layer should then act on nothing more it sent (what it sent before still passes
+    /// down the stack).
+    pub fn is_disconnecting(&self) -> bool {
+        self.0.disconnecting.load(Ordering::Acquire) || self.is_closed()
+    }
+
     /// Whether the socket has disconnected.
     pub fn is_closed(&self) -> bool {
         self.0.closed.load(Ordering::Acquire)
@@ -196,6 +254,9 @@ impl Session {
         drop(slot);
         self.0.closed_notify.notify_waiters();
         lock(&self.0.after_request).clear();
+        if let Some(transports) = self.0.transports.get() {
+            transports.forget(self.0.id);
+        }
         true
     }
 

@@ -19,6 +19,15 @@
 //!    defers it), the worker sends `Authenticated` through the whole stack right after that
 //!    request, then runs the tasks queued with [`Session::after_request`].
 //!
+//! What waits in a socket's queue is bounded in count ([`DEFAULT_QUEUE_CAPACITY`]) and in
+//! bytes, per socket and for all sockets ([`Bridge::queue_bytes`]); an event waits as it came
+//! off the wire and is parsed only when its turn comes.
+//!
+//! When socketioxide reports a disconnect, the socket leaves the namespace and its rooms at
+//! once (so a client's new CONNECT on the same Engine.IO session is answered), and its
+//! `Disconnect` goes through the stack after the events it sent before: handlers of
+//! `Disconnect` see the socket outside its rooms.
+//!
 //! A panic in a layer or a handler is contained and logged; the worker goes on.
 //!
 //! When a socket disconnects while one of its requests is still running (an authenticate
@@ -32,6 +41,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
@@ -48,15 +58,54 @@ use tower_service::Service;
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
 use crate::session::Session;
+use crate::transport::Transports;
 
 /// How many events of one socket may wait while an earlier one is being handled.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+
+/// How many bytes (as sent: text and binary attachments) of one socket's events may wait:
+/// room for two of the largest messages a client may send ([`DEFAULT_MAX_PAYLOAD`](crate::server::DEFAULT_MAX_PAYLOAD)).
+pub const DEFAULT_QUEUE_BYTES: usize = 2_000_000;
+
+/// How many bytes of all sockets' events may wait at once, whatever the number of clients.
+pub const DEFAULT_TOTAL_QUEUE_BYTES: usize = 256 << 20;
 
 /// The namespace connect handler feeding a socket's lifecycle into `service`.
 pub struct Bridge<S, A> {
     service: S,
     queue_capacity: usize,
+    queue_bytes: usize,
+    total: Arc<TotalQueue>,
+    transports: Transports,
     _adapter: PhantomData<fn() -> A>,
+}
+
+/// The bytes of events waiting in every socket's queue, and their bound.
+struct TotalQueue {
+    limit: usize,
+    queued: AtomicUsize,
+}
+
+impl TotalQueue {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit: limit.max(1),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `bytes` if they fit under the bound.
+    fn take(&self, bytes: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                q.checked_add(bytes).filter(|&after| after <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
 impl<S: Clone, A> Clone for Bridge<S, A> {
@@ -64,6 +113,9 @@ impl<S: Clone, A> Clone for Bridge<S, A> {
         Self {
             service: self.service.clone(),
             queue_capacity: self.queue_capacity,
+            queue_bytes: self.queue_bytes,
+            total: self.total.clone(),
+            transports: self.transports.clone(),
             _adapter: PhantomData,
         }
     }
@@ -75,6 +127,9 @@ impl<S, A> Bridge<S, A> {
         Self {
             service,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            total: TotalQueue::new(DEFAULT_TOTAL_QUEUE_BYTES),
+            transports: Transports::default(),
             _adapter: PhantomData,
         }
     }
@@ -86,12 +141,26 @@ impl<S, A> Bridge<S, A> {
         self.queue_capacity = capacity.max(1);
         self
     }
+
+    /// How many bytes of events may wait, per socket (default [`DEFAULT_QUEUE_BYTES`]) and for
+    /// all sockets together (default [`DEFAULT_TOTAL_QUEUE_BYTES`]). An event is counted at its
+    /// size on the wire, and it waits as such: it is parsed only when its turn comes. Past
+    /// either bound, new events are dropped as past the count.
+    pub fn queue_bytes(mut self, per_socket: usize, total: usize) -> Self {
+        self.queue_bytes = per_socket.max(1);
+        self.total = TotalQueue::new(total);
+        self
+    }
+
+    /// Where the socket's transport is closed when a disconnect cannot be queued.
+    pub(crate) fn transports(mut self, transports: Transports) -> Self {
+        self.transports = transports;
+        self
+    }
 }
 
 #[doc(hidden)]
 pub struct BridgeMarker;
-
-type DeferSlot<A> = Arc<Mutex<Option<(fn(Arc<Socket<A>>), Arc<Socket<A>>)>>>;
 
 impl<S, A> ConnectHandler<A, BridgeMarker> for Bridge<S, A>
 where
@@ -115,6 +184,7 @@ where
         };
         let socket = SocketRef::from(s);
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
+        session.attach_transports(self.transports.clone());
         socket.extensions.insert(session.clone());
         let lane = Lane {
             service: self.service.clone(),
@@ -126,10 +196,12 @@ where
                     worker: true,
                     finished: false,
                     dropped: 0,
+                    bytes: 0,
                 }),
                 capacity: self.queue_capacity,
+                bytes: self.queue_bytes,
+                total: self.total.clone(),
             }),
-            defer: Arc::default(),
         };
         socket.on_fallback(EventForwarder { lane: lane.clone() });
         socket.on_disconnect(DisconnectForwarder { lane: lane.clone() });
@@ -160,7 +232,6 @@ struct Lane<S, A: Adapter> {
     service: S,
     session: Session,
     pending: Arc<Pending<A>>,
-    defer: DeferSlot<A>,
 }
 
 impl<S: Clone, A: Adapter> Clone for Lane<S, A> {
@@ -169,7 +240,6 @@ impl<S: Clone, A: Adapter> Clone for Lane<S, A> {
             service: self.service.clone(),
             session: self.session.clone(),
             pending: self.pending.clone(),
-            defer: self.defer.clone(),
         }
     }
 }
@@ -177,16 +247,67 @@ impl<S: Clone, A: Adapter> Clone for Lane<S, A> {
 struct Pending<A: Adapter> {
     state: Mutex<PendingState<A>>,
     capacity: usize,
+    bytes: usize,
+    total: Arc<TotalQueue>,
+}
+
+/// An event as it came off the wire: parsed only when its turn comes, so that what waits
+/// costs its size on the wire, not tens of times that as a parsed value.
+struct Queued<A: Adapter> {
+    socket: Arc<Socket<A>>,
+    name: String,
+    data: WireValue,
+    ack_id: Option<i64>,
+    bytes: usize,
+}
+
+impl<A: Adapter> Queued<A> {
+    fn into_event(self) -> ClientEvent<A> {
+        let Self {
+            socket,
+            name,
+            mut data,
+            ack_id,
+            ..
+        } = self;
+        let Ok(ack) = AckSender::from_message_parts(&socket, &mut data, &ack_id);
+        let data = match TryData::<serde_json::Value>::from_message(socket.clone(), data, ack_id) {
+            Ok(TryData(Ok(data))) => data,
+            Ok(TryData(Err(e))) => {
+                // Binary attachments, for one: they have no JSON form.
+                tracing::warn!(socket = %socket.id, event = %name, "event data unreadable, handled as null: {e}");
+                serde_json::Value::Null
+            }
+            Err(never) => match never {},
+        };
+        ClientEvent {
+            name,
+            data,
+            ack: Some(ack),
+        }
+    }
+}
+
+/// The size of an event on the wire: its text and its binary attachments.
+fn wire_size(v: &WireValue) -> usize {
+    match v {
+        WireValue::Str(text, bins) => {
+            text.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
+        }
+        WireValue::Bytes(b) => b.len(),
+    }
 }
 
 struct PendingState<A: Adapter> {
-    events: VecDeque<ClientEvent<A>>,
+    events: VecDeque<Queued<A>>,
     /// A worker is running and will see what is pushed now.
     worker: bool,
     /// `Disconnect` was handled: nothing more is taken.
     finished: bool,
     /// Events dropped because the queue was full.
     dropped: u64,
+    /// Bytes of the waiting events.
+    bytes: usize,
 }
 
 impl<A: Adapter> Pending<A> {
@@ -197,7 +318,7 @@ impl<A: Adapter> Pending<A> {
 
 /// What the worker takes next.
 enum Next<A: Adapter> {
-    Event(ClientEvent<A>),
+    Event(Queued<A>),
     Disconnect,
 }
 
@@ -228,7 +349,6 @@ where
             service,
             session,
             pending,
-            defer,
         } = &mut self;
         if connect {
             dispatch(
@@ -250,6 +370,8 @@ where
             let next = {
                 let mut state = pending.lock();
                 if let Some(event) = state.events.pop_front() {
+                    state.bytes -= event.bytes;
+                    pending.total.give_back(event.bytes);
                     Next::Event(event)
                 } else if session.is_closed() {
                     state.finished = true;
@@ -261,6 +383,7 @@ where
             };
             match next {
                 Next::Event(event) => {
+                    let event = event.into_event();
                     // What a socket sent before leaving is still handled, in order; each of
                     // these is detached if it does not finish at once (see module docs).
                     let open = !session.is_closed();
@@ -291,10 +414,6 @@ where
         )
         .await;
         session.clear_timers();
-        let deferred = defer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((cleanup, s)) = deferred {
-            cleanup(s);
-        }
     }
 }
 
@@ -326,29 +445,38 @@ where
                 return;
             }
         };
-        let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
-        let data = match TryData::<serde_json::Value>::from_message(s.clone(), v, ack_id) {
-            Ok(TryData(Ok(data))) => data,
-            _ => serde_json::Value::Null,
-        };
+        let bytes = wire_size(&v);
         {
-            let mut state = self.lane.pending.lock();
+            let pending = &self.lane.pending;
+            let mut state = pending.lock();
             if state.finished {
                 return;
             }
-            if state.events.len() >= self.lane.pending.capacity {
+            let full = if state.events.len() >= pending.capacity {
+                Some("events")
+            } else if state.bytes + bytes > pending.bytes {
+                Some("bytes")
+            } else if !pending.total.take(bytes) {
+                Some("bytes of all sockets")
+            } else {
+                None
+            };
+            if let Some(bound) = full {
                 // Logged at the first drop and every 1,000th after: a flooding client must
                 // not flood the log too.
                 state.dropped += 1;
                 if state.dropped % 1000 == 1 {
-                    tracing::warn!(socket = %s.id, event = %name, dropped = state.dropped, "event queue full, events dropped");
+                    tracing::warn!(socket = %s.id, event = %name, bytes, bound, dropped = state.dropped, "event queue full, events dropped");
                 }
                 return;
             }
-            state.events.push_back(ClientEvent {
+            state.bytes += bytes;
+            state.events.push_back(Queued {
+                socket: s.clone(),
                 name,
-                data,
-                ack: Some(ack),
+                data: v,
+                ack_id,
+                bytes,
             });
         }
         self.lane.wake(s);
@@ -373,7 +501,11 @@ where
         reason: DisconnectReason,
         defer: fn(Arc<Socket<A>>),
     ) {
-        *self.lane.defer.lock().unwrap_or_else(|e| e.into_inner()) = Some((defer, s.clone()));
+        // Out of the namespace (and its rooms) at once, not after the stack has handled the
+        // disconnect: a client that leaves and connects again on the same Engine.IO session
+        // gets the same id, and socketioxide ignores that CONNECT while the old socket is
+        // still in the namespace (the client would wait for ever).
+        defer(s.clone());
         // Closed before the wake-up, so that a running worker finds it when its queue empties.
         self.lane.session.close(reason);
         self.lane.wake(s);

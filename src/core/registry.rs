@@ -80,11 +80,16 @@ impl<A: Adapter> ClientRegistry<A> {
         Self::default()
     }
 
-    /// Tracks a client; returns `false` (and changes nothing) if its id is already tracked or
-    /// its socket has already disconnected (a late `Connect` must not leave a ghost entry).
+    /// Tracks a client; returns `false` (and changes nothing) if its id is already tracked by
+    /// a socket still connected, or its socket has already disconnected (a late `Connect` must
+    /// not leave a ghost entry). An entry whose socket has gone is replaced: a client that
+    /// left the namespace and came back on the same Engine.IO session keeps its id.
     pub fn insert(&self, socket: SocketRef<A>, session: Session) -> bool {
         let mut clients = self.write();
-        if clients.contains_key(&socket.id) || session.is_closed() {
+        let taken = clients
+            .get(&socket.id)
+            .is_some_and(|c| !c.session.is_closed());
+        if taken || session.is_closed() {
             return false;
         }
         let client = Client {
@@ -99,6 +104,16 @@ impl<A: Adapter> ClientRegistry<A> {
     /// Stops tracking a client; returns it if it was tracked.
     pub fn remove(&self, id: Sid) -> Option<Client<A>> {
         self.write().remove(&id)
+    }
+
+    /// Stops tracking the client of `session`, and only it: not a newer socket of the same id.
+    pub fn remove_session(&self, id: Sid, session: &Session) -> Option<Client<A>> {
+        let mut clients = self.write();
+        if clients.get(&id)?.session.same_as(session) {
+            clients.remove(&id)
+        } else {
+            None
+        }
     }
 
     /// The client with this id.

@@ -179,7 +179,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
             }
             RequestKind::Disconnect(reason) => {
                 session.clear_timers();
-                self.registry.remove(socket.id);
+                self.registry.remove_session(socket.id, &session);
                 tracing::debug!(socket = %socket.id, %reason, "client removed");
                 self.handlers.on_disconnect.clone().map(|h| {
                     let reason = serde_json::Value::String(reason.to_string());

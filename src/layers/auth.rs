@@ -194,7 +194,7 @@ async fn authenticate_socket<A: Adapter, E>(
     let SocketRequest {
         socket, session, ..
     } = req;
-    if session.is_closed() {
+    if session.is_disconnecting() {
         return Ok(());
     }
     if !session.transition(ClientState::Unauthorized, ClientState::Authenticating) {
@@ -237,9 +237,7 @@ fn reject<A: Adapter>(socket: &SocketRef<A>, session: &Session, message: &str) {
         tracing::debug!(socket = %socket.id, "could not send unauthenticated: {e}");
     }
     tracing::info!(socket = %socket.id, message, "socket refused");
-    if let Err(e) = socket.clone().disconnect() {
-        tracing::debug!(socket = %socket.id, "could not disconnect: {e}");
-    }
+    session.disconnect(socket);
 }
 
 #[cfg(test)]

@@ -104,9 +104,7 @@ where
                     tokio::time::sleep(timeout).await;
                     if session.state() != ClientState::Authenticated && !session.is_closed() {
                         tracing::info!(socket = %socket.id, ?timeout, state = %session.state(), "not authenticated in time, disconnecting");
-                        if let Err(e) = socket.disconnect() {
-                            tracing::debug!("could not disconnect: {e}");
-                        }
+                        session.disconnect(&socket);
                     }
                 });
                 req.session.set_timer(TIMER, timer.abort_handle());

@@ -109,7 +109,7 @@ fn ping<A: Adapter>(
     }
     if disconnect_unauthenticated && session.state() != ClientState::Authenticated {
         tracing::info!(socket = %socket.id, "ping to a client that is not authenticated: disconnecting");
-        socket.clone().disconnect().ok();
+        session.disconnect(socket);
         return false;
     }
     if let Err(e) = socket.emit(names::PING, &json!({ "time": clock::iso_now() })) {

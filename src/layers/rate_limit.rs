@@ -224,7 +224,7 @@ where
         if allowed {
             return ResponseFuture::inner(self.inner.call(req));
         }
-        if req.session.is_closed() || !req.socket.connected() {
+        if req.session.is_disconnecting() || !req.socket.connected() {
             // Already cut off (events queued before the disconnect still pass by): quietly.
             return ResponseFuture::done();
         }
@@ -241,7 +241,7 @@ where
                     "time": clock::iso_now(),
                 });
                 req.socket.emit(RATE_LIMITED, &payload).ok();
-                req.socket.clone().disconnect().ok();
+                req.session.disconnect(&req.socket);
             }
         }
         ResponseFuture::done()

@@ -1,0 +1,259 @@
+//! Ending a client's connection when socketioxide will not: the transport cut-off.
+//!
+//! socketioxide's `Socket::disconnect` queues a DISCONNECT packet, and when the client's
+//! outgoing buffer is full it refuses (`InternalChannelFull`) and closes nothing. A client
+//! that stops reading can fill its buffer on purpose, so a policy's decision to disconnect
+//! (the auth deadline, a refused token, the rate limit) would last only as long as the client
+//! agreed. [`Session::disconnect`](crate::Session::disconnect) therefore falls back on closing
+//! the Engine.IO transport itself:
+//!
+//! - **WebSocket**: [`IoService`](crate::io_service::IoService) performs the upgrade and hands
+//!   engineioxide the connection wrapped in a [`Severable`] stream. Cutting it ends its reads
+//!   and fails its writes (waking a writer blocked on a client that reads nothing), and
+//!   engineioxide closes the session as a transport close.
+//! - **long-polling**: there is no connection to cut (each request is its own, and a client
+//!   that reads nothing sends none), and engineioxide offers no way to close a session from
+//!   outside. The session is marked *refused* instead: every later request of it (a poll
+//!   that would drain the buffer, a post that would answer the heartbeat) is answered by
+//!   engineioxide as one of an unknown session, without touching it. Its buffer stays full,
+//!   so engineioxide's next heartbeat cannot queue its ping and closes the session: within
+//!   one Engine.IO ping interval (25 s by default) whatever the client does.
+//!
+//! Either way socketioxide then calls the socket's disconnect handler, so the socket is
+//! untracked when it is gone, not before.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use socketioxide::adapter::Adapter;
+use socketioxide::socket::{Sid, Socket};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The transports this server can cut off: the WebSocket connections upgraded from
+/// long-polling (by session id), and the long-polling sessions refused. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Transports(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    /// A session that starts on long-polling keeps its first request's head, so the cut-off of
+    /// the WebSocket it upgrades to is found here rather than in that head.
+    upgraded: Mutex<HashMap<Sid, Weak<CutOff>>>,
+    /// Long-polling sessions whose requests are no longer served.
+    refused: Mutex<HashSet<Sid>>,
+    /// How many are refused: requests skip the lock while there are none.
+    refused_count: AtomicUsize,
+}
+
+impl Transports {
+    fn refused(&self) -> std::sync::MutexGuard<'_, HashSet<Sid>> {
+        self.0.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the requests of session `sid` are refused.
+    pub(crate) fn is_refused(&self, sid: Sid) -> bool {
+        self.0.refused_count.load(Ordering::Acquire) > 0 && self.refused().contains(&sid)
+    }
+
+    /// Forgets what was kept of session `sid`, once its socket has gone.
+    pub(crate) fn forget(&self, sid: Sid) {
+        if self.0.refused_count.load(Ordering::Acquire) > 0 && self.refused().remove(&sid) {
+            self.0.refused_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn upgraded(&self) -> std::sync::MutexGuard<'_, HashMap<Sid, Weak<CutOff>>> {
+        self.0.upgraded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers the cut-off of session `sid`'s WebSocket, for as long as `cut` lives.
+    pub(crate) fn register_upgrade(&self, sid: Sid, cut: &Arc<CutOff>) {
+        self.upgraded().insert(sid, Arc::downgrade(cut));
+    }
+
+    fn unregister_upgrade(&self, sid: Sid, cut: &CutOff) {
+        let mut upgraded = self.upgraded();
+        let ours = upgraded
+            .get(&sid)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), cut));
+        if ours {
+            upgraded.remove(&sid);
+        }
+    }
+
+    /// Ends `socket`'s transport, whatever its buffers hold: a WebSocket is cut off at once, a
+    /// long-polling session refused until engineioxide closes it (see the module docs).
+    pub(crate) fn cut<A: Adapter>(&self, socket: &Socket<A>) {
+        let upgraded = self.upgraded().get(&socket.id).and_then(Weak::upgrade);
+        let direct = || socket.req_parts().extensions.get::<Arc<CutOff>>().cloned();
+        if let Some(cut) = upgraded.or_else(direct) {
+            cut.cut();
+        } else if self.refused().insert(socket.id) {
+            self.0.refused_count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The switch of one WebSocket connection: once cut, its [`Severable`] stream reads end and
+/// writes fail.
+#[derive(Default)]
+pub(crate) struct CutOff {
+    cut: AtomicBool,
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl CutOff {
+    /// Cuts the connection off and wakes whoever waits on it.
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.read.wake();
+        self.write.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+}
+
+/// A connection that its [`CutOff`] can end from outside, even while a read or a write is
+/// pending on it.
+pub(crate) struct Severable<T> {
+    io: T,
+    cut: Arc<CutOff>,
+    /// Where this connection is registered (an upgrade from long-polling), to forget it at the
+    /// end.
+    registration: Option<(Transports, Sid)>,
+}
+
+impl<T> Severable<T> {
+    pub(crate) fn new(io: T, cut: Arc<CutOff>, registration: Option<(Transports, Sid)>) -> Self {
+        Self {
+            io,
+            cut,
+            registration,
+        }
+    }
+}
+
+impl<T> Drop for Severable<T> {
+    fn drop(&mut self) {
+        if let Some((transports, sid)) = &self.registration {
+            transports.unregister_upgrade(*sid, &self.cut);
+        }
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "transport cut off by the server")
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Registered before the check, so a cut that comes between the two still wakes us.
+        self.cut.read.register(cx.waker());
+        if self.cut.is_cut() {
+            return Poll::Ready(Ok(())); // end of stream
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Severable<T> {
+    fn guard<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        self.cut.write.register(cx.waker());
+        if self.cut.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        op(Pin::new(&mut self.io), cx)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.guard(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.cut.is_cut() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_cut_ends_a_pending_read_and_fails_a_blocked_write() {
+        // A peer that neither writes nor reads: our read waits, our writes fill the pipe.
+        let (ours, _peer) = tokio::io::duplex(64);
+        let cut = Arc::new(CutOff::default());
+        let (mut rd, mut wr) = tokio::io::split(Severable::new(ours, cut.clone(), None));
+        let reader = tokio::spawn(async move { rd.read(&mut [0u8; 16]).await });
+        let writer = tokio::spawn(async move {
+            loop {
+                if let Err(e) = wr.write_all(&[0u8; 32]).await {
+                    return e;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        cut.cut();
+        assert_eq!(
+            reader.await.unwrap().unwrap(),
+            0,
+            "the read ends as end of stream"
+        );
+        assert_eq!(writer.await.unwrap().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_is_forgotten_when_its_connection_ends() {
+        let transports = Transports::default();
+        let sid = Sid::new();
+        let cut = Arc::new(CutOff::default());
+        transports.register_upgrade(sid, &cut);
+        let (ours, _peer) = tokio::io::duplex(64);
+        let conn = Severable::new(ours, cut.clone(), Some((transports.clone(), sid)));
+        assert!(transports.upgraded().contains_key(&sid));
+        drop(conn);
+        assert!(!transports.upgraded().contains_key(&sid));
+    }
+}

@@ -1,0 +1,421 @@
+//! Decisions a hostile client must not beat, against a real server and raw Engine.IO clients
+//! (WebSocket and long-polling) that stop reading on purpose.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::{ClientState, SendRequest, SocketServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transport {
+    WebSocket,
+    Polling,
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Polling];
+
+/// A raw client on one transport: it connects to the namespace, then reads only when told.
+struct Raw {
+    addr: SocketAddr,
+    ws: Option<Ws>,
+    /// The Engine.IO session id (long-polling).
+    eio_sid: String,
+    /// The Socket.IO socket id.
+    id: String,
+}
+
+/// One HTTP/1.1 request on its own connection; returns the status and the body.
+async fn http(addr: SocketAddr, method: &str, target: &str, body: &str) -> (u16, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+impl Raw {
+    /// Connects on `transport` to `/` with `auth`, and reads up to the namespace's CONNECT.
+    async fn connect(addr: SocketAddr, transport: Transport, auth: Value) -> Self {
+        let connect = format!("40{auth}");
+        match transport {
+            Transport::WebSocket => {
+                let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
+                // A small receive buffer (loopback's grows to 32 MiB): the server's writes
+                // block after a few MiB.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(16 * 1024).unwrap();
+                let stream = socket.connect(addr).await.unwrap();
+                let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+                let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+                ws.next().await.unwrap().unwrap(); // Engine.IO open
+                ws.send(Message::text(connect)).await.unwrap();
+                // The namespace's CONNECT; the engine's first ping may come before it.
+                let id = loop {
+                    let msg = ws.next().await.unwrap().unwrap();
+                    if let Some(rest) = msg.to_text().unwrap_or_default().strip_prefix("40") {
+                        break serde_json::from_str::<Value>(rest).unwrap()["sid"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned();
+                    }
+                };
+                Self {
+                    addr,
+                    ws: Some(ws),
+                    eio_sid: String::new(),
+                    id,
+                }
+            }
+            Transport::Polling => {
+                let (status, open) = http(addr, "GET", "/io/?EIO=4&transport=polling", "").await;
+                assert_eq!(status, 200, "{open}");
+                let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+                let eio_sid = open["sid"].as_str().unwrap().to_owned();
+                let mut raw = Self {
+                    addr,
+                    ws: None,
+                    eio_sid,
+                    id: String::new(),
+                };
+                raw.post(&connect).await;
+                let id = loop {
+                    let packets = raw.poll().await;
+                    let connect = packets.iter().find_map(|p| p.strip_prefix("40"));
+                    if let Some(rest) = connect {
+                        break serde_json::from_str::<Value>(rest).unwrap()["sid"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned();
+                    }
+                };
+                raw.id = id;
+                raw
+            }
+        }
+    }
+
+    fn polling_target(&self) -> String {
+        format!("/io/?EIO=4&transport=polling&sid={}", self.eio_sid)
+    }
+
+    async fn post(&self, payload: &str) -> u16 {
+        http(self.addr, "POST", &self.polling_target(), payload)
+            .await
+            .0
+    }
+
+    /// One long-polling GET: the packets it carried.
+    async fn poll(&self) -> Vec<String> {
+        let (status, body) = http(self.addr, "GET", &self.polling_target(), "").await;
+        assert_eq!(status, 200, "{body}");
+        body.split('\u{1e}').map(str::to_owned).collect()
+    }
+
+    /// Sends one Socket.IO packet, without reading anything; returns whether the server took
+    /// it.
+    async fn send(&mut self, packet: &str) -> bool {
+        match &mut self.ws {
+            Some(ws) => ws.send(Message::text(packet)).await.is_ok(),
+            None => self.post(packet).await == 200,
+        }
+    }
+
+    /// Over long-polling, what a client beating the decision would do next: drain its buffer
+    /// and answer the engine's pings, for as long as the session is served.
+    fn drain_and_pong(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.ws.is_some() {
+            return None;
+        }
+        let (addr, target) = (self.addr, self.polling_target());
+        Some(tokio::spawn(async move {
+            loop {
+                let (status, body) = http(addr, "GET", &target, "").await;
+                if status != 200 {
+                    return;
+                }
+                if body.split('\u{1e}').any(|p| p == "2") {
+                    http(addr, "POST", &target, "3").await;
+                }
+            }
+        }))
+    }
+
+    /// Reads until the server has ended the transport: the WebSocket stream ends (after
+    /// everything it had buffered), or the long-polling session is unknown.
+    async fn expect_transport_closed(&mut self) {
+        match &mut self.ws {
+            Some(ws) => {
+                let drained = tokio::time::timeout(WAIT, async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                assert!(drained.is_ok(), "the WebSocket is still open");
+            }
+            None => {
+                let (status, body) = http(self.addr, "GET", &self.polling_target(), "").await;
+                assert_eq!(status, 400, "the session is still open: {body}");
+                assert!(body.contains("Session ID unknown"), "{body}");
+            }
+        }
+    }
+}
+
+/// Fills the client's write buffer: over WebSocket, first the kernel's socket buffers (the
+/// server's writes then block), then socketioxide's 32 packets; over long-polling, the 32
+/// packets alone (nothing is written until the client polls).
+async fn fill_buffer(server: &SocketServer, id: &str) {
+    let pad = "x".repeat(16 * 1024);
+    for n in 0..1_000u64 {
+        server
+            .send(SendRequest::to(id, "bulk", json!({ "n": n, "pad": pad })))
+            .await
+            .unwrap();
+    }
+}
+
+/// Logs of the server under test, when `RUST_LOG` asks for them.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// socketioxide's write buffer of each client: 32 packets; and a 1 s Engine.IO heartbeat,
+/// which ends a long-polling session whose full buffer nobody drains.
+fn small_buffer(io: socketioxide::SocketIoBuilder) -> socketioxide::SocketIoBuilder {
+    io.max_buffer_size(32)
+        .ping_interval(Duration::from_secs(1))
+        .ping_timeout(Duration::from_secs(5))
+}
+
+/// Leaves the server time to take its decision, which nothing shows the client (the
+/// DISCONNECT cannot reach it), before the client drains its buffer to beat it.
+async fn decision_taken(after: Duration) {
+    tokio::time::sleep(after + Duration::from_millis(500)).await;
+}
+
+fn state_of(server: &SocketServer, id: &str) -> Option<ClientState> {
+    server.client(id).map(|c| c.state())
+}
+
+/// The decision about the client has been enforced although the client tries to beat it
+/// (over long-polling, by draining its buffer once the decision is taken): it is gone from
+/// the server, and its transport is closed.
+async fn expect_gone(server: &SocketServer, raw: &mut Raw, decided_within: Duration) {
+    decision_taken(decided_within).await;
+    let drainer = raw.drain_and_pong();
+    eventually("the client is untracked", || {
+        server.client(&raw.id).is_none()
+    })
+    .await;
+    raw.expect_transport_closed().await;
+    if let Some(drainer) = drainer {
+        tokio::time::timeout(WAIT, drainer)
+            .await
+            .expect("the drainer is refused")
+            .unwrap();
+    }
+}
+
+async fn authenticate(server: &SocketServer, raw: &mut Raw) {
+    assert!(raw.send(r#"42["authenticate"]"#).await);
+    eventually("authenticated", || {
+        state_of(server, &raw.id) == Some(ClientState::Authenticated)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_deadline_holds_against_a_client_whose_buffer_is_full() {
+    logs();
+    for transport in TRANSPORTS {
+        let t = serve(
+            SocketServer::builder()
+                .layer(AuthLayer::new(common::authenticate))
+                .layer(AuthTimeoutLayer::new(Duration::from_millis(400)).unwrap())
+                .configure_io(small_buffer)
+                .build()
+                .unwrap(),
+        )
+        .await;
+        let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
+        fill_buffer(&t.server, &raw.id).await;
+        expect_gone(&t.server, &mut raw, Duration::from_millis(400)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_ends_the_connection_of_a_client_whose_buffer_is_full() {
+    logs();
+    for transport in TRANSPORTS {
+        let t = serve(
+            SocketServer::builder()
+                .layer(AuthLayer::new(common::authenticate))
+                .configure_io(small_buffer)
+                .build()
+                .unwrap(),
+        )
+        .await;
+        let mut raw = Raw::connect(t.addr, transport, json!({ "token": "wrong" })).await;
+        fill_buffer(&t.server, &raw.id).await;
+        assert!(raw.send(r#"42["authenticate"]"#).await);
+        expect_gone(&t.server, &mut raw, Duration::ZERO).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_disconnects_a_flooder_whose_buffer_is_full() {
+    logs();
+    for transport in TRANSPORTS {
+        let t = serve(
+            SocketServer::builder()
+                .layer(
+                    RateLimitLayer::default()
+                        .events(Bucket::new(1.0, 2).unwrap())
+                        .policy(ExcessPolicy::Disconnect),
+                )
+                .layer(AuthLayer::new(common::authenticate))
+                .configure_io(small_buffer)
+                .build()
+                .unwrap(),
+        )
+        .await;
+        let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
+        authenticate(&t.server, &mut raw).await;
+        fill_buffer(&t.server, &raw.id).await;
+        // Refused once the disconnect is decided, over long-polling.
+        for _ in 0..5 {
+            raw.send(r#"42["flood"]"#).await;
+        }
+        expect_gone(&t.server, &mut raw, Duration::ZERO).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_rule_disconnects_an_unauthenticated_client_whose_buffer_is_full() {
+    logs();
+    for transport in TRANSPORTS {
+        let t = serve(
+            SocketServer::builder()
+                .layer(AuthLayer::new(common::authenticate))
+                .layer(
+                    PingLayer::new(Duration::from_millis(200))
+                        .unwrap()
+                        .disconnect_unauthenticated(true),
+                )
+                .configure_io(small_buffer)
+                .build()
+                .unwrap(),
+        )
+        .await;
+        let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
+        authenticate(&t.server, &mut raw).await;
+        fill_buffer(&t.server, &raw.id).await;
+        // What a custom layer revoking the authentication would do.
+        let session = t.server.client(&raw.id).unwrap().session;
+        session.set_state(ClientState::Unauthorized);
+        expect_gone(&t.server, &mut raw, Duration::ZERO).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_disconnect_ends_the_connection_of_a_client_whose_buffer_is_full() {
+    logs();
+    for transport in TRANSPORTS {
+        let t = serve(
+            SocketServer::builder()
+                .layer(AuthLayer::new(common::authenticate))
+                .layer(RoomsLayer::new())
+                .configure_io(small_buffer)
+                .build()
+                .unwrap(),
+        )
+        .await;
+        let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
+        authenticate(&t.server, &mut raw).await;
+        fill_buffer(&t.server, &raw.id).await;
+        assert!(t.server.disconnect(&raw.id));
+        // Still tracked until it is gone: the disconnect is decided, then carried out.
+        expect_gone(&t.server, &mut raw, Duration::ZERO).await;
+        assert!(!t.server.disconnect(&raw.id), "already gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_the_namespace_and_connects_again_at_once_is_answered() {
+    logs();
+    let t = serve(
+        SocketServer::builder()
+            .layer(AuthLayer::new(common::authenticate))
+            .layer(RoomsLayer::new())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // Engine.IO open
+    let connect = format!(r#"40{{"token":"{TOKEN}"}}"#);
+    // Leave (`41`) and connect again (`40`) back to back, 50 times: each CONNECT is answered.
+    ws.send(Message::text(connect.clone())).await.unwrap();
+    for round in 0..50 {
+        let id = loop {
+            let msg = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no CONNECT answered"))
+                .unwrap()
+                .unwrap();
+            if let Some(rest) = msg.to_text().unwrap_or_default().strip_prefix("40") {
+                break serde_json::from_str::<Value>(rest).unwrap()["sid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+        };
+        // The new socket is tracked, with a session of its own, and in its own id's room,
+        // even once the old one's disconnect has been handled.
+        eventually("the new socket is tracked", || {
+            t.server.client(&id).is_some_and(|c| !c.session.is_closed())
+        })
+        .await;
+        ws.send(Message::text(r#"42["authenticate"]"#))
+            .await
+            .unwrap();
+        eventually("authenticated", || {
+            state_of(&t.server, &id) == Some(ClientState::Authenticated)
+        })
+        .await;
+        assert!(rooms_of(&t, &id).contains(&id), "round {round}");
+        ws.send(Message::text("41")).await.unwrap();
+        ws.send(Message::text(connect.clone())).await.unwrap();
+    }
+}
