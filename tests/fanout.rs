@@ -247,6 +247,102 @@ async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
     );
 }
 
+/// This process's peak resident memory since the last [`reset_peak_resident`], in bytes
+/// (a decoded message is freed as soon as it is refused or delivered, so what it cost shows
+/// only in the peak).
+fn peak_resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Resets the peak to the current resident size (Linux's `clear_refs` 5); without it the
+/// peak is the process's, which can only overstate the growth.
+fn reset_peak_resident() {
+    std::fs::write("/proc/self/clear_refs", "5").ok();
+}
+
+/// MessagePack: an array of `n` nils (0xdd, a 32-bit length, then `n` 0xc0).
+fn nil_array(n: u32) -> Vec<u8> {
+    let mut out = vec![0xdd];
+    out.extend(n.to_be_bytes());
+    out.resize(out.len() + n as usize, 0xc0);
+    out
+}
+
+// Two workers: before the bounds, decoding held a worker long enough for the publishing
+// connection's replies to time out on a single-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflating_messages_are_refused_before_decoding_and_the_server_keeps_serving() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let (mut c, _) = TestClient::authenticated(&a.url()).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let nils = nil_array(2_000_000);
+    // A well-formed broadcast whose one argument is the nil array: it would be decoded,
+    // converted to JSON and delivered, so it inflates the most.
+    let mut broadcast = vec![0x93, 0xa7];
+    broadcast.extend(b"emitter");
+    broadcast.extend([0x83, 0xa4]);
+    broadcast.extend(b"type\x02\xa4data\x92\xa2ev");
+    broadcast.extend(&nils);
+    broadcast.extend(b"\xa3nsp\xa1/\x80");
+    let json_zeros = format!(
+        r#"{{"type":2,"opts":{{}},"rooms":[{}0]}}"#,
+        "0,".repeat(1_000_000)
+    );
+    let json_arrays = format!(
+        r#"{{"type":2,"opts":{{}},"x":[{}[]]}}"#,
+        "[],".repeat(680_000)
+    );
+    let payloads: Vec<(&str, Vec<u8>)> = vec![
+        ("socket.io#/#", nils.clone()),
+        ("socket.io#/#", broadcast),
+        ("socket.io-request#/#", nils),
+        ("socket.io-request#/#", json_zeros.into_bytes()),
+        ("socket.io-request#/#", json_arrays.into_bytes()),
+    ];
+    for (_, payload) in &payloads {
+        assert!(payload.len() <= socketio_stack::fanout::wire::MAX_MESSAGE_BYTES);
+    }
+    reset_peak_resident();
+    let before = peak_resident_bytes();
+    let started = Instant::now();
+    for (channel, payload) in payloads {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap();
+    }
+    a.server
+        .send(SendRequest::broadcast(
+            "after-inflating",
+            json!("still here"),
+        ))
+        .await
+        .unwrap();
+    // expect_event skips (and keeps) what comes first, so the figure is also taken when the
+    // inflating broadcast was delivered.
+    assert_eq!(c.expect_event("after-inflating").await, json!("still here"));
+    let growth = peak_resident_bytes().saturating_sub(before);
+    eprintln!(
+        "peak resident growth: {} KiB; delivered after {:?}",
+        growth / 1024,
+        started.elapsed()
+    );
+    assert!(
+        growth < 50 << 20,
+        "peak resident memory grew {growth} bytes"
+    );
+}
+
 #[tokio::test]
 async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
     let mut redis = RedisServer::start();

@@ -17,7 +17,7 @@
 //! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
 //! layer delivers what Node emitters and adapters publish.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,7 +35,7 @@ use tower_service::Service;
 use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
-use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request};
+use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request, WireError};
 use crate::outbound::{SendError, SendRequest};
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
@@ -74,6 +74,32 @@ struct Inner {
     deliver: OnceLock<LocalDeliver>,
     stop: watch::Sender<bool>,
     subscriber: Mutex<Option<JoinHandle<()>>>,
+    refusals: Refusals,
+}
+
+/// Logs the messages refused from Redis at most once a second, with how many were refused
+/// since the last line: whoever can publish on this Redis could otherwise flood the log.
+#[derive(Default)]
+struct Refusals {
+    since_logged: AtomicU64,
+    last_log_second: AtomicU64,
+}
+
+impl Refusals {
+    fn report(&self, channel: &str, bytes: usize, what: &str, error: &WireError) {
+        self.since_logged.fetch_add(1, Ordering::Relaxed);
+        let now = crate::clock::unix_millis(std::time::SystemTime::now()) / 1000;
+        let last = self.last_log_second.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_log_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let refused = self.since_logged.swap(0, Ordering::Relaxed);
+            tracing::warn!(channel, bytes, refused, "ignored {what}: {error}");
+        }
+    }
 }
 
 impl RedisFanout {
@@ -103,6 +129,7 @@ impl RedisFanout {
             deliver: OnceLock::new(),
             stop,
             subscriber: Mutex::new(None),
+            refusals: Refusals::default(),
         });
         let task = tokio::spawn(receive(
             Arc::downgrade(&inner),
@@ -296,8 +323,9 @@ async fn receive(
 }
 
 impl Inner {
-    /// Delivers one message from Redis to the local sockets; garbage is logged and ignored,
-    /// and this instance's own adapter broadcasts and requests (applied when made) are skipped.
+    /// Delivers one message from Redis to the local sockets; garbage is ignored (and logged,
+    /// throttled), and this instance's own adapter broadcasts and requests (applied when made)
+    /// are skipped.
     async fn deliver(&self, channel: &str, payload: &[u8]) {
         if channel == wire::request_channel(&self.key, "/") {
             match wire::decode_request(payload) {
@@ -327,21 +355,21 @@ impl Inner {
                     Some(_) => {}
                     None => tracing::debug!(channel, "request type not served yet: ignored"),
                 },
-                Err(e) => tracing::warn!(
-                    channel,
-                    bytes = payload.len(),
-                    "ignored a malformed request: {e}"
-                ),
+                Err(e) => {
+                    self.refusals
+                        .report(channel, payload.len(), "a malformed request", &e);
+                }
             }
             return;
         }
         let broadcast = match wire::decode(payload) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(
+                self.refusals.report(
                     channel,
-                    bytes = payload.len(),
-                    "ignored a message that is not a broadcast: {e}"
+                    payload.len(),
+                    "a message that is not a broadcast",
+                    &e,
                 );
                 return;
             }
@@ -571,5 +599,52 @@ impl Service<SendRequest> for RedisFanoutService {
                 Err(e) => Err(SendError::Delivery(e.to_string())),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second_with_their_count() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let refusals = Refusals::default();
+        let error = WireError("holds at least 2000001 values".into());
+        let started = std::time::Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..10_000 {
+                refusals.report("socket.io#/#", 2_000_005, "a message", &error);
+            }
+        });
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines = log.lines().count();
+        // One line for the first refusal, and one more for each second the loop took.
+        let seconds = started.elapsed().as_secs() as usize;
+        assert!(lines >= 1 && lines <= 2 + seconds, "{lines} lines:\n{log}");
+        assert!(log.lines().next().unwrap().ends_with("refused=1"), "{log}");
+        assert!(
+            log.contains("ignored a message: holds at least 2000001 values"),
+            "{log}"
+        );
     }
 }

@@ -26,6 +26,19 @@ pub const EMITTER_UID: &str = "emitter";
 /// The largest message decoded (2 MiB, twice the largest message a client may send);
 /// bigger ones are refused (and logged by the caller).
 pub const MAX_MESSAGE_BYTES: usize = 2 << 20;
+/// The most values (scalars, strings, arrays, maps, map keys) one message may hold.
+/// MessagePack spends as little as one byte on a value, which decodes to 112 (its node and
+/// its JSON copy), so the byte bound alone lets a 2 MiB message of nils decode to hundreds of
+/// megabytes. 512 Ki values let through a full 2 MiB message averaging 4 bytes a value or
+/// more: records of named fields (about 6.5 bytes a value), float64 numbers (9), text.
+pub const MAX_VALUES: usize = 512 << 10;
+/// The most memory one message may decode to, as estimated before decoding: for each value
+/// its MessagePack node and its JSON copy (they live together while a message is converted),
+/// plus string bytes (twice) and map entries. A 2 MiB message of records decodes to about
+/// 45 MB, one of float64 numbers to about 26 MB; [`MAX_VALUES`] values cost 56 MiB, so what
+/// this bound refuses on its own are messages made mostly of map entries, which cost the most.
+/// An instance decodes its messages one at a time, so this roughly bounds its decoding peak.
+pub const MAX_DECODED_BYTES: usize = 64 << 20;
 /// The deepest nesting decoded.
 const MAX_DEPTH: usize = 64;
 /// Socket.IO packet type EVENT.
@@ -151,9 +164,10 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
     Value::Object(map).to_string().into_bytes()
 }
 
-/// Decodes a request (JSON text, or MessagePack as the adapter also accepts). `Ok(None)` for
-/// the request types this crate does not serve yet (fetching sockets and rooms,
-/// server-side emits, requests aimed at one socket id of another adapter).
+/// Decodes a request (JSON text, or MessagePack as the adapter also accepts), within the same
+/// bounds as broadcasts. `Ok(None)` for the request types this crate does not serve yet
+/// (fetching sockets and rooms, server-side emits, requests aimed at one socket id of another
+/// adapter).
 pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
@@ -162,8 +176,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
         )));
     }
     let value: Value = if bytes.first() == Some(&b'{') {
+        check_json(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
         serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?
     } else {
+        check_msgpack(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
         let mut reader = bytes;
         let mp = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
             .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
@@ -237,8 +253,11 @@ pub fn response_channel(key: &str, nsp: &str) -> String {
 }
 
 /// Decodes a query (JSON, as adapters send them) with its asker's uid; `None` for anything
-/// else.
+/// else, and for text over the bounds of requests.
 pub fn decode_query(bytes: &[u8]) -> Option<(Option<String>, Query)> {
+    if bytes.len() > MAX_MESSAGE_BYTES || check_json(bytes).is_err() {
+        return None;
+    }
     let value: Value = serde_json::from_slice(bytes).ok()?;
     let request_id = value.get("requestId")?.as_str()?.to_owned();
     let strings = |v: Option<&Value>| -> Vec<String> {
@@ -314,8 +333,8 @@ pub fn encode(b: &Broadcast) -> Vec<u8> {
     out
 }
 
-/// Decodes a broadcast, refusing what is not one (too big, truncated, not MessagePack, not an
-/// EVENT packet, binary arguments).
+/// Decodes a broadcast, refusing what is not one (too big in bytes, in values or decoded,
+/// truncated, not MessagePack, not an EVENT packet, binary arguments).
 pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
@@ -323,6 +342,7 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
             bytes.len()
         )));
     }
+    check_msgpack(bytes).map_err(|e| WireError(format!("message refused: {e}")))?;
     let mut reader = bytes;
     let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
         .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
@@ -502,6 +522,193 @@ fn timestamp(bytes: &[u8]) -> Result<String, WireError> {
     let secs = u64::try_from(secs).map_err(|_| WireError("a timestamp before 1970".into()))?;
     let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos.min(999_999_999));
     Ok(crate::clock::iso_string(at))
+}
+
+/// What one decoded value costs at least: its MessagePack node and its JSON copy.
+const VALUE_COST: usize = size_of::<Mp>() + size_of::<Value>();
+/// What a map entry costs beyond its key and value: the JSON map's bucket (hash and key
+/// string) and its index.
+const ENTRY_COST: usize = size_of::<String>() + 2 * size_of::<usize>();
+
+/// The values a message holds and what they decode to, counted before decoding.
+#[derive(Default)]
+struct Tally {
+    values: usize,
+    decoded: usize,
+}
+
+impl Tally {
+    /// Counts `values` more values and `bytes` more decoded bytes, refusing the message as
+    /// soon as it goes over a bound.
+    fn add(&mut self, values: usize, bytes: usize) -> Result<(), WireError> {
+        self.values = self.values.saturating_add(values);
+        self.decoded = self.decoded.saturating_add(bytes);
+        if self.values > MAX_VALUES {
+            return Err(WireError(format!(
+                "holds at least {} values, over the bound of {MAX_VALUES}",
+                self.values
+            )));
+        }
+        if self.decoded > MAX_DECODED_BYTES {
+            return Err(WireError(format!(
+                "decodes to at least {} bytes, over the bound of {MAX_DECODED_BYTES}",
+                self.decoded
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a MessagePack marker announces.
+enum Head {
+    /// A value of this many bytes after the marker (nil, booleans, numbers).
+    Scalar(usize),
+    /// A string of this many bytes.
+    Str(usize),
+    /// Binary or extension data of this many bytes (the extension's type byte included).
+    Bytes(usize),
+    Array(usize),
+    Map(usize),
+}
+
+/// The big-endian length of `n` bytes at `at`.
+fn length(bytes: &[u8], at: usize, n: usize) -> Result<usize, WireError> {
+    let field = bytes
+        .get(at..at + n)
+        .ok_or_else(|| WireError("truncated in a length".into()))?;
+    Ok(field.iter().fold(0, |acc, b| (acc << 8) | usize::from(*b)))
+}
+
+/// Reads the marker at `at` (and the length after it): what it announces, and where its
+/// content starts.
+fn head(bytes: &[u8], at: usize) -> Result<(Head, usize), WireError> {
+    let marker = *bytes
+        .get(at)
+        .ok_or_else(|| WireError("truncated: a value is missing".into()))?;
+    let at = at + 1;
+    let sized = |n: usize, make: fn(usize) -> Head| Ok((make(length(bytes, at, n)?), at + n));
+    match marker {
+        0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => Ok((Head::Scalar(0), at)),
+        0x80..=0x8f => Ok((Head::Map(usize::from(marker & 0x0f)), at)),
+        0x90..=0x9f => Ok((Head::Array(usize::from(marker & 0x0f)), at)),
+        0xa0..=0xbf => Ok((Head::Str(usize::from(marker & 0x1f)), at)),
+        0xc4 => sized(1, Head::Bytes),
+        0xc5 => sized(2, Head::Bytes),
+        0xc6 => sized(4, Head::Bytes),
+        // Extensions: the length, then a type byte, then the data.
+        0xc7 => sized(1, |n| Head::Bytes(n + 1)),
+        0xc8 => sized(2, |n| Head::Bytes(n + 1)),
+        0xc9 => sized(4, |n| Head::Bytes(n + 1)),
+        0xca => Ok((Head::Scalar(4), at)),
+        0xcb => Ok((Head::Scalar(8), at)),
+        0xcc..=0xcf => Ok((Head::Scalar(1 << (marker - 0xcc)), at)),
+        0xd0..=0xd3 => Ok((Head::Scalar(1 << (marker - 0xd0)), at)),
+        0xd4..=0xd8 => Ok((Head::Bytes(1 + (1 << (marker - 0xd4))), at)),
+        0xd9 => sized(1, Head::Str),
+        0xda => sized(2, Head::Str),
+        0xdb => sized(4, Head::Str),
+        0xdc => sized(2, Head::Array),
+        0xdd => sized(4, Head::Array),
+        0xde => sized(2, Head::Map),
+        0xdf => sized(4, Head::Map),
+        0xc1 => Err(WireError("marker 0xc1 is never used".into())),
+    }
+}
+
+/// Walks the first MessagePack value of `bytes` without building anything, and refuses it
+/// when it holds more than [`MAX_VALUES`] values, would decode to more than
+/// [`MAX_DECODED_BYTES`], or announces more than there is: the decoder would find that out
+/// only after building it. Each value takes at least one byte, so the walk is linear.
+fn check_msgpack(bytes: &[u8]) -> Result<(), WireError> {
+    let mut tally = Tally::default();
+    tally.add(1, VALUE_COST)?;
+    // The values announced but not yet read: each element, map key and map value.
+    let mut pending: usize = 1;
+    let mut at = 0;
+    while pending > 0 {
+        pending -= 1;
+        let (head, start) = head(bytes, at)?;
+        let left = bytes.len() - start;
+        // What the value takes on the wire after its head, the values it announces, and
+        // what decoding them costs.
+        let (skip, announced, cost) = match head {
+            Head::Scalar(n) => (n, 0, 0),
+            // Kept twice: the MessagePack string and its JSON copy.
+            Head::Str(n) => (n, 0, n.saturating_mul(2)),
+            Head::Bytes(n) => (n, 0, n),
+            Head::Array(n) => (0, n, n.saturating_mul(VALUE_COST)),
+            Head::Map(n) => (
+                0,
+                n.saturating_mul(2),
+                n.saturating_mul(2 * VALUE_COST + ENTRY_COST),
+            ),
+        };
+        if skip > left {
+            return Err(WireError(format!(
+                "a value announces {skip} bytes where {left} are left"
+            )));
+        }
+        tally.add(announced, cost)?;
+        pending = pending.saturating_add(announced);
+        if pending > left - skip {
+            return Err(WireError(format!(
+                "{pending} values announced where {} bytes are left",
+                left - skip
+            )));
+        }
+        at = start + skip;
+    }
+    Ok(())
+}
+
+/// The JSON counterpart of [`check_msgpack`], for requests: counts the values of JSON text in
+/// one pass without parsing it. A value starts at the first byte after `[`, `{`, `,`, `:` or
+/// the start that is neither blank nor a closing bracket (object keys count as values); for
+/// text that is not JSON, what is counted is at least what the parser builds before failing.
+fn check_json(bytes: &[u8]) -> Result<(), WireError> {
+    const JSON_VALUE_COST: usize = size_of::<Value>();
+    let mut tally = Tally::default();
+    let mut expect_value = true;
+    let mut rest = bytes.iter();
+    while let Some(&b) = rest.next() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => continue,
+            b',' => {
+                expect_value = true;
+                continue;
+            }
+            b':' => {
+                tally.add(0, ENTRY_COST)?;
+                expect_value = true;
+                continue;
+            }
+            b']' | b'}' => {
+                expect_value = false;
+                continue;
+            }
+            _ => {}
+        }
+        if expect_value {
+            tally.add(1, JSON_VALUE_COST)?;
+        }
+        expect_value = matches!(b, b'[' | b'{');
+        if b == b'"' {
+            let mut len = 0;
+            while let Some(&c) = rest.next() {
+                match c {
+                    b'"' => break,
+                    // The escaped byte is part of the string, even a quote.
+                    b'\\' => {
+                        rest.next();
+                    }
+                    _ => {}
+                }
+                len += 1;
+            }
+            tally.add(0, len)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -703,6 +910,135 @@ mod tests {
                 "{:?}",
                 &bytes[..bytes.len().min(16)]
             );
+        }
+    }
+
+    /// MessagePack: an array header for `n` values (0xdd and a 32-bit length).
+    fn array32(n: u32) -> Vec<u8> {
+        let mut out = vec![0xdd];
+        out.extend(n.to_be_bytes());
+        out
+    }
+
+    /// `[uid, {type, data: [event, arg], nsp}, {}]` around an argument already encoded.
+    fn broadcast_of(arg: &[u8]) -> Vec<u8> {
+        let mut out = b"\x93\xa7emitter\x83\xa4type\x02\xa4data\x92\xa2ev".to_vec();
+        out.extend(arg);
+        out.extend(b"\xa3nsp\xa1/\x80");
+        out
+    }
+
+    /// Refused within a bound of time: the walk is linear and allocates nothing.
+    fn refused_quickly(what: &str, result: Result<impl std::fmt::Debug, WireError>) -> String {
+        let err = match result {
+            Ok(v) => panic!("{what}: decoded to {v:?}"),
+            Err(e) => e.0,
+        };
+        assert!(err.contains("refused"), "{what}: {err}");
+        err
+    }
+
+    #[test]
+    fn inflating_messages_are_refused_before_decoding() {
+        let started = std::time::Instant::now();
+        // 2M nils: 2 MB on the wire, 224 MB decoded (and more while being delivered).
+        let mut nils = array32(2_000_000);
+        nils.resize(nils.len() + 2_000_000, 0xc0);
+        assert!(nils.len() <= MAX_MESSAGE_BYTES);
+        let err = refused_quickly("nils", decode(&nils));
+        assert!(
+            err.contains("2000001 values, over the bound of 524288"),
+            "{err}"
+        );
+        refused_quickly("nils as an argument", decode(&broadcast_of(&nils)));
+        refused_quickly("nils as a request", decode_request(&nils));
+        // Nested empty arrays: [[], [], ...] and [[[[...]]]] (no more than 64 deep: the
+        // nesting bound would refuse it too).
+        let mut empties = array32(1_000_000);
+        empties.resize(empties.len() + 1_000_000, 0x90);
+        refused_quickly("empty arrays", decode(&broadcast_of(&empties)));
+        // [[[], [], ... 15], ...]: 100,000 arrays of 15 empty arrays, 1.6 MB.
+        let mut nested = array32(100_000);
+        for _ in 0..100_000 {
+            nested.push(0x9f);
+            nested.extend([0x90; 15]);
+        }
+        refused_quickly("nested empty arrays", decode(&broadcast_of(&nested)));
+        // A map of 500k nil -> nil pairs.
+        let mut map = vec![0xdf];
+        map.extend(500_000u32.to_be_bytes());
+        map.resize(map.len() + 1_000_000, 0xc0);
+        let err = refused_quickly("nil map", decode(&broadcast_of(&map)));
+        assert!(err.contains("over the bound of 524288"), "{err}");
+        // Headers announcing more than the buffer holds.
+        let mut long_str = vec![0xdb];
+        long_str.extend(u32::MAX.to_be_bytes());
+        long_str.extend(b"abc");
+        let err = refused_quickly("long string", decode(&broadcast_of(&long_str)));
+        assert!(err.contains("announces 4294967295 bytes"), "{err}");
+        let err = refused_quickly("long array", decode(&array32(200_000)));
+        assert!(
+            err.contains("200000 values announced where 0 bytes are left"),
+            "{err}"
+        );
+        let mut long_bin = vec![0xc6];
+        long_bin.extend(u32::MAX.to_be_bytes());
+        refused_quickly("long binary", decode(&long_bin));
+        // Within the value bound, over the decoded-size bound: 260,000 nil -> nil entries,
+        // each costing two values and the JSON map's bucket (264 bytes from 2).
+        let mut entries = vec![0xdf];
+        entries.extend(260_000u32.to_be_bytes());
+        entries.resize(entries.len() + 520_000, 0xc0);
+        let err = refused_quickly("entries", decode(&broadcast_of(&entries)));
+        assert!(err.contains("bytes, over the bound of 67108864"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn inflating_json_requests_are_refused_before_parsing() {
+        let zeros = format!(
+            r#"{{"type":2,"opts":{{}},"rooms":[{}0]}}"#,
+            "0,".repeat(1_000_000)
+        );
+        let err = refused_quickly("zeros", decode_request(zeros.as_bytes()));
+        assert!(err.contains("over the bound of 524288"), "{err}");
+        let arrays = format!(
+            r#"{{"type":0,"requestId":"r","x":[{}[]]}}"#,
+            "[],".repeat(680_000)
+        );
+        refused_quickly("arrays", decode_request(arrays.as_bytes()));
+        assert_eq!(decode_query(arrays.as_bytes()), None);
+        // Commas, colons and brackets inside strings (escaped quotes too) are not values.
+        let text = format!(
+            r#"{{"type":2,"opts":{{"rooms":["a"]}},"rooms":["{}\",[{{:"]}}"#,
+            ",[{:".repeat(400_000)
+        );
+        let r = decode_request(text.as_bytes()).unwrap().unwrap();
+        assert_eq!(r.rooms, ["a"]);
+    }
+
+    #[test]
+    fn large_legitimate_messages_still_decode() {
+        let text = "é".repeat(750_000); // 1.5 MB
+        let numbers: Vec<Value> = (0..50_000).map(|i| json!(i * 1000)).collect();
+        // 2 MiB of float64 numbers: 233,000 values, 9 bytes each.
+        let floats: Vec<Value> = (0..233_000).map(|i| json!(f64::from(i) + 0.5)).collect();
+        // 2 MiB of records of named fields: 11 values in 72 bytes each.
+        let records: Vec<Value> = (0..29_000)
+            .map(|i| json!({"id": i, "user": format!("user-{i}"), "text": "a short chat message here", "ts": 1_795_340_096_789u64, "seen": false}))
+            .collect();
+        for args in [vec![json!(text)], numbers, floats, records] {
+            let b = Broadcast {
+                args,
+                ..Broadcast::of_send(crate::SendRequest::broadcast("big", json!(null)))
+            };
+            let bytes = encode(&b);
+            assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{}", bytes.len());
+            assert_eq!(decode(&bytes).unwrap(), b, "{} bytes", bytes.len());
         }
     }
 }
