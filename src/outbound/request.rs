@@ -82,6 +82,10 @@ pub enum SendError {
     Encode(String),
     /// The delivery path refused or failed (e.g. the adapter or the broker).
     Delivery(String),
+    /// The topic is one of Socket.IO's reserved event names
+    /// ([`names::RESERVED`](crate::event::names::RESERVED)), which would make every
+    /// socket.io-client receiving it drop its connection. Nothing was sent.
+    ReservedTopic(String),
 }
 
 impl std::fmt::Display for SendError {
@@ -89,6 +93,11 @@ impl std::fmt::Display for SendError {
         match self {
             Self::Encode(e) => write!(f, "could not encode the message: {e}"),
             Self::Delivery(e) => write!(f, "could not deliver the message: {e}"),
+            Self::ReservedTopic(t) => write!(
+                f,
+                "cannot send topic {t:?}: it is a reserved Socket.IO event name ({}), which clients would take as a malformed packet",
+                crate::event::names::RESERVED.join(", ")
+            ),
         }
     }
 }
