@@ -21,7 +21,9 @@
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
 //! may be joined. HTTP on the same port: `POST /send`
-//! `{destination?, topic, data, volatile?}` → 204, `GET /health` → `ok`, `GET /stats` → `{clients, rss, cpu_us}`.
+//! `{destination?, topic, data, volatile?}` → 204 (also when dropped for a missing or falsy
+//! topic or data), 400 for a reserved topic such as `disconnect`; `GET /health` → `ok`,
+//! `GET /stats` → `{clients, rss, cpu_us}`.
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.
 
 mod support;
@@ -39,7 +41,7 @@ use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
 use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
-use socketio_stack::{BoxError, Handshake, SendRequest, Session, SocketServer};
+use socketio_stack::{BoxError, Handshake, SendError, SendRequest, Session, SocketServer};
 use tower::Layer;
 use tower_http::trace::TraceLayer;
 
@@ -114,7 +116,12 @@ async fn send(
     Json(req): Json<SendRequest>,
 ) -> impl IntoResponse {
     match server.send(req).await {
+        // Sent, or dropped as the seeds drop a send without topic or data.
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        // The caller's mistake, not the delivery's.
+        Err(e @ SendError::ReservedTopic(_)) => {
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }

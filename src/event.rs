@@ -29,6 +29,25 @@ pub mod names {
     pub const JOIN: &str = "join";
     /// Client → server: `{rooms: [...]}` to leave.
     pub const LEAVE: &str = "leave";
+
+    /// Event names Socket.IO keeps for itself, which no one may emit: a socket.io-client
+    /// receiving one takes the packet as malformed and drops its connection. The list of
+    /// socket.io's `RESERVED_EVENTS` (the server, the client, the parser and
+    /// `@socket.io/redis-emitter` v5 share it); `send`, the fan-out
+    /// [`Emitter`](crate::fanout::Emitter) and the [client](crate::client) refuse them.
+    pub const RESERVED: &[&str] = &[
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+    ];
+
+    /// Whether `name` is one of the [`RESERVED`] event names (case matters, as in JavaScript).
+    pub fn is_reserved(name: &str) -> bool {
+        RESERVED.contains(&name)
+    }
 }
 
 /// One lifecycle request of one socket.
@@ -114,5 +133,36 @@ impl<A: Adapter> fmt::Debug for SocketRequest<A> {
             _ => &mut d,
         };
         d.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn reserved_names_are_socket_io_s_and_nothing_else() {
+        for name in [
+            "connect",
+            "connect_error",
+            "disconnect",
+            "disconnecting",
+            "newListener",
+            "removeListener",
+        ] {
+            assert!(names::is_reserved(name), "{name}");
+        }
+        for name in [
+            "",
+            "Connect",
+            "disconnect ",
+            "newlistener",
+            "connection",
+            names::AUTHENTICATE,
+            names::PING,
+            "news",
+        ] {
+            assert!(!names::is_reserved(name), "{name:?}");
+        }
     }
 }

@@ -467,6 +467,21 @@ async fn emit_errors_and_acknowledgements() {
         (err.status(), err.to_string().as_str()),
         (400, "Topic is required to emit")
     );
+    // Reserved names are refused as socket.io-client refuses them, and nothing is sent.
+    for topic in socketio_stack::event::names::RESERVED {
+        let err = c.emit(topic, &json!(1)).unwrap_err();
+        assert_eq!(err, ClientError::ReservedTopic((*topic).into()));
+        assert_eq!(
+            (err.status(), err.to_string()),
+            (400, format!("\"{topic}\" is a reserved event name"))
+        );
+        let err = c
+            .emit_with_ack(topic, &json!(1), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err, ClientError::ReservedTopic((*topic).into()));
+    }
+    assert!(c.is_connected());
     c.authenticate();
     seen.expect("authenticated").await;
 

@@ -180,6 +180,75 @@ async fn refused_credentials_fail_configure_with_redis_s_message() {
 }
 
 #[tokio::test]
+async fn reserved_event_names_are_refused_before_publishing_and_dropped_on_receipt() {
+    let redis = RedisServer::start();
+    let a = instance(&redis).await;
+    let (mut c, id) = TestClient::authenticated(&a.url()).await;
+    // A subscriber on every channel sees whatever the emitter publishes.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut watcher = client.get_async_pubsub().await.unwrap();
+    watcher.psubscribe("socket.io#*").await.unwrap();
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    for event in socketio_stack::event::names::RESERVED {
+        let expected = FanoutError::ReservedEvent((*event).into());
+        assert_eq!(emitter.emit(event, &json!(1)).await, Err(expected.clone()));
+        assert_eq!(
+            emitter.to(id.clone()).emit(event, &json!(1)).await,
+            Err(expected.clone())
+        );
+        assert_eq!(
+            emitter.to("io-default").emit_args(event, vec![]).await,
+            Err(expected.clone())
+        );
+        assert!(expected.to_string().contains("reserved"));
+    }
+    // A publisher that does not check (here, raw bytes): the server drops the broadcast
+    // rather than deliver it.
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reserved = socketio_stack::fanout::wire::encode(&socketio_stack::fanout::wire::Broadcast {
+        uid: "emitter".into(),
+        nsp: "/".into(),
+        event: "disconnect".into(),
+        args: vec![json!(1)],
+        rooms: vec![],
+        except: vec![],
+        flags: Default::default(),
+    });
+    redis::cmd("PUBLISH")
+        .arg("socket.io#/#")
+        .arg(reserved)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    emitter.emit("after", &json!("still here")).await.unwrap();
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("after".into(), json!("still here"))
+    );
+    // The watcher saw the raw broadcast and the normal one only: the refused ones were
+    // never published.
+    use futures_util::StreamExt;
+    let mut seen = watcher.on_message();
+    for expected in ["disconnect", "after"] {
+        let msg = tokio::time::timeout(Duration::from_secs(5), seen.next())
+            .await
+            .expect("a published message")
+            .unwrap();
+        let payload: Vec<u8> = msg.get_payload().unwrap();
+        let event = socketio_stack::fanout::wire::decode(&payload)
+            .ok()
+            .map(|b| b.event);
+        assert_eq!(event.as_deref(), Some(expected));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), seen.next())
+            .await
+            .is_err(),
+        "nothing else was published"
+    );
+}
+
+#[tokio::test]
 async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
     let redis = RedisServer::start();
     let a = instance(&redis).await;

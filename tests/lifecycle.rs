@@ -11,7 +11,7 @@ use serde_json::json;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::layers::{auth_timeout, ping};
 use socketio_stack::outbound::DropReason;
-use socketio_stack::{ClientState, Delivery, SendRequest, SocketServer};
+use socketio_stack::{ClientState, Delivery, SendError, SendRequest, SocketServer};
 use tokio::sync::Notify;
 
 #[tokio::test]
@@ -337,6 +337,37 @@ async fn send_reaches_a_room_a_socket_id_or_everyone_and_drops_silently() {
         b.next_non_ping().await,
         Received::Event("only-b".into(), json!(true))
     );
+}
+
+#[tokio::test]
+async fn send_refuses_reserved_topics_and_the_clients_stay_connected() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut c, id) = TestClient::authenticated(&t.url()).await;
+    for topic in socketio_stack::event::names::RESERVED {
+        for req in [
+            SendRequest::broadcast(*topic, json!({"x": 1})),
+            SendRequest::to("io-default", *topic, json!({"x": 1})),
+            SendRequest::to(id.clone(), *topic, json!({"x": 1})),
+        ] {
+            let err = t.server.send(req).await.unwrap_err();
+            assert_eq!(err, SendError::ReservedTopic((*topic).into()));
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
+    }
+    // Nothing reached the client: the next thing it gets is a normal send, and it is still
+    // connected and tracked.
+    assert_eq!(
+        t.server
+            .send(SendRequest::broadcast("after", json!("still here")))
+            .await,
+        Ok(Delivery::Sent)
+    );
+    assert_eq!(
+        c.next_non_ping().await,
+        Received::Event("after".into(), json!("still here"))
+    );
+    assert_eq!(t.server.client_count(), 1);
+    c.sync().await;
 }
 
 #[tokio::test]

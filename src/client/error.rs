@@ -10,6 +10,10 @@ pub enum ClientError {
     NotConnected,
     /// Emitting without a topic (the seeds' "Topic is required to emit", 400).
     MissingTopic,
+    /// Emitting a reserved event name
+    /// ([`names::RESERVED`](crate::event::names::RESERVED)), as socket.io-client refuses
+    /// it (`"disconnect" is a reserved event name`, 400).
+    ReservedTopic(String),
     /// The host or path does not make a valid URL (400).
     InvalidUrl(String),
     /// The connection could not be made or was lost (503).
@@ -30,7 +34,11 @@ impl ClientError {
     /// The HTTP-like status of the error.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NotConnected | Self::MissingTopic | Self::InvalidUrl(_) | Self::Encode(_) => 400,
+            Self::NotConnected
+            | Self::MissingTopic
+            | Self::ReservedTopic(_)
+            | Self::InvalidUrl(_)
+            | Self::Encode(_) => 400,
             Self::Refused(_) => 401,
             Self::Shutdown => 410,
             Self::Transport(_) => 503,
@@ -44,6 +52,7 @@ impl std::fmt::Display for ClientError {
         match self {
             Self::NotConnected => f.write_str("Invalid socket client state to emit"),
             Self::MissingTopic => f.write_str("Topic is required to emit"),
+            Self::ReservedTopic(t) => write!(f, "{t:?} is a reserved event name"),
             Self::InvalidUrl(e) => write!(f, "invalid server URL: {e}"),
             Self::Transport(e) => write!(f, "connection failed: {e}"),
             Self::Refused(e) => write!(f, "the server refused the connection: {e}"),

@@ -654,7 +654,8 @@ impl SocketClient {
         }
     }
 
-    /// Emits `topic` with `data`. Errors (status 400) when not connected or without a topic.
+    /// Emits `topic` with `data`. Errors (status 400) when not connected, without a topic or
+    /// with a reserved one (`disconnect`...).
     pub fn emit<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<(), ClientError> {
         self.emit_with(topic, data, EmitOptions::default())
     }
@@ -730,6 +731,9 @@ impl SocketClient {
         }
         if topic.is_empty() {
             return Err(ClientError::MissingTopic);
+        }
+        if names::is_reserved(topic) {
+            return Err(ClientError::ReservedTopic(topic.to_owned()));
         }
         serde_json::to_value(data).map_err(|e| ClientError::Encode(e.to_string()))
     }

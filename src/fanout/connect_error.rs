@@ -12,6 +12,10 @@ pub enum FanoutError {
     Unreachable(String),
     /// Redis was reachable before but a publish failed (e.g. it is down now).
     Unavailable(String),
+    /// The event is one of Socket.IO's reserved names
+    /// ([`names::RESERVED`](crate::event::names::RESERVED)), which would make every
+    /// socket.io-client receiving it drop its connection. Nothing was published.
+    ReservedEvent(String),
 }
 
 impl std::fmt::Display for FanoutError {
@@ -20,6 +24,11 @@ impl std::fmt::Display for FanoutError {
             Self::Config(e) => write!(f, "invalid Redis configuration: {e}"),
             Self::Unreachable(e) => write!(f, "Redis is not reachable: {e}"),
             Self::Unavailable(e) => write!(f, "Redis is unavailable: {e}"),
+            Self::ReservedEvent(e) => write!(
+                f,
+                "cannot emit event {e:?}: it is a reserved Socket.IO event name ({}), which clients would take as a malformed packet",
+                crate::event::names::RESERVED.join(", ")
+            ),
         }
     }
 }

@@ -22,6 +22,7 @@ use bb8_redis::bb8::Pool;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::event::names;
 use crate::fanout::connect_error::FanoutError;
 use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
 
@@ -105,8 +106,13 @@ impl Emitter {
     }
 
     /// Publishes a broadcast as it is; answers how many subscribers (server instances)
-    /// received it.
+    /// received it. A reserved event name ([`names::RESERVED`]) fails with
+    /// [`FanoutError::ReservedEvent`] before anything is published, as the JavaScript
+    /// emitter throws.
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
+        if names::is_reserved(&broadcast.event) {
+            return Err(FanoutError::ReservedEvent(broadcast.event.clone()));
+        }
         let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
         self.publish_bytes(channel, wire::encode(broadcast)).await
     }

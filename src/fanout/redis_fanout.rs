@@ -488,6 +488,12 @@ async fn apply_to<A: Adapter>(io: &SocketIo<A>, request: Request) {
 
 /// One broadcast to the local sockets of `io`.
 async fn deliver_to<A: Adapter>(io: &SocketIo<A>, broadcast: Broadcast) {
+    // Our emitters refuse these, but another publisher may not: delivered, it would make
+    // every client that gets it drop its connection.
+    if crate::event::names::is_reserved(&broadcast.event) {
+        tracing::warn!(event = %broadcast.event, "broadcast with a reserved event name dropped");
+        return;
+    }
     let Some(ns) = io.of(&broadcast.nsp) else {
         tracing::debug!(nsp = %broadcast.nsp, "broadcast for a namespace this server does not have");
         return;

@@ -8,6 +8,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
+use crate::event::names;
 use crate::outbound::request::{SendError, SendRequest};
 
 /// What happened to a send that did not fail.
@@ -60,6 +61,10 @@ impl Outbound {
 
     /// Sends `req`, unless the seeds would drop it: an empty topic or falsy data give
     /// `Ok(Delivery::Dropped(_))` with nothing sent and nothing logged above trace level.
+    ///
+    /// A reserved topic ([`names::RESERVED`], e.g. `disconnect`) fails with
+    /// [`SendError::ReservedTopic`] and sends nothing, as the JavaScript emitter throws. The
+    /// silent drops come first, in the seeds' order.
     pub async fn send(&self, req: SendRequest) -> Result<Delivery, SendError> {
         if req.topic.is_empty() {
             tracing::trace!("send dropped: no topic");
@@ -68,6 +73,9 @@ impl Outbound {
         if is_falsy(&req.data) {
             tracing::trace!(topic = %req.topic, "send dropped: falsy data");
             return Ok(Delivery::Dropped(DropReason::FalsyData));
+        }
+        if names::is_reserved(&req.topic) {
+            return Err(SendError::ReservedTopic(req.topic));
         }
         if req.log {
             tracing::info!(destination = req.room().unwrap_or("*"), topic = %req.topic, "send");
@@ -156,5 +164,35 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(*sent.lock().unwrap(), ["t", "p"]);
+    }
+
+    #[tokio::test]
+    async fn refuses_reserved_topics_before_the_stack() {
+        let reached = Arc::new(Mutex::new(0));
+        let counter = {
+            let reached = reached.clone();
+            tower::service_fn(move |_: SendRequest| {
+                *reached.lock().unwrap() += 1;
+                async { Ok::<_, SendError>(()) }
+            })
+        };
+        let out = Outbound::new(counter);
+        for topic in names::RESERVED {
+            let refused = out
+                .send_then(SendRequest::broadcast(*topic, json!({"a": 1})), || {
+                    panic!("a refused send runs no callback")
+                })
+                .await;
+            assert_eq!(refused, Err(SendError::ReservedTopic((*topic).into())));
+            let message = refused.unwrap_err().to_string();
+            assert!(message.contains(&format!("{topic:?}")) && message.contains("reserved"));
+        }
+        // Falsy data is dropped silently first, as in the seeds.
+        assert_eq!(
+            out.send(SendRequest::broadcast("disconnect", json!(null)))
+                .await,
+            Ok(Delivery::Dropped(DropReason::FalsyData))
+        );
+        assert_eq!(*reached.lock().unwrap(), 0);
     }
 }

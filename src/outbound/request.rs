@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::outbound::handle::is_falsy;
+
 /// The seeds' `send({destination, payload: {topic, data}})`, flattened.
 ///
 /// Deserializes from the JSON the demo's `POST /send` takes: `{destination?, topic, data}`.
@@ -11,8 +13,10 @@ pub struct SendRequest {
     /// A room name or a socket id; `None` or empty: every client.
     #[serde(default)]
     pub destination: Option<String>,
-    /// The event name the clients receive.
-    #[serde(default)]
+    /// The event name the clients receive. In JSON, a falsy non-string (`null`, `false`,
+    /// `0`) reads as empty, so that the send is dropped as the seeds drop any falsy topic;
+    /// another non-string is refused.
+    #[serde(default, deserialize_with = "topic_or_falsy")]
     pub topic: String,
     /// The event data.
     #[serde(default)]
@@ -37,6 +41,16 @@ pub struct SendRequest {
 
 fn compress_default() -> bool {
     true
+}
+
+fn topic_or_falsy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(topic) => Ok(topic),
+        falsy if is_falsy(&falsy) => Ok(String::new()),
+        other => Err(serde::de::Error::custom(format_args!(
+            "the topic must be a string, got {other}"
+        ))),
+    }
 }
 
 impl SendRequest {
@@ -82,6 +96,10 @@ pub enum SendError {
     Encode(String),
     /// The delivery path refused or failed (e.g. the adapter or the broker).
     Delivery(String),
+    /// The topic is one of Socket.IO's reserved event names
+    /// ([`names::RESERVED`](crate::event::names::RESERVED)), which would make every
+    /// socket.io-client receiving it drop its connection. Nothing was sent.
+    ReservedTopic(String),
 }
 
 impl std::fmt::Display for SendError {
@@ -89,6 +107,11 @@ impl std::fmt::Display for SendError {
         match self {
             Self::Encode(e) => write!(f, "could not encode the message: {e}"),
             Self::Delivery(e) => write!(f, "could not deliver the message: {e}"),
+            Self::ReservedTopic(t) => write!(
+                f,
+                "cannot send topic {t:?}: it is a reserved Socket.IO event name ({}), which clients would take as a malformed packet",
+                crate::event::names::RESERVED.join(", ")
+            ),
         }
     }
 }
@@ -112,5 +135,20 @@ mod tests {
         assert_eq!(req.room(), Some("r"));
         assert!(req.volatile);
         assert!(SendRequest::to("r", "t", json!(1)).volatile().volatile);
+    }
+
+    #[test]
+    fn a_falsy_topic_reads_as_none_and_another_non_string_is_refused() {
+        for falsy in [json!(null), json!(false), json!(0), json!("")] {
+            let req: SendRequest =
+                serde_json::from_value(json!({"topic": falsy, "data": {"a": 1}})).unwrap();
+            assert_eq!(req.topic, "", "{falsy}");
+        }
+        for other in [json!(1), json!(true), json!([]), json!({})] {
+            let err = serde_json::from_value::<SendRequest>(json!({"topic": other}))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("the topic must be a string"), "{err}");
+        }
     }
 }

@@ -645,6 +645,41 @@ scenario('send to one socket id reaches only it; no destination reaches everyone
   }
 });
 
+// socket.io's RESERVED_EVENTS: a client receiving one drops its connection (parse error).
+const RESERVED_EVENTS = ['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener'];
+
+scenario('POST /send refuses reserved topics (400), drops falsy topics (204); the client stays', {}, async ({ demo, connect }) => {
+  const a = await connect({ auth: { token: TOKEN } });
+  await authenticate(a);
+  const start = a.rec.log.length;
+  for (const topic of RESERVED_EVENTS) {
+    for (const destination of [undefined, 'io-default', a.socket.id]) {
+      const body = { destination, topic, data: { x: 1 } };
+      const res = await httpRequest(demo, 'POST', '/send', body);
+      assert.equal(res.status, 400, `POST /send ${JSON.stringify(body)} -> ${res.status} ${res.body}`);
+      assert.ok(res.body.includes(`"${topic}"`) && res.body.includes('reserved'), res.body);
+    }
+  }
+  // The seeds drop a send with any falsy topic silently: 204, nothing delivered.
+  for (const topic of [null, false, 0, '', undefined]) {
+    const body = { destination: a.socket.id, topic, data: { x: 1 } };
+    const res = await httpRequest(demo, 'POST', '/send', body);
+    assert.equal(res.status, 204, `POST /send ${JSON.stringify(body)} -> ${res.status} ${res.body}`);
+  }
+  // A truthy non-string topic is not a topic: refused as a malformed body.
+  const res = await httpRequest(demo, 'POST', '/send', { topic: 1, data: { x: 1 } });
+  assert.equal(res.status, 422, `POST /send {topic: 1} -> ${res.status} ${res.body}`);
+
+  await postSend(demo, { destination: a.socket.id, topic: 'barrier', data: { n: 1 } });
+  const barrier = await a.rec.next('barrier');
+  const between = a.rec.log.slice(start, barrier.index).filter((e) => e.event !== 'ping');
+  assert.deepEqual(between, [], `nothing but the barrier arrived: ${a.rec.describe()}`);
+  assert.ok(a.socket.connected, 'the client is still connected');
+  await postSend(demo, { destination: a.socket.id, topic: 'after', data: { n: 2 } });
+  assert.deepEqual((await a.rec.next('after')).data, { n: 2 });
+  assert.equal(a.rec.entries('disconnect').length, 0, a.rec.describe());
+});
+
 // ---------------------------------------------------------------------------
 // 10. Nothing room-related before authentication
 // ---------------------------------------------------------------------------
