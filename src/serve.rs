@@ -25,6 +25,9 @@
 //! - HTTP/2 liveness ([`ServeConfig::http2_keep_alive`], default 20 s): an unanswered PING
 //!   closes the connection, so a dead peer is found even with a request in flight; and at
 //!   most 100 concurrent streams per connection;
+//! - the request head ([`ServeConfig::max_head_bytes`], default 16 KiB, as Node): a bigger
+//!   one is answered `431`, on HTTP/1 and HTTP/2; hyper keeps each request's head while it
+//!   runs (a WebSocket's for the socket's life), so this bounds what a client can pin;
 //! - and [`bind`] listens with a backlog sized for connection storms (default 4096; tokio's
 //!   own default is 128).
 //!
@@ -96,6 +99,13 @@ pub struct ServeConfig {
     /// own PING timeout); `None`: no PINGs. It finds a dead peer even while a request is in
     /// flight, where the idle deadline does not apply.
     pub http2_keep_alive: Option<Duration>,
+    /// The largest request head (request line or pseudo-headers, and headers) accepted, in
+    /// bytes (default 16 KiB, as Node); a bigger one is answered `431 Request Header Fields
+    /// Too Large`. hyper keeps a request's head for as long as it runs, which is the socket's
+    /// life for a WebSocket, so this bounds a client's cost. HTTP/1 applies it as its read
+    /// buffer's cap, which hyper does not let go below 8 KiB (a smaller value is raised to
+    /// that); HTTP/2 as `SETTINGS_MAX_HEADER_LIST_SIZE`, which counts 32 bytes more per header.
+    pub max_head_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -107,6 +117,7 @@ impl Default for ServeConfig {
             write_timeout: Some(Duration::from_secs(30)),
             idle_timeout: Duration::from_secs(30),
             http2_keep_alive: Some(Duration::from_secs(20)),
+            max_head_bytes: 16 * 1024,
         }
     }
 }
@@ -195,11 +206,14 @@ where
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
+        .header_read_timeout(config.header_read_timeout)
+        // hyper panics below its minimum.
+        .max_buf_size(config.max_head_bytes.max(MIN_HTTP1_BUF));
     http.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(config.http2_keep_alive)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(config.max_head_bytes).unwrap_or(u32::MAX));
     if let Some(interval) = config.http2_keep_alive {
         http.http2().keep_alive_timeout(interval);
     }
@@ -310,6 +324,9 @@ where
 /// holds the idle deadline off and costs memory), so this bounds what one connection can
 /// hold; a Socket.IO client needs two (a poll and a post). RFC 9113 advises no fewer than 100.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// The smallest HTTP/1 read buffer cap hyper accepts.
+const MIN_HTTP1_BUF: usize = 8192;
 
 /// Resolves once the connection's `in_flight` count has stayed at zero for `timeout`.
 async fn idle_for(in_flight: &mut watch::Receiver<usize>, timeout: Duration) {

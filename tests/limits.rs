@@ -627,3 +627,109 @@ async fn a_long_poll_in_flight_is_not_cut_by_the_idle_deadline() {
         .expect("closed in time");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+/// Sends `request` raw and reads what comes back until the server closes the connection (a
+/// reset after the answer, as when the server closes with the rest of a big head unread,
+/// ends it too).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.ok();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn an_http1_request_head_over_the_bound_gets_431() {
+    let (addr, _server) = serve_bounded(ServeConfig::default()).await;
+    let request = |pad: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\nconnection: close\r\n\r\n",
+            "a".repeat(pad)
+        )
+    };
+    let small = raw_exchange(addr, request(10_000).as_bytes()).await;
+    assert!(small.starts_with("HTTP/1.1 404"), "{small}");
+    let big = raw_exchange(addr, request(20_000).as_bytes()).await;
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+}
+
+/// An HPACK string literal, not Huffman-coded: its length (7-bit prefix) and bytes.
+fn hpack_str(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if s.len() < 127 {
+        out.push(s.len() as u8);
+    } else {
+        out.push(127);
+        let mut rest = s.len() - 127;
+        while rest >= 128 {
+            out.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        out.push(rest as u8);
+    }
+    out.extend_from_slice(s);
+    out
+}
+
+/// An HTTP/2 frame of `kind` with `flags` on stream 1.
+fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    [
+        &[len[1], len[2], len[3], kind, flags, 0, 0, 0, 1][..],
+        payload,
+    ]
+    .concat()
+}
+
+/// The header block of the server's first HEADERS frame for `GET /` with an `x-pad` header of
+/// `pad` bytes, sent on a raw h2c connection.
+async fn h2_get_with_pad(addr: std::net::SocketAddr, pad: usize) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = h2c_connect(addr).await;
+    // :method GET, :scheme http, :path / (static table), :authority x, then x-pad.
+    let mut block = vec![0x82, 0x86, 0x84, 0x41];
+    block.extend(hpack_str(b"x"));
+    block.push(0x00);
+    block.extend(hpack_str(b"x-pad"));
+    block.extend(hpack_str(&vec![b'a'; pad]));
+    // Frames carry at most 16 KiB: the rest of the block goes in CONTINUATION frames.
+    let mut chunks = block.chunks(16_384).peekable();
+    let mut frames = h2_frame(1, 0x1, chunks.next().unwrap());
+    if chunks.peek().is_none() {
+        frames[4] |= 0x4;
+    }
+    while let Some(chunk) = chunks.next() {
+        let end = if chunks.peek().is_none() { 0x4 } else { 0 };
+        frames.extend(h2_frame(9, end, chunk));
+    }
+    s.write_all(&frames).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(WAIT, read_frame(&mut s))
+            .await
+            .expect("an answer in time")
+            .expect("an answer before the close");
+        if frame.kind == 1 {
+            return frame.payload;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_http2_request_head_over_the_bound_gets_431() {
+    let (addr, _server) = serve_bounded(ServeConfig::default()).await;
+    // 404 is entry 13 of HPACK's static table.
+    let small = h2_get_with_pad(addr, 10_000).await;
+    assert_eq!(small.first(), Some(&0x8d), "{small:x?}");
+    // 431 is not in it: `:status` (entry 8) with the Huffman-coded literal "431".
+    let big = h2_get_with_pad(addr, 20_000).await;
+    assert!(
+        big.get(1..5) == Some(&[0x83, 0x69, 0x90, 0xff][..]),
+        "{:x?}",
+        &big[..big.len().min(8)]
+    );
+}
