@@ -207,7 +207,8 @@ where
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        // hyper panics below its minimum.
+        // The head bound (hyper panics below its minimum). It caps hyper's write queue too,
+        // which only makes it flush sooner.
         .max_buf_size(config.max_head_bytes.max(MIN_HTTP1_BUF));
     http.http2()
         .timer(TokioTimer::new())
@@ -337,9 +338,9 @@ async fn idle_for(in_flight: &mut watch::Receiver<usize>, timeout: Duration) {
         }
         // Any change (a request starting) restarts the wait.
         match tokio::time::timeout(timeout, in_flight.changed()).await {
-            Err(_elapsed) => return,
-            Ok(changed) if changed.is_err() => return,
-            Ok(_) => {}
+            // Idle for the whole timeout, or the connection gone.
+            Err(_) | Ok(Err(_)) => return,
+            Ok(Ok(())) => {}
         }
     }
 }
