@@ -17,6 +17,7 @@
 //! | HEADER_TIMEOUT_MS | 10000 | a connection's request headers must arrive within it |
 //! | MAX_CONNECTIONS | unset | connections served at once; past it, `503` (unset: no cap) |
 //! | WRITE_TIMEOUT_MS | 30000 | a write to a client may make no progress this long, then its connection is shut down |
+//! | IDLE_TIMEOUT_MS | 30000 | a connection (HTTP/1 or HTTP/2) with no request in flight this long is closed |
 //!
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
@@ -50,6 +51,7 @@ struct Config {
     header_timeout: Duration,
     max_connections: Option<usize>,
     write_timeout: Duration,
+    idle_timeout: Duration,
     host: String,
     port: u16,
     io_path: String,
@@ -83,6 +85,10 @@ fn config() -> Result<Config, String> {
         },
         write_timeout: match env_number("WRITE_TIMEOUT_MS", 30_000)? {
             0 => return Err("WRITE_TIMEOUT_MS must be above 0".into()),
+            ms => Duration::from_millis(ms),
+        },
+        idle_timeout: match env_number("IDLE_TIMEOUT_MS", 30_000)? {
+            0 => return Err("IDLE_TIMEOUT_MS must be above 0".into()),
             ms => Duration::from_millis(ms),
         },
         host: env_or("HOST", "127.0.0.1"),
@@ -180,12 +186,13 @@ async fn run() -> Result<(), BoxError> {
     let app = server.layer().layer(routes);
 
     // Connection bounds: headers within HEADER_TIMEOUT_MS, at most MAX_CONNECTIONS at once
-    // (the others get a 503), writes stalled at most WRITE_TIMEOUT_MS, a listen backlog for
-    // connection storms.
+    // (the others get a 503), writes stalled at most WRITE_TIMEOUT_MS, idle connections
+    // closed after IDLE_TIMEOUT_MS, a listen backlog for connection storms.
     let serve_config = ServeConfig {
         header_read_timeout: config.header_timeout,
         max_connections: config.max_connections,
         write_timeout: Some(config.write_timeout),
+        idle_timeout: config.idle_timeout,
         ..ServeConfig::default()
     };
     let addr = tokio::net::lookup_host((config.host.as_str(), config.port))

@@ -16,6 +16,18 @@
 //!   client's session would never end (its disconnect is never handled, its memory never
 //!   freed). Past the deadline the connection is shut down both ways: the session ends as a
 //!   transport close, and the writer is released;
+//! - the time a connection may have no request in flight ([`ServeConfig::idle_timeout`],
+//!   default 30 s), on HTTP/1 and HTTP/2 alike: an HTTP/2 connection that has sent its
+//!   preface and then nothing, or that only answers PINGs, is closed then (`GOAWAY`, and cut
+//!   off if the close has not finished one more deadline later). Idle connections thus hold a
+//!   place under the cap for at most twice the deadline. A held long-polling GET is a request
+//!   in flight; an upgraded WebSocket has left the HTTP connection and is never cut by it;
+//! - HTTP/2 liveness ([`ServeConfig::http2_keep_alive`], default 20 s): an unanswered PING
+//!   closes the connection, so a dead peer is found even with a request in flight; and at
+//!   most 100 concurrent streams per connection;
+//! - the request head ([`ServeConfig::max_head_bytes`], default 16 KiB, as Node): a bigger
+//!   one is answered `431`, on HTTP/1 and HTTP/2; hyper keeps each request's head while it
+//!   runs (a WebSocket's for the socket's life), so this bounds what a client can pin;
 //! - and [`bind`] listens with a backlog sized for connection storms (default 4096; tokio's
 //!   own default is 128).
 //!
@@ -71,6 +83,29 @@ pub struct ServeConfig {
     /// How long a write to a client may make no progress before the connection is shut
     /// down (default 30 s); `None`: no deadline.
     pub write_timeout: Option<Duration>,
+    /// How long a connection may have no request in flight before it is closed (default
+    /// 30 s), on either protocol: a request is in flight until its response body has been sent
+    /// or dropped, so a held long-polling GET counts; an upgraded WebSocket has left the HTTP
+    /// connection and is never cut by it. The connection is closed gracefully (HTTP/2:
+    /// `GOAWAY`); a peer that does not finish the close within one more `idle_timeout` is cut
+    /// off, so an idle connection holds a place under [`max_connections`](Self::max_connections)
+    /// for at most twice this. 30 s lets a client reuse its connection between emits without
+    /// reconnecting, while idle connections free the cap within a minute; an HTTP/1 connection
+    /// waiting for its next request is bounded sooner by `header_read_timeout`, which hyper
+    /// starts as soon as it waits.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive: a `PING` is sent after this long without a frame from the peer, and
+    /// the connection is closed if it is not answered within as long (default 20 s, hyper's
+    /// own PING timeout); `None`: no PINGs. It finds a dead peer even while a request is in
+    /// flight, where the idle deadline does not apply.
+    pub http2_keep_alive: Option<Duration>,
+    /// The largest request head (request line or pseudo-headers, and headers) accepted, in
+    /// bytes (default 16 KiB, as Node); a bigger one is answered `431 Request Header Fields
+    /// Too Large`. hyper keeps a request's head for as long as it runs, which is the socket's
+    /// life for a WebSocket, so this bounds a client's cost. HTTP/1 applies it as its read
+    /// buffer's cap, which hyper does not let go below 8 KiB (a smaller value is raised to
+    /// that); HTTP/2 as `SETTINGS_MAX_HEADER_LIST_SIZE`, which counts 32 bytes more per header.
+    pub max_head_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -80,6 +115,9 @@ impl Default for ServeConfig {
             max_connections: None,
             backlog: 4096,
             write_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Duration::from_secs(30),
+            http2_keep_alive: Some(Duration::from_secs(20)),
+            max_head_bytes: 16 * 1024,
         }
     }
 }
@@ -168,8 +206,18 @@ where
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
-    http.http2().timer(TokioTimer::new());
+        .header_read_timeout(config.header_read_timeout)
+        // The head bound (hyper panics below its minimum). It caps hyper's write queue too,
+        // which only makes it flush sooner.
+        .max_buf_size(config.max_head_bytes.max(MIN_HTTP1_BUF));
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keep_alive)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(config.max_head_bytes).unwrap_or(u32::MAX));
+    if let Some(interval) = config.http2_keep_alive {
+        http.http2().keep_alive_timeout(interval);
+    }
     let (stop, stop_rx) = watch::channel(false);
     let mut set = JoinSet::new();
     let open = Arc::new(AtomicUsize::new(0));
@@ -204,8 +252,15 @@ where
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        // Per connection: tag each request with the peer address, then the shared service.
+        // Per connection: count the requests in flight, tag each with the peer address, then
+        // the shared service.
+        let in_flight = Arc::new(watch::Sender::new(0));
+        let mut idle = in_flight.subscribe();
         let svc = ServiceBuilder::new()
+            .layer_fn(|inner| CountInFlight {
+                inner,
+                in_flight: in_flight.clone(),
+            })
             .map_request(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(remote));
                 req
@@ -216,6 +271,7 @@ where
         let open = open.clone();
         let header_read_timeout = config.header_read_timeout;
         let write_timeout = config.write_timeout;
+        let idle_timeout = config.idle_timeout;
         set.spawn(async move {
             // hyper's header timeout starts at the first byte: a connection that sends
             // nothing at all is bounded here.
@@ -241,6 +297,19 @@ where
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                () = idle_for(&mut idle, idle_timeout) => {
+                    tracing::debug!(%remote, "closing: no request in flight for {idle_timeout:?}");
+                    conn.as_mut().graceful_shutdown();
+                    // An HTTP/2 peer that never acknowledges the GOAWAY's PING would keep the
+                    // connection open: it gets one more idle period to finish.
+                    tokio::select! {
+                        res = conn.as_mut() => res,
+                        () = idle_for(&mut idle, idle_timeout) => {
+                            tracing::debug!(%remote, "closed: the graceful close did not finish");
+                            Ok(())
+                        }
+                    }
+                }
             };
             open.fetch_sub(1, Ordering::AcqRel);
             if let Err(e) = result {
@@ -250,6 +319,132 @@ where
     };
     drop(listener);
     (outcome, Connections { stop, set })
+}
+
+/// The HTTP/2 streams a connection may have open at once. Each is a request in flight (it
+/// holds the idle deadline off and costs memory), so this bounds what one connection can
+/// hold; a Socket.IO client needs two (a poll and a post). RFC 9113 advises no fewer than 100.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// The smallest HTTP/1 read buffer cap hyper accepts.
+const MIN_HTTP1_BUF: usize = 8192;
+
+/// Resolves once the connection's `in_flight` count has stayed at zero for `timeout`.
+async fn idle_for(in_flight: &mut watch::Receiver<usize>, timeout: Duration) {
+    loop {
+        // The sender lives as long as the connection's service: an error means it is gone.
+        if in_flight.wait_for(|n| *n == 0).await.is_err() {
+            return;
+        }
+        // Any change (a request starting) restarts the wait.
+        match tokio::time::timeout(timeout, in_flight.changed()).await {
+            // Idle for the whole timeout, or the connection gone.
+            Err(_) | Ok(Err(_)) => return,
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// The per-connection service wrapper that counts the requests in flight, for the idle
+/// deadline.
+#[derive(Clone)]
+struct CountInFlight<S> {
+    inner: S,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+impl<S, R, B> Service<R> for CountInFlight<S>
+where
+    S: Service<R, Response = http::Response<B>>,
+{
+    type Response = http::Response<InFlightBody<B>>;
+    type Error = S::Error;
+    type Future = InFlightFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        InFlightFuture {
+            guard: Some(InFlight::start(&self.in_flight)),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+/// One request in flight, from the call until its response body is dropped (hyper drops it
+/// once sent, or when the connection ends).
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(in_flight: &Arc<watch::Sender<usize>>) -> Self {
+        in_flight.send_modify(|n| *n += 1);
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CountInFlight`]: hands the request's [`InFlight`] to the body.
+    struct InFlightFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for InFlightFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<InFlightBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(res.map(|resp| {
+            resp.map(|inner| InFlightBody {
+                inner,
+                _guard: guard,
+            })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight until it is dropped.
+    struct InFlightBody<B> {
+        #[pin]
+        inner: B,
+        _guard: Option<InFlight>,
+    }
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A client connection whose writes fail once one has made no progress for the deadline;

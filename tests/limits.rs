@@ -392,3 +392,344 @@ async fn shutdown_during_a_fan_out_loses_nothing_sent_before_it() {
         assert_eq!(c.next_non_ping().await, Received::Close);
     }
 }
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+const H2_EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// One HTTP/2 frame, as a raw client reads it.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+/// The next frame from the server; `None` once it has closed the connection.
+async fn read_frame(s: &mut tokio::net::TcpStream) -> Option<Frame> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some(Frame {
+        kind: head[3],
+        flags: head[4],
+        payload,
+    })
+}
+
+/// A raw h2c connection: the preface and an empty SETTINGS sent, the server's SETTINGS read
+/// (so hyper serves it, and it counts against the cap).
+async fn h2c_connect(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[H2_PREFACE, &H2_EMPTY_SETTINGS].concat())
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(WAIT, read_frame(&mut s))
+            .await
+            .expect("the server's SETTINGS in time")
+            .expect("the server's SETTINGS");
+        if frame.kind == 4 && frame.flags & 1 == 0 {
+            return s;
+        }
+    }
+}
+
+/// What an idle h2c client saw before the server closed its connection.
+#[derive(Debug, Default)]
+struct H2Closed {
+    goaway: bool,
+    pings: usize,
+}
+
+/// Reads frames until the server closes the connection. With `answer`, ACKs every SETTINGS
+/// and PING, as a live peer does; without, sends nothing at all.
+async fn h2c_until_closed(mut s: tokio::net::TcpStream, answer: bool) -> H2Closed {
+    use tokio::io::AsyncWriteExt;
+    let mut seen = H2Closed::default();
+    while let Some(frame) = read_frame(&mut s).await {
+        let ack = match frame.kind {
+            4 if frame.flags & 1 == 0 => vec![0, 0, 0, 4, 1, 0, 0, 0, 0],
+            6 if frame.flags & 1 == 0 => {
+                seen.pings += 1;
+                [&[0, 0, 8, 6, 1, 0, 0, 0, 0][..], &frame.payload].concat()
+            }
+            7 => {
+                seen.goaway = true;
+                continue;
+            }
+            _ => continue,
+        };
+        if answer && s.write_all(&ack).await.is_err() {
+            break;
+        }
+    }
+    seen
+}
+
+/// Four idle h2c connections on a server capped at four: each is closed by the idle deadline
+/// (GOAWAY, then EOF), and then a fifth, normal client is served.
+async fn four_idle_h2c_connections(answer: bool, http2_keep_alive: Option<Duration>) {
+    let idle = Duration::from_millis(300);
+    let (addr, _server) = serve_bounded(ServeConfig {
+        max_connections: Some(4),
+        idle_timeout: idle,
+        http2_keep_alive,
+        ..ServeConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let conns = futures_util::future::join_all((0..4).map(|_| h2c_connect(addr))).await;
+    let closed = tokio::time::timeout(
+        WAIT,
+        futures_util::future::join_all(conns.into_iter().map(|s| h2c_until_closed(s, answer))),
+    )
+    .await
+    .expect("every idle connection closed within the wait");
+    let elapsed = started.elapsed();
+    eprintln!("4 idle h2c connections (answering: {answer}) closed after {elapsed:?}: {closed:?}");
+    for seen in &closed {
+        assert!(seen.goaway, "closed gracefully: {seen:?}");
+        if answer && http2_keep_alive.is_some() {
+            assert!(
+                seen.pings > 0,
+                "the server's keep-alive PINGs were answered: {seen:?}"
+            );
+        }
+    }
+    // At most twice the deadline (idle, then the GOAWAY's grace), with a generous margin.
+    assert!(elapsed < 2 * idle + WAIT / 2, "{elapsed:?}");
+    // Each one's slot is free once its socket is closed: the fifth client is served at once.
+    let resp = reqwest_lite(addr).await;
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_h2c_connections_are_closed_by_the_idle_deadline_and_free_the_cap() {
+    four_idle_h2c_connections(false, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connections_answering_pings_are_still_closed_by_the_idle_deadline() {
+    four_idle_h2c_connections(true, Some(Duration::from_millis(100))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_h2c_peer_is_found_dead_by_the_keep_alive() {
+    // The idle deadline is far off: what closes it is the unanswered PING.
+    let (addr, _server) = serve_bounded(ServeConfig {
+        idle_timeout: Duration::from_secs(60),
+        http2_keep_alive: Some(Duration::from_millis(100)),
+        ..ServeConfig::default()
+    })
+    .await;
+    let s = h2c_connect(addr).await;
+    let seen = tokio::time::timeout(WAIT, h2c_until_closed(s, false))
+        .await
+        .expect("closed within the wait");
+    assert!(seen.pings > 0, "{seen:?}");
+}
+
+/// Sends an HTTP/1.1 request on `s` and reads its response head and `content-length` body.
+async fn http1_exchange(s: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An Engine.IO polling POST of `body` to session `sid`, on a connection of its own: the
+/// response.
+async fn post_packet(addr: std::net::SocketAddr, sid: &str, body: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http1_exchange(&mut s, &request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_in_flight_is_not_cut_by_the_idle_deadline() {
+    let idle = Duration::from_millis(300);
+    let (addr, _server) = serve_bounded(ServeConfig {
+        idle_timeout: idle,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut poll = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let open = http1_exchange(
+        &mut poll,
+        "GET /io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    let sid = open
+        .split_once(r#""sid":""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(sid, _)| sid.to_owned())
+        .unwrap_or_else(|| panic!("no sid in {open}"));
+    // The next GET is held until the server has a packet for it: a request in flight.
+    // (engineioxide pings at once after the open: that one is answered with a pong first.)
+    let held = loop {
+        let pending =
+            format!("GET /io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nhost: x\r\n\r\n");
+        let mut held = tokio::spawn(async move {
+            let resp = http1_exchange(&mut poll, &pending).await;
+            (resp, poll)
+        });
+        // Five idle deadlines pass with the poll held, and its connection stays open.
+        let Ok(ended) = tokio::time::timeout(5 * idle, &mut held).await else {
+            break held;
+        };
+        let (resp, back) = ended.unwrap();
+        assert!(resp.ends_with("\r\n\r\n2"), "the held poll ended: {resp}");
+        poll = back;
+        let pong = post_packet(addr, &sid, "3").await;
+        assert!(pong.starts_with("HTTP/1.1 200"), "{pong}");
+    };
+    // The CONNECT, posted on another connection, is what answers it.
+    let posted = post_packet(addr, &sid, &format!(r#"40{{"token":"{TOKEN}"}}"#)).await;
+    assert!(posted.starts_with("HTTP/1.1 200"), "{posted}");
+    let (resp, mut poll) = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("40{"),
+        "{resp}"
+    );
+    // Idle again, the connection is closed.
+    use tokio::io::AsyncReadExt;
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, poll.read(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// Sends `request` raw and reads what comes back until the server closes the connection (a
+/// reset after the answer, as when the server closes with the rest of a big head unread,
+/// ends it too).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.ok();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn an_http1_request_head_over_the_bound_gets_431() {
+    let (addr, _server) = serve_bounded(ServeConfig::default()).await;
+    let request = |pad: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\nconnection: close\r\n\r\n",
+            "a".repeat(pad)
+        )
+    };
+    let small = raw_exchange(addr, request(10_000).as_bytes()).await;
+    assert!(small.starts_with("HTTP/1.1 404"), "{small}");
+    let big = raw_exchange(addr, request(20_000).as_bytes()).await;
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+}
+
+/// An HPACK string literal, not Huffman-coded: its length (7-bit prefix) and bytes.
+fn hpack_str(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if s.len() < 127 {
+        out.push(s.len() as u8);
+    } else {
+        out.push(127);
+        let mut rest = s.len() - 127;
+        while rest >= 128 {
+            out.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        out.push(rest as u8);
+    }
+    out.extend_from_slice(s);
+    out
+}
+
+/// An HTTP/2 frame of `kind` with `flags` on stream 1.
+fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    [
+        &[len[1], len[2], len[3], kind, flags, 0, 0, 0, 1][..],
+        payload,
+    ]
+    .concat()
+}
+
+/// The header block of the server's first HEADERS frame for `GET /` with an `x-pad` header of
+/// `pad` bytes, sent on a raw h2c connection.
+async fn h2_get_with_pad(addr: std::net::SocketAddr, pad: usize) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = h2c_connect(addr).await;
+    // :method GET, :scheme http, :path / (static table), :authority x, then x-pad.
+    let mut block = vec![0x82, 0x86, 0x84, 0x41];
+    block.extend(hpack_str(b"x"));
+    block.push(0x00);
+    block.extend(hpack_str(b"x-pad"));
+    block.extend(hpack_str(&vec![b'a'; pad]));
+    // Frames carry at most 16 KiB: the rest of the block goes in CONTINUATION frames.
+    let mut chunks = block.chunks(16_384).peekable();
+    let mut frames = h2_frame(1, 0x1, chunks.next().unwrap());
+    if chunks.peek().is_none() {
+        frames[4] |= 0x4;
+    }
+    while let Some(chunk) = chunks.next() {
+        let end = if chunks.peek().is_none() { 0x4 } else { 0 };
+        frames.extend(h2_frame(9, end, chunk));
+    }
+    s.write_all(&frames).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(WAIT, read_frame(&mut s))
+            .await
+            .expect("an answer in time")
+            .expect("an answer before the close");
+        if frame.kind == 1 {
+            return frame.payload;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_http2_request_head_over_the_bound_gets_431() {
+    let (addr, _server) = serve_bounded(ServeConfig::default()).await;
+    // 404 is entry 13 of HPACK's static table.
+    let small = h2_get_with_pad(addr, 10_000).await;
+    assert_eq!(small.first(), Some(&0x8d), "{small:x?}");
+    // 431 is not in it: `:status` (entry 8) with the Huffman-coded literal "431".
+    let big = h2_get_with_pad(addr, 20_000).await;
+    assert!(
+        big.get(1..5) == Some(&[0x83, 0x69, 0x90, 0xff][..]),
+        "{:x?}",
+        &big[..big.len().min(8)]
+    );
+}

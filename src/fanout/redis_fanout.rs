@@ -445,9 +445,8 @@ fn handshake_json(h: &crate::handshake::Handshake) -> Value {
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
         .collect();
     let query: serde_json::Map<String, Value> = h
-        .query
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .query()
+        .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
         .collect();
     serde_json::json!({
         "headers": headers,
