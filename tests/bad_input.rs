@@ -312,3 +312,154 @@ async fn five_hundred_sockets_connecting_at_once_are_all_served() {
     }
     eventually("every client untracked", || t.server.client_count() == 0).await;
 }
+
+/// What the server logs, captured for assertions.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Collects what is logged on this thread, from INFO up, until the guard is dropped: on a
+    /// current-thread runtime, that is what the server's tasks log too.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The WARN lines about `event`.
+    fn warnings_about(&self, event: &str) -> Vec<String> {
+        let log = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        log.lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(&format!("event={event}")))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw Engine.IO v4 / Socket.IO v5 WebSocket client, connected to the namespace with the
+/// token (not yet authenticated).
+async fn raw_client(addr: &std::net::SocketAddr) -> RawWs {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // Engine.IO open
+    ws.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
+        .await
+        .unwrap();
+    loop {
+        let msg = ws.next().await.unwrap().unwrap();
+        if msg.to_text().unwrap_or_default().starts_with("40") {
+            return ws;
+        }
+    }
+}
+
+/// Emits `event` with one binary attachment: the header as a text frame, the attachment as a
+/// binary frame.
+async fn emit_binary(ws: &mut RawWs, event: &str, args: &str) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(format!(r#"451-["{event}",{args}]"#)))
+        .await
+        .unwrap();
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+}
+
+/// Emits `event` with `data`, as text.
+async fn emit_text(ws: &mut RawWs, event: &str, data: Value) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(format!("42{}", json!([event, data]))))
+        .await
+        .unwrap();
+}
+
+/// Waits for the event `name` (answering the engine's pings); panics on close.
+async fn raw_expect_event(ws: &mut RawWs, name: &str) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} within {WAIT:?}"))
+            .unwrap_or_else(|| panic!("closed while waiting for {name}"))
+            .unwrap();
+        let text = msg.to_text().unwrap_or_default();
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+        } else if let Some(event) = text.strip_prefix("42") {
+            let event: Value = serde_json::from_str(event).unwrap();
+            if event[0] == name {
+                return event[1].clone();
+            }
+        } else if text.starts_with('1') || text.starts_with("41") {
+            panic!("closed while waiting for {name}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn join_leave_and_authenticate_with_binary_data_are_refused_with_a_warning() {
+    let (logs, _guard) = Logs::capture();
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let (mut onlooker, _) = TestClient::authenticated(&t.url()).await;
+    let mut c = raw_client(&t.addr).await;
+    // A binary `authenticate`: its data is not read, it authenticates as usual.
+    emit_binary(&mut c, "authenticate", r#"{"_placeholder":true,"num":0}"#).await;
+    let id = raw_expect_event(&mut c, "authenticated").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = rooms_of(&t, &id);
+    emit_binary(
+        &mut c,
+        "join",
+        r#"{"rooms":[{"_placeholder":true,"num":0}]}"#,
+    )
+    .await;
+    emit_binary(
+        &mut c,
+        "leave",
+        r#"{"rooms":[{"_placeholder":true,"num":0}]}"#,
+    )
+    .await;
+    emit_text(&mut c, "sync", json!({"seq": 1})).await;
+    assert_eq!(raw_expect_event(&mut c, "synced").await, json!({"seq": 1}));
+    assert_eq!(rooms_of(&t, &id), before);
+    assert_onlooker_served(&t, &mut onlooker, 0).await;
+    // Still connected, and its text joins still go through.
+    emit_text(&mut c, "join", json!({"rooms": ["public-a"]})).await;
+    emit_text(&mut c, "sync", json!({"seq": 2})).await;
+    assert_eq!(raw_expect_event(&mut c, "synced").await, json!({"seq": 2}));
+    assert!(rooms_of(&t, &id).contains(&"public-a".to_owned()));
+    // One warning for each, from the bridge, naming the event and why its data was dropped
+    // (a null join or leave is no rooms: the rooms layer adds no second line).
+    for event in ["join", "leave", "authenticate"] {
+        let lines = logs.warnings_about(event);
+        assert_eq!(lines.len(), 1, "{event}: {lines:#?}");
+        assert!(
+            lines[0].contains("event data unreadable, handled as null")
+                && lines[0].contains("byte array"),
+            "{event}: {lines:#?}"
+        );
+    }
+}

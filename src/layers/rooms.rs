@@ -16,6 +16,9 @@
 //! Payloads are read defensively, as the seeds' `const { rooms = [] } = payload || {}`: no
 //! payload, `null`, `{}` or a payload without `rooms` mean no rooms; `rooms` that is not an
 //! array is refused with a warning; entries that are not non-empty strings are skipped.
+//! A payload carrying binary attachments has no JSON form: the bridge logs it (a warning
+//! naming the event, `event data unreadable, handled as null`) and it arrives here as `null`,
+//! so nothing is joined or left, with that one line and no second one from here.
 //! `join` and `leave` are answered here and not passed down.
 //!
 //! # Example
