@@ -7,8 +7,9 @@
 //!
 //! - the time a connection may take to send its request headers ([`ServeConfig::header_read_timeout`],
 //!   default 10 s): a connection that sends nothing, or half a request, is closed then;
-//! - the connections served at once ([`ServeConfig::max_connections`], no cap by default):
-//!   past the cap, a new connection is answered `503 Service Unavailable` and closed, never
+//! - the connections served at once ([`ServeConfig::max_connections`], no cap by default),
+//!   WebSockets included: an upgraded WebSocket holds its place until its socket is closed.
+//!   Past the cap, a new connection is answered `503 Service Unavailable` and closed, never
 //!   left hanging;
 //! - the time a write may make no progress ([`ServeConfig::write_timeout`], default 30 s):
 //!   a client that stops reading fills its socket buffers and then blocks the server's
@@ -76,7 +77,9 @@ use crate::handshake::PeerAddr;
 pub struct ServeConfig {
     /// How long a connection may take to send a request's headers (default 10 s).
     pub header_read_timeout: Duration,
-    /// How many connections are served at once; `None` (default): no cap.
+    /// How many connections are served at once; `None` (default): no cap. A connection
+    /// counts until its socket is closed: an upgraded WebSocket, which has left hyper's
+    /// connection, counts for as long as it is open.
     pub max_connections: Option<usize>,
     /// The listen backlog [`bind`] asks for (default 4096).
     pub backlog: u32,
@@ -251,7 +254,9 @@ where
             });
             continue;
         }
-        open.fetch_add(1, Ordering::AcqRel);
+        // Held by the stream itself, so that a WebSocket, which outlives hyper's connection,
+        // keeps its place until its socket is closed.
+        let slot = Slot::take(&open);
         // Per connection: count the requests in flight, tag each with the peer address, then
         // the shared service.
         let in_flight = Arc::new(watch::Sender::new(0));
@@ -268,7 +273,6 @@ where
             .service(service.clone());
         let http = http.clone();
         let mut stop = stop_rx.clone();
-        let open = open.clone();
         let header_read_timeout = config.header_read_timeout;
         let write_timeout = config.write_timeout;
         let idle_timeout = config.idle_timeout;
@@ -281,13 +285,12 @@ where
                 .is_err()
             {
                 tracing::debug!(%remote, "closed: nothing sent within {header_read_timeout:?}");
-                open.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
             // `_with_upgrades`: the WebSocket transport takes the connection over after the
             // HTTP/1.1 upgrade; without it, clients stay on long-polling.
             let conn = http.serve_connection_with_upgrades(
-                TokioIo::new(WriteDeadline::new(stream, write_timeout)),
+                TokioIo::new(WriteDeadline::new(stream, write_timeout, slot)),
                 TowerToHyperService::new(svc),
             );
             tokio::pin!(conn);
@@ -311,7 +314,6 @@ where
                     }
                 }
             };
-            open.fetch_sub(1, Ordering::AcqRel);
             if let Err(e) = result {
                 tracing::debug!(%remote, "connection ended with an error: {e}");
             }
@@ -447,23 +449,43 @@ impl<B: hyper::body::Body> hyper::body::Body for InFlightBody<B> {
     }
 }
 
+/// A connection's place under [`ServeConfig::max_connections`]: counted while it lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Self(open.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A client connection whose writes fail once one has made no progress for the deadline;
-/// the socket is then shut down both ways, so that a read waiting on it ends too.
+/// the socket is then shut down both ways, so that a read waiting on it ends too. It holds
+/// the connection's [`Slot`]: hyper hands it to an upgraded WebSocket, which keeps it until
+/// the socket is closed.
 struct WriteDeadline {
     stream: TcpStream,
     timeout: Option<Duration>,
     /// Armed while a write is blocked (boxed: only a stalled connection pays for it).
     stall: Option<Pin<Box<Sleep>>>,
     dead: bool,
+    _slot: Slot,
 }
 
 impl WriteDeadline {
-    fn new(stream: TcpStream, timeout: Option<Duration>) -> Self {
+    fn new(stream: TcpStream, timeout: Option<Duration>, slot: Slot) -> Self {
         Self {
             stream,
             timeout,
             stall: None,
             dead: false,
+            _slot: slot,
         }
     }
 

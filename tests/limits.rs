@@ -236,6 +236,60 @@ async fn past_the_connection_cap_new_connections_get_a_503_not_a_hang() {
     }
 }
 
+/// A raw Socket.IO WebSocket client, its Engine.IO open packet read: the upgrade is done.
+async fn websocket_opened(
+    addr: std::net::SocketAddr,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use futures_util::StreamExt;
+    let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let open = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("the open packet in time")
+        .expect("the open packet")?;
+    assert!(open.to_text().unwrap().starts_with("0{"), "{open:?}");
+    Ok(ws)
+}
+
+#[tokio::test]
+async fn websockets_count_against_the_connection_cap_until_they_close() {
+    use tokio::io::AsyncReadExt;
+    let (addr, _server) = serve_bounded(ServeConfig {
+        max_connections: Some(2),
+        ..ServeConfig::default()
+    })
+    .await;
+    let first = websocket_opened(addr).await.unwrap();
+    let _second = websocket_opened(addr).await.unwrap();
+    // Upgraded, they have left hyper's connection: still, a third connection is refused,
+    // and stays refused while they are open.
+    for attempt in 0..10 {
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(2), extra.read_to_string(&mut answer))
+            .await
+            .ok();
+        assert!(
+            answer.starts_with("HTTP/1.1 503"),
+            "attempt {attempt}: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once one of them closes, a new client is served.
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    while websocket_opened(addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no room after a WebSocket closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A plain HTTP GET of `/` (answered 404 by the standalone service): the status line.
 async fn reqwest_lite(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
