@@ -38,6 +38,7 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::connect_limit::{MeteredBody, PollingMeter};
 use crate::transport::{CutOff, Severable, Transports};
 
 /// A tower layer serving Socket.IO at the stack's path and passing every other request to
@@ -101,11 +102,11 @@ impl<S, A, B, RB> Service<Request<B>> for IoService<S, A>
 where
     A: Adapter,
     S: Clone + Send + 'static,
-    SocketIoService<S, A>: Service<Request<B>, Response = http::Response<RB>>,
+    SocketIoService<S, A>: Service<Request<MeteredBody<B>>, Response = http::Response<RB>>,
 {
     type Response = http::Response<RB>;
-    type Error = <SocketIoService<S, A> as Service<Request<B>>>::Error;
-    type Future = IoFuture<<SocketIoService<S, A> as Service<Request<B>>>::Future>;
+    type Error = <SocketIoService<S, A> as Service<Request<MeteredBody<B>>>>::Error;
+    type Future = IoFuture<<SocketIoService<S, A> as Service<Request<MeteredBody<B>>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -113,13 +114,28 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if !is_under(req.uri().path(), &self.path) {
+            let req = req.map(|body| MeteredBody::new(body, None));
             return IoFuture::new(self.inner.call(req), None);
         }
         let mut req = detach_head(req);
-        if session_id(req.uri()).is_some_and(|sid| self.transports.is_refused(sid)) {
+        let sid = session_id(req.uri());
+        if sid.is_some_and(|sid| self.transports.is_refused(sid)) {
             refuse_session(&mut req);
         }
         let upgrade = is_websocket_upgrade(&req).then(|| self.take_upgrade(&mut req));
+        // A long-polling POST carries the client's packets: its CONNECTs are counted.
+        let meter = sid
+            .filter(|_| req.method() == http::Method::POST)
+            .map(|sid| {
+                let transports = self.transports.clone();
+                PollingMeter::new(
+                    self.transports.polling_budgets().clone(),
+                    self.transports.connect_limit(),
+                    sid,
+                    Box::new(move |sid| transports.refuse(sid)),
+                )
+            });
+        let req = req.map(|body| MeteredBody::new(body, meter));
         IoFuture::new(self.inner.call(req), upgrade)
     }
 }
@@ -144,6 +160,7 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
         // is found there (each `SocketIoLayer::layer` makes an engine of its own).
         let websocket = self.inner.clone();
         let transports = self.transports.clone();
+        let transports_meter = self.transports.ws_meter();
         Box::new(move || {
             tokio::spawn(async move {
                 let io = match on_upgrade.await {
@@ -159,7 +176,8 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
                     transports.register_upgrade(sid, &cut);
                     (transports, sid)
                 });
-                let io = Severable::new(io, cut, registration);
+                let meter = transports_meter;
+                let io = Severable::new(io, cut, registration).metered(meter);
                 if let Err(e) = websocket.oneshot((io, head)).await {
                     tracing::debug!("websocket refused: {e}");
                 }

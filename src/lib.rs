@@ -66,6 +66,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod connect_limit;
 pub mod core;
 pub mod error;
 pub mod event;
@@ -73,6 +74,7 @@ pub mod fanout;
 pub mod handshake;
 pub mod io_service;
 pub mod layers;
+mod log_throttle;
 pub mod outbound;
 pub mod serve;
 pub mod server;

@@ -39,6 +39,7 @@ use tower::util::BoxCloneSyncService;
 use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
+use crate::connect_limit::ConnectLimit;
 use crate::core::bridge::{
     Bridge, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES,
 };
@@ -92,6 +93,7 @@ pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAda
     queue_capacity: usize,
     queue_bytes: usize,
     total_queue_bytes: usize,
+    connect_limit: ConnectLimit,
 }
 
 impl SocketServer<LocalAdapter> {
@@ -126,6 +128,7 @@ impl<A: Adapter> SocketServerBuilder<Identity, Identity, A> {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
+            connect_limit: ConnectLimit::default(),
         }
     }
 }
@@ -152,6 +155,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             queue_capacity: self.queue_capacity,
             queue_bytes: self.queue_bytes,
             total_queue_bytes: self.total_queue_bytes,
+            connect_limit: self.connect_limit,
         }
     }
 
@@ -184,6 +188,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             queue_capacity: self.queue_capacity,
             queue_bytes: self.queue_bytes,
             total_queue_bytes: self.total_queue_bytes,
+            connect_limit: self.connect_limit,
         }
     }
 
@@ -243,6 +248,14 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
+    /// How many namespace CONNECT packets one Engine.IO session may send (default: a burst of
+    /// 16, then one every 2 s); past it the session's transport is ended. See
+    /// [`connect_limit`](crate::connect_limit).
+    pub fn connect_limit(mut self, limit: ConnectLimit) -> Self {
+        self.connect_limit = limit;
+        self
+    }
+
     /// How many bytes of events may wait, per socket (default 2 MB) and for all sockets
     /// together (default 256 MiB); see [`Bridge::queue_bytes`].
     pub fn queue_bytes(mut self, per_socket: usize, total: usize) -> Self {
@@ -293,7 +306,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .req_path(self.path.clone())
             .with_adapter::<A>(self.adapter_state)
             .build_layer();
-        let transports = Transports::default();
+        let transports = Transports::new(self.connect_limit);
         io.ns(
             "/",
             Bridge::new(inbound)

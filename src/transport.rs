@@ -30,16 +30,17 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
+
+use crate::connect_limit::{ConnectLimit, PollingBudgets, WsConnectMeter};
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::{Sid, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The transports this server can cut off: the WebSocket connections upgraded from
 /// long-polling (by session id), and the long-polling sessions refused. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Transports(Arc<Inner>);
 
-#[derive(Default)]
 struct Inner {
     /// A session that starts on long-polling keeps its first request's head, so the cut-off of
     /// the WebSocket it upgrades to is found here rather than in that head.
@@ -48,9 +49,49 @@ struct Inner {
     refused: Mutex<HashSet<Sid>>,
     /// How many are refused: requests skip the lock while there are none.
     refused_count: AtomicUsize,
+    connect_limit: ConnectLimit,
+    polling_budgets: Arc<PollingBudgets>,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Self::new(ConnectLimit::default())
+    }
 }
 
 impl Transports {
+    pub(crate) fn new(connect_limit: ConnectLimit) -> Self {
+        Self(Arc::new(Inner {
+            upgraded: Mutex::default(),
+            refused: Mutex::default(),
+            refused_count: AtomicUsize::new(0),
+            connect_limit,
+            polling_budgets: Arc::default(),
+        }))
+    }
+
+    /// The bound on a session's namespace CONNECTs.
+    pub(crate) fn connect_limit(&self) -> ConnectLimit {
+        self.0.connect_limit
+    }
+
+    /// The CONNECT budgets of long-polling sessions.
+    pub(crate) fn polling_budgets(&self) -> &Arc<PollingBudgets> {
+        &self.0.polling_budgets
+    }
+
+    /// A CONNECT meter for a new WebSocket connection.
+    pub(crate) fn ws_meter(&self) -> WsConnectMeter {
+        WsConnectMeter::new(self.0.connect_limit)
+    }
+
+    /// Refuses every further request of long-polling session `sid` (see the module docs).
+    pub(crate) fn refuse(&self, sid: Sid) {
+        if self.refused().insert(sid) {
+            self.0.refused_count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     fn refused(&self) -> std::sync::MutexGuard<'_, HashSet<Sid>> {
         self.0.refused.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -62,6 +103,7 @@ impl Transports {
 
     /// Forgets what was kept of session `sid`, once its socket has gone.
     pub(crate) fn forget(&self, sid: Sid) {
+        self.0.polling_budgets.forget(sid);
         if self.0.refused_count.load(Ordering::Acquire) > 0 && self.refused().remove(&sid) {
             self.0.refused_count.fetch_sub(1, Ordering::AcqRel);
         }
@@ -91,10 +133,9 @@ impl Transports {
     pub(crate) fn cut<A: Adapter>(&self, socket: &Socket<A>) {
         let upgraded = self.upgraded().get(&socket.id).and_then(Weak::upgrade);
         let direct = || socket.req_parts().extensions.get::<Arc<CutOff>>().cloned();
-        if let Some(cut) = upgraded.or_else(direct) {
-            cut.cut();
-        } else if self.refused().insert(socket.id) {
-            self.0.refused_count.fetch_add(1, Ordering::AcqRel);
+        match upgraded.or_else(direct) {
+            Some(cut) => cut.cut(),
+            None => self.refuse(socket.id),
         }
     }
 }
@@ -126,6 +167,8 @@ impl CutOff {
 pub(crate) struct Severable<T> {
     io: T,
     cut: Arc<CutOff>,
+    /// What the client writes is metered for its namespace CONNECTs.
+    meter: Option<WsConnectMeter>,
     /// Where this connection is registered (an upgrade from long-polling), to forget it at the
     /// end.
     registration: Option<(Transports, Sid)>,
@@ -136,8 +179,15 @@ impl<T> Severable<T> {
         Self {
             io,
             cut,
+            meter: None,
             registration,
         }
+    }
+
+    /// Meters what the client writes; the connection is cut before a CONNECT over the bound.
+    pub(crate) fn metered(mut self, meter: WsConnectMeter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 }
 
@@ -164,7 +214,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         if self.cut.is_cut() {
             return Poll::Ready(Ok(())); // end of stream
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(meter)) = (&res, self.meter.as_mut())
+            && let Some(excess) = meter.feed(&buf.filled()[before..])
+        {
+            // What comes from the excess frame on is never read: the connection ends there.
+            buf.set_filled(before + excess);
+            self.cut.cut();
+        }
+        res
     }
 }
 

@@ -385,9 +385,10 @@ async fn a_client_that_leaves_the_namespace_and_connects_again_at_once_is_answer
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.next().await.unwrap().unwrap(); // Engine.IO open
     let connect = format!(r#"40{{"token":"{TOKEN}"}}"#);
-    // Leave (`41`) and connect again (`40`) back to back, 50 times: each CONNECT is answered.
+    // Leave (`41`) and connect again (`40`) back to back, 12 times (within the session's
+    // CONNECT bound): each CONNECT is answered.
     ws.send(Message::text(connect.clone())).await.unwrap();
-    for round in 0..50 {
+    for round in 0..12 {
         let id = loop {
             let msg = tokio::time::timeout(WAIT, ws.next())
                 .await
@@ -418,4 +419,42 @@ async fn a_client_that_leaves_the_namespace_and_connects_again_at_once_is_answer
         ws.send(Message::text("41")).await.unwrap();
         ws.send(Message::text(connect.clone())).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_oversized_auth_payload_is_refused_at_connect_and_the_session_may_try_again() {
+    let t = serve(seeds_stack(10_000, 10_000)).await;
+    let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // Engine.IO open
+    let next_packet = async |ws: &mut Ws| loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let text = msg.to_text().unwrap_or_default().to_owned();
+        if text != "2" {
+            return text;
+        }
+    };
+    // 9 KB of token, then 600 tiny values: each refused with a message, before it is parsed.
+    let long = json!({ "token": "x".repeat(9_000) });
+    let many = json!({ "token": TOKEN, "pad": vec![0; 600] });
+    for auth in [long, many] {
+        ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+        let answer = next_packet(&mut ws).await;
+        let error: Value = serde_json::from_str(answer.strip_prefix("44").unwrap()).unwrap();
+        assert!(
+            error["message"].as_str().unwrap().contains("bound"),
+            "{error}"
+        );
+    }
+    assert_eq!(t.server.client_count(), 0);
+    // A normal auth on the same session is answered.
+    ws.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
+        .await
+        .unwrap();
+    assert!(next_packet(&mut ws).await.starts_with("40{"));
+    eventually("tracked", || t.server.client_count() == 1).await;
 }

@@ -57,6 +57,7 @@ use tower_service::Service;
 
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
+use crate::log_throttle::EverySecond;
 use crate::session::Session;
 use crate::transport::Transports;
 
@@ -69,6 +70,42 @@ pub const DEFAULT_QUEUE_BYTES: usize = 2_000_000;
 
 /// How many bytes of all sockets' events may wait at once, whatever the number of clients.
 pub const DEFAULT_TOTAL_QUEUE_BYTES: usize = 256 << 20;
+
+/// The largest `auth` payload a CONNECT may carry, as sent. The handshake keeps it, parsed,
+/// for the socket's life: its cost is the server's to set, as for the request head (16 KiB).
+pub const MAX_AUTH_BYTES: usize = 8 * 1024;
+
+/// The most values (objects, arrays, keys and items) the `auth` payload may hold: parsed, a
+/// value costs tens of bytes whatever its size on the wire.
+pub const MAX_AUTH_VALUES: usize = 512;
+
+/// Refuses an `auth` payload over the bounds, before it is parsed.
+fn check_auth(auth: &Option<WireValue>) -> Result<(), String> {
+    let Some(auth) = auth else {
+        return Ok(());
+    };
+    let bytes = wire_size(auth);
+    if bytes > MAX_AUTH_BYTES {
+        return Err(format!(
+            "auth payload of {bytes} bytes is over the {MAX_AUTH_BYTES}-byte bound"
+        ));
+    }
+    // Separators overcount (a string may hold them), never undercount.
+    let values = match auth {
+        WireValue::Str(text, _) => text
+            .as_bytes()
+            .iter()
+            .filter(|b| matches!(b, b',' | b':' | b'[' | b'{'))
+            .count(),
+        WireValue::Bytes(_) => 0,
+    };
+    if values > MAX_AUTH_VALUES {
+        return Err(format!(
+            "auth payload of about {values} values is over the {MAX_AUTH_VALUES}-value bound"
+        ));
+    }
+    Ok(())
+}
 
 /// The namespace connect handler feeding a socket's lifecycle into `service`.
 pub struct Bridge<S, A> {
@@ -178,6 +215,13 @@ where
         s: Arc<Socket<A>>,
         auth: &'a Option<WireValue>,
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>> {
+        if let Err(refusal) = check_auth(auth) {
+            // Answered with `connect_error` {message}; the Engine.IO session stays.
+            tracing::info!(socket = %s.id, "CONNECT refused: {refusal}");
+            return Box::pin(std::future::ready(Err(
+                Box::new(refusal) as Box<dyn Display + Send>
+            )));
+        }
         let auth = match Data::<serde_json::Value>::from_connect_parts(&s, auth) {
             Ok(Data(v)) => v,
             Err(_) => serde_json::Value::Null,
@@ -274,8 +318,12 @@ impl<A: Adapter> Queued<A> {
         let data = match TryData::<serde_json::Value>::from_message(socket.clone(), data, ack_id) {
             Ok(TryData(Ok(data))) => data,
             Ok(TryData(Err(e))) => {
-                // Binary attachments, for one: they have no JSON form.
-                tracing::warn!(socket = %socket.id, event = %name, "event data unreadable, handled as null: {e}");
+                // Binary attachments, for one: they have no JSON form. At most a line a second:
+                // any client can send such events at will.
+                static UNREADABLE: EverySecond = EverySecond::new();
+                if let Some(unreadable) = UNREADABLE.count(1) {
+                    tracing::warn!(socket = %socket.id, event = %name, unreadable, "event data unreadable, handled as null: {e}");
+                }
                 serde_json::Value::Null
             }
             Err(never) => match never {},

@@ -17,7 +17,7 @@
 //! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
 //! layer delivers what Node emitters and adapters publish.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,6 +36,7 @@ use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
 use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request, WireError};
+use crate::log_throttle::EverySecond;
 use crate::outbound::{SendError, SendRequest};
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
@@ -80,23 +81,11 @@ struct Inner {
 /// Logs the messages refused from Redis at most once a second, with how many were refused
 /// since the last line: whoever can publish on this Redis could otherwise flood the log.
 #[derive(Default)]
-struct Refusals {
-    since_logged: AtomicU64,
-    last_log_second: AtomicU64,
-}
+struct Refusals(EverySecond);
 
 impl Refusals {
     fn report(&self, channel: &str, bytes: usize, what: &str, error: &WireError) {
-        self.since_logged.fetch_add(1, Ordering::Relaxed);
-        let now = crate::clock::unix_millis(std::time::SystemTime::now()) / 1000;
-        let last = self.last_log_second.load(Ordering::Relaxed);
-        if now > last
-            && self
-                .last_log_second
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let refused = self.since_logged.swap(0, Ordering::Relaxed);
+        if let Some(refused) = self.0.count(1) {
             tracing::warn!(channel, bytes, refused, "ignored {what}: {error}");
         }
     }

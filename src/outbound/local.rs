@@ -87,18 +87,8 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
 /// Logs missed deliveries at most once a second (a client that stopped reading misses every
 /// send until the write timeout cuts it off: one line each would flood the log).
 fn report_missed(count: usize, topic: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static MISSED: AtomicU64 = AtomicU64::new(0);
-    static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
-    MISSED.fetch_add(count as u64, Ordering::Relaxed);
-    let now = crate::clock::unix_millis(std::time::SystemTime::now()) / 1000;
-    let last = LAST_LOG_SECOND.load(Ordering::Relaxed);
-    if now > last
-        && LAST_LOG_SECOND
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let missed = MISSED.swap(0, Ordering::Relaxed);
+    static MISSED: crate::log_throttle::EverySecond = crate::log_throttle::EverySecond::new();
+    if let Some(missed) = MISSED.count(count as u64) {
         tracing::warn!(
             missed,
             topic,
