@@ -13,6 +13,11 @@
 //! buffer. Mounted in front of the router instead, `server.layer().layer(router)` (as the
 //! demo does), Socket.IO requests never enter axum.
 //!
+//! Every request reaches the wrapped service with its body in a
+//! [`MeteredBody`](crate::connect_limit::MeteredBody) (the same data and errors): a long-polling
+//! POST's packets are counted for the session's CONNECT bound as they stream, other bodies pass
+//! untouched.
+//!
 //! A WebSocket upgrade is carried out here rather than by engineioxide, so that the
 //! connection engineioxide gets can be cut off by the server (see
 //! [`Session::disconnect`](crate::Session::disconnect)).
