@@ -57,7 +57,6 @@ use tower_service::Service;
 
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
-use crate::log_throttle::EverySecond;
 use crate::session::Session;
 use crate::transport::Transports;
 
@@ -241,6 +240,7 @@ where
                     finished: false,
                     dropped: 0,
                     bytes: 0,
+                    unreadable: 0,
                 }),
                 capacity: self.queue_capacity,
                 bytes: self.queue_bytes,
@@ -306,7 +306,8 @@ struct Queued<A: Adapter> {
 }
 
 impl<A: Adapter> Queued<A> {
-    fn into_event(self) -> ClientEvent<A> {
+    /// The event, parsed; with why its data could not be read, when it could not.
+    fn into_event(self) -> (ClientEvent<A>, Option<String>) {
         let Self {
             socket,
             name,
@@ -315,24 +316,19 @@ impl<A: Adapter> Queued<A> {
             ..
         } = self;
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut data, &ack_id);
-        let data = match TryData::<serde_json::Value>::from_message(socket.clone(), data, ack_id) {
-            Ok(TryData(Ok(data))) => data,
-            Ok(TryData(Err(e))) => {
-                // Binary attachments, for one: they have no JSON form. At most a line a second:
-                // any client can send such events at will.
-                static UNREADABLE: EverySecond = EverySecond::new();
-                if let Some(unreadable) = UNREADABLE.count(1) {
-                    tracing::warn!(socket = %socket.id, event = %name, unreadable, "event data unreadable, handled as null: {e}");
-                }
-                serde_json::Value::Null
-            }
-            Err(never) => match never {},
-        };
-        ClientEvent {
+        let (data, unreadable) =
+            match TryData::<serde_json::Value>::from_message(socket.clone(), data, ack_id) {
+                Ok(TryData(Ok(data))) => (data, None),
+                // Binary attachments, for one: they have no JSON form.
+                Ok(TryData(Err(e))) => (serde_json::Value::Null, Some(e.to_string())),
+                Err(never) => match never {},
+            };
+        let event = ClientEvent {
             name,
             data,
             ack: Some(ack),
-        }
+        };
+        (event, unreadable)
     }
 }
 
@@ -356,6 +352,8 @@ struct PendingState<A: Adapter> {
     dropped: u64,
     /// Bytes of the waiting events.
     bytes: usize,
+    /// Events whose data could not be read.
+    unreadable: u64,
 }
 
 impl<A: Adapter> Pending<A> {
@@ -431,7 +429,10 @@ where
             };
             match next {
                 Next::Event(event) => {
-                    let event = event.into_event();
+                    let (event, unreadable) = event.into_event();
+                    if let Some(e) = unreadable {
+                        report_unreadable(pending, &socket, &event.name, &e);
+                    }
                     // What a socket sent before leaving is still handled, in order; each of
                     // these is detached if it does not finish at once (see module docs).
                     let open = !session.is_closed();
@@ -462,6 +463,24 @@ where
         )
         .await;
         session.clear_timers();
+    }
+}
+
+/// Logs an event whose data could not be read (it goes on with `null` data): the first ten of
+/// a socket, then every 1,000th, since a client can send such events at will.
+fn report_unreadable<A: Adapter>(
+    pending: &Pending<A>,
+    socket: &SocketRef<A>,
+    event: &str,
+    e: &str,
+) {
+    let count = {
+        let mut state = pending.lock();
+        state.unreadable += 1;
+        state.unreadable
+    };
+    if count <= 10 || count % 1000 == 0 {
+        tracing::warn!(socket = %socket.id, event = %event, unreadable = count, "event data unreadable, handled as null: {e}");
     }
 }
 
