@@ -351,26 +351,12 @@ impl Logs {
     }
 }
 
-type RawWs =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// A raw Engine.IO v4 / Socket.IO v5 WebSocket client, connected to the namespace with the
 /// token (not yet authenticated).
 async fn raw_client(addr: &std::net::SocketAddr) -> RawWs {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.next().await.unwrap().unwrap(); // Engine.IO open
-    ws.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
-        .await
-        .unwrap();
-    loop {
-        let msg = ws.next().await.unwrap().unwrap();
-        if msg.to_text().unwrap_or_default().starts_with("40") {
-            return ws;
-        }
-    }
+    let mut ws = raw_ws(*addr, None).await;
+    raw_ws_namespace(&mut ws, &json!({ "token": TOKEN })).await;
+    ws
 }
 
 /// Emits `event` with one binary attachment: the header as a text frame, the attachment as a

@@ -11,8 +11,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use socketio_stack::SocketServer;
 use socketio_stack::layers::AuthLayer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every log line of the process, kept to be counted.
@@ -41,29 +39,6 @@ impl Captured {
     }
 }
 
-async fn http(addr: std::net::SocketAddr, method: &str, target: &str, body: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    // The server may stop reading the body part way: a refused body is not an error here.
-    conn.write_all(body.as_bytes()).await.ok();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
-        .await
-        .expect("an answer")
-        .ok();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_flood_is_cut_off_and_logs_a_bounded_number_of_lines() {
     let captured = Captured::default();
@@ -84,13 +59,7 @@ async fn a_connect_flood_is_cut_off_and_logs_a_bounded_number_of_lines() {
 
     // WebSocket: 100,000 CONNECTs to a namespace that does not exist, nothing read. A small
     // receive buffer, so that the server's writes block soon.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(t.addr).await.unwrap();
-    let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    ws.next().await.unwrap().unwrap(); // Engine.IO open
+    let mut ws = raw_ws(t.addr, Some(4096)).await;
     let mut sent = 0;
     for _ in 0..100_000 {
         if ws.feed(Message::text("40/nope,")).await.is_err() {
@@ -117,7 +86,7 @@ async fn a_connect_flood_is_cut_off_and_logs_a_bounded_number_of_lines() {
     captured.clear();
 
     // Long-polling: 1,000 CONNECTs in one POST body, nothing read.
-    let (status, open) = http(t.addr, "GET", "/io/?EIO=4&transport=polling", "").await;
+    let (status, open) = raw_http(t.addr, "GET", "/io/?EIO=4&transport=polling", "").await;
     assert_eq!(status, 200);
     let open: serde_json::Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
     let target = format!(
@@ -125,11 +94,11 @@ async fn a_connect_flood_is_cut_off_and_logs_a_bounded_number_of_lines() {
         open["sid"].as_str().unwrap()
     );
     let flood = vec!["40/nope,"; 1_000].join("\u{1e}");
-    http(t.addr, "POST", &target, &flood).await;
+    raw_http(t.addr, "POST", &target, &flood).await;
     // The session is refused from then on: its next requests are those of an unknown session.
-    let (status, body) = http(t.addr, "POST", &target, "40/nope,").await;
+    let (status, body) = raw_http(t.addr, "POST", &target, "40/nope,").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = http(t.addr, "GET", &target, "").await;
+    let (status, body) = raw_http(t.addr, "GET", &target, "").await;
     assert_eq!(status, 400, "{body}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let lines = captured.lines();

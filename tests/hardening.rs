@@ -12,11 +12,7 @@ use serde_json::{Value, json};
 use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::{ClientState, SendRequest, SocketServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Transport {
@@ -29,36 +25,11 @@ const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Polling];
 /// A raw client on one transport: it connects to the namespace, then reads only when told.
 struct Raw {
     addr: SocketAddr,
-    ws: Option<Ws>,
+    ws: Option<RawWs>,
     /// The Engine.IO session id (long-polling).
     eio_sid: String,
     /// The Socket.IO socket id.
     id: String,
-}
-
-/// One HTTP/1.1 request on its own connection; returns the status and the body.
-async fn http(addr: SocketAddr, method: &str, target: &str, body: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
-        .await
-        .expect("an answer")
-        .ok();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 impl Raw {
@@ -67,26 +38,9 @@ impl Raw {
         let connect = format!("40{auth}");
         match transport {
             Transport::WebSocket => {
-                let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
-                // A small receive buffer (loopback's grows to 32 MiB): the server's writes
-                // block after a few MiB.
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket.set_recv_buffer_size(16 * 1024).unwrap();
-                let stream = socket.connect(addr).await.unwrap();
-                let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-                let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-                ws.next().await.unwrap().unwrap(); // Engine.IO open
-                ws.send(Message::text(connect)).await.unwrap();
-                // The namespace's CONNECT; the engine's first ping may come before it.
-                let id = loop {
-                    let msg = ws.next().await.unwrap().unwrap();
-                    if let Some(rest) = msg.to_text().unwrap_or_default().strip_prefix("40") {
-                        break serde_json::from_str::<Value>(rest).unwrap()["sid"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned();
-                    }
-                };
+                // A small receive buffer: the server's writes block after a few MiB.
+                let mut ws = raw_ws(addr, Some(16 * 1024)).await;
+                let id = raw_ws_namespace(&mut ws, &auth).await;
                 Self {
                     addr,
                     ws: Some(ws),
@@ -95,7 +49,8 @@ impl Raw {
                 }
             }
             Transport::Polling => {
-                let (status, open) = http(addr, "GET", "/io/?EIO=4&transport=polling", "").await;
+                let (status, open) =
+                    raw_http(addr, "GET", "/io/?EIO=4&transport=polling", "").await;
                 assert_eq!(status, 200, "{open}");
                 let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
                 let eio_sid = open["sid"].as_str().unwrap().to_owned();
@@ -127,14 +82,14 @@ impl Raw {
     }
 
     async fn post(&self, payload: &str) -> u16 {
-        http(self.addr, "POST", &self.polling_target(), payload)
+        raw_http(self.addr, "POST", &self.polling_target(), payload)
             .await
             .0
     }
 
     /// One long-polling GET: the packets it carried.
     async fn poll(&self) -> Vec<String> {
-        let (status, body) = http(self.addr, "GET", &self.polling_target(), "").await;
+        let (status, body) = raw_http(self.addr, "GET", &self.polling_target(), "").await;
         assert_eq!(status, 200, "{body}");
         body.split('\u{1e}').map(str::to_owned).collect()
     }
@@ -157,12 +112,12 @@ impl Raw {
         let (addr, target) = (self.addr, self.polling_target());
         Some(tokio::spawn(async move {
             loop {
-                let (status, body) = http(addr, "GET", &target, "").await;
+                let (status, body) = raw_http(addr, "GET", &target, "").await;
                 if status != 200 {
                     return;
                 }
                 if body.split('\u{1e}').any(|p| p == "2") {
-                    http(addr, "POST", &target, "3").await;
+                    raw_http(addr, "POST", &target, "3").await;
                 }
             }
         }))
@@ -180,7 +135,7 @@ impl Raw {
                 assert!(drained.is_ok(), "the WebSocket is still open");
             }
             None => {
-                let (status, body) = http(self.addr, "GET", &self.polling_target(), "").await;
+                let (status, body) = raw_http(self.addr, "GET", &self.polling_target(), "").await;
                 assert_eq!(status, 400, "the session is still open: {body}");
                 assert!(body.contains("Session ID unknown"), "{body}");
             }
@@ -215,6 +170,15 @@ fn small_buffer(io: socketioxide::SocketIoBuilder) -> socketioxide::SocketIoBuil
     io.max_buffer_size(32)
         .ping_interval(Duration::from_secs(1))
         .ping_timeout(Duration::from_secs(5))
+}
+
+/// A server with `layers` whose clients have a small write buffer (see [`small_buffer`]).
+async fn start(
+    layers: impl FnOnce(
+        socketio_stack::SocketServerBuilder,
+    ) -> Result<SocketServer, socketio_stack::BuildError>,
+) -> TestServer {
+    serve(layers(SocketServer::builder().configure_io(small_buffer)).unwrap()).await
 }
 
 /// Leaves the server time to take its decision, which nothing shows the client (the
@@ -258,14 +222,11 @@ async fn authenticate(server: &SocketServer, raw: &mut Raw) {
 async fn the_auth_deadline_holds_against_a_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = serve(
-            SocketServer::builder()
-                .layer(AuthLayer::new(common::authenticate))
+        let t = start(|b| {
+            b.layer(AuthLayer::new(common::authenticate))
                 .layer(AuthTimeoutLayer::new(Duration::from_millis(400)).unwrap())
-                .configure_io(small_buffer)
                 .build()
-                .unwrap(),
-        )
+        })
         .await;
         let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
         fill_buffer(&t.server, &raw.id).await;
@@ -277,14 +238,7 @@ async fn the_auth_deadline_holds_against_a_client_whose_buffer_is_full() {
 async fn a_refused_token_ends_the_connection_of_a_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = serve(
-            SocketServer::builder()
-                .layer(AuthLayer::new(common::authenticate))
-                .configure_io(small_buffer)
-                .build()
-                .unwrap(),
-        )
-        .await;
+        let t = start(|b| b.layer(AuthLayer::new(common::authenticate)).build()).await;
         let mut raw = Raw::connect(t.addr, transport, json!({ "token": "wrong" })).await;
         fill_buffer(&t.server, &raw.id).await;
         assert!(raw.send(r#"42["authenticate"]"#).await);
@@ -296,18 +250,15 @@ async fn a_refused_token_ends_the_connection_of_a_client_whose_buffer_is_full() 
 async fn the_rate_limit_disconnects_a_flooder_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = serve(
-            SocketServer::builder()
-                .layer(
-                    RateLimitLayer::default()
-                        .events(Bucket::new(1.0, 2).unwrap())
-                        .policy(ExcessPolicy::Disconnect),
-                )
-                .layer(AuthLayer::new(common::authenticate))
-                .configure_io(small_buffer)
-                .build()
-                .unwrap(),
-        )
+        let t = start(|b| {
+            b.layer(
+                RateLimitLayer::default()
+                    .events(Bucket::new(1.0, 2).unwrap())
+                    .policy(ExcessPolicy::Disconnect),
+            )
+            .layer(AuthLayer::new(common::authenticate))
+            .build()
+        })
         .await;
         let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
         authenticate(&t.server, &mut raw).await;
@@ -324,18 +275,15 @@ async fn the_rate_limit_disconnects_a_flooder_whose_buffer_is_full() {
 async fn the_ping_rule_disconnects_an_unauthenticated_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = serve(
-            SocketServer::builder()
-                .layer(AuthLayer::new(common::authenticate))
+        let t = start(|b| {
+            b.layer(AuthLayer::new(common::authenticate))
                 .layer(
                     PingLayer::new(Duration::from_millis(200))
                         .unwrap()
                         .disconnect_unauthenticated(true),
                 )
-                .configure_io(small_buffer)
                 .build()
-                .unwrap(),
-        )
+        })
         .await;
         let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
         authenticate(&t.server, &mut raw).await;
@@ -351,14 +299,11 @@ async fn the_ping_rule_disconnects_an_unauthenticated_client_whose_buffer_is_ful
 async fn server_disconnect_ends_the_connection_of_a_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = serve(
-            SocketServer::builder()
-                .layer(AuthLayer::new(common::authenticate))
+        let t = start(|b| {
+            b.layer(AuthLayer::new(common::authenticate))
                 .layer(RoomsLayer::new())
-                .configure_io(small_buffer)
                 .build()
-                .unwrap(),
-        )
+        })
         .await;
         let mut raw = Raw::connect(t.addr, transport, json!({ "token": TOKEN })).await;
         authenticate(&t.server, &mut raw).await;
@@ -427,7 +372,7 @@ async fn an_oversized_auth_payload_is_refused_at_connect_and_the_session_may_try
     let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.next().await.unwrap().unwrap(); // Engine.IO open
-    let next_packet = async |ws: &mut Ws| loop {
+    let next_packet = async |ws: &mut RawWs| loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
             .unwrap()

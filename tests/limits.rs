@@ -358,24 +358,11 @@ fn authenticated(server: &SocketServer) -> usize {
 }
 
 /// A raw WebSocket client that authenticates, then never reads again.
-async fn never_reading_client(
-    addr: &std::net::SocketAddr,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    use futures_util::{SinkExt, StreamExt};
+async fn never_reading_client(addr: &std::net::SocketAddr) -> RawWs {
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
-    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    slow.next().await.unwrap().unwrap(); // Engine.IO open
-    slow.send(Message::text(format!(r#"40{{"token":"{TOKEN}"}}"#)))
-        .await
-        .unwrap();
-    // The namespace's CONNECT; the engine's first ping may come before it.
-    loop {
-        let msg = slow.next().await.unwrap().unwrap();
-        if msg.to_text().unwrap_or_default().starts_with("40") {
-            break;
-        }
-    }
+    let mut slow = raw_ws(*addr, None).await;
+    raw_ws_namespace(&mut slow, &json!({ "token": TOKEN })).await;
     slow.send(Message::text(r#"42["authenticate"]"#))
         .await
         .unwrap();

@@ -55,16 +55,8 @@ async fn sixty_big_events_behind_a_slow_authentication_cost_their_bound_not_thei
         .build()
         .unwrap();
     let t = serve(server).await;
-    let url = format!("ws://{}/io/?EIO=4&transport=websocket", t.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.next().await.unwrap().unwrap(); // Engine.IO open
-    ws.send(Message::text("40")).await.unwrap();
-    loop {
-        let msg = ws.next().await.unwrap().unwrap();
-        if msg.to_text().unwrap_or_default().starts_with("40") {
-            break;
-        }
-    }
+    let mut ws = raw_ws(t.addr, None).await;
+    raw_ws_namespace(&mut ws, &serde_json::json!({})).await;
     ws.send(Message::text(r#"42["authenticate"]"#))
         .await
         .unwrap();

@@ -353,3 +353,69 @@ pub async fn expect_refusal(c: &mut TestClient, message: &str) {
     assert_iso_time(&data["time"]);
     assert_eq!(c.next().await, Received::Close);
 }
+
+/// One HTTP/1.1 request on a connection of its own (`connection: close`), written by hand as a
+/// raw client would: the status (0 when the answer is no HTTP) and the body. A server that
+/// stops reading the body part way is not an error here.
+pub async fn raw_http(addr: SocketAddr, method: &str, target: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain;charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body.as_bytes()).await.ok();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A raw WebSocket to the server.
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw Engine.IO v4 WebSocket client, its open packet read; with `recv_buffer`, its socket's
+/// receive buffer (loopback's grows to tens of MiB otherwise, so a client that stops reading
+/// would take that much before the server's writes block).
+pub async fn raw_ws(addr: SocketAddr, recv_buffer: Option<u32>) -> RawWs {
+    use futures_util::StreamExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/io/?EIO=4&transport=websocket");
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // Engine.IO open
+    ws
+}
+
+/// Connects `ws` to the namespace `/` with `auth`; returns the socket id from the CONNECT
+/// (the engine's first ping may come before it).
+pub async fn raw_ws_namespace(ws: &mut RawWs, auth: &Value) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the namespace's CONNECT")
+            .unwrap()
+            .unwrap();
+        if let Some(rest) = msg.to_text().unwrap_or_default().strip_prefix("40") {
+            let connect: Value = serde_json::from_str(rest).unwrap();
+            return connect["sid"].as_str().unwrap().to_owned();
+        }
+    }
+}
