@@ -14,7 +14,7 @@
 //! demo does), Socket.IO requests never enter axum.
 //!
 //! Every request reaches the wrapped service with its body in a
-//! [`MeteredBody`](crate::connect_limit::MeteredBody) (the same data and errors): a long-polling
+//! [`MeteredBody`] (the same data and errors): a long-polling
 //! POST's packets are counted for the session's CONNECT bound as they stream, other bodies pass
 //! untouched.
 //!
