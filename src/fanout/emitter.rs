@@ -34,8 +34,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Emitter {
     /// `None` once closed: the connections are dropped and publishing fails.
     pool: Arc<RwLock<Option<Pool<RedisConnectionManager>>>>,
+    /// One per pooled connection: a publish waits here for its turn, with no deadline, so
+    /// that the pool's deadline measures Redis, not the length of the line.
+    turns: Arc<tokio::sync::Semaphore>,
     key: String,
 }
+
+/// The pooled connections of an emitter.
+const POOL_SIZE: u32 = 4;
 
 impl Emitter {
     /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`), failing with
@@ -58,15 +64,17 @@ impl Emitter {
             .map_err(|e| FanoutError::Config(e.to_string()))?;
         // Pooled connections do not reconnect by themselves: a PING at checkout replaces one
         // that died with a Redis restart. During an outage a send waits at most a second for
-        // a connection, then fails.
+        // a connection once its turn has come, then fails (a burst of 1,000 sends, longer than
+        // a second to publish, waits its turns without failing).
         let pool = Pool::builder()
-            .max_size(4)
+            .max_size(POOL_SIZE)
             .connection_timeout(timeout.min(Duration::from_secs(1)))
             .test_on_check_out(true)
             .retry_connection(false)
             .build_unchecked(manager);
         Ok(Self {
             pool: Arc::new(RwLock::new(Some(pool))),
+            turns: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize)),
             key: key.to_owned(),
         })
     }
@@ -140,6 +148,11 @@ impl Emitter {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or_else(|| FanoutError::Unavailable("the emitter is closed".into()))?;
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| FanoutError::Unavailable("the emitter is closed".into()))?;
         let mut conn = pool
             .get()
             .await
