@@ -8,11 +8,11 @@
 
 use std::fmt;
 
-use serde_json::Value;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::socket::DisconnectReason;
 
+use crate::args::Args;
 use crate::session::Session;
 
 /// Events the seeds define, by name.
@@ -79,8 +79,9 @@ pub enum RequestKind<A: Adapter = LocalAdapter> {
 pub struct ClientEvent<A: Adapter = LocalAdapter> {
     /// The event name.
     pub name: String,
-    /// The event's arguments: one argument as itself, several as an array, none as `Null`.
-    pub data: Value,
+    /// Every argument of the event, in order, binary attachments in place
+    /// ([`Arg::Binary`](crate::args::Arg::Binary)); empty when the client sent none.
+    pub args: Args,
     /// Answers the client's acknowledgement callback (sending on it is a no-op when the
     /// client asked for none); `None` for synthetic events made without a socket packet.
     pub ack: Option<AckSender<A>>,

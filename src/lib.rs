@@ -64,6 +64,7 @@
 //! }
 //! ```
 
+pub mod args;
 pub mod client;
 pub mod clock;
 pub mod connect_limit;

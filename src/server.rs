@@ -226,7 +226,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
-    /// Runs `handler` when a socket disconnects; the event data is the reason, as text.
+    /// Runs `handler` when a socket disconnects; its one argument is the reason, as text.
     pub fn on_disconnect<T, H: EventHandler<A, T>>(mut self, handler: H) -> Self {
         self.core = self.core.on_disconnect(handler);
         self

@@ -39,6 +39,7 @@ use socketioxide::extract::SocketRef;
 use tokio::sync::mpsc;
 use tower_service::Service;
 
+use crate::args::{Arg, Args};
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
 use crate::session::Session;
@@ -142,11 +143,16 @@ fn decode(packet: Packet) -> TestPacket {
     TestPacket::Other(text.to_owned())
 }
 
-/// A client event request kind, as synthetic requests make it (no ack).
+/// A client event request kind with one argument, as synthetic requests make it (no ack).
 pub fn event(name: &str, data: Value) -> RequestKind {
+    event_args(name, Args::from(Arg::from(data)))
+}
+
+/// A client event request kind with these arguments (no ack).
+pub fn event_args(name: &str, args: Args) -> RequestKind {
     RequestKind::Event(ClientEvent {
         name: name.to_owned(),
-        data,
+        args,
         ack: None,
     })
 }

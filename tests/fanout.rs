@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::redis_server::RedisServer;
 use common::*;
 use serde_json::{Value, json};
+use socketio_stack::args::Args;
 use socketio_stack::core::extract::Data;
 use socketio_stack::fanout::{Emitter, FanoutError, RedisAdapter, RedisFanout};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
@@ -197,7 +198,7 @@ async fn reserved_event_names_are_refused_before_publishing_and_dropped_on_recei
             Err(expected.clone())
         );
         assert_eq!(
-            emitter.to("io-default").emit_args(event, vec![]).await,
+            emitter.to("io-default").emit_args(event, Args::new()).await,
             Err(expected.clone())
         );
         assert!(expected.to_string().contains("reserved"));
@@ -209,7 +210,7 @@ async fn reserved_event_names_are_refused_before_publishing_and_dropped_on_recei
         uid: "emitter".into(),
         nsp: "/".into(),
         event: "disconnect".into(),
-        args: vec![json!(1)],
+        args: vec![json!(1).into()],
         rooms: vec![],
         except: vec![],
         flags: Default::default(),
@@ -260,7 +261,7 @@ async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
             uid: "emitter".into(),
             nsp: "/".into(),
             event: "ok".into(),
-            args: vec![json!(1)],
+            args: vec![json!(1).into()],
             rooms: vec![],
             except: vec![],
             flags: Default::default(),
@@ -286,7 +287,7 @@ async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
                 uid: "emitter".into(),
                 nsp: "/".into(),
                 event: "big".into(),
-                args: vec![json!("x".repeat(3 << 20))],
+                args: vec![json!("x".repeat(3 << 20)).into()],
                 rooms: vec![],
                 except: vec![],
                 flags: Default::default(),

@@ -46,15 +46,16 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Data, Event, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Data, Event, SocketRef};
 use socketioxide::handler::connect::FromConnectParts;
 use socketioxide::handler::disconnect::DisconnectHandler;
-use socketioxide::handler::message::{FromMessage, FromMessageParts};
+use socketioxide::handler::message::FromMessageParts;
 use socketioxide::handler::{ConnectHandler, MessageHandler, Value as WireValue};
 use socketioxide::socket::{DisconnectReason, Sid, Socket};
 use tower::ServiceExt;
 use tower_service::Service;
 
+use crate::args::Args;
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
 use crate::session::Session;
@@ -240,7 +241,6 @@ where
                     finished: false,
                     dropped: 0,
                     bytes: 0,
-                    unreadable: 0,
                 }),
                 capacity: self.queue_capacity,
                 bytes: self.queue_bytes,
@@ -316,16 +316,19 @@ impl<A: Adapter> Queued<A> {
             ..
         } = self;
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut data, &ack_id);
-        let (data, unreadable) =
-            match TryData::<serde_json::Value>::from_message(socket.clone(), data, ack_id) {
-                Ok(TryData(Ok(data))) => (data, None),
-                // Binary attachments, for one: they have no JSON form.
-                Ok(TryData(Err(e))) => (serde_json::Value::Null, Some(e.to_string())),
-                Err(never) => match never {},
-            };
+        let (args, unreadable) = match &data {
+            WireValue::Str(text, attachments) => {
+                match Args::from_packet(text.as_str(), attachments.as_ref(), true) {
+                    Ok(args) => (args, None),
+                    // A placeholder naming no attachment, for one.
+                    Err(e) => (Args::new(), Some(e.to_string())),
+                }
+            }
+            WireValue::Bytes(_) => (Args::new(), Some("not a text packet".to_owned())),
+        };
         let event = ClientEvent {
             name,
-            data,
+            args,
             ack: Some(ack),
         };
         (event, unreadable)
@@ -352,8 +355,6 @@ struct PendingState<A: Adapter> {
     dropped: u64,
     /// Bytes of the waiting events.
     bytes: usize,
-    /// Events whose data could not be read.
-    unreadable: u64,
 }
 
 impl<A: Adapter> Pending<A> {
@@ -430,8 +431,10 @@ where
             match next {
                 Next::Event(event) => {
                     let (event, unreadable) = event.into_event();
-                    if let Some(e) = unreadable {
-                        report_unreadable(pending, &socket, &event.name, &e);
+                    if let Some(e) = unreadable
+                        && let Some(count) = session.count_refusal()
+                    {
+                        tracing::warn!(socket = %socket.id, event = %event.name, refused = count, "event arguments unreadable, handled as none: {e}");
                     }
                     // What a socket sent before leaving is still handled, in order; each of
                     // these is detached if it does not finish at once (see module docs).
@@ -463,24 +466,6 @@ where
         )
         .await;
         session.clear_timers();
-    }
-}
-
-/// Logs an event whose data could not be read (it goes on with `null` data): the first ten of
-/// a socket, then every 1,000th, since a client can send such events at will.
-fn report_unreadable<A: Adapter>(
-    pending: &Pending<A>,
-    socket: &SocketRef<A>,
-    event: &str,
-    e: &str,
-) {
-    let count = {
-        let mut state = pending.lock();
-        state.unreadable += 1;
-        state.unreadable
-    };
-    if count <= 10 || count % 1000 == 0 {
-        tracing::warn!(socket = %socket.id, event = %event, unreadable = count, "event data unreadable, handled as null: {e}");
     }
 }
 

@@ -26,10 +26,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 
+use crate::args::{Args, ArgsError};
 use crate::session::Session;
 
 /// A boxed, sendable future, as the erased handlers return.
@@ -43,8 +43,8 @@ pub struct EventParts<A: Adapter> {
     pub session: Session,
     /// The event name (`authenticated` for the authenticated callback).
     pub name: String,
-    /// The event data (`Null` when there is none).
-    pub data: Value,
+    /// The event's arguments (the disconnect handler gets the reason as its one argument).
+    pub args: Args,
     /// The acknowledgement sender, taken by the first `AckSender` extractor.
     pub ack: Option<AckSender<A>>,
 }
@@ -73,15 +73,18 @@ pub mod extract {
     use super::*;
     use serde::de::DeserializeOwned;
 
-    /// The event data deserialized as `T`; when it does not fit, the handler is not called
-    /// and the mismatch is logged.
+    /// The event's arguments deserialized as `T`, as [`Args::decode`] reads them: a tuple
+    /// takes every argument in order (`Data<(String, String)>` for `emit("chat", room,
+    /// text)`), another type the one argument. When they do not fit (a wrong shape, or more
+    /// arguments than `T` takes), the handler is not called and the mismatch is logged:
+    /// nothing is cut to the part that fits.
     #[derive(Debug, Clone)]
     pub struct Data<T>(pub T);
 
-    /// The event data deserialized as `T`, or the error, for handlers that want to answer
-    /// bad input themselves.
+    /// The event's arguments deserialized as `T` (as [`Data`] reads them), or the error, for
+    /// handlers that want to answer bad input themselves.
     #[derive(Debug)]
-    pub struct TryData<T>(pub Result<T, serde_json::Error>);
+    pub struct TryData<T>(pub Result<T, ArgsError>);
 
     /// The event name.
     #[derive(Debug, Clone)]
@@ -89,15 +92,25 @@ pub mod extract {
 
     impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for Data<T> {
         fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
-            T::deserialize(&parts.data)
+            parts
+                .args
+                .decode()
                 .map(Data)
-                .map_err(|e| ExtractError(format!("event data does not fit the handler: {e}")))
+                .map_err(|e| ExtractError(format!("event arguments do not fit the handler: {e}")))
         }
     }
 
     impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for TryData<T> {
         fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
-            Ok(TryData(T::deserialize(&parts.data)))
+            Ok(TryData(parts.args.decode()))
+        }
+    }
+
+    /// Every argument, untyped, binary included: emit or acknowledge with it to send them
+    /// all back as they came.
+    impl<A: Adapter> FromEventParts<A> for Args {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(parts.args.clone())
         }
     }
 

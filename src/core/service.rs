@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use tower_service::Service;
 
+use crate::args::{Arg, Args};
 use crate::core::handler::{self, BoxFuture, BoxedHandler, EventHandler, EventParts};
 use crate::core::registry::ClientRegistry;
 use crate::error::BuildError;
@@ -175,14 +176,14 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                 self.handlers
                     .on_connect
                     .clone()
-                    .map(|h| (h, "connect".to_owned(), serde_json::Value::Null, None))
+                    .map(|h| (h, "connect".to_owned(), Args::new(), None))
             }
             RequestKind::Disconnect(reason) => {
                 session.clear_timers();
                 self.registry.remove_session(socket.id, &session);
                 tracing::debug!(socket = %socket.id, %reason, "client removed");
                 self.handlers.on_disconnect.clone().map(|h| {
-                    let reason = serde_json::Value::String(reason.to_string());
+                    let reason = Args::from(Arg::String(reason.to_string()));
                     (h, "disconnect".to_owned(), reason, None)
                 })
             }
@@ -194,7 +195,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                         socket,
                         session: session.clone(),
                         name: names::AUTHENTICATED.to_owned(),
-                        data: serde_json::Value::Null,
+                        args: Args::new(),
                         ack: None,
                     };
                     session.after_request(handler(parts));
@@ -211,16 +212,16 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                 if handler.is_none() {
                     tracing::debug!(socket = %socket.id, event = %ev.name, "no handler for event");
                 }
-                handler.map(|h| (h, ev.name, ev.data, ev.ack))
+                handler.map(|h| (h, ev.name, ev.args, ev.ack))
             }
         };
         match handler {
-            Some((handler, name, data, ack)) => {
+            Some((handler, name, args, ack)) => {
                 let fut = handler(EventParts {
                     socket,
                     session,
                     name,
-                    data,
+                    args,
                     ack,
                 });
                 Box::pin(async move {

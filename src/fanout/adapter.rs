@@ -30,7 +30,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use crate::args::{Arg, Args};
 use socketioxide::BroadcastError;
 use socketioxide::adapter::{AdapterError, Emitter as SocketsOfNamespace};
 use socketioxide_core::adapter::{
@@ -172,20 +172,24 @@ impl RedisAdapter {
     }
 }
 
-/// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it; `None`
-/// for what the format cannot carry (binary events), which then stays local (logged).
+/// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it (binary
+/// attachments in place); `None` for what the format cannot carry (acknowledged broadcasts),
+/// which then stays local (logged).
 fn to_wire(packet: &Packet, opts: &BroadcastOptions, uid: &str) -> Option<Broadcast> {
-    let PacketData::Event(socketioxide_core::Value::Str(text, None), None) = &packet.inner else {
-        tracing::warn!("a binary or acknowledged broadcast is delivered on this instance only");
+    let (PacketData::Event(socketioxide_core::Value::Str(text, attachments), None)
+    | PacketData::BinaryEvent(socketioxide_core::Value::Str(text, attachments), None)) =
+        &packet.inner
+    else {
+        tracing::warn!("an acknowledged broadcast is delivered on this instance only");
         return None;
     };
-    let Ok(Value::Array(mut data)) = serde_json::from_str::<Value>(text.as_str()) else {
-        return None;
-    };
+    let mut data = Args::from_packet(text.as_str(), attachments.as_ref(), false)
+        .ok()?
+        .into_vec();
     if data.is_empty() {
         return None;
     }
-    let Value::String(event) = data.remove(0) else {
+    let Arg::String(event) = data.remove(0) else {
         return None;
     };
     let mut except: Vec<String> = opts.except.iter().map(|r| r.to_string()).collect();

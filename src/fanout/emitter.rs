@@ -20,8 +20,8 @@ use std::time::Duration;
 use bb8_redis::RedisConnectionManager;
 use bb8_redis::bb8::Pool;
 use serde::Serialize;
-use serde_json::Value;
 
+use crate::args::Args;
 use crate::event::names;
 use crate::fanout::connect_error::FanoutError;
 use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
@@ -233,23 +233,24 @@ impl Target<'_> {
         self.emitter.publish_request(&request).await.map(|_| ())
     }
 
-    /// Emits `event` with one argument, `data`.
+    /// Emits `event` with `data`, as socketioxide's `emit` sends it: one argument, or one per
+    /// element of a tuple; [`Bytes`](bytes::Bytes) anywhere in it travel as binary data.
     pub async fn emit<T: Serialize + ?Sized>(
         self,
         event: &str,
         data: &T,
     ) -> Result<(), FanoutError> {
-        let data = serde_json::to_value(data).map_err(|e| FanoutError::Config(e.to_string()))?;
-        self.emit_args(event, vec![data]).await
+        let args = Args::from_serialize(data).map_err(|e| FanoutError::Config(e.to_string()))?;
+        self.emit_args(event, args).await
     }
 
-    /// Emits `event` with any number of arguments.
-    pub async fn emit_args(self, event: &str, args: Vec<Value>) -> Result<(), FanoutError> {
+    /// Emits `event` with these arguments (binary ones included).
+    pub async fn emit_args(self, event: &str, args: impl Into<Args>) -> Result<(), FanoutError> {
         let broadcast = Broadcast {
             uid: wire::EMITTER_UID.to_owned(),
             nsp: "/".to_owned(),
             event: event.to_owned(),
-            args,
+            args: args.into().into_vec(),
             rooms: self.rooms,
             except: self.except,
             flags: self.flags,

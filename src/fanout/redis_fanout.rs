@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::ser::{Serialize, SerializeTuple, Serializer};
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -32,6 +31,7 @@ use tokio::task::JoinHandle;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::args::Args;
 use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
@@ -496,7 +496,10 @@ async fn deliver_to<A: Adapter>(io: &SocketIo<A>, broadcast: Broadcast) {
     if broadcast.flags.volatile == Some(true) {
         op = op.volatile();
     }
-    if let Err(e) = op.emit(&broadcast.event, &Args(&broadcast.args)).await {
+    // `Args` serializes as a tuple, which socketioxide sends as several arguments (a JSON
+    // array would be one).
+    let args = Args::from(broadcast.args);
+    if let Err(e) = op.emit(&broadcast.event, &args).await {
         tracing::warn!(event = %broadcast.event, "local delivery incomplete: {e}");
     }
 }
@@ -521,20 +524,6 @@ fn instance_uid() -> String {
             c
         })
         .collect()
-}
-
-/// The event's arguments as Socket.IO arguments (a tuple, which socketioxide sends as several
-/// arguments, where a JSON array would be one).
-struct Args<'a>(&'a [Value]);
-
-impl Serialize for Args<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for arg in self.0 {
-            tuple.serialize_element(arg)?;
-        }
-        tuple.end()
-    }
 }
 
 /// Publishes each send on Redis instead of delivering it here: the instance delivers it when

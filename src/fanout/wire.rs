@@ -16,8 +16,11 @@
 //! publish is byte for byte what the JavaScript emitter publishes (checked against the
 //! captures in `shared/reference/redis-wire-captures`).
 
+use indexmap::IndexMap;
 use rmpv::Value as Mp;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
+
+use crate::args::Arg;
 
 /// The default channel prefix (the JavaScript packages' `key` option).
 pub const DEFAULT_KEY: &str = "socket.io";
@@ -43,6 +46,8 @@ pub const MAX_DECODED_BYTES: usize = 64 << 20;
 const MAX_DEPTH: usize = 64;
 /// Socket.IO packet type EVENT.
 const EVENT: u64 = 2;
+/// Socket.IO packet type BINARY_EVENT.
+const BINARY_EVENT: u64 = 5;
 
 /// Broadcast flags carried on the wire.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,8 +67,9 @@ pub struct Broadcast {
     pub nsp: String,
     /// The event name.
     pub event: String,
-    /// The event's arguments.
-    pub args: Vec<Value>,
+    /// The event's arguments (binary ones travel as MessagePack `bin`, as notepack.io writes a
+    /// `Buffer`).
+    pub args: Vec<Arg>,
     /// The rooms it goes to; empty: everyone.
     pub rooms: Vec<String>,
     /// The rooms (or socket ids) it must not reach.
@@ -81,7 +87,7 @@ impl Broadcast {
             nsp: "/".to_owned(),
             rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
             event: req.topic,
-            args: vec![req.data],
+            args: req.args.into_vec(),
             except: Vec::new(),
             flags: Flags {
                 compress: Some(req.compress),
@@ -183,7 +189,9 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
         let mut reader = bytes;
         let mp = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
             .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
-        mp_to_json(&mp)?
+        mp_to_arg(&mp)?
+            .to_json()
+            .ok_or_else(|| WireError("a request holding binary data".into()))?
     };
     let Some(kind) = value.get("type").and_then(Value::as_u64) else {
         return Err(WireError("a request without a type".into()));
@@ -307,7 +315,7 @@ pub fn pattern(key: &str, nsp: &str) -> String {
 pub fn encode(b: &Broadcast) -> Vec<u8> {
     let mut data = Vec::with_capacity(b.args.len() + 1);
     data.push(Mp::from(b.event.as_str()));
-    data.extend(b.args.iter().map(json_to_mp));
+    data.extend(b.args.iter().map(arg_to_mp));
     let packet = Mp::Map(vec![
         (Mp::from("type"), Mp::from(EVENT)),
         (Mp::from("data"), Mp::Array(data)),
@@ -334,7 +342,7 @@ pub fn encode(b: &Broadcast) -> Vec<u8> {
 }
 
 /// Decodes a broadcast, refusing what is not one (too big in bytes, in values or decoded,
-/// truncated, not MessagePack, not an EVENT packet, binary arguments).
+/// truncated, not MessagePack, not an EVENT packet, extension types other than dates).
 pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
@@ -364,10 +372,9 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         .ok_or_else(|| WireError("the uid is not a string".into()))?;
 
     let kind = field(&packet, "type").and_then(Mp::as_u64);
-    if kind != Some(EVENT) {
-        return Err(WireError(format!(
-            "packet type {kind:?} is not an EVENT (binary events are not supported)"
-        )));
+    // The JavaScript packages publish EVENT whatever the data; BINARY_EVENT is taken too.
+    if kind != Some(EVENT) && kind != Some(BINARY_EVENT) {
+        return Err(WireError(format!("packet type {kind:?} is not an EVENT")));
     }
     let nsp = field(&packet, "nsp")
         .and_then(Mp::as_str)
@@ -382,7 +389,7 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         .and_then(Mp::as_str)
         .ok_or_else(|| WireError("the event name is missing".into()))?
         .to_owned();
-    let args = data.map(mp_to_json).collect::<Result<Vec<_>, _>>()?;
+    let args = data.map(mp_to_arg).collect::<Result<Vec<_>, _>>()?;
 
     // Room names as JavaScript's `String(room)` makes them; anything else refuses the whole
     // message, since dropping an entry would widen the broadcast.
@@ -426,12 +433,13 @@ fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
         .map(|(_, v)| v)
 }
 
-/// JSON to MessagePack, numbers as notepack.io writes JavaScript numbers.
-fn json_to_mp(v: &Value) -> Mp {
+/// An argument to MessagePack, numbers as notepack.io writes JavaScript numbers, binary data
+/// as `bin` (a `Buffer`).
+fn arg_to_mp(v: &Arg) -> Mp {
     match v {
-        Value::Null => Mp::Nil,
-        Value::Bool(b) => Mp::from(*b),
-        Value::Number(n) => {
+        Arg::Null => Mp::Nil,
+        Arg::Bool(b) => Mp::from(*b),
+        Arg::Number(n) => {
             if let Some(u) = n.as_u64() {
                 Mp::from(u)
             } else if let Some(i) = n.as_i64() {
@@ -450,37 +458,38 @@ fn json_to_mp(v: &Value) -> Mp {
                 }
             }
         }
-        Value::String(s) => Mp::from(s.as_str()),
-        Value::Array(items) => Mp::Array(items.iter().map(json_to_mp).collect()),
-        Value::Object(map) => Mp::Map(
+        Arg::String(s) => Mp::from(s.as_str()),
+        Arg::Binary(b) => Mp::Binary(b.to_vec()),
+        Arg::Array(items) => Mp::Array(items.iter().map(arg_to_mp).collect()),
+        Arg::Object(map) => Mp::Map(
             map.iter()
-                .map(|(k, v)| (Mp::from(k.as_str()), json_to_mp(v)))
+                .map(|(k, v)| (Mp::from(k.as_str()), arg_to_mp(v)))
                 .collect(),
         ),
     }
 }
 
-/// MessagePack to JSON; binary and extension values have no JSON form and are refused.
-fn mp_to_json(v: &Mp) -> Result<Value, WireError> {
+/// MessagePack to an argument; extension values other than dates are refused.
+fn mp_to_arg(v: &Mp) -> Result<Arg, WireError> {
     Ok(match v {
-        Mp::Nil => Value::Null,
-        Mp::Boolean(b) => Value::Bool(*b),
+        Mp::Nil => Arg::Null,
+        Mp::Boolean(b) => Arg::Bool(*b),
         Mp::Integer(i) => i
             .as_u64()
-            .map(Value::from)
-            .or_else(|| i.as_i64().map(Value::from))
-            .unwrap_or(Value::Null),
-        Mp::F32(f) => Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
-        Mp::F64(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        Mp::String(s) => Value::String(
+            .map(Arg::from)
+            .or_else(|| i.as_i64().map(Arg::from))
+            .unwrap_or(Arg::Null),
+        Mp::F32(f) => Number::from_f64(f64::from(*f)).map_or(Arg::Null, Arg::Number),
+        Mp::F64(f) => Number::from_f64(*f).map_or(Arg::Null, Arg::Number),
+        Mp::String(s) => Arg::String(
             s.as_str()
                 .ok_or_else(|| WireError("a string is not UTF-8".into()))?
                 .to_owned(),
         ),
-        Mp::Binary(_) => return Err(WireError("binary arguments are not supported".into())),
-        Mp::Array(items) => Value::Array(items.iter().map(mp_to_json).collect::<Result<_, _>>()?),
+        Mp::Binary(b) => Arg::Binary(b.clone().into()),
+        Mp::Array(items) => Arg::Array(items.iter().map(mp_to_arg).collect::<Result<_, _>>()?),
         Mp::Map(entries) => {
-            let mut map = Map::with_capacity(entries.len());
+            let mut map = IndexMap::with_capacity(entries.len());
             for (k, v) in entries {
                 let key = match k {
                     Mp::String(s) => s
@@ -489,13 +498,13 @@ fn mp_to_json(v: &Mp) -> Result<Value, WireError> {
                         .to_owned(),
                     other => other.to_string(),
                 };
-                map.insert(key, mp_to_json(v)?);
+                map.insert(key, mp_to_arg(v)?);
             }
-            Value::Object(map)
+            Arg::Object(map)
         }
         // notepack.io writes a JavaScript Date as the timestamp extension; JSON has it as the
         // ISO string `JSON.stringify` gives.
-        Mp::Ext(-1, bytes) => Value::String(timestamp(bytes)?),
+        Mp::Ext(-1, bytes) => Arg::String(timestamp(bytes)?),
         Mp::Ext(kind, _) => {
             return Err(WireError(format!("extension type {kind} is not supported")));
         }
@@ -524,8 +533,8 @@ fn timestamp(bytes: &[u8]) -> Result<String, WireError> {
     Ok(crate::clock::iso_string(at))
 }
 
-/// What one decoded value costs at least: its MessagePack node and its JSON copy.
-const VALUE_COST: usize = size_of::<Mp>() + size_of::<Value>();
+/// What one decoded value costs at least: its MessagePack node and its copy as an argument.
+const VALUE_COST: usize = size_of::<Mp>() + size_of::<Arg>();
 /// What a map entry costs beyond its key and value: the JSON map's bucket (hash and key
 /// string) and its index.
 const ENTRY_COST: usize = size_of::<String>() + 2 * size_of::<usize>();
@@ -756,7 +765,7 @@ mod tests {
             uid: EMITTER_UID.into(),
             nsp: "/".into(),
             event: "t12-wire-room-17436-73-aipn2v".into(),
-            args: vec![json!({"wire": "room", "n": 1})],
+            args: vec![json!({"wire": "room", "n": 1}).into()],
             rooms: vec!["io-default".into()],
             except: vec![],
             flags: Flags {
@@ -787,7 +796,8 @@ mod tests {
     #[test]
     fn numbers_are_written_as_javascript_numbers() {
         let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, &json_to_mp(&json!([1.0, -2.0, 1.5, 300]))).unwrap();
+        let numbers = Arg::from(json!([1.0, -2.0, 1.5, 300]));
+        rmpv::encode::write_value(&mut out, &arg_to_mp(&numbers)).unwrap();
         assert_eq!(hex(&out), "9401fecb3ff8000000000000cd012c");
     }
 
@@ -1033,7 +1043,7 @@ mod tests {
             .collect();
         for args in [vec![json!(text)], numbers, floats, records] {
             let b = Broadcast {
-                args,
+                args: args.into_iter().map(Arg::from).collect(),
                 ..Broadcast::of_send(crate::SendRequest::broadcast("big", json!(null)))
             };
             let bytes = encode(&b);

@@ -13,12 +13,12 @@
 //! Requests are bounded ([`RoomLimits`]: 100 rooms per request, 256-byte names, 1,000 rooms
 //! per socket by default); over a bound the request is refused with a warning.
 //!
-//! Payloads are read defensively, as the seeds' `const { rooms = [] } = payload || {}`: no
-//! payload, `null`, `{}` or a payload without `rooms` mean no rooms; `rooms` that is not an
-//! array is refused with a warning; entries that are not non-empty strings are skipped.
-//! A payload carrying binary attachments has no JSON form: the bridge logs it (a warning
-//! naming the event, `event data unreadable, handled as null`) and it arrives here as `null`,
-//! so nothing is joined or left, with that one line and no second one from here.
+//! Payloads are read defensively, as the seeds' `const { rooms = [] } = payload || {}` (the
+//! payload is the event's first argument; the seeds' handler takes no other): no payload,
+//! `null`, `{}` or a payload without `rooms` mean no rooms; `rooms` that is not an array is
+//! refused with a warning; entries that are not non-empty strings are skipped. A payload
+//! carrying binary data anywhere is refused with a warning: a room name is text. Refusals are
+//! logged for a socket's first ten, then every 1,000th, since a client can send them at will.
 //! `join` and `leave` are answered here and not passed down.
 //!
 //! # Example
@@ -40,7 +40,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde_json::Value;
+use crate::args::{Arg, Args};
 use socketioxide::adapter::Adapter;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -190,27 +190,26 @@ pub struct RoomsService<S> {
     layer: RoomsLayer,
 }
 
-/// The rooms of a `join`/`leave` payload, read as the module docs say.
-pub fn parse_rooms(data: &Value) -> Result<Vec<String>, &'static str> {
-    let payload = match data {
-        // Several arguments arrive as an array: the payload is the first.
-        Value::Array(args) => args.first().unwrap_or(&Value::Null),
-        other => other,
-    };
+/// The rooms of a `join`/`leave` event's arguments, read as the module docs say.
+pub fn parse_rooms(args: &Args) -> Result<Vec<String>, &'static str> {
+    let payload = args.first().unwrap_or(&Arg::Null);
+    if payload.has_binary() {
+        return Err("the payload carries binary data");
+    }
     let rooms = match payload {
-        Value::Object(map) => map.get("rooms").unwrap_or(&Value::Null),
-        Value::Null => &Value::Null,
+        Arg::Object(map) => map.get("rooms").unwrap_or(&Arg::Null),
+        Arg::Null => &Arg::Null,
         _ => return Err("the payload is not an object"),
     };
     let rooms = match rooms {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(rooms) => rooms,
+        Arg::Null => return Ok(Vec::new()),
+        Arg::Array(rooms) => rooms,
         _ => return Err("`rooms` is not an array"),
     };
     let mut seen = HashSet::new();
     Ok(rooms
         .iter()
-        .filter_map(Value::as_str)
+        .filter_map(Arg::as_str)
         .filter(|r| !r.is_empty() && seen.insert(*r))
         .map(str::to_owned)
         .collect())
@@ -250,18 +249,20 @@ where
             tracing::debug!(socket = %socket.id, event = name, "room request before authentication ignored");
             return ResponseFuture::done();
         }
-        let data = match req.kind {
-            RequestKind::Event(ev) => ev.data,
-            _ => Value::Null,
+        let args = match req.kind {
+            RequestKind::Event(ev) => ev.args,
+            _ => Args::new(),
         };
         let limits = self.layer.limits;
-        let rooms = match parse_rooms(&data)
+        let rooms = match parse_rooms(&args)
             .and_then(|rooms| limits.check_request(&rooms).map(|()| rooms))
         {
             Ok(rooms) if rooms.is_empty() => return ResponseFuture::done(),
             Ok(rooms) => rooms,
             Err(why) => {
-                tracing::warn!(socket = %socket.id, event = name, "room request refused: {why}");
+                if let Some(count) = session.count_refusal() {
+                    tracing::warn!(socket = %socket.id, event = %name, refused = count, "room request refused: {why}");
+                }
                 return ResponseFuture::done();
             }
         };
@@ -323,6 +324,7 @@ where
 mod tests {
     use super::*;
     use crate::testing::{Recorder, TestSocket, event};
+    use indexmap::IndexMap;
     use serde_json::json;
 
     fn rooms_of(t: &TestSocket) -> Vec<String> {
@@ -345,25 +347,39 @@ mod tests {
 
     #[test]
     fn parses_payloads_defensively() {
-        assert_eq!(parse_rooms(&json!(null)), Ok(vec![]));
-        assert_eq!(parse_rooms(&json!({})), Ok(vec![]));
+        assert_eq!(parse_rooms(&one(json!(null))), Ok(vec![]));
+        assert_eq!(parse_rooms(&one(json!({}))), Ok(vec![]));
         assert_eq!(
-            parse_rooms(&json!({"rooms": "x"})),
+            parse_rooms(&one(json!({"rooms": "x"}))),
             Err("`rooms` is not an array")
         );
-        assert_eq!(parse_rooms(&json!({"rooms": [1, 2]})), Ok(vec![]));
+        assert_eq!(parse_rooms(&one(json!({"rooms": [1, 2]}))), Ok(vec![]));
         assert_eq!(
-            parse_rooms(&json!("rooms")),
+            parse_rooms(&one(json!("rooms"))),
             Err("the payload is not an object")
         );
         assert_eq!(
-            parse_rooms(&json!({"rooms": ["a", "", "a", 3, "b"]})),
+            parse_rooms(&one(json!({"rooms": ["a", "", "a", 3, "b"]}))),
             Ok(vec!["a".to_owned(), "b".to_owned()])
         );
         assert_eq!(
-            parse_rooms(&json!([{"rooms": ["a"]}, "extra"])),
+            parse_rooms(&Args::from(vec![json!({"rooms": ["a"]}), json!("extra")])),
             Ok(vec!["a".to_owned()])
         );
+        let mut binary = IndexMap::new();
+        binary.insert(
+            "rooms".to_owned(),
+            Arg::Array(vec![Arg::Binary(bytes::Bytes::from_static(b"a"))]),
+        );
+        assert_eq!(
+            parse_rooms(&one(Arg::Object(binary))),
+            Err("the payload carries binary data")
+        );
+        assert_eq!(parse_rooms(&Args::new()), Ok(vec![]));
+    }
+
+    fn one(arg: impl Into<Arg>) -> Args {
+        Args::from(arg.into())
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
+use crate::args::Arg;
 use crate::event::names;
 use crate::outbound::request::{SendError, SendRequest};
 
@@ -59,7 +60,8 @@ impl Outbound {
         }
     }
 
-    /// Sends `req`, unless the seeds would drop it: an empty topic or falsy data give
+    /// Sends `req`, unless the seeds would drop it: an empty topic, or falsy data (no
+    /// argument, or a single falsy one), give
     /// `Ok(Delivery::Dropped(_))` with nothing sent and nothing logged above trace level.
     ///
     /// A reserved topic ([`names::RESERVED`], e.g. `disconnect`) fails with
@@ -70,7 +72,7 @@ impl Outbound {
             tracing::trace!("send dropped: no topic");
             return Ok(Delivery::Dropped(DropReason::NoTopic));
         }
-        if is_falsy(&req.data) {
+        if matches!(req.args.as_slice(), [] | [_]) && req.args.iter().all(Arg::is_falsy) {
             tracing::trace!(topic = %req.topic, "send dropped: falsy data");
             return Ok(Delivery::Dropped(DropReason::FalsyData));
         }

@@ -63,7 +63,7 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
             if req.volatile {
                 op = op.volatile();
             }
-            match op.emit(&req.topic, &req.data).await {
+            match op.emit(&req.topic, &req.args).await {
                 Ok(()) => Ok(()),
                 // Some local sockets closed meanwhile or have a full buffer: everyone else got
                 // the message, so the send as a whole succeeded.

@@ -1,14 +1,18 @@
 //! The send request and its error.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
+use crate::args::{Arg, Args};
 use crate::outbound::handle::is_falsy;
 
-/// The seeds' `send({destination, payload: {topic, data}})`, flattened.
+/// The seeds' `send({destination, payload: {topic, data}})`, flattened, with any number of
+/// arguments where the seeds have one `data`.
 ///
-/// Deserializes from the JSON the demo's `POST /send` takes: `{destination?, topic, data}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Deserializes from the JSON the demo's `POST /send` takes: `{destination?, topic, data}`
+/// (one argument), or `{destination?, topic, args: [...]}` (each item an argument).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "SendBody")]
 pub struct SendRequest {
     /// A room name or a socket id; `None` or empty: every client.
     #[serde(default)]
@@ -16,27 +20,66 @@ pub struct SendRequest {
     /// The event name the clients receive. In JSON, a falsy non-string (`null`, `false`,
     /// `0`) reads as empty, so that the send is dropped as the seeds drop any falsy topic;
     /// another non-string is refused.
-    #[serde(default, deserialize_with = "topic_or_falsy")]
     pub topic: String,
-    /// The event data.
-    #[serde(default)]
-    pub data: Value,
+    /// The event's arguments, in order (the seeds' `data` is the one argument); binary ones
+    /// reach the clients as binary attachments. No argument, or a single falsy one, drops the
+    /// send as the seeds drop falsy data.
+    pub args: Args,
     /// Ask for compression, as the seeds' `emitter.compress(true)` does for every send (the
     /// default). Carried on the fan-out wire as `flags.compress`; local delivery leaves
     /// compression to the transport.
-    #[serde(default = "compress_default")]
     pub compress: bool,
     /// Log the send at info level (the seeds' `doLog`; off by default to keep high-throughput
     /// sends quiet).
-    #[serde(default)]
     pub log: bool,
     /// socket.io's `volatile`: a client that cannot take the message now (its write buffer
     /// is full) simply misses it, quietly. Without it, such a client's miss is logged, and
     /// the client is cut off by [`serve`](crate::serve)'s write timeout (see
     /// [`DEFAULT_SOCKET_BUFFER`](crate::server::DEFAULT_SOCKET_BUFFER)). Carried on the
     /// fan-out wire as `flags.volatile`.
-    #[serde(default)]
     pub volatile: bool,
+}
+
+/// The JSON of a send, before its arguments are settled.
+#[derive(Deserialize)]
+struct SendBody {
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default, deserialize_with = "topic_or_falsy")]
+    topic: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    args: Option<Vec<Value>>,
+    #[serde(default = "compress_default")]
+    compress: bool,
+    #[serde(default)]
+    log: bool,
+    #[serde(default)]
+    volatile: bool,
+}
+
+impl TryFrom<SendBody> for SendRequest {
+    type Error = String;
+
+    fn try_from(b: SendBody) -> Result<Self, String> {
+        let args = match (b.data, b.args) {
+            (Some(_), Some(_)) => {
+                return Err("give `data` (one argument) or `args` (several), not both".into());
+            }
+            (Some(data), None) => Args::from(Arg::from(data)),
+            (None, Some(args)) => Args::from(args),
+            (None, None) => Args::new(),
+        };
+        Ok(Self {
+            destination: b.destination,
+            topic: b.topic,
+            args,
+            compress: b.compress,
+            log: b.log,
+            volatile: b.volatile,
+        })
+    }
 }
 
 fn compress_default() -> bool {
@@ -54,26 +97,43 @@ fn topic_or_falsy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::E
 }
 
 impl SendRequest {
-    /// A message to `destination` (a room or a socket id).
-    pub fn to(destination: impl Into<String>, topic: impl Into<String>, data: Value) -> Self {
-        Self::new(Some(destination.into()), topic.into(), data)
+    /// A message to `destination` (a room or a socket id) with one argument, `data` (a JSON
+    /// value, [`Bytes`](bytes::Bytes), or any [`Arg`]).
+    pub fn to(
+        destination: impl Into<String>,
+        topic: impl Into<String>,
+        data: impl Into<Arg>,
+    ) -> Self {
+        Self::new(
+            Some(destination.into()),
+            topic.into(),
+            Args::from(data.into()),
+        )
     }
 
     /// A message to every connected client, authenticated or not, as the seeds' broadcast
-    /// (send to `io-default` to reach authenticated clients only).
-    pub fn broadcast(topic: impl Into<String>, data: Value) -> Self {
-        Self::new(None, topic.into(), data)
+    /// (send to `io-default` to reach authenticated clients only), with one argument.
+    pub fn broadcast(topic: impl Into<String>, data: impl Into<Arg>) -> Self {
+        Self::new(None, topic.into(), Args::from(data.into()))
     }
 
-    fn new(destination: Option<String>, topic: String, data: Value) -> Self {
+    fn new(destination: Option<String>, topic: String, args: Args) -> Self {
         Self {
             destination,
             topic,
-            data,
+            args,
             compress: compress_default(),
             log: false,
             volatile: false,
         }
+    }
+
+    /// The same message with these arguments instead:
+    /// `SendRequest::to("lobby", "chat", "ann").with_args(vec![Arg::from("ann"), Arg::from("hi")])`
+    /// sends `42["chat","ann","hi"]`.
+    pub fn with_args(mut self, args: impl Into<Args>) -> Self {
+        self.args = args.into();
+        self
     }
 
     /// The same message, marked volatile (see [`SendRequest::volatile`]).
