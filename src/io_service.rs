@@ -183,6 +183,12 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
                 });
                 let meter = transports_meter;
                 let io = Severable::new(io, cut, registration).metered(meter);
+                // A session opened on this WebSocket: its first PING waits one interval.
+                let io = if sid.is_none() {
+                    io.first_ping_after_one_interval()
+                } else {
+                    io
+                };
                 if let Err(e) = websocket.oneshot((io, head)).await {
                     tracing::debug!("websocket refused: {e}");
                 }

@@ -72,6 +72,7 @@ pub mod core;
 pub mod error;
 pub mod event;
 pub mod fanout;
+mod first_ping;
 pub mod handshake;
 pub mod io_service;
 pub mod layers;

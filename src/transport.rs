@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 
 use crate::connect_limit::{ConnectLimit, PollingBudgets, WsConnectMeter};
+use crate::first_ping::{FirstPing, ReadStep, WriteStep};
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::{Sid, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -172,6 +173,9 @@ pub(crate) struct Severable<T> {
     /// Where this connection is registered (an upgrade from long-polling), to forget it at the
     /// end.
     registration: Option<(Transports, Sid)>,
+    /// The engine's first PING, hidden until it has been dealt with (see
+    /// [`first_ping`](crate::first_ping)).
+    first_ping: Option<FirstPing>,
 }
 
 impl<T> Severable<T> {
@@ -181,7 +185,15 @@ impl<T> Severable<T> {
             cut,
             meter: None,
             registration,
+            first_ping: None,
         }
+    }
+
+    /// Hides the engine's first PING of a session opened on this connection, so that it comes
+    /// one ping interval after the open packet, as the protocol has it.
+    pub(crate) fn first_ping_after_one_interval(mut self) -> Self {
+        self.first_ping = Some(FirstPing::new());
+        self
     }
 
     /// Meters what the client writes; the connection is cut before a CONNECT over the bound.
@@ -215,7 +227,32 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
             return Poll::Ready(Ok(())); // end of stream
         }
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        let this = &mut *self;
+        let res = match this.first_ping.as_ref().map(FirstPing::before_read) {
+            Some(ReadStep::Answer(pong)) => {
+                let n = pong.len().min(buf.remaining());
+                buf.put_slice(&pong[..n]);
+                if let Some(fp) = this.first_ping.as_mut() {
+                    fp.answered(n);
+                }
+                // The engine's own bytes: neither metered nor followed.
+                return Poll::Ready(Ok(()));
+            }
+            Some(ReadStep::ReadAtMost(limit)) => {
+                let mut part = ReadBuf::new(buf.initialize_unfilled_to(limit.min(buf.remaining())));
+                let res = Pin::new(&mut this.io).poll_read(cx, &mut part);
+                let n = part.filled().len();
+                buf.advance(n);
+                res
+            }
+            Some(ReadStep::Read) | None => Pin::new(&mut this.io).poll_read(cx, buf),
+        };
+        if let (Poll::Ready(Ok(())), Some(fp)) = (&res, self.first_ping.as_mut()) {
+            fp.after_read(&buf.filled()[before..]);
+            if fp.is_done() {
+                self.first_ping = None;
+            }
+        }
         if let (Poll::Ready(Ok(())), Some(meter)) = (&res, self.meter.as_mut())
             && let Some(excess) = meter.feed(&buf.filled()[before..])
         {
@@ -247,7 +284,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.guard(cx, |io, cx| io.poll_write(cx, buf))
+        let this = &mut *self;
+        let Some(fp) = this.first_ping.as_mut() else {
+            return this.guard(cx, |io, cx| io.poll_write(cx, buf));
+        };
+        let n = match fp.before_write(buf) {
+            WriteStep::Drop(n) => {
+                // The reader hands the engine the PONG: wake it if it waits on the client.
+                this.cut.read.wake();
+                return Poll::Ready(Ok(n));
+            }
+            WriteStep::Write(n) => n,
+        };
+        let res = this.guard(cx, |io, cx| io.poll_write(cx, &buf[..n]));
+        if let (Poll::Ready(Ok(written)), Some(fp)) = (&res, this.first_ping.as_mut()) {
+            fp.after_write(&buf[..*written]);
+            if fp.is_done() {
+                this.first_ping = None;
+            }
+        }
+        res
     }
 
     fn poll_write_vectored(
@@ -255,6 +311,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.first_ping.is_some() {
+            // Frame by frame while the first PING is looked for.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
         self.guard(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 

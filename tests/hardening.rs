@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::{ClientState, SendRequest, SocketServer};
+use socketioxide::SocketIoBuilder;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,21 +165,31 @@ fn logs() {
         .try_init();
 }
 
-/// socketioxide's write buffer of each client: 32 packets; and a 1 s Engine.IO heartbeat,
-/// which ends a long-polling session whose full buffer nobody drains.
-fn small_buffer(io: socketioxide::SocketIoBuilder) -> socketioxide::SocketIoBuilder {
-    io.max_buffer_size(32)
-        .ping_interval(Duration::from_secs(1))
-        .ping_timeout(Duration::from_secs(5))
+/// socketioxide's write buffer of each client: 32 packets; and a short Engine.IO heartbeat,
+/// which ends a session whose full buffer nobody drains: 1 s over long-polling; 3 s over
+/// WebSocket, whose first PING is answered for the client (see src/first_ping.rs), so that
+/// its first check (one interval in, when the buffer is full) comes after the policy under
+/// test has decided.
+fn small_buffer(transport: Transport) -> impl FnOnce(SocketIoBuilder) -> SocketIoBuilder {
+    let interval = match transport {
+        Transport::Polling => Duration::from_secs(1),
+        Transport::WebSocket => Duration::from_secs(3),
+    };
+    move |io| {
+        io.max_buffer_size(32)
+            .ping_interval(interval)
+            .ping_timeout(Duration::from_secs(5))
+    }
 }
 
 /// A server with `layers` whose clients have a small write buffer (see [`small_buffer`]).
 async fn start(
+    transport: Transport,
     layers: impl FnOnce(
         socketio_stack::SocketServerBuilder,
     ) -> Result<SocketServer, socketio_stack::BuildError>,
 ) -> TestServer {
-    serve(layers(SocketServer::builder().configure_io(small_buffer)).unwrap()).await
+    serve(layers(SocketServer::builder().configure_io(small_buffer(transport))).unwrap()).await
 }
 
 /// Leaves the server time to take its decision, which nothing shows the client (the
@@ -222,7 +233,7 @@ async fn authenticate(server: &SocketServer, raw: &mut Raw) {
 async fn the_auth_deadline_holds_against_a_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = start(|b| {
+        let t = start(transport, |b| {
             b.layer(AuthLayer::new(common::authenticate))
                 .layer(AuthTimeoutLayer::new(Duration::from_millis(400)).unwrap())
                 .build()
@@ -238,7 +249,10 @@ async fn the_auth_deadline_holds_against_a_client_whose_buffer_is_full() {
 async fn a_refused_token_ends_the_connection_of_a_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = start(|b| b.layer(AuthLayer::new(common::authenticate)).build()).await;
+        let t = start(transport, |b| {
+            b.layer(AuthLayer::new(common::authenticate)).build()
+        })
+        .await;
         let mut raw = Raw::connect(t.addr, transport, json!({ "token": "wrong" })).await;
         fill_buffer(&t.server, &raw.id).await;
         assert!(raw.send(r#"42["authenticate"]"#).await);
@@ -250,7 +264,7 @@ async fn a_refused_token_ends_the_connection_of_a_client_whose_buffer_is_full() 
 async fn the_rate_limit_disconnects_a_flooder_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = start(|b| {
+        let t = start(transport, |b| {
             b.layer(
                 RateLimitLayer::default()
                     .events(Bucket::new(1.0, 2).unwrap())
@@ -275,7 +289,7 @@ async fn the_rate_limit_disconnects_a_flooder_whose_buffer_is_full() {
 async fn the_ping_rule_disconnects_an_unauthenticated_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = start(|b| {
+        let t = start(transport, |b| {
             b.layer(AuthLayer::new(common::authenticate))
                 .layer(
                     PingLayer::new(Duration::from_millis(200))
@@ -299,7 +313,7 @@ async fn the_ping_rule_disconnects_an_unauthenticated_client_whose_buffer_is_ful
 async fn server_disconnect_ends_the_connection_of_a_client_whose_buffer_is_full() {
     logs();
     for transport in TRANSPORTS {
-        let t = start(|b| {
+        let t = start(transport, |b| {
             b.layer(AuthLayer::new(common::authenticate))
                 .layer(RoomsLayer::new())
                 .build()
