@@ -3,15 +3,12 @@
 //! and against a Node socket.io server speaking the seeds' protocol; the load tool runs every
 //! scenario against the demo and the bare socketioxide baseline, and sees what it must.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `target/<profile>/examples/<name>`, next to this test's own binary (`.../deps/`).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("examples").join(name)
-}
+use common::{ServerProcess, example};
 
 #[test]
 fn tonic_example_serves_grpc_and_socketio_on_one_port() {
@@ -43,59 +40,6 @@ fn tonic_example_self_check_can_fail() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-}
-
-/// A server process printing `listening on <port>` when ready; killed when dropped.
-struct ServerProcess {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl ServerProcess {
-    fn start(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .env("PORT", "0")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{cmd:?} printed {line:?}"));
-        Self { child, port }
-    }
-
-    /// `POST /send` with a JSON body; the status code.
-    fn send(&self, body: &serde_json::Value) -> u16 {
-        use std::io::{Read, Write};
-        let body = body.to_string();
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "POST /send HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
 }
 
 /// Runs the client example against `server`: it must authenticate, join only the allowed
