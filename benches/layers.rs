@@ -171,5 +171,27 @@ fn send_encoding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layers, send_encoding);
+/// What the bridge does to each event as its turn comes: its arguments read from the packet's
+/// text (and attachments), against reading the same text as one `serde_json::Value`, as the
+/// bridge did before events carried all their arguments.
+fn event_arguments(c: &mut Criterion) {
+    use socketio_stack::args::Args;
+    let mut group = c.benchmark_group("event");
+    group.measurement_time(Duration::from_secs(3));
+    let text = r#"["chat",{"room":"lobby","text":"hello there","seq":1234,"tags":["a","b"]}]"#;
+    group.bench_function("arguments from the packet (Args)", |b| {
+        b.iter(|| Args::from_packet(text, None, true).unwrap())
+    });
+    group.bench_function("the same text as a serde_json::Value", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(text).unwrap())
+    });
+    let bins = std::collections::VecDeque::from([bytes::Bytes::from_static(&[7; 1024])]);
+    let binary = r#"["file",{"name":"a.bin","content":{"_placeholder":true,"num":0}}]"#;
+    group.bench_function("arguments with a 1 KiB attachment (Args)", |b| {
+        b.iter(|| Args::from_packet(binary, Some(&bins), true).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layers, send_encoding, event_arguments);
 criterion_main!(benches);
