@@ -22,7 +22,8 @@
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
 //! may be joined. HTTP on the same port: `POST /send`
-//! `{destination?, topic, data, volatile?}` → 204 (also when dropped for a missing or falsy
+//! `{destination?, topic, data, volatile?}` (or `args: [...]` for several arguments in place of
+//! `data`) → 204 (also when dropped for a missing or falsy
 //! topic or data), 400 for a reserved topic such as `disconnect`; `GET /health` → `ok`,
 //! `GET /stats` → `{clients, rss, cpu_us}`.
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.

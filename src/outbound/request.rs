@@ -47,10 +47,11 @@ struct SendBody {
     destination: Option<String>,
     #[serde(default, deserialize_with = "topic_or_falsy")]
     topic: String,
+    // Read straight into arguments, without a `serde_json::Value` in between.
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Arg>,
     #[serde(default)]
-    args: Option<Vec<Value>>,
+    args: Option<Vec<Arg>>,
     #[serde(default = "compress_default")]
     compress: bool,
     #[serde(default)]
@@ -67,7 +68,7 @@ impl TryFrom<SendBody> for SendRequest {
             (Some(_), Some(_)) => {
                 return Err("give `data` (one argument) or `args` (several), not both".into());
             }
-            (Some(data), None) => Args::from(Arg::from(data)),
+            (Some(data), None) => Args::from(data),
             (None, Some(args)) => Args::from(args),
             (None, None) => Args::new(),
         };
@@ -195,6 +196,24 @@ mod tests {
         assert_eq!(req.room(), Some("r"));
         assert!(req.volatile);
         assert!(SendRequest::to("r", "t", json!(1)).volatile().volatile);
+    }
+
+    #[test]
+    fn the_demo_body_takes_one_argument_as_data_or_several_as_args_not_both() {
+        let one: SendRequest =
+            serde_json::from_value(json!({"topic": "t", "data": [1, 2]})).unwrap();
+        assert_eq!(one.args.len(), 1, "an array in `data` is one argument");
+        let several: SendRequest =
+            serde_json::from_value(json!({"topic": "t", "args": [1, "2", {"3": true}]})).unwrap();
+        assert_eq!(several.args.len(), 3);
+        assert_eq!(several.args[2], json!({"3": true}));
+        let none: SendRequest = serde_json::from_value(json!({"topic": "t"})).unwrap();
+        assert!(none.args.is_empty());
+        let err =
+            serde_json::from_value::<SendRequest>(json!({"topic": "t", "data": 1, "args": [2]}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]

@@ -579,6 +579,17 @@ scenario('authenticated clients are in io-default and io-notification', {}, asyn
   }
 });
 
+scenario('POST /send with args reaches the client as that many arguments', {}, async ({ demo, connect }) => {
+  const client = await connect({ auth: { token: TOKEN } });
+  await authenticate(client);
+  const args = ['lobby', { text: 'hi' }, [1, 2], null, 0];
+  const res = await httpRequest(demo, 'POST', '/send', { destination: client.socket.id, topic: 'chat', args });
+  assert.equal(res.status, 204, res.body);
+  assert.deepEqual((await client.rec.next('chat')).args, args);
+  const both = await httpRequest(demo, 'POST', '/send', { topic: 'chat', data: 1, args: [2] });
+  assert.equal(both.status, 422, `data and args together: ${both.status} ${both.body}`);
+});
+
 // ---------------------------------------------------------------------------
 // 8. join / leave
 // ---------------------------------------------------------------------------
