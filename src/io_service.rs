@@ -166,6 +166,7 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
         let websocket = self.inner.clone();
         let transports = self.transports.clone();
         let transports_meter = self.transports.ws_meter();
+        let write_timeout = self.transports.write_timeout();
         Box::new(move || {
             tokio::spawn(async move {
                 let io = match on_upgrade.await {
@@ -182,7 +183,9 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
                     (transports, sid)
                 });
                 let meter = transports_meter;
-                let io = Severable::new(io, cut, registration).metered(meter);
+                let io = Severable::new(io, cut, registration)
+                    .metered(meter)
+                    .write_timeout(write_timeout);
                 // A session opened on this WebSocket: its first PING waits one interval.
                 let io = if sid.is_none() {
                     io.first_ping_after_one_interval()

@@ -31,6 +31,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
@@ -67,6 +68,10 @@ pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
 /// buffer's memory is only taken while packets wait.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
 
+/// How long a write to a WebSocket client may make no progress before its connection is cut
+/// off (see [`SocketServerBuilder::write_timeout`]): [`serve`](crate::serve)'s own default.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bytes read from a WebSocket at a time (socketioxide's default: 4096). The buffer is
 /// allocated for every client, idle or not, so its size is a per-client cost; frames larger
 /// than it are still read whole, over more reads.
@@ -94,6 +99,7 @@ pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAda
     queue_bytes: usize,
     total_queue_bytes: usize,
     connect_limit: ConnectLimit,
+    write_timeout: Option<Duration>,
 }
 
 impl SocketServer<LocalAdapter> {
@@ -129,6 +135,7 @@ impl<A: Adapter> SocketServerBuilder<Identity, Identity, A> {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
             connect_limit: ConnectLimit::default(),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -156,6 +163,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             queue_bytes: self.queue_bytes,
             total_queue_bytes: self.total_queue_bytes,
             connect_limit: self.connect_limit,
+            write_timeout: self.write_timeout,
         }
     }
 
@@ -189,6 +197,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             queue_bytes: self.queue_bytes,
             total_queue_bytes: self.total_queue_bytes,
             connect_limit: self.connect_limit,
+            write_timeout: self.write_timeout,
         }
     }
 
@@ -256,6 +265,18 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
+    /// How long a write to a WebSocket client may make no progress before its connection is
+    /// cut off (default [`DEFAULT_WRITE_TIMEOUT`]; `None`: never). A client that stops reading
+    /// blocks socketioxide's writer, and the engine waits for that writer before it reports
+    /// the session closed, even one its own heartbeat closed: without this bound the socket
+    /// would stay, tracked and holding its buffer, for as long as the client likes, wherever
+    /// the stack is mounted. [`serve`](crate::serve)'s write timeout bounds the connections it
+    /// serves the same way; this one holds under `axum::serve` and any other server too.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// How many bytes of events may wait, per socket (default 2 MB) and for all sockets
     /// together (default 256 MiB); see [`Bridge::queue_bytes`].
     pub fn queue_bytes(mut self, per_socket: usize, total: usize) -> Self {
@@ -306,7 +327,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .req_path(self.path.clone())
             .with_adapter::<A>(self.adapter_state)
             .build_layer();
-        let transports = Transports::new(self.connect_limit);
+        let transports = Transports::new(self.connect_limit, self.write_timeout);
         io.ns(
             "/",
             Bridge::new(inbound)

@@ -21,6 +21,11 @@
 //!
 //! Either way socketioxide then calls the socket's disconnect handler, so the socket is
 //! untracked when it is gone, not before.
+//!
+//! A WebSocket write that makes no progress for the server's write timeout cuts the
+//! connection off the same way: engineioxide reports a session closed only once its writer
+//! returns, even a session its own heartbeat closed, so a client that stops reading would
+//! otherwise stay connected and tracked for as long as it likes.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -28,6 +33,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 
@@ -36,6 +42,7 @@ use crate::first_ping::{FirstPing, ReadStep, WriteStep};
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::{Sid, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// The transports this server can cut off: the WebSocket connections upgraded from
 /// long-polling (by session id), and the long-polling sessions refused. Cheap to clone.
@@ -52,23 +59,33 @@ struct Inner {
     refused_count: AtomicUsize,
     connect_limit: ConnectLimit,
     polling_budgets: Arc<PollingBudgets>,
+    write_timeout: Option<Duration>,
 }
 
 impl Default for Transports {
     fn default() -> Self {
-        Self::new(ConnectLimit::default())
+        Self::new(
+            ConnectLimit::default(),
+            Some(crate::server::DEFAULT_WRITE_TIMEOUT),
+        )
     }
 }
 
 impl Transports {
-    pub(crate) fn new(connect_limit: ConnectLimit) -> Self {
+    pub(crate) fn new(connect_limit: ConnectLimit, write_timeout: Option<Duration>) -> Self {
         Self(Arc::new(Inner {
             upgraded: Mutex::default(),
             refused: Mutex::default(),
             refused_count: AtomicUsize::new(0),
             connect_limit,
             polling_budgets: Arc::default(),
+            write_timeout,
         }))
+    }
+
+    /// How long a write to a WebSocket client may make no progress before it is cut off.
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        self.0.write_timeout
     }
 
     /// The bound on a session's namespace CONNECTs.
@@ -176,6 +193,10 @@ pub(crate) struct Severable<T> {
     /// The engine's first PING, hidden until it has been dealt with (see
     /// [`first_ping`](crate::first_ping)).
     first_ping: Option<FirstPing>,
+    /// How long a write may make no progress before the connection is cut off.
+    write_timeout: Option<Duration>,
+    /// Armed while a write is blocked (boxed: only a stalled connection pays for it).
+    stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> Severable<T> {
@@ -186,7 +207,19 @@ impl<T> Severable<T> {
             meter: None,
             registration,
             first_ping: None,
+            write_timeout: None,
+            stall: None,
         }
+    }
+
+    /// Cuts the connection off when a write makes no progress for `timeout`: a client that
+    /// stops reading blocks the engine's writer, and the engine waits for that writer before
+    /// it reports the session closed (even one its own heartbeat closed), so without this the
+    /// socket would stay, tracked, for as long as the client likes wherever the stack is
+    /// mounted (`serve`'s write timeout does the same for the connections it serves).
+    pub(crate) fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
     }
 
     /// Hides the engine's first PING of a session opened on this connection, so that it comes
@@ -274,7 +307,27 @@ impl<T: AsyncWrite + Unpin> Severable<T> {
         if self.cut.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        op(Pin::new(&mut self.io), cx)
+        match op(Pin::new(&mut self.io), cx) {
+            Poll::Ready(res) => {
+                self.stall = None;
+                Poll::Ready(res)
+            }
+            Poll::Pending => {
+                let Some(timeout) = self.write_timeout else {
+                    return Poll::Pending;
+                };
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.stall = None;
+                tracing::debug!("websocket cut off: a write made no progress for {timeout:?}");
+                self.cut.cut();
+                Poll::Ready(Err(cut_error()))
+            }
+        }
     }
 }
 

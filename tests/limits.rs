@@ -776,3 +776,46 @@ async fn an_http2_request_head_over_the_bound_gets_431() {
         &big[..big.len().min(8)]
     );
 }
+
+/// A server mounted with `axum::serve` (no write timeout of its own), whose engine heartbeat
+/// is short, and whose WebSocket writes may stall `write_timeout` at most.
+async fn axum_served(write_timeout: Option<Duration>) -> TestServer {
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .write_timeout(write_timeout)
+        .configure_io(|io| {
+            io.ping_interval(Duration::from_millis(300))
+                .ping_timeout(Duration::from_millis(300))
+        })
+        .build()
+        .unwrap();
+    serve(server).await
+}
+
+/// Sends 24 MiB to `id`, more than loopback's socket buffers hold: a client that reads none
+/// of it blocks the server's writes.
+async fn flood(server: &SocketServer, id: &str) {
+    let payload = "x".repeat(16 * 1024);
+    for n in 0..1_500u64 {
+        let req = SendRequest::to(id, "bulk", json!({ "n": n, "pad": payload })).volatile();
+        server.send(req).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_wherever_the_stack_is_mounted() {
+    // Under axum::serve: the engine's heartbeat closes the session soon, but socketioxide
+    // reports it closed only once its blocked writer returns; the stack's own write timeout
+    // ends that write.
+    let t = axum_served(Some(Duration::from_millis(300))).await;
+    let mut slow = raw_ws(t.addr, None).await;
+    let id = raw_ws_namespace(&mut slow, &json!({ "token": TOKEN })).await;
+    let started = Instant::now();
+    flood(&t.server, &id).await;
+    eventually("the slow client is untracked", || {
+        t.server.client(&id).is_none()
+    })
+    .await;
+    eprintln!("untracked {:?} after the flood began", started.elapsed());
+    drop(slow);
+}
