@@ -306,7 +306,7 @@ struct Queued<A: Adapter> {
 }
 
 impl<A: Adapter> Queued<A> {
-    /// The event, parsed; with why its data could not be read, when it could not.
+    /// The event, its arguments read; with why they could not be, when they could not.
     fn into_event(self) -> (ClientEvent<A>, Option<String>) {
         let Self {
             socket,
