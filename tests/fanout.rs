@@ -794,3 +794,40 @@ async fn one_fan_out_per_server() {
         .unwrap_err();
     assert_eq!(err, socketio_stack::BuildError::FanoutTwice);
 }
+
+#[tokio::test]
+async fn several_arguments_and_binary_data_reach_a_client_of_another_instance() {
+    use socketio_stack::args::Arg;
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
+    // A raw client on b: it reads the packets as they come, attachments included.
+    let mut on_b = common::raw_ws(b.addr, None).await;
+    let id = common::raw_ws_namespace(&mut on_b, &json!({ "token": TOKEN })).await;
+    let file = bytes::Bytes::from_static(&[0, 1, 2, 254, 255]);
+    let args = vec![
+        Arg::from("report.bin"),
+        Arg::Binary(file.clone()),
+        Arg::from(json!({"size": 5})),
+    ];
+    a.server
+        .send(SendRequest::to(id.as_str(), "file", Arg::Null).with_args(args))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let msg = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut on_b))
+            .await
+            .expect("the file in time")
+            .unwrap()
+            .unwrap();
+        if msg.to_text().ok() != Some("2") {
+            got.push(msg);
+        }
+    }
+    assert_eq!(
+        got[0],
+        Message::text(r#"451-["file","report.bin",{"_placeholder":true,"num":0},{"size":5}]"#)
+    );
+    assert_eq!(got[1], Message::binary(file.to_vec()));
+}
