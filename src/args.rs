@@ -292,12 +292,13 @@ impl Args {
     /// `["a", 1]`, and also `["a"]` (a missing trailing argument reads as `null`, as it is
     /// `undefined` in JavaScript), but refuses `["a", 1, true]`: nothing is cut. Any other type
     /// takes the one argument (`null` when there is none) and refuses an event that has
-    /// several.
+    /// several. Trailing `null` arguments beyond what `T` takes are no data and are let go:
+    /// JavaScript sends a trailing `undefined` argument as `null`.
     pub fn decode<T: de::DeserializeOwned>(&self) -> Result<T, ArgsError> {
         if socketioxide_core::parser::is_de_tuple::<T>() {
             return T::deserialize(ArgsDeserializer(&self.0));
         }
-        match self.0.as_slice() {
+        match self.without_trailing_nulls() {
             [] => T::deserialize(&Arg::Null),
             [one] => T::deserialize(one),
             more => Err(de::Error::custom(format_args!(
@@ -331,6 +332,16 @@ impl Args {
             }
         }
         Ok(Self(items))
+    }
+
+    /// The arguments up to the last one that is not `null`.
+    fn without_trailing_nulls(&self) -> &[Arg] {
+        let end = self
+            .0
+            .iter()
+            .rposition(|a| !a.is_null())
+            .map_or(0, |i| i + 1);
+        &self.0[..end]
     }
 
     /// Whether binary data sits anywhere in the arguments.
@@ -698,7 +709,10 @@ impl<'de> Deserializer<'de> for ArgsDeserializer<'de> {
             len: len.max(self.0.len()),
         };
         let out = v.visit_seq(&mut seq)?;
-        if seq.taken < self.0.len() {
+        if self.0[seq.taken.min(self.0.len())..]
+            .iter()
+            .any(|a| !a.is_null())
+        {
             return Err(de::Error::custom(format_args!(
                 "{} arguments where {} are taken",
                 self.0.len(),
@@ -810,8 +824,11 @@ mod tests {
         assert_eq!((n, s.as_str(), o), (1, "2", json!({"3": [true]})));
         let err = a.decode::<(u8, String)>().unwrap_err().to_string();
         assert!(err.contains("3 arguments where 2 are taken"), "{err}");
-        // Missing trailing arguments are `undefined`: `null`.
+        // Missing trailing arguments are `undefined`: `null`; and trailing `undefined`s past
+        // the tuple are no data.
         let (n, rest): (u8, Option<String>) = args(json!([1])).decode().unwrap();
+        assert_eq!((n, rest), (1, None));
+        let (n, rest): (u8, Option<String>) = args(json!([1, null, null])).decode().unwrap();
         assert_eq!((n, rest), (1, None));
         assert!(args(json!([1])).decode::<(u8, String)>().is_err());
         #[derive(serde::Deserialize, Debug, PartialEq)]
@@ -840,6 +857,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("2 arguments where one is taken"), "{err}");
+        // `emit("e", "x", undefined)` in JavaScript: the trailing null is no data.
+        assert_eq!(args(json!(["x", null])).decode::<String>().unwrap(), "x");
+        assert!(args(json!([null, "x"])).decode::<Option<String>>().is_err());
         // A vector is one argument, an array.
         assert_eq!(
             args(json!([[1, 2]])).decode::<Vec<u8>>().unwrap(),

@@ -76,8 +76,9 @@ pub mod extract {
     /// The event's arguments deserialized as `T`, as [`Args::decode`] reads them: a tuple
     /// takes every argument in order (`Data<(String, String)>` for `emit("chat", room,
     /// text)`), another type the one argument. When they do not fit (a wrong shape, or more
-    /// arguments than `T` takes), the handler is not called and the mismatch is logged:
-    /// nothing is cut to the part that fits.
+    /// arguments than `T` takes, trailing `null`s aside: JavaScript's trailing `undefined`),
+    /// the handler is not called and the mismatch is logged: nothing is cut to the part that
+    /// fits.
     #[derive(Debug, Clone)]
     pub struct Data<T>(pub T);
 
