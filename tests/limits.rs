@@ -118,9 +118,18 @@ async fn the_disconnect_policy_tells_the_flooder_and_drops_it() {
     }
     let told = expect(&mut seen, "rate_limited").await;
     assert!(told.contains("rate limit"), "{told}");
-    assert_eq!(
-        expect(&mut seen, "disconnected").await,
-        "disconnected:io server disconnect"
+    // Usually the DISCONNECT itself. socketioxide closes the whole connection at a packet for
+    // the socket it has just removed from the namespace (Node ignores such a packet), and a
+    // flooder is still sending: the close may then reach it before the DISCONNECT does.
+    let disconnected = expect(&mut seen, "disconnected").await;
+    assert!(
+        [
+            "disconnected:io server disconnect",
+            "disconnected:transport close",
+            "disconnected:transport error"
+        ]
+        .contains(&disconnected.as_str()),
+        "{disconnected}"
     );
     other.sync().await;
     eventually("only the other client is left", || {
