@@ -132,6 +132,40 @@ test('a Node @socket.io/redis-emitter reaches clients of our servers (room, sock
     assert.deepEqual(await all, [1, 2]);
   }));
 
+/** Resolves with every argument of the next `event` (rejects after 5 s). */
+function nextArgs(socket, event) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "${event}" within 5 s`)), 5_000);
+    socket.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+test('several arguments and binary data cross the fleet: Node emitter to our clients, our send to Node clients', () =>
+  withCleanups(async (cleanups) => {
+    const { redis, ours, onOurs, onNode } = await mixedFleet(cleanups);
+    const emitter = await nodeEmitter(redis, cleanups);
+
+    const got = nextArgs(onOurs, 'node-args');
+    emitter.to('io-default').emit('node-args', 'a', Buffer.from([1, 2, 3]), { nested: Buffer.from([4]), n: 5 });
+    const [text, bin, obj] = await got;
+    assert.equal(text, 'a');
+    assert.deepEqual(Buffer.from(bin), Buffer.from([1, 2, 3]));
+    assert.deepEqual(Buffer.from(obj.nested), Buffer.from([4]));
+    assert.equal(obj.n, 5);
+
+    const onNodeArgs = nextArgs(onNode, 'ours-args');
+    const res = await fetch(`${ours.url}/send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ destination: 'io-default', topic: 'ours-args', args: ['x', { y: 1 }, [2]] }),
+    });
+    assert.equal(res.status, 204);
+    assert.deepEqual(await onNodeArgs, ['x', { y: 1 }, [2]]);
+  }));
+
 test('our standalone emitter reaches clients of a Node socket.io server with @socket.io/redis-adapter', () =>
   withCleanups(async (cleanups) => {
     const redis = await ownRedis(cleanups);
