@@ -82,6 +82,7 @@ pub mod serve;
 pub mod server;
 pub mod session;
 mod transport;
+mod write_stall;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -66,11 +66,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Sleep;
 use tower::{Service, ServiceBuilder};
 
 use crate::error::BoxError;
 use crate::handshake::PeerAddr;
+use crate::write_stall::WriteStall;
 
 /// The bounds of [`serve_until`].
 #[derive(Debug, Clone, Copy)]
@@ -471,9 +471,7 @@ impl Drop for Slot {
 /// the socket is closed.
 struct WriteDeadline {
     stream: TcpStream,
-    timeout: Option<Duration>,
-    /// Armed while a write is blocked (boxed: only a stalled connection pays for it).
-    stall: Option<Pin<Box<Sleep>>>,
+    stall: WriteStall,
     dead: bool,
     _slot: Slot,
 }
@@ -482,8 +480,7 @@ impl WriteDeadline {
     fn new(stream: TcpStream, timeout: Option<Duration>, slot: Slot) -> Self {
         Self {
             stream,
-            timeout,
-            stall: None,
+            stall: WriteStall::new(timeout),
             dead: false,
             _slot: slot,
         }
@@ -505,21 +502,11 @@ impl WriteDeadline {
         if self.dead {
             return Poll::Ready(Err(Self::stalled()));
         }
-        match write(Pin::new(&mut self.stream), cx) {
-            Poll::Ready(res) => {
-                self.stall = None;
-                Poll::Ready(res)
-            }
-            Poll::Pending => {
-                let Some(timeout) = self.timeout else {
-                    return Poll::Pending;
-                };
-                let stall = self
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                ready!(stall.as_mut().poll(cx));
+        let stream = &mut self.stream;
+        match ready!(self.stall.guard(cx, |cx| write(Pin::new(stream), cx))) {
+            Ok(res) => Poll::Ready(res),
+            Err(timeout) => {
                 self.dead = true;
-                self.stall = None;
                 tracing::debug!(
                     peer = ?self.stream.peer_addr().ok(),
                     "connection closed: a write made no progress for {timeout:?}"

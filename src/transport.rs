@@ -42,7 +42,8 @@ use crate::first_ping::{FirstPing, ReadStep, WriteStep};
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::{Sid, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+
+use crate::write_stall::WriteStall;
 
 /// The transports this server can cut off: the WebSocket connections upgraded from
 /// long-polling (by session id), and the long-polling sessions refused. Cheap to clone.
@@ -193,10 +194,8 @@ pub(crate) struct Severable<T> {
     /// The engine's first PING, hidden until it has been dealt with (see
     /// [`first_ping`](crate::first_ping)).
     first_ping: Option<FirstPing>,
-    /// How long a write may make no progress before the connection is cut off.
-    write_timeout: Option<Duration>,
-    /// Armed while a write is blocked (boxed: only a stalled connection pays for it).
-    stall: Option<Pin<Box<Sleep>>>,
+    /// The deadline of a write that makes no progress.
+    stall: WriteStall,
 }
 
 impl<T> Severable<T> {
@@ -207,8 +206,7 @@ impl<T> Severable<T> {
             meter: None,
             registration,
             first_ping: None,
-            write_timeout: None,
-            stall: None,
+            stall: WriteStall::new(None),
         }
     }
 
@@ -218,7 +216,7 @@ impl<T> Severable<T> {
     /// socket would stay, tracked, for as long as the client likes wherever the stack is
     /// mounted (`serve`'s write timeout does the same for the connections it serves).
     pub(crate) fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.write_timeout = timeout;
+        self.stall = WriteStall::new(timeout);
         self
     }
 
@@ -307,22 +305,10 @@ impl<T: AsyncWrite + Unpin> Severable<T> {
         if self.cut.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        match op(Pin::new(&mut self.io), cx) {
-            Poll::Ready(res) => {
-                self.stall = None;
-                Poll::Ready(res)
-            }
-            Poll::Pending => {
-                let Some(timeout) = self.write_timeout else {
-                    return Poll::Pending;
-                };
-                let stall = self
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if stall.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.stall = None;
+        let io = &mut self.io;
+        match std::task::ready!(self.stall.guard(cx, |cx| op(Pin::new(io), cx))) {
+            Ok(res) => Poll::Ready(res),
+            Err(timeout) => {
                 tracing::debug!("websocket cut off: a write made no progress for {timeout:?}");
                 self.cut.cut();
                 Poll::Ready(Err(cut_error()))
