@@ -192,8 +192,9 @@ pub(crate) struct Severable<T> {
     /// end.
     registration: Option<(Transports, Sid)>,
     /// The engine's first PING, hidden until it has been dealt with (see
-    /// [`first_ping`](crate::first_ping)).
-    first_ping: Option<FirstPing>,
+    /// [`first_ping`](crate::first_ping)). Boxed: it lives for the first few frames only,
+    /// and the connection for as long as the client stays.
+    first_ping: Option<Box<FirstPing>>,
     /// The deadline of a write that makes no progress.
     stall: WriteStall,
 }
@@ -223,8 +224,15 @@ impl<T> Severable<T> {
     /// Hides the engine's first PING of a session opened on this connection, so that it comes
     /// one ping interval after the open packet, as the protocol has it.
     pub(crate) fn first_ping_after_one_interval(mut self) -> Self {
-        self.first_ping = Some(FirstPing::new());
+        self.first_ping = Some(Box::new(FirstPing::new()));
         self
+    }
+
+    /// Forgets the first-PING state once it has nothing left to do.
+    fn settle_first_ping(&mut self) {
+        if self.first_ping.as_deref().is_some_and(FirstPing::is_done) {
+            self.first_ping = None;
+        }
     }
 
     /// Meters what the client writes; the connection is cut before a CONNECT over the bound.
@@ -259,13 +267,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         }
         let before = buf.filled().len();
         let this = &mut *self;
-        let res = match this.first_ping.as_ref().map(FirstPing::before_read) {
+        let res = match this.first_ping.as_deref().map(FirstPing::before_read) {
             Some(ReadStep::Answer(pong)) => {
                 let n = pong.len().min(buf.remaining());
                 buf.put_slice(&pong[..n]);
                 if let Some(fp) = this.first_ping.as_mut() {
                     fp.answered(n);
                 }
+                this.settle_first_ping();
                 // The engine's own bytes: neither metered nor followed.
                 return Poll::Ready(Ok(()));
             }
@@ -280,9 +289,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Severable<T> {
         };
         if let (Poll::Ready(Ok(())), Some(fp)) = (&res, self.first_ping.as_mut()) {
             fp.after_read(&buf.filled()[before..]);
-            if fp.is_done() {
-                self.first_ping = None;
-            }
+            self.settle_first_ping();
         }
         if let (Poll::Ready(Ok(())), Some(meter)) = (&res, self.meter.as_mut())
             && let Some(excess) = meter.feed(&buf.filled()[before..])
@@ -338,9 +345,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Severable<T> {
         let res = this.guard(cx, |io, cx| io.poll_write(cx, &buf[..n]));
         if let (Poll::Ready(Ok(written)), Some(fp)) = (&res, this.first_ping.as_mut()) {
             fp.after_write(&buf[..*written]);
-            if fp.is_done() {
-                this.first_ping = None;
-            }
+            this.settle_first_ping();
         }
         res
     }
