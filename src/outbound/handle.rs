@@ -3,7 +3,6 @@
 
 use std::panic::AssertUnwindSafe;
 
-use serde_json::Value;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
@@ -28,17 +27,6 @@ pub enum DropReason {
     NoTopic,
     /// The data is falsy in JavaScript's sense: `null`, `false`, `0`, `""` (or absent).
     FalsyData,
-}
-
-/// Whether JavaScript would call `value` falsy (`NaN` cannot be written in JSON).
-pub fn is_falsy(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(_) | Value::Object(_) => false,
-    }
 }
 
 /// Sends messages to clients through the outbound stack. Cheap to clone.
@@ -126,10 +114,10 @@ mod tests {
             json!(-0.0),
             json!(""),
         ] {
-            assert!(is_falsy(&v), "{v}");
+            assert!(Arg::from(v.clone()).is_falsy(), "{v}");
         }
         for v in [json!(true), json!(1), json!("0"), json!([]), json!({})] {
-            assert!(!is_falsy(&v), "{v}");
+            assert!(!Arg::from(v.clone()).is_falsy(), "{v}");
         }
     }
 

@@ -1,10 +1,8 @@
 //! The send request and its error.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::args::{Arg, Args};
-use crate::outbound::handle::is_falsy;
 
 /// The seeds' `send({destination, payload: {topic, data}})`, flattened, with any number of
 /// arguments where the seeds have one `data`.
@@ -88,11 +86,12 @@ fn compress_default() -> bool {
 }
 
 fn topic_or_falsy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(topic) => Ok(topic),
-        falsy if is_falsy(&falsy) => Ok(String::new()),
+    match Arg::deserialize(d)? {
+        Arg::String(topic) => Ok(topic),
+        falsy if falsy.is_falsy() => Ok(String::new()),
         other => Err(serde::de::Error::custom(format_args!(
-            "the topic must be a string, got {other}"
+            "the topic must be a string, got {}",
+            other.to_json().unwrap_or_default()
         ))),
     }
 }
