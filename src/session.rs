@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use socketioxide::SocketError;
@@ -19,8 +19,8 @@ use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::core::handler::BoxFuture;
 use crate::handshake::Handshake;
+use crate::plumbing::{BoxFuture, LogThrottle};
 use crate::transport::Transports;
 
 /// The seeds' client states: `unauthorized → authenticating → authenticated`.
@@ -79,7 +79,7 @@ struct Inner {
     /// A disconnect has been decided (it may take a moment to be carried out).
     disconnecting: AtomicBool,
     /// Malformed requests of this socket refused so far.
-    refusals: AtomicU64,
+    refusals: LogThrottle,
 }
 
 impl Session {
@@ -98,16 +98,15 @@ impl Session {
             timers: Mutex::new(Vec::new()),
             transports: OnceLock::new(),
             disconnecting: AtomicBool::new(false),
-            refusals: AtomicU64::new(0),
+            refusals: LogThrottle::new(),
         }))
     }
 
-    /// Counts one more malformed request of this socket refused, and says whether to log it:
-    /// `Some(count)` for the socket's first ten, then every 1,000th. A client can send such
-    /// requests at will, and one socket's first refusals must not hide behind another's.
+    /// Counts one more malformed request of this socket refused, and says whether to log it
+    /// (`Some(count)`: see [`LogThrottle`]). A client can send such requests at will, and one
+    /// socket's first refusals must not hide behind another's.
     pub(crate) fn count_refusal(&self) -> Option<u64> {
-        let count = self.0.refusals.fetch_add(1, Ordering::Relaxed) + 1;
-        (count <= 10 || count.is_multiple_of(1000)).then_some(count)
+        self.0.refusals.hit(1)
     }
 
     pub(crate) fn attach_transports(&self, transports: Transports) {

@@ -4,15 +4,13 @@
 
 use std::fmt::Display;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::core::handler::BoxFuture;
 use crate::error::BoxError;
+use crate::plumbing::BoxFuture;
 
 /// What a handler or callback may return: nothing, or a `Result` whose error is logged.
 pub trait HandlerResult: Send + 'static {
@@ -117,29 +115,21 @@ where
     })
 }
 
-/// Starts `call` safely: its synchronous part runs now under `catch_unwind`; the future it
-/// returns is given back wrapped so that its panic or error becomes a log line.
-pub(crate) fn guarded<T: Send + 'static>(
+/// Runs `call` with its panic or error, of its synchronous part or of its future, turned into
+/// a log line.
+pub(crate) async fn guarded<T: Send + 'static>(
     what: String,
     call: impl FnOnce() -> BoxFuture<Result<T, BoxError>>,
-) -> BoxFuture<Option<T>> {
-    match std::panic::catch_unwind(AssertUnwindSafe(call)) {
-        Ok(fut) => Box::pin(async move {
-            match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(Ok(value)) => Some(value),
-                Ok(Err(e)) => {
-                    tracing::error!("{what} failed: {e}");
-                    None
-                }
-                Err(_) => {
-                    tracing::error!("{what} panicked");
-                    None
-                }
-            }
-        }),
-        Err(_) => {
-            tracing::error!("{what} panicked");
-            Box::pin(async { None })
+) -> Option<T> {
+    match crate::plumbing::catch_panic_call(call).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::error!("{what} failed: {e}");
+            None
+        }
+        Err(panic) => {
+            tracing::error!("{what} panicked: {panic}");
+            None
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::client::error::ClientError;
 use crate::client::handlers::{self, AnyHandler, Callback, Handler, HandlerResult, guarded};
 use crate::client::options::ClientOptions;
 use crate::client::protocol;
-use crate::core::handler::BoxFuture;
 use crate::event::names;
+use crate::plumbing::BoxFuture;
 use crate::session::ClientState;
 
 /// How long [`SocketClient::shutdown`] lets running handlers and callbacks finish.

@@ -39,12 +39,10 @@ use std::collections::VecDeque;
 use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, Event, SocketRef};
 use socketioxide::handler::connect::FromConnectParts;
@@ -58,6 +56,7 @@ use tower_service::Service;
 use crate::args::Args;
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
+use crate::plumbing::{LogThrottle, catch_panic, catch_panic_now};
 use crate::session::Session;
 use crate::transport::Transports;
 
@@ -239,11 +238,11 @@ where
                     // Events that come before `call` wait for the connect's worker.
                     worker: true,
                     finished: false,
-                    dropped: 0,
                     bytes: 0,
                 }),
                 capacity: self.queue_capacity,
                 bytes: self.queue_bytes,
+                dropped: LogThrottle::new(),
                 total: self.total.clone(),
             }),
         };
@@ -293,6 +292,8 @@ struct Pending<A: Adapter> {
     capacity: usize,
     bytes: usize,
     total: Arc<TotalQueue>,
+    /// Events dropped because the queue was full.
+    dropped: LogThrottle,
 }
 
 /// An event as it came off the wire: parsed only when its turn comes, so that what waits
@@ -351,8 +352,6 @@ struct PendingState<A: Adapter> {
     worker: bool,
     /// `Disconnect` was handled: nothing more is taken.
     finished: bool,
-    /// Events dropped because the queue was full.
-    dropped: u64,
     /// Bytes of the waiting events.
     bytes: usize,
 }
@@ -514,11 +513,9 @@ where
                 None
             };
             if let Some(bound) = full {
-                // Logged at the first drop and every 1,000th after: a flooding client must
-                // not flood the log too.
-                state.dropped += 1;
-                if state.dropped % 1000 == 1 {
-                    tracing::warn!(socket = %s.id, event = %name, bytes, bound, dropped = state.dropped, "event queue full, events dropped");
+                // Throttled: a flooding client must not flood the log too.
+                if let Some(dropped) = pending.dropped.hit(1) {
+                    tracing::warn!(socket = %s.id, event = %name, bytes, bound, dropped, "event queue full, events dropped");
                 }
                 return;
             }
@@ -586,7 +583,7 @@ where
     }
     for task in session.take_after_request() {
         let id = socket.id;
-        let mut task = Box::pin(AssertUnwindSafe(task).catch_unwind());
+        let mut task = Box::pin(catch_panic(task));
         tokio::select! {
             biased;
             res = &mut task => log_panic(id, "after-request task", res),
@@ -628,14 +625,14 @@ async fn dispatch<S, A>(
         }
     };
     let req = SocketRequest::new(socket.clone(), session.clone(), kind);
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| svc.call(req))) {
+    let fut = match catch_panic_now(|| svc.call(req)) {
         Ok(fut) => fut,
-        Err(_) => {
-            tracing::error!(socket = %id, request = label, "the stack panicked");
+        Err(panic) => {
+            tracing::error!(socket = %id, request = label, "the stack panicked: {panic}");
             return;
         }
     };
-    let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+    let mut fut = Box::pin(catch_panic(fut));
     if detach == Detach::Never {
         return report(id, label, fut.await);
     }
@@ -648,16 +645,16 @@ async fn dispatch<S, A>(
     }
 }
 
-fn report<E: Display>(id: Sid, label: &str, res: std::thread::Result<Result<(), E>>) {
+fn report<E: Display>(id: Sid, label: &str, res: Result<Result<(), E>, String>) {
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(socket = %id, request = label, "request failed: {e}"),
-        Err(_) => tracing::error!(socket = %id, request = label, "the stack panicked"),
+        Err(panic) => tracing::error!(socket = %id, request = label, "the stack panicked: {panic}"),
     }
 }
 
-fn log_panic(id: Sid, what: &str, res: std::thread::Result<()>) {
-    if res.is_err() {
-        tracing::error!(socket = %id, "{what} panicked");
+fn log_panic(id: Sid, what: &str, res: Result<(), String>) {
+    if let Err(panic) = res {
+        tracing::error!(socket = %id, "{what} panicked: {panic}");
     }
 }

@@ -21,19 +21,14 @@
 //! ```
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 
 use crate::args::{Args, ArgsError};
+use crate::plumbing::{BoxFuture, catch_panic_call};
 use crate::session::Session;
-
-/// A boxed, sendable future, as the erased handlers return.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Everything an extractor may take its value from.
 pub struct EventParts<A: Adapter> {
@@ -198,17 +193,11 @@ pub(crate) fn boxed<A: Adapter, T, H: EventHandler<A, T>>(handler: H) -> BoxedHa
         let socket = parts.socket.id;
         let name = parts.name.clone();
         // The handler's synchronous part (extractors, a closure's body before its future)
-        // runs here: contain its panics as well as the future's.
-        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(parts))) {
-            Ok(fut) => fut,
-            Err(_) => {
-                tracing::error!(%socket, event = %name, "event handler panicked");
-                return Box::pin(async {});
-            }
-        };
+        // panics inside the guard as well as its future.
+        let handler = handler.clone();
         Box::pin(async move {
-            if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
-                tracing::error!(%socket, event = %name, "event handler panicked");
+            if let Err(panic) = catch_panic_call(move || handler.call(parts)).await {
+                tracing::error!(%socket, event = %name, "event handler panicked: {panic}");
             }
         })
     })

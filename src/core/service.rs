@@ -13,10 +13,11 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 use tower_service::Service;
 
 use crate::args::{Arg, Args};
-use crate::core::handler::{self, BoxFuture, BoxedHandler, EventHandler, EventParts};
+use crate::core::handler::{self, BoxedHandler, EventHandler, EventParts};
 use crate::core::registry::ClientRegistry;
 use crate::error::BuildError;
 use crate::event::{RequestKind, SocketRequest, names};
+use crate::plumbing::BoxFuture;
 
 /// Event names a handler cannot be registered for, with what to use instead.
 const RESERVED: &[(&str, &str)] = &[

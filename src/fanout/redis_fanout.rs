@@ -32,12 +32,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::args::Args;
-use crate::core::handler::BoxFuture;
 use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
 use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request, WireError};
-use crate::log_throttle::EverySecond;
 use crate::outbound::{SendError, SendRequest};
+use crate::plumbing::BoxFuture;
+use crate::plumbing::LogThrottle;
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
 /// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]
@@ -53,7 +53,7 @@ pub struct RedisFanout {
 /// Delivers a broadcast from Redis to this instance's sockets (set by `attach`).
 /// Its answer, for a query: the JSON text to publish on the response channel.
 type LocalDeliver =
-    Box<dyn Fn(Incoming) -> crate::core::handler::BoxFuture<Option<String>> + Send + Sync>;
+    Box<dyn Fn(Incoming) -> crate::plumbing::BoxFuture<Option<String>> + Send + Sync>;
 
 /// What comes from Redis for the local sockets.
 enum Incoming {
@@ -78,14 +78,14 @@ struct Inner {
     refusals: Refusals,
 }
 
-/// Logs the messages refused from Redis at most once a second, with how many were refused
-/// since the last line: whoever can publish on this Redis could otherwise flood the log.
+/// Logs the messages refused from Redis (the first ten, then at most once a second, with how
+/// many so far): whoever can publish on this Redis could otherwise flood the log.
 #[derive(Default)]
-struct Refusals(EverySecond);
+struct Refusals(LogThrottle);
 
 impl Refusals {
     fn report(&self, channel: &str, bytes: usize, what: &str, error: &WireError) {
-        if let Some(refused) = self.0.count(1) {
+        if let Some(refused) = self.0.hit(1) {
             tracing::warn!(channel, bytes, refused, "ignored {what}: {error}");
         }
     }
@@ -604,7 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_logged_at_most_once_a_second_with_their_count() {
+    fn refusals_are_logged_ten_then_at_most_once_a_second_with_their_count() {
         let sink = Sink::default();
         let writer = sink.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -621,9 +621,12 @@ mod tests {
         });
         let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines = log.lines().count();
-        // One line for the first refusal, and one more for each second the loop took.
+        // A line for each of the first ten, and one more for each second the loop took.
         let seconds = started.elapsed().as_secs() as usize;
-        assert!(lines >= 1 && lines <= 2 + seconds, "{lines} lines:\n{log}");
+        assert!(
+            lines >= 10 && lines <= 11 + seconds,
+            "{lines} lines:\n{log}"
+        );
         assert!(log.lines().next().unwrap().ends_with("refused=1"), "{log}");
         assert!(
             log.contains("ignored a message: holds at least 2000001 values"),

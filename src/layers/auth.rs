@@ -53,11 +53,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::clock;
-use crate::core::handler::BoxFuture;
 use crate::error::BoxError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::handshake::Handshake;
-use crate::layers::{ResponseFuture, catch_panic};
+use crate::layers::ResponseFuture;
+use crate::plumbing::BoxFuture;
+use crate::plumbing::catch_panic_call;
 use crate::session::{ClientState, Session};
 
 /// The message of `unauthenticated` when the authenticate function answered `false`.
@@ -202,8 +203,7 @@ async fn authenticate_socket<A: Adapter, E>(
         return Ok(());
     }
     let handshake = session.handshake().clone();
-    // Called inside the guarded future, so a panic in its synchronous part is contained too.
-    let answer = catch_panic(async move { authenticate(handshake).await });
+    let answer = catch_panic_call(move || authenticate(handshake));
     let outcome = tokio::select! {
         biased;
         outcome = answer => outcome,

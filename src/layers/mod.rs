@@ -33,7 +33,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::core::handler::BoxFuture;
+use crate::plumbing::BoxFuture;
 
 pin_project! {
     /// The response future of the crate's layers: the inner service's own future when the
@@ -83,19 +83,4 @@ where
             ResponseFutureProj::Boxed { fut } => fut.as_mut().poll(cx),
         }
     }
-}
-
-/// Contains a panic of a user callback: `Err(message)` instead of unwinding.
-pub(crate) async fn catch_panic<T>(fut: impl Future<Output = T>) -> Result<T, String> {
-    use futures_util::FutureExt;
-    std::panic::AssertUnwindSafe(fut)
-        .catch_unwind()
-        .await
-        .map_err(|payload| {
-            payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic payload".to_owned())
-        })
 }

@@ -8,8 +8,8 @@
 //! `rate` per second. An event that finds its bucket empty is handled by the
 //! [`ExcessPolicy`]:
 //!
-//! - [`ExcessPolicy::Drop`] (default): the event is dropped, with a warning the first time and
-//!   every 1,000 drops after that;
+//! - [`ExcessPolicy::Drop`] (default): the event is dropped, with a warning for each of the
+//!   socket's first ten drops, then at most one a second;
 //! - [`ExcessPolicy::Disconnect`]: the client gets `rate_limited` `{message, time}`, then is
 //!   disconnected.
 //!
@@ -39,6 +39,7 @@ use crate::clock;
 use crate::error::BuildError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::layers::ResponseFuture;
+use crate::plumbing::LogThrottle;
 
 /// The event a client gets before a rate-limit disconnect.
 pub const RATE_LIMITED: &str = "rate_limited";
@@ -140,7 +141,7 @@ pub struct RateLimitService<S> {
 struct Buckets {
     events: Tokens,
     control: Tokens,
-    dropped: u64,
+    dropped: LogThrottle,
 }
 
 #[derive(Debug)]
@@ -203,7 +204,7 @@ where
                 let fresh = SocketBuckets(Arc::new(Mutex::new(Buckets {
                     events: Tokens::full(self.config.events),
                     control: Tokens::full(self.config.control),
-                    dropped: 0,
+                    dropped: LogThrottle::new(),
                 })));
                 req.socket.extensions.insert(fresh.clone());
                 fresh
@@ -216,10 +217,7 @@ where
             } else {
                 b.events.take(self.config.events)
             };
-            if !allowed {
-                b.dropped += 1;
-            }
-            (allowed, b.dropped)
+            (allowed, (!allowed).then(|| b.dropped.hit(1)).flatten())
         };
         if allowed {
             return ResponseFuture::inner(self.inner.call(req));
@@ -230,7 +228,7 @@ where
         }
         match self.config.policy {
             ExcessPolicy::Drop => {
-                if dropped == 1 || dropped % 1000 == 0 {
+                if let Some(dropped) = dropped {
                     tracing::warn!(socket = %req.socket.id, event = %ev.name, dropped, "over the rate limit: events dropped");
                 }
             }

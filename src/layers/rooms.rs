@@ -18,7 +18,7 @@
 //! `null`, `{}` or a payload without `rooms` mean no rooms; `rooms` that is not an array is
 //! refused with a warning; entries that are not non-empty strings are skipped. A payload
 //! carrying binary data anywhere is refused with a warning: a room name is text. Refusals are
-//! logged for a socket's first ten, then every 1,000th, since a client can send them at will.
+//! logged for a socket's first ten, then at most once a second, since a client can send them at will.
 //! `join` and `leave` are answered here and not passed down.
 //!
 //! # Example
@@ -45,10 +45,11 @@ use socketioxide::adapter::Adapter;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::core::handler::BoxFuture;
 use crate::error::{BoxError, BuildError};
 use crate::event::{RequestKind, SocketRequest, names};
-use crate::layers::{ResponseFuture, catch_panic};
+use crate::layers::ResponseFuture;
+use crate::plumbing::BoxFuture;
+use crate::plumbing::catch_panic_call;
 use crate::session::{ClientState, Session};
 
 /// The seeds' default rooms.
@@ -279,11 +280,10 @@ where
         };
         ResponseFuture::boxed(async move {
             let asked: HashSet<String> = rooms.iter().cloned().collect();
-            // Called inside the guarded future, so a panic in its synchronous part is
-            // contained too; dropped if the socket leaves meanwhile.
-            let answer = catch_panic({
+            // Dropped if the socket leaves meanwhile.
+            let answer = catch_panic_call({
                 let session = session.clone();
-                async move { validate(session, rooms).await }
+                move || validate(session, rooms)
             });
             let outcome = tokio::select! {
                 biased;

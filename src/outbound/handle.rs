@@ -1,8 +1,6 @@
 //! The handle callers send through: the seeds' `send()`, with its silent drops and
 //! completion callback, whatever delivery stack is below.
 
-use std::panic::AssertUnwindSafe;
-
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
@@ -84,9 +82,9 @@ impl Outbound {
     {
         let outcome = self.send(req).await;
         if matches!(outcome, Ok(Delivery::Sent))
-            && std::panic::catch_unwind(AssertUnwindSafe(callback)).is_err()
+            && let Err(panic) = crate::plumbing::catch_panic_now(callback)
         {
-            tracing::error!("send callback panicked");
+            tracing::error!("send callback panicked: {panic}");
         }
         outcome
     }

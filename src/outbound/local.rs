@@ -14,8 +14,8 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tower_service::Service;
 
-use crate::core::handler::BoxFuture;
 use crate::outbound::request::{SendError, SendRequest};
+use crate::plumbing::BoxFuture;
 
 /// The bottom of the outbound stack: emits to the local sockets in the destination room
 /// (a socket id is a room), or to all of them.
@@ -84,11 +84,11 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
     }
 }
 
-/// Logs missed deliveries at most once a second (a client that stopped reading misses every
-/// send until the write timeout cuts it off: one line each would flood the log).
+/// Logs missed deliveries, throttled (a client that stopped reading misses every send until
+/// the write timeout cuts it off: one line each would flood the log).
 fn report_missed(count: usize, topic: &str) {
-    static MISSED: crate::log_throttle::EverySecond = crate::log_throttle::EverySecond::new();
-    if let Some(missed) = MISSED.count(count as u64) {
+    static MISSED: crate::plumbing::LogThrottle = crate::plumbing::LogThrottle::new();
+    if let Some(missed) = MISSED.hit(count as u64) {
         tracing::warn!(
             missed,
             topic,
