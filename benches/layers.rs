@@ -45,8 +45,8 @@ fn layers(c: &mut Criterion) {
 
     let core = CoreService::builder()
         .on("chat", async || {})
-        .unwrap()
-        .build();
+        .build()
+        .unwrap();
     group.bench_function("core: event to a handler", |b| {
         b.to_async(&rt).iter(|| {
             let mut core = core.clone();

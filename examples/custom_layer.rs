@@ -5,17 +5,17 @@
 //! What it shows:
 //! - (a) a custom authenticate function for [`AuthLayer`]: an *expiring signed token*
 //!   `user:expiry:signature` (expiry in Unix seconds), checked for its signature and its
-//!   expiry. The "signature" is std's `DefaultHasher` over a secret and the claims: **NOT
+//!   expiry; it answers with the token's claims, which the stack keeps as the socket's
+//!   identity, so `whoami` reads them with the `Identity` extractor instead of verifying again. The "signature" is std's `DefaultHasher` over a secret and the claims: **NOT
 //!   cryptographic**, it only shows the shape of a JWT-style check; use a real MAC (HMAC-SHA256
 //!   from the `hmac` + `sha2` crates) or a JWT crate for anything real;
 //! - (b) `GraceTimeoutLayer`, a hand-written replacement for the crate's `AuthTimeoutLayer`:
 //!   a `Layer` and a `Service` that warn the client with `auth-warning` `{remainingMs}` at half
 //!   the deadline and disconnect it at the deadline unless it has authenticated meanwhile. Its
-//!   timer lives in the socket's [`Session`] (`set_timer` / `clear_timer`), as the crate's own
-//!   layers keep theirs, so it never outlives the socket;
-//! - (c) a `from_fn`-style layer made of a plain function with `tower::layer::layer_fn` and
-//!   `tower::service_fn`: it counts the events each socket sends and logs the count when the
-//!   socket leaves.
+//!   timer lives in the socket's [`Session`] (`set_timer::<GraceTimer>` / `clear_timer`), keyed
+//!   by a type of its own as the crate's layers key theirs, so it never outlives the socket;
+//! - (c) a layer from an async function ([`from_fn`]): it counts the events each socket sends,
+//!   in the session's extensions, and logs the count when the socket leaves.
 //!
 //! Run it:
 //!
@@ -56,21 +56,22 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use socketio_stack::layers::{AuthLayer, PingLayer};
+use socketio_stack::layers::{AuthLayer, Next, PingLayer, from_fn};
 use socketio_stack::{
-    BoxError, BuildError, ClientState, Handshake, RequestKind, Session, SocketRequest, SocketServer,
+    BoxError, BuildError, ClientState, Handshake, Identity, RequestKind, Session, SocketRequest,
+    SocketServer,
 };
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 // =============================================================================================
 // (a) An expiring signed token: `user:expiry:signature`
 // =============================================================================================
 
-/// The claims of a valid token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The claims of a valid token: the socket's identity once it authenticated (and its `data`
+/// for the fleet: `{user, expires_at}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 struct Claims {
     user: String,
     expires_at: u64,
@@ -129,33 +130,29 @@ fn token_of(hs: &Handshake) -> Option<&str> {
     hs.auth_field("token").or(hs.bearer_token())
 }
 
-/// The authenticate function handed to the crate's [`AuthLayer`]: `Ok(false)` for a token that
-/// does not verify (the client gets the seeds' "Invalid token" message and is disconnected).
-async fn authenticate(secret: Arc<str>, hs: Arc<Handshake>) -> Result<bool, BoxError> {
+/// The authenticate function handed to the crate's [`AuthLayer`]: who the client is, or `None`
+/// for a token that does not verify (the client gets the seeds' "Invalid token" message and is
+/// disconnected).
+async fn authenticate(secret: Arc<str>, hs: Arc<Handshake>) -> Result<Option<Claims>, BoxError> {
     let Some(token) = token_of(&hs) else {
-        return Ok(false);
+        return Ok(None);
     };
     match verify(&secret, token) {
         Ok(claims) => {
             tracing::info!(user = %claims.user, "token accepted");
-            Ok(true)
+            Ok(Some(claims))
         }
         Err(why) => {
             tracing::info!(why, "token refused");
-            Ok(false)
+            Ok(None)
         }
     }
 }
 
-/// `whoami` (with an ack). The authenticate function can only answer yes or no, so the user is
-/// read again from the handshake's token (cheap, and it verified a moment ago).
-async fn whoami(secret: Arc<str>, hs: Arc<Handshake>, ack: AckSender) {
-    let answer = match token_of(&hs).map(|t| verify(&secret, t)) {
-        Some(Ok(claims)) => json!({ "user": claims.user, "expiresAt": claims.expires_at }),
-        Some(Err(why)) => json!({ "error": why }),
-        None => json!({ "error": "no token" }),
-    };
-    ack.send(&answer).ok();
+/// `whoami` (with an ack): the claims the authenticate function found, kept with the socket.
+async fn whoami(Identity(claims): Identity<Claims>, ack: AckSender) {
+    ack.send(&json!({ "user": claims.user, "expiresAt": claims.expires_at }))
+        .ok();
 }
 
 // =============================================================================================
@@ -172,8 +169,9 @@ struct GraceTimeoutLayer {
     deadline: Duration,
 }
 
-/// The name of the timer in the session: unique per layer, so it never replaces another's.
-const GRACE_TIMER: &str = "grace-timeout";
+/// The key of the layer's timer in the session: a type of its own, so it never replaces
+/// another layer's.
+struct GraceTimer;
 /// The warning event sent at half the deadline.
 const AUTH_WARNING: &str = "auth-warning";
 
@@ -228,12 +226,12 @@ where
                 ));
                 // Kept in the session: replaced if set again, aborted if the socket has
                 // already gone, and cleared by the core at disconnect in any case.
-                req.session.set_timer(GRACE_TIMER, timer.abort_handle());
+                req.session.set_timer::<GraceTimer>(timer.abort_handle());
             }
             RequestKind::Authenticated | RequestKind::Disconnect(_) => {
-                req.session.clear_timer(GRACE_TIMER);
+                req.session.clear_timer::<GraceTimer>();
             }
-            RequestKind::Event(_) => {}
+            RequestKind::Handshake | RequestKind::Event(_) => {}
         }
         self.inner.call(req)
     }
@@ -263,49 +261,36 @@ async fn grace_timer<A: Adapter>(socket: SocketRef<A>, session: Session, deadlin
 }
 
 // =============================================================================================
-// (c) A from_fn-style layer: a function from the inner service to a service
+// (c) A layer from an async function
 // =============================================================================================
 
-/// The per-socket counter, kept in the socket's own extensions (no global map, no global lock).
+/// The per-socket counter, kept in the session's extensions (no global map, no global lock).
 #[derive(Debug, Clone, Default)]
 struct EventCount(Arc<AtomicU64>);
 
-/// Wraps `inner` in a service that counts each socket's events and logs the total when the
-/// socket disconnects. Used as `tower::layer::layer_fn(count_events)`.
-///
-/// Boxing the result keeps the signature short; it costs one allocation per request, which
-/// the crate's own layers avoid but a logging layer can afford.
-fn count_events<S>(inner: S) -> BoxCloneSyncService<SocketRequest, (), S::Error>
-where
-    S: Service<SocketRequest, Response = ()> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    BoxCloneSyncService::new(tower::service_fn(move |req: SocketRequest| {
-        match &req.kind {
-            RequestKind::Connect => {
-                req.socket.extensions.insert(EventCount::default());
-            }
-            RequestKind::Event(ev) => {
-                if let Some(EventCount(n)) = req.socket.extensions.get::<EventCount>() {
-                    let n = n.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::debug!(socket = %req.socket.id, event = %ev.name, n, "event");
-                }
-            }
-            RequestKind::Disconnect(reason) => {
-                let n = req
-                    .socket
-                    .extensions
-                    .get::<EventCount>()
-                    .map_or(0, |EventCount(n)| n.load(Ordering::Relaxed));
-                tracing::info!(socket = %req.socket.id, events = n, %reason, "socket left");
-            }
-            RequestKind::Authenticated => {}
+/// Counts each socket's events and logs the total when the socket disconnects; every request
+/// is passed on. Used as `from_fn(count_events)`.
+async fn count_events(req: SocketRequest, next: Next) -> Result<(), BoxError> {
+    match &req.kind {
+        RequestKind::Event(ev) => {
+            let EventCount(n) = req
+                .session
+                .extensions()
+                .get_or_insert_with(EventCount::default);
+            let n = n.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(socket = %req.socket.id, event = %ev.name, n, "event");
         }
-        // `service_fn` is always ready; the inner service is driven with `oneshot` (ready,
-        // then call) on a clone, the usual way for a service called from a future.
-        inner.clone().oneshot(req)
-    }))
+        RequestKind::Disconnect(reason) => {
+            let n = req
+                .session
+                .extensions()
+                .get::<EventCount>()
+                .map_or(0, |EventCount(n)| n.load(Ordering::Relaxed));
+            tracing::info!(socket = %req.socket.id, events = n, %reason, "socket left");
+        }
+        _ => {}
+    }
+    next.run(req).await
 }
 
 // =============================================================================================
@@ -343,10 +328,9 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let auth_secret = secret.clone();
-    let whoami_secret = secret.clone();
     let server = SocketServer::builder()
         // (c) outermost: it sees every request, including the events the auth layer drops.
-        .layer(tower::layer::layer_fn(count_events))
+        .layer(from_fn(count_events))
         // (a) the crate's auth layer with our authenticate function.
         .layer(AuthLayer::new(move |hs| {
             authenticate(auth_secret.clone(), hs)
@@ -355,9 +339,7 @@ async fn main() -> Result<(), BoxError> {
         .layer(GraceTimeoutLayer::new(Duration::from_millis(deadline_ms))?)
         // The crate's layers mix freely with ours.
         .layer(PingLayer::default())
-        .on("whoami", move |hs: Arc<Handshake>, ack: AckSender| {
-            whoami(whoami_secret.clone(), hs, ack)
-        })
+        .on("whoami", whoami)
         .build()?;
 
     // No other routes: Socket.IO at `/io`, 404 elsewhere.

@@ -12,7 +12,8 @@
 //! | IO_PATH | /io | Socket.IO path |
 //! | REDIS_URL | unset | `redis://…`: deliver through Redis (every instance on it); unset: local delivery |
 //! | AUTH_TOKEN | demo-token | the accepted token (`auth.token` or `authorization: Bearer`); `boom` fails |
-//! | AUTH_TIMEOUT_MS | 10000 | authentication deadline |
+//! | AUTH_AT | event | `event`: the seeds' `authenticate` event; `handshake`: at the CONNECT (socket.io's `io.use`), a bad token refused with `connect_error` |
+//! | AUTH_TIMEOUT_MS | 10000 | authentication deadline (with `AUTH_AT=handshake`: how long the function may take) |
 //! | PING_INTERVAL_MS | 30000 | keep-alive interval |
 //! | HEADER_TIMEOUT_MS | 10000 | a connection's request headers must arrive within it |
 //! | MAX_CONNECTIONS | unset | connections served at once; past it, `503` (unset: no cap) |
@@ -41,10 +42,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::rate_limit::Bucket;
-use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
+use socketio_stack::layers::{
+    AuthLayer, AuthTimeoutLayer, HandshakeAuthLayer, PingLayer, RateLimitLayer, RoomsLayer,
+};
 use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
 use socketio_stack::{BoxError, Handshake, SendError, SendRequest, Session, SocketServer};
 use tower::Layer;
+use tower::util::Either;
 use tower_http::trace::TraceLayer;
 
 struct Config {
@@ -57,6 +61,7 @@ struct Config {
     port: u16,
     io_path: String,
     token: String,
+    auth_at_handshake: bool,
     auth_timeout: Duration,
     ping_interval: Duration,
 }
@@ -96,6 +101,11 @@ fn config() -> Result<Config, String> {
         port: u16::try_from(port).map_err(|_| format!("PORT must be at most 65535, got {port}"))?,
         io_path: env_or("IO_PATH", "/io"),
         token: env_or("AUTH_TOKEN", "demo-token"),
+        auth_at_handshake: match env_or("AUTH_AT", "event").as_str() {
+            "event" => false,
+            "handshake" => true,
+            other => return Err(format!("AUTH_AT must be event or handshake, got {other:?}")),
+        },
         auth_timeout: Duration::from_millis(env_number("AUTH_TIMEOUT_MS", 10_000)?),
         ping_interval: Duration::from_millis(env_number("PING_INTERVAL_MS", 30_000)?),
     })
@@ -170,7 +180,14 @@ async fn run() -> Result<(), BoxError> {
                 .events(Bucket::new(100.0, 200)?)
                 .control(Bucket::new(20.0, 40)?),
         )
-        .layer(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
+        .layer(if config.auth_at_handshake {
+            Either::Right(
+                HandshakeAuthLayer::new(move |hs| authenticate(token.clone(), hs))
+                    .timeout(config.auth_timeout),
+            )
+        } else {
+            Either::Left(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
+        })
         .layer(AuthTimeoutLayer::new(config.auth_timeout)?)
         .layer(PingLayer::new(config.ping_interval)?)
         .layer(RoomsLayer::new().validate(validate))

@@ -26,7 +26,7 @@
 //! let args = Args::from(vec![Arg::from("lobby"), Arg::from("hello")]);
 //! let (room, text, file): (String, String, Option<bytes::Bytes>) = args.decode().unwrap();
 //! assert_eq!((room.as_str(), text.as_str(), file), ("lobby", "hello", None));
-//! # let _ = CoreService::<LocalAdapter>::builder().on("message", echo).unwrap().on("message-with-ack", echo_ack).unwrap();
+//! # let _ = CoreService::<LocalAdapter>::builder().on("message", echo).on("message-with-ack", echo_ack).build().unwrap();
 //! ```
 //!
 //! Decoding never drops what does not fit: [`Args::decode`] into a type that is not a tuple

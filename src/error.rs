@@ -17,8 +17,9 @@ pub enum BuildError {
     /// A handler was registered for a reserved event name; the second field says what to use.
     ReservedTopic(String, &'static str),
     /// The Socket.IO path is not an absolute path below `/` (it must start with `/`, must not
-    /// be `/` alone, which would take every request, and must hold no `?` or `#`).
-    InvalidPath(String),
+    /// be `/` alone, which would take every request, and must hold no `?` or `#`); the second
+    /// field says which.
+    InvalidPath(String, &'static str),
     /// A duration that must be positive is zero.
     ZeroDuration(&'static str),
     /// A duration is too large to schedule.
@@ -43,9 +44,7 @@ impl std::fmt::Display for BuildError {
             Self::ReservedTopic(t, hint) => {
                 write!(f, "cannot register a handler for topic {t:?}: {hint}")
             }
-            Self::InvalidPath(p) => {
-                write!(f, "invalid Socket.IO path {p:?}: it must start with '/'")
-            }
+            Self::InvalidPath(p, reason) => write!(f, "invalid Socket.IO path {p:?}: {reason}"),
             Self::ZeroDuration(what) => write!(f, "invalid {what}: it must be greater than zero"),
             Self::DurationTooLarge(what, d) => {
                 write!(f, "invalid {what}: {d:?} is too large (at most one year)")

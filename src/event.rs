@@ -1,7 +1,8 @@
 //! The inbound request: one thing that happened to a socket, flowing down the layer stack.
 //!
 //! The bridge from socketioxide turns each socket's lifecycle into a sequence of
-//! [`SocketRequest`]s (`Connect`, then `Event`s in the order the client sent them, with the
+//! [`SocketRequest`]s (`Handshake` before the CONNECT is answered, `Connect` once it has
+//! been, then `Event`s in the order the client sent them, with the
 //! synthetic `Authenticated` in between when authentication succeeds, and finally
 //! `Disconnect`), and calls the stack once per request, one request of a socket at a time.
 //! Layers react to the kinds they care about and pass the rest down to the core service.
@@ -62,7 +63,13 @@ pub struct SocketRequest<A: Adapter = LocalAdapter> {
 
 /// What happened to the socket.
 pub enum RequestKind<A: Adapter = LocalAdapter> {
-    /// The socket connected to the namespace (the first request of every socket).
+    /// The client asked to connect to the namespace and has not been answered yet (the first
+    /// request of every socket). A layer may refuse it here
+    /// ([`Session::refuse_connection`]): the client then gets `connect_error` and the socket
+    /// goes no further (no `Connect`, no `Disconnect`). The socket is not connected yet:
+    /// nothing can be emitted to it.
+    Handshake,
+    /// The socket connected to the namespace (the client has its CONNECT answer).
     Connect,
     /// The client emitted an event.
     Event(ClientEvent<A>),
@@ -112,9 +119,11 @@ impl<A: Adapter> SocketRequest<A> {
 }
 
 impl<A: Adapter> RequestKind<A> {
-    /// A short name for logs: `connect`, `event`, `authenticated` or `disconnect`.
+    /// A short name for logs: `handshake`, `connect`, `event`, `authenticated` or
+    /// `disconnect`.
     pub fn label(&self) -> &'static str {
         match self {
+            Self::Handshake => "handshake",
             Self::Connect => "connect",
             Self::Event(_) => "event",
             Self::Authenticated => "authenticated",

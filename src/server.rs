@@ -204,14 +204,14 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
     /// Runs `handler` for each client event named `topic` that reaches the core (the seeds'
     /// `on`). An empty, duplicate or reserved topic makes [`build`](Self::build) fail.
     pub fn on<T, H: EventHandler<A, T>>(mut self, topic: &str, handler: H) -> Self {
-        let core = std::mem::replace(&mut self.core, CoreService::builder());
-        match core.on(topic, handler) {
-            Ok(core) => self.core = core,
-            Err(e) => {
-                self.errors.push(e);
-                self.core = CoreService::builder();
-            }
-        }
+        self.core = self.core.on(topic, handler);
+        self
+    }
+
+    /// Gives handlers `value` through the [`State`](crate::core::extract::State) extractor
+    /// (one value of each type); the server's [`Outbound`] is always there.
+    pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.core = self.core.with_state(value);
         self
     }
 
@@ -301,16 +301,18 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
         }
-        let path_ok = self.path.starts_with('/')
-            && self.path.trim_end_matches('/').len() > 1
-            && !self.path.contains(['?', '#']);
-        if !path_ok {
-            return Err(BuildError::InvalidPath(self.path));
+        let path_refusal = if !self.path.starts_with('/') {
+            Some("it must start with '/'")
+        } else if self.path.trim_end_matches('/').is_empty() {
+            Some("it must not be '/' alone, which would take every request")
+        } else if self.path.contains(['?', '#']) {
+            Some("it must hold no '?' or '#'")
+        } else {
+            None
+        };
+        if let Some(reason) = path_refusal {
+            return Err(BuildError::InvalidPath(self.path, reason));
         }
-        let registry = ClientRegistry::new();
-        let core = self.core.registry(registry.clone()).build();
-        let inbound: InboundService<A> =
-            BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
 
         // socket.io's default `maxHttpBufferSize` (1e6 bytes) on both transports, where
         // socketioxide allows 100 kB over polling and 64 MiB over WebSocket; and room for
@@ -328,14 +330,6 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .with_adapter::<A>(self.adapter_state)
             .build_layer();
         let transports = Transports::new(self.connect_limit, self.write_timeout);
-        io.ns(
-            "/",
-            Bridge::new(inbound)
-                .queue_capacity(self.queue_capacity)
-                .queue_bytes(self.queue_bytes, self.total_queue_bytes)
-                .transports(transports.clone()),
-        )
-        .spawn();
         let local = LocalDelivery::new(io.clone());
         let delivery: DeliveryService = match &self.fanout {
             Some(fanout) => {
@@ -345,6 +339,22 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             None => BoxCloneSyncService::new(local),
         };
         let outbound = Outbound::new(self.outbound.layer(delivery));
+        let registry = ClientRegistry::new();
+        let core = self
+            .core
+            .with_state(outbound.clone())
+            .registry(registry.clone())
+            .build()?;
+        let inbound: InboundService<A> =
+            BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
+        io.ns(
+            "/",
+            Bridge::new(inbound)
+                .queue_capacity(self.queue_capacity)
+                .queue_bytes(self.queue_bytes, self.total_queue_bytes)
+                .transports(transports.clone()),
+        )
+        .spawn();
         Ok(SocketServer {
             io,
             layer: IoLayer::new(layer, &self.path, transports),
@@ -550,12 +560,38 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, BuildError::DuplicateTopic("chat".into()));
         let err = SocketServer::builder()
-            .on("join", async || {})
+            .on("disconnect", async || {})
             .build()
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "cannot register a handler for topic \"join\": it is answered by RoomsLayer; without RoomsLayer it reaches on_fallback"
+            "cannot register a handler for topic \"disconnect\": it is reserved by Socket.IO; use on_disconnect"
         );
+        for name in ["join", "authenticate", "connection"] {
+            assert!(
+                SocketServer::builder()
+                    .on(name, async || {})
+                    .build()
+                    .is_ok(),
+                "{name}"
+            );
+        }
+        for (path, reason) in [
+            (
+                "/",
+                "it must not be '/' alone, which would take every request",
+            ),
+            (
+                "//",
+                "it must not be '/' alone, which would take every request",
+            ),
+            ("/io?x=1", "it must hold no '?' or '#'"),
+        ] {
+            let err = SocketServer::builder().path(path).build().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid Socket.IO path {path:?}: {reason}")
+            );
+        }
     }
 }

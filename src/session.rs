@@ -1,12 +1,16 @@
-//! Per-socket state shared by the layers: authentication state, timers, the handshake, and
-//! whether the socket has gone.
+//! Per-socket state shared by the layers and the handlers: the authentication state and the
+//! identity it found, typed extensions, timers, the handshake, and whether the socket has gone.
 //!
 //! One [`Session`] is made for each socket when it connects and travels with every request
 //! of that socket (see [`SocketRequest`](crate::SocketRequest)). It is the seeds'
 //! `ISocketIOClient` minus the socket: `state`, and the timers (`interval`,
-//! `authenticateTimeout`) under names chosen by the layers that own them. Everything in it is
-//! per socket (atomics and a per-socket mutex), so no global lock sits on the hot path.
+//! `authenticateTimeout`) keyed by a type each layer owns. It is the one home for per-socket
+//! state: a layer keeps its own in the [`Extensions`] (as `http::Extensions`, by type), and
+//! handlers read it with the [`Extension`](crate::core::extract::Extension) extractor.
+//! Everything in it is per socket (atomics and per-socket mutexes), so no global lock sits on
+//! the hot path.
 
+use std::any::TypeId;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -20,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::handshake::Handshake;
+use crate::identity::{ConnectRefusal, Identity, IdentityValue, SocketData};
 use crate::plumbing::{BoxFuture, LogThrottle};
 use crate::transport::Transports;
 
@@ -73,7 +78,8 @@ struct Inner {
     closed: AtomicBool,
     closed_notify: Notify,
     disconnect_reason: Mutex<Option<DisconnectReason>>,
-    timers: Mutex<Vec<(&'static str, AbortHandle)>>,
+    timers: Mutex<Vec<Timer>>,
+    extensions: Extensions,
     /// How to close the socket's transport when a DISCONNECT packet cannot be queued.
     transports: OnceLock<Transports>,
     /// A disconnect has been decided (it may take a moment to be carried out).
@@ -96,6 +102,7 @@ impl Session {
             closed_notify: Notify::new(),
             disconnect_reason: Mutex::new(None),
             timers: Mutex::new(Vec::new()),
+            extensions: Extensions::default(),
             transports: OnceLock::new(),
             disconnecting: AtomicBool::new(false),
             refusals: LogThrottle::new(),
@@ -206,6 +213,59 @@ impl Session {
             .store(true, Ordering::Release);
     }
 
+    /// [`complete_authentication`](Self::complete_authentication), with who the client is:
+    /// `identity` is kept with the socket (see [`identity`](crate::identity)).
+    pub fn complete_authentication_as<T: IdentityValue>(&self, identity: T) {
+        self.set_identity(identity);
+        self.complete_authentication();
+    }
+
+    /// Keeps `identity` as who the client is, replacing any identity before, and its
+    /// serialized form as the socket's [`data`](Self::data). An identity that cannot be
+    /// serialized (a map with keys that are not strings, say) is kept all the same; its
+    /// `data` is then `{}`, and that is logged.
+    pub fn set_identity<T: IdentityValue>(&self, identity: T) {
+        let data = serde_json::to_value(&identity).unwrap_or_else(|e| {
+            tracing::warn!(socket = %self.0.id, "identity not serializable as the socket's data: {e}");
+            serde_json::Value::Object(Default::default())
+        });
+        self.0.extensions.insert(SocketData(Arc::new(data)));
+        self.0.extensions.insert(Identity(identity));
+    }
+
+    /// Who the client is, if authentication said so with a `T`.
+    pub fn identity<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.0
+            .extensions
+            .get::<Identity<T>>()
+            .map(|Identity(id)| id)
+    }
+
+    /// The socket's `data` as the fleet sees it (`socket.data` in a Node server's
+    /// `fetchSockets()` answer): the identity, serialized; `{}` when there is none.
+    pub fn data(&self) -> Arc<serde_json::Value> {
+        match self.0.extensions.get::<SocketData>() {
+            Some(SocketData(data)) => data,
+            None => Arc::new(serde_json::Value::Object(Default::default())),
+        }
+    }
+
+    /// Refuses the socket's CONNECT, when called during its `Handshake` request (see the
+    /// [authentication contract](crate::identity#the-authentication-contract)): the client
+    /// gets `connect_error` `{message}` and no socket. Later, it does nothing: use
+    /// [`disconnect`](Self::disconnect).
+    pub fn refuse_connection(&self, message: impl Into<String>) {
+        self.0.extensions.insert(ConnectRefusal(message.into()));
+    }
+
+    /// Takes the refusal left by [`refuse_connection`](Self::refuse_connection).
+    pub(crate) fn take_connect_refusal(&self) -> Option<String> {
+        self.0
+            .extensions
+            .remove::<ConnectRefusal>()
+            .map(|ConnectRefusal(m)| m)
+    }
+
     /// Takes the signal left by [`complete_authentication`](Self::complete_authentication).
     pub(crate) fn take_authentication_completed(&self) -> bool {
         self.0
@@ -270,47 +330,120 @@ impl Session {
         true
     }
 
-    /// Keeps `timer` under `name`, aborting the timer it replaces. If the socket has already
-    /// disconnected, the timer is aborted at once, so a timer can never outlive its socket.
-    pub fn set_timer(&self, name: &'static str, timer: AbortHandle) {
+    /// The socket's typed extensions: the one home for per-socket state (see the
+    /// [module docs](self)).
+    pub fn extensions(&self) -> &Extensions {
+        &self.0.extensions
+    }
+
+    /// Keeps `timer` under the key type `K` (a type of the layer that owns it, so no two
+    /// layers can take each other's), aborting the timer it replaces. If the socket has
+    /// already disconnected, the timer is aborted at once, so a timer can never outlive its
+    /// socket.
+    pub fn set_timer<K: 'static>(&self, timer: AbortHandle) {
         let mut timers = lock(&self.0.timers);
         if self.is_closed() {
             timer.abort();
             return;
         }
-        if let Some(slot) = timers.iter_mut().find(|(n, _)| *n == name) {
-            std::mem::replace(&mut slot.1, timer).abort();
+        let key = TypeId::of::<K>();
+        if let Some(slot) = timers.iter_mut().find(|t| t.key == key) {
+            std::mem::replace(&mut slot.handle, timer).abort();
         } else {
-            timers.push((name, timer));
+            timers.push(Timer {
+                key,
+                name: std::any::type_name::<K>(),
+                handle: timer,
+            });
         }
     }
 
-    /// Aborts and forgets the timer kept under `name`; returns whether there was one.
-    pub fn clear_timer(&self, name: &'static str) -> bool {
+    /// Aborts and forgets the timer kept under `K`; returns whether there was one.
+    pub fn clear_timer<K: 'static>(&self) -> bool {
         let mut timers = lock(&self.0.timers);
-        match timers.iter().position(|(n, _)| *n == name) {
+        let key = TypeId::of::<K>();
+        match timers.iter().position(|t| t.key == key) {
             Some(i) => {
-                timers.swap_remove(i).1.abort();
+                timers.swap_remove(i).handle.abort();
                 true
             }
             None => false,
         }
     }
 
+    /// Whether a timer kept under `K` is running.
+    pub fn has_timer<K: 'static>(&self) -> bool {
+        let key = TypeId::of::<K>();
+        lock(&self.0.timers)
+            .iter()
+            .any(|t| t.key == key && !t.handle.is_finished())
+    }
+
     /// Aborts every timer of this socket.
     pub fn clear_timers(&self) {
-        for (_, timer) in lock(&self.0.timers).drain(..) {
-            timer.abort();
+        for timer in lock(&self.0.timers).drain(..) {
+            timer.handle.abort();
         }
     }
 
-    /// Names of the timers currently kept (running or finished but not cleared).
+    /// The key types of the timers running, by name (for logs and tests).
     pub fn timer_names(&self) -> Vec<&'static str> {
         lock(&self.0.timers)
             .iter()
-            .filter(|(_, t)| !t.is_finished())
-            .map(|(n, _)| *n)
+            .filter(|t| !t.handle.is_finished())
+            .map(|t| t.name)
             .collect()
+    }
+}
+
+/// A timer of a socket, under the key type of the layer that owns it.
+struct Timer {
+    key: TypeId,
+    name: &'static str,
+    handle: AbortHandle,
+}
+
+/// Typed per-socket values, one of each type (like `http::Extensions`, which holds them),
+/// behind the socket's own lock. Values are cloned out, so keep them cheap to clone (an
+/// `Arc` for anything large or shared).
+#[derive(Default)]
+pub struct Extensions(Mutex<http::Extensions>);
+
+impl Extensions {
+    /// Keeps `value`, returning the value of its type it replaces.
+    pub fn insert<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        lock(&self.0).insert(value)
+    }
+
+    /// A clone of the value of type `T`, if there is one.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.0).get::<T>().cloned()
+    }
+
+    /// The value of type `T`, made by `make` and kept if there is none yet.
+    pub fn get_or_insert_with<T: Clone + Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        lock(&self.0).get_or_insert_with(make).clone()
+    }
+
+    /// Takes the value of type `T` out.
+    pub fn remove<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.0).remove::<T>()
+    }
+
+    /// Whether there is a value of type `T`.
+    pub fn contains<T: Clone + Send + Sync + 'static>(&self) -> bool {
+        lock(&self.0).get::<T>().is_some()
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &lock(&self.0).len())
+            .finish()
     }
 }
 
@@ -355,15 +488,19 @@ mod tests {
     #[tokio::test]
     async fn timers_are_replaced_cleared_and_never_outlive_close() {
         let s = session();
+        struct T;
+        struct Other;
         let first = tokio::spawn(std::future::pending::<()>());
-        s.set_timer("t", first.abort_handle());
+        s.set_timer::<T>(first.abort_handle());
         let second = tokio::spawn(std::future::pending::<()>());
-        s.set_timer("t", second.abort_handle());
+        s.set_timer::<T>(second.abort_handle());
         assert!(first.await.unwrap_err().is_cancelled());
-        assert_eq!(s.timer_names(), vec!["t"]);
-        assert!(s.clear_timer("t"));
+        assert_eq!(s.timer_names(), vec![std::any::type_name::<T>()]);
+        assert!(s.has_timer::<T>() && !s.has_timer::<Other>());
+        assert!(!s.clear_timer::<Other>());
+        assert!(s.clear_timer::<T>());
         assert!(second.await.unwrap_err().is_cancelled());
-        assert!(!s.clear_timer("t"));
+        assert!(!s.clear_timer::<T>());
 
         assert!(s.close(DisconnectReason::TransportClose));
         assert!(!s.close(DisconnectReason::TransportError));
@@ -372,7 +509,7 @@ mod tests {
             Some(DisconnectReason::TransportClose)
         );
         let late = tokio::spawn(std::future::pending::<()>());
-        s.set_timer("late", late.abort_handle());
+        s.set_timer::<Other>(late.abort_handle());
         assert!(late.await.unwrap_err().is_cancelled());
         s.closed().await;
     }

@@ -115,21 +115,30 @@ where
     })
 }
 
-/// Runs `call` with its panic or error, of its synchronous part or of its future, turned into
-/// a log line.
-pub(crate) async fn guarded<T: Send + 'static>(
+/// Starts `call` now (its synchronous part, under the panic guard), and gives back its future
+/// with its panic or error turned into a log line. Now, not when the future is first polled:
+/// the future must not keep what `call` holds (a handler holding its own client's handle
+/// would keep the client alive while the job waits).
+pub(crate) fn guarded<T: Send + 'static>(
     what: String,
     call: impl FnOnce() -> BoxFuture<Result<T, BoxError>>,
-) -> Option<T> {
-    match crate::plumbing::catch_panic_call(call).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(e)) => {
-            tracing::error!("{what} failed: {e}");
-            None
+) -> BoxFuture<Option<T>> {
+    let started = crate::plumbing::catch_panic_now(call);
+    Box::pin(async move {
+        let outcome = match started {
+            Ok(fut) => crate::plumbing::catch_panic(fut).await,
+            Err(panic) => Err(panic),
+        };
+        match outcome {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::error!("{what} failed: {e}");
+                None
+            }
+            Err(panic) => {
+                tracing::error!("{what} panicked: {panic}");
+                None
+            }
         }
-        Err(panic) => {
-            tracing::error!("{what} panicked: {panic}");
-            None
-        }
-    }
+    })
 }

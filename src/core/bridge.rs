@@ -5,7 +5,10 @@
 //!    fallback message handler and a disconnect handler that only push into a per-socket
 //!    queue, in the order socketioxide receives packets. This runs as the connect
 //!    middleware, before socketioxide sends CONNECT: a client may send its first event as
-//!    soon as it reads CONNECT, and an event with no handler registered yet is dropped;
+//!    soon as it reads CONNECT, and an event with no handler registered yet is dropped.
+//!    Then it sends the `Handshake` request through the stack, still before CONNECT is
+//!    answered: a layer that refuses it ([`Session::refuse_connection`]) has the client
+//!    answered with `connect_error` `{message}`, and the socket goes no further;
 //! 2. once connected, joins the socket to the room named after its own id (as a JavaScript
 //!    Socket.IO socket is), so a socket id can be used wherever a room can;
 //! 3. starts the socket's worker;
@@ -248,9 +251,26 @@ where
         };
         socket.on_fallback(EventForwarder { lane: lane.clone() });
         socket.on_disconnect(DisconnectForwarder { lane: lane.clone() });
-        // Handed to `call`, which starts the worker once the socket is connected.
-        socket.extensions.insert(lane);
-        Box::pin(std::future::ready(Ok(())))
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            // A layer may refuse the CONNECT here (a handshake authentication, say).
+            dispatch(
+                &mut service,
+                &socket,
+                &lane.session,
+                RequestKind::Handshake,
+                Detach::Never,
+            )
+            .await;
+            if let Some(message) = lane.session.take_connect_refusal() {
+                tracing::info!(socket = %socket.id, %message, "CONNECT refused");
+                lane.session.close(DisconnectReason::ServerNSDisconnect);
+                return Err(Box::new(message) as Box<dyn Display + Send>);
+            }
+            // Handed to `call`, which starts the worker once the socket is connected.
+            socket.extensions.insert(lane);
+            Ok(())
+        })
     }
 
     fn call(&self, s: Arc<Socket<A>>, _auth: Option<WireValue>) {

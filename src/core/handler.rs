@@ -17,7 +17,7 @@
 //!     tracing::info!(%name, "event");
 //! }
 //! # let _ = socketio_stack::core::CoreService::<socketioxide::adapter::LocalAdapter>::builder()
-//! #     .on("chat", on_chat).unwrap().on("other", log_any).unwrap();
+//! #     .on("chat", on_chat).on("other", log_any).build().unwrap();
 //! ```
 
 use std::future::Future;
@@ -42,6 +42,8 @@ pub struct EventParts<A: Adapter> {
     pub args: Args,
     /// The acknowledgement sender, taken by the first `AckSender` extractor.
     pub ack: Option<AckSender<A>>,
+    /// The application state given to the builder (`with_state`), by type.
+    pub state: Arc<http::Extensions>,
 }
 
 /// Why an extractor could not produce its value; the handler is then not called and the
@@ -85,6 +87,68 @@ pub mod extract {
     /// The event name.
     #[derive(Debug, Clone)]
     pub struct EventName(pub String);
+
+    pub use crate::identity::Identity;
+
+    /// A value of the socket's [`Extensions`](crate::session::Extensions), cloned out: what a
+    /// layer of yours kept there for the handlers. Missing, the handler is not called (logged);
+    /// ask for `Option<Extension<T>>` where it may be missing.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Extension<T>(pub T);
+
+    /// A value of the application state given to the builder
+    /// ([`with_state`](crate::SocketServerBuilder::with_state)), cloned out. The server's
+    /// [`Outbound`](crate::Outbound) is always there: `State(out): State<Outbound>` sends
+    /// from a handler through the same stack as `SocketServer::send` (Redis included).
+    #[derive(Debug, Clone, Copy)]
+    pub struct State<T>(pub T);
+
+    /// Who the client is, as authentication found it (see [`identity`](crate::identity)).
+    impl<A: Adapter, T: Clone + Send + Sync + 'static> FromEventParts<A> for Identity<T> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            parts.session.identity().map(Identity).ok_or_else(|| {
+                ExtractError(format!(
+                    "the socket has no identity of type {}",
+                    std::any::type_name::<T>()
+                ))
+            })
+        }
+    }
+
+    impl<A: Adapter, T: Clone + Send + Sync + 'static> FromEventParts<A> for Extension<T> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            parts
+                .session
+                .extensions()
+                .get()
+                .map(Extension)
+                .ok_or_else(|| {
+                    ExtractError(format!(
+                        "the socket has no extension of type {}",
+                        std::any::type_name::<T>()
+                    ))
+                })
+        }
+    }
+
+    impl<A: Adapter, T: Clone + Send + Sync + 'static> FromEventParts<A> for State<T> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            parts.state.get::<T>().cloned().map(State).ok_or_else(|| {
+                ExtractError(format!(
+                    "no state of type {} was given to the builder (with_state)",
+                    std::any::type_name::<T>()
+                ))
+            })
+        }
+    }
+
+    /// Any extractor, where its value may be missing: `None` instead of the handler not
+    /// being called.
+    impl<A: Adapter, T: FromEventParts<A>> FromEventParts<A> for Option<T> {
+        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+            Ok(T::from_event_parts(parts).ok())
+        }
+    }
 
     impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for Data<T> {
         fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {

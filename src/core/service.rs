@@ -19,27 +19,24 @@ use crate::error::BuildError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::plumbing::BoxFuture;
 
-/// Event names a handler cannot be registered for, with what to use instead.
-const RESERVED: &[(&str, &str)] = &[
-    (names::AUTHENTICATE, "it is answered by AuthLayer"),
-    (
-        names::JOIN,
-        "it is answered by RoomsLayer; without RoomsLayer it reaches on_fallback",
-    ),
-    (
-        names::LEAVE,
-        "it is answered by RoomsLayer; without RoomsLayer it reaches on_fallback",
-    ),
-    ("connect", "use on_connect"),
-    ("connection", "use on_connect"),
-    ("disconnect", "use on_disconnect"),
-    ("disconnecting", "use on_disconnect"),
-];
+/// What to use instead of a handler for one of Socket.IO's reserved event names
+/// ([`names::RESERVED`]): no client can send those. The core knows no policy: a name a layer
+/// answers (`authenticate`, `join`...) never reaches a handler while that layer is in the
+/// stack, and reaches it when the layer is left out.
+fn reserved_hint(name: &str) -> Option<&'static str> {
+    match name {
+        "connect" => Some("it is reserved by Socket.IO; use on_connect"),
+        "disconnect" | "disconnecting" => Some("it is reserved by Socket.IO; use on_disconnect"),
+        _ if names::is_reserved(name) => Some("it is reserved by Socket.IO"),
+        _ => None,
+    }
+}
 
 /// Tracks clients and dispatches events to user handlers. Cheap to clone.
 pub struct CoreService<A: Adapter = LocalAdapter> {
     registry: ClientRegistry<A>,
     handlers: Arc<Handlers<A>>,
+    state: Arc<http::Extensions>,
 }
 
 struct Handlers<A: Adapter> {
@@ -55,6 +52,7 @@ impl<A: Adapter> Clone for CoreService<A> {
         Self {
             registry: self.registry.clone(),
             handlers: self.handlers.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -71,6 +69,8 @@ impl<A: Adapter> CoreService<A> {
                 on_authenticated: None,
                 on_disconnect: None,
             },
+            state: http::Extensions::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -84,31 +84,42 @@ impl<A: Adapter> CoreService<A> {
 pub struct CoreServiceBuilder<A: Adapter = LocalAdapter> {
     registry: ClientRegistry<A>,
     handlers: Handlers<A>,
+    state: http::Extensions,
+    errors: Vec<BuildError>,
 }
 
 impl<A: Adapter> CoreServiceBuilder<A> {
     /// Runs `handler` for every client event named `topic` (the seeds' server-level `on`).
     ///
-    /// Fails on an empty topic, a topic registered twice, or one of the names the crate's
-    /// layers answer (`authenticate`, `join`, `leave`, `connect`, `disconnect`...).
-    pub fn on<T, H: EventHandler<A, T>>(
-        mut self,
-        topic: &str,
-        handler: H,
-    ) -> Result<Self, BuildError> {
-        if topic.trim().is_empty() {
-            return Err(BuildError::EmptyTopic);
+    /// An empty topic, a topic registered twice, or one of Socket.IO's reserved names
+    /// (`connect`, `disconnect`...) makes [`build`](Self::build) fail.
+    pub fn on<T, H: EventHandler<A, T>>(mut self, topic: &str, handler: H) -> Self {
+        let refusal = if topic.trim().is_empty() {
+            Some(BuildError::EmptyTopic)
+        } else if let Some(hint) = reserved_hint(topic) {
+            Some(BuildError::ReservedTopic(topic.to_owned(), hint))
+        } else if self.handlers.by_name.contains_key(topic) {
+            Some(BuildError::DuplicateTopic(topic.to_owned()))
+        } else {
+            None
+        };
+        match refusal {
+            Some(e) => self.errors.push(e),
+            None => {
+                self.handlers
+                    .by_name
+                    .insert(topic.to_owned(), handler::boxed(handler));
+            }
         }
-        if let Some((_, hint)) = RESERVED.iter().find(|(name, _)| *name == topic) {
-            return Err(BuildError::ReservedTopic(topic.to_owned(), hint));
-        }
-        if self.handlers.by_name.contains_key(topic) {
-            return Err(BuildError::DuplicateTopic(topic.to_owned()));
-        }
-        self.handlers
-            .by_name
-            .insert(topic.to_owned(), handler::boxed(handler));
-        Ok(self)
+        self
+    }
+
+    /// Gives handlers `value` through the [`State`](crate::core::extract::State) extractor:
+    /// application state (a database pool, a config), one value of each type, shared by
+    /// every socket.
+    pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
     }
 
     /// Runs `handler` for client events no other handler is registered for.
@@ -144,12 +155,16 @@ impl<A: Adapter> CoreServiceBuilder<A> {
         self
     }
 
-    /// The service.
-    pub fn build(self) -> CoreService<A> {
-        CoreService {
+    /// The service; fails with the first refused registration.
+    pub fn build(self) -> Result<CoreService<A>, BuildError> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        Ok(CoreService {
             registry: self.registry,
             handlers: Arc::new(self.handlers),
-        }
+            state: Arc::new(self.state),
+        })
     }
 }
 
@@ -169,6 +184,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
             kind,
         } = req;
         let handler = match kind {
+            RequestKind::Handshake => return Box::pin(async { Ok(()) }),
             RequestKind::Connect => {
                 if !self.registry.insert(socket.clone(), session.clone()) {
                     tracing::debug!(socket = %socket.id, "connect of a tracked or gone socket ignored");
@@ -198,6 +214,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                         name: names::AUTHENTICATED.to_owned(),
                         args: Args::new(),
                         ack: None,
+                        state: self.state.clone(),
                     };
                     session.after_request(handler(parts));
                 }
@@ -224,6 +241,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                     name,
                     args,
                     ack,
+                    state: self.state.clone(),
                 });
                 Box::pin(async move {
                     fut.await;

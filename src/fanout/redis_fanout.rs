@@ -412,12 +412,16 @@ async fn answer<A: Adapter>(io: &SocketIo<A>, query: Query) -> Option<String> {
                 .iter()
                 .map(|s| {
                     let rooms: Vec<String> = s.rooms().iter().map(|r| r.to_string()).collect();
-                    let handshake = s
-                        .extensions
-                        .get::<crate::session::Session>()
-                        .map(|session| handshake_json(session.handshake()))
-                        .unwrap_or(Value::Null);
-                    serde_json::json!({ "id": s.id.to_string(), "handshake": handshake, "rooms": rooms, "data": {} })
+                    let session = s.extensions.get::<crate::session::Session>();
+                    let handshake = session
+                        .as_ref()
+                        .map_or(Value::Null, |session| handshake_json(session.handshake()));
+                    // The identity authentication found, as socket.io's `socket.data`.
+                    let data = session.map_or_else(
+                        || Value::Object(Default::default()),
+                        |session| Value::clone(&session.data()),
+                    );
+                    serde_json::json!({ "id": s.id.to_string(), "handshake": handshake, "rooms": rooms, "data": data })
                 })
                 .collect();
             serde_json::json!({ "requestId": request_id, "sockets": sockets })

@@ -6,12 +6,13 @@
 //!
 //! 1. the state becomes `authenticating` and the user's function is called with the
 //!    [`Handshake`];
-//! 2. `Ok(true)`: the state becomes `authenticated` ([`Session::complete_authentication`]);
+//! 2. accepted (`Ok(true)`, or `Ok(Some(identity))`): the state becomes `authenticated` and
+//!    the identity is kept with the socket ([`identity`](crate::identity));
 //!    right after, the synthetic `Authenticated` request goes through the whole stack (auth
 //!    timer cleared, initial ping, default rooms, ping interval); when it has passed this
 //!    layer, the client gets `authenticated` `{id, time}`; then the authenticated callback
 //!    runs. This is the seeds' order (`onClientAuthenticated`);
-//! 3. `Ok(false)`: back to `unauthorized`, the client gets `unauthenticated`
+//! 3. refused (`Ok(false)` or `Ok(None)`): back to `unauthorized`, the client gets `unauthenticated`
 //!    `{message: "Invalid token to authenticate! Please login again!", time}`, then is
 //!    disconnected;
 //! 4. `Err(_)` or a panic: logged at error level, back to `unauthorized`, `unauthenticated`
@@ -26,19 +27,30 @@
 //! Every other event of a socket that is not authenticated is dropped here (logged at debug
 //! level), unless its name is on the allow-list ([`AuthLayer::allow_unauthenticated`]).
 //!
+//! To refuse a client at its CONNECT instead (socket.io's `io.use` idiom), use
+//! [`HandshakeAuthLayer`](crate::layers::HandshakeAuthLayer): the same function, the same
+//! identity.
+//!
 //! # Example
 //! ```
 //! use socketio_stack::layers::AuthLayer;
 //! use socketio_stack::Handshake;
 //! use std::sync::Arc;
 //!
+//! // The seeds' form: whether the client may in.
 //! async fn authenticate(handshake: Arc<Handshake>) -> Result<bool, std::io::Error> {
 //!     let token = handshake.auth_field("token").or(handshake.bearer_token());
 //!     Ok(token == Some("secret"))
 //! }
 //!
+//! // Or who it is: `Some(user)` in, `None` refused.
+//! async fn find_user(handshake: Arc<Handshake>) -> Result<Option<String>, std::io::Error> {
+//!     Ok(handshake.auth_field("token").and_then(|t| t.strip_prefix("user:")).map(str::to_owned))
+//! }
+//!
 //! let layer = AuthLayer::new(authenticate).allow_unauthenticated("hello");
-//! # let _ = layer;
+//! let with_identity = AuthLayer::new(find_user);
+//! # let _ = (layer, with_identity);
 //! ```
 
 use std::collections::HashSet;
@@ -56,6 +68,7 @@ use crate::clock;
 use crate::error::BoxError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::handshake::Handshake;
+use crate::identity::AuthOutcome;
 use crate::layers::ResponseFuture;
 use crate::plumbing::BoxFuture;
 use crate::plumbing::catch_panic_call;
@@ -66,8 +79,32 @@ pub const INVALID_TOKEN_MESSAGE: &str = "Invalid token to authenticate! Please l
 /// The message of `unauthenticated` when the authenticate function failed.
 pub const AUTH_FAILED_MESSAGE: &str = "Failed to authenticate connection! Please login again!";
 
-type AuthenticateFn =
-    Arc<dyn Fn(Arc<Handshake>) -> BoxFuture<Result<bool, BoxError>> + Send + Sync>;
+/// An authenticate function, erased: its answer is applied to the session by
+/// [`AuthOutcome::admit`].
+pub(crate) type AuthenticateFn =
+    Arc<dyn Fn(Arc<Handshake>) -> BoxFuture<Result<Admission, BoxError>> + Send + Sync>;
+
+/// An authenticate function's answer, ready to be applied to a session.
+pub(crate) type Admission = Box<dyn FnOnce(&Session) -> bool + Send>;
+
+/// Erases `authenticate`, whatever [`AuthOutcome`] it answers with.
+pub(crate) fn erase_authenticate<F, Fut, O, E>(authenticate: F) -> AuthenticateFn
+where
+    F: Fn(Arc<Handshake>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+    O: AuthOutcome,
+    E: Into<BoxError>,
+{
+    Arc::new(move |handshake| {
+        let fut = authenticate(handshake);
+        Box::pin(async move {
+            match fut.await {
+                Ok(outcome) => Ok(Box::new(move |s: &Session| outcome.admit(s)) as Admission),
+                Err(e) => Err(e.into()),
+            }
+        })
+    })
+}
 
 /// Adds the authentication policy; see the [module docs](self).
 #[derive(Clone)]
@@ -78,19 +115,17 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     /// Authenticates with `authenticate`, the seeds' `authenticateFn`: an async function of
-    /// the handshake answering whether the client may in.
-    pub fn new<F, Fut, E>(authenticate: F) -> Self
+    /// the handshake answering whether the client may in (`bool`), or who it is
+    /// (`Option<T>`: see [`AuthOutcome`]).
+    pub fn new<F, Fut, O, E>(authenticate: F) -> Self
     where
         F: Fn(Arc<Handshake>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<bool, E>> + Send + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        O: AuthOutcome,
         E: Into<BoxError>,
     {
-        let authenticate: AuthenticateFn = Arc::new(move |handshake| {
-            let fut = authenticate(handshake);
-            Box::pin(async move { fut.await.map_err(Into::into) })
-        });
         Self {
-            authenticate,
+            authenticate: erase_authenticate(authenticate),
             allow_unauthenticated: Arc::default(),
         }
     }
@@ -145,6 +180,7 @@ where
 
     fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
         match &req.kind {
+            RequestKind::Handshake => ResponseFuture::inner(self.inner.call(req)),
             RequestKind::Connect => {
                 req.session.defer_authentication();
                 ResponseFuture::inner(self.inner.call(req))
@@ -164,28 +200,41 @@ where
                 }
             }
             RequestKind::Authenticated if req.session.authentication_deferred() => {
-                // Authentication this layer (or another auth layer) completed: the client
-                // hears of it once the layers beneath have set the socket up.
-                let socket = req.socket.clone();
-                let session = req.session.clone();
-                let inner = self.inner.call(req);
-                ResponseFuture::boxed(async move {
-                    inner.await?;
-                    if !session.is_closed() {
-                        let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
-                        if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
-                            tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
-                        }
-                        tracing::info!(socket = %socket.id, "socket authenticated");
-                    }
-                    Ok(())
-                })
+                announce_authenticated(&mut self.inner, req)
             }
             RequestKind::Authenticated | RequestKind::Disconnect(_) => {
                 ResponseFuture::inner(self.inner.call(req))
             }
         }
     }
+}
+
+/// Passes `Authenticated` down, then tells the client: it hears of its authentication once
+/// the layers beneath have set the socket up (rooms joined, first ping sent), as in the seeds.
+pub(crate) fn announce_authenticated<S, A>(
+    inner: &mut S,
+    req: SocketRequest<A>,
+) -> ResponseFuture<S::Future, S::Error>
+where
+    A: Adapter,
+    S: Service<SocketRequest<A>, Response = ()>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    let socket = req.socket.clone();
+    let session = req.session.clone();
+    let inner = inner.call(req);
+    ResponseFuture::boxed(async move {
+        inner.await?;
+        if !session.is_closed() {
+            let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
+            if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
+                tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
+            }
+            tracing::info!(socket = %socket.id, "socket authenticated");
+        }
+        Ok(())
+    })
 }
 
 async fn authenticate_socket<A: Adapter, E>(
@@ -214,8 +263,11 @@ async fn authenticate_socket<A: Adapter, E>(
         }
     };
     match outcome {
-        Ok(Ok(true)) => session.complete_authentication(),
-        Ok(Ok(false)) => reject(&socket, &session, INVALID_TOKEN_MESSAGE),
+        Ok(Ok(admission)) => {
+            if !admission(&session) {
+                reject(&socket, &session, INVALID_TOKEN_MESSAGE);
+            }
+        }
         Ok(Err(e)) => {
             tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
             reject(&socket, &session, AUTH_FAILED_MESSAGE);

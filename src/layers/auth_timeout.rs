@@ -1,7 +1,7 @@
 //! The authentication deadline: a socket not authenticated within it is disconnected.
 //!
 //! On `Connect` a timer starts (default 10 s, the seeds' `authenticateTimeout`); it is kept in
-//! the socket's [`Session`](crate::Session) under [`TIMER`] and cleared when `Authenticated`
+//! the socket's [`Session`](crate::Session) under [`Deadline`] and cleared when `Authenticated`
 //! or `Disconnect` passes by. When it fires, a socket whose state is not `authenticated` (still
 //! `unauthorized`, or `authenticating` with an authenticate function that has not answered)
 //! is disconnected. The check happens when it fires, so the layer works above or below the
@@ -32,8 +32,9 @@ use crate::session::ClientState;
 
 /// The seeds' default deadline: 10 s.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The name of the timer in the session.
-pub const TIMER: &str = "auth-timeout";
+/// The key of the layer's timer in the session: `session.has_timer::<Deadline>()`.
+#[derive(Debug)]
+pub struct Deadline;
 
 /// Adds the authentication deadline; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +97,8 @@ where
 
     fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
         match &req.kind {
-            RequestKind::Connect => {
+            // Authenticated at the handshake already: no deadline to keep.
+            RequestKind::Connect if req.session.state() != ClientState::Authenticated => {
                 let socket = req.socket.clone();
                 let session = req.session.clone();
                 let timeout = self.timeout;
@@ -107,12 +109,12 @@ where
                         session.disconnect(&socket);
                     }
                 });
-                req.session.set_timer(TIMER, timer.abort_handle());
+                req.session.set_timer::<Deadline>(timer.abort_handle());
             }
             RequestKind::Authenticated | RequestKind::Disconnect(_) => {
-                req.session.clear_timer(TIMER);
+                req.session.clear_timer::<Deadline>();
             }
-            RequestKind::Event(_) => {}
+            RequestKind::Handshake | RequestKind::Connect | RequestKind::Event(_) => {}
         }
         ResponseFuture::inner(self.inner.call(req))
     }
@@ -133,7 +135,7 @@ mod tests {
         let t = TestSocket::new().await;
         let mut svc = layer(50).layer(Recorder::default());
         svc.call(t.request(RequestKind::Connect)).await.unwrap();
-        assert_eq!(t.session.timer_names(), [TIMER]);
+        assert!(t.session.has_timer::<Deadline>());
         assert_eq!(t.next_packet().await, TestPacket::Disconnect);
     }
 

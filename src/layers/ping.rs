@@ -2,7 +2,7 @@
 //!
 //! On `Authenticated` the socket gets a first `ping` at once, then one every interval
 //! (default 30 s, the seeds' `pingInterval`) until `Disconnect` clears the timer (kept in the
-//! [`Session`] under [`TIMER`]). This is an event the application sees,
+//! [`Session`] under [`Interval`]). This is an event the application sees,
 //! distinct from Engine.IO's own heartbeat, which socketioxide runs underneath.
 //!
 //! The seeds' unauthenticated-client rule: a ping with `doIgnoreAuth = false` disconnects a
@@ -38,8 +38,9 @@ use crate::session::{ClientState, Session};
 
 /// The seeds' default interval: 30 s.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
-/// The name of the timer in the session.
-pub const TIMER: &str = "ping";
+/// The key of the layer's timer in the session: `session.has_timer::<Interval>()`.
+#[derive(Debug)]
+pub struct Interval;
 
 /// Adds the keep-alive; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -154,13 +155,13 @@ where
                             }
                         }
                     });
-                    req.session.set_timer(TIMER, timer.abort_handle());
+                    req.session.set_timer::<Interval>(timer.abort_handle());
                 }
             }
             RequestKind::Disconnect(_) => {
-                req.session.clear_timer(TIMER);
+                req.session.clear_timer::<Interval>();
             }
-            RequestKind::Connect | RequestKind::Event(_) => {}
+            RequestKind::Handshake | RequestKind::Connect | RequestKind::Event(_) => {}
         }
         ResponseFuture::inner(self.inner.call(req))
     }

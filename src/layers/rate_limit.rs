@@ -198,18 +198,13 @@ where
             ev.name.as_str(),
             names::AUTHENTICATE | names::JOIN | names::LEAVE
         );
-        let buckets = match req.socket.extensions.get::<SocketBuckets>() {
-            Some(buckets) => buckets,
-            None => {
-                let fresh = SocketBuckets(Arc::new(Mutex::new(Buckets {
-                    events: Tokens::full(self.config.events),
-                    control: Tokens::full(self.config.control),
-                    dropped: LogThrottle::new(),
-                })));
-                req.socket.extensions.insert(fresh.clone());
-                fresh
-            }
-        };
+        let buckets = req.session.extensions().get_or_insert_with(|| {
+            SocketBuckets(Arc::new(Mutex::new(Buckets {
+                events: Tokens::full(self.config.events),
+                control: Tokens::full(self.config.control),
+                dropped: LogThrottle::new(),
+            })))
+        });
         let (allowed, dropped) = {
             let mut b = buckets.0.lock().unwrap_or_else(|e| e.into_inner());
             let allowed = if control {

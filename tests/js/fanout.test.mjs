@@ -299,6 +299,7 @@ test('a Node server\'s fetchSockets() and allRooms() get our servers\' answers i
     assert.ok(mine, 'our socket, from our server\'s answer');
     assert.ok(mine.rooms.includes('io-default') && mine.rooms.includes(onOurs.id), JSON.stringify(mine));
     assert.equal(mine.token, TOKEN, 'its handshake, with the auth payload');
+    assert.deepEqual(mine.data, {}, 'the demo\'s authenticate function names nobody: no identity, socket.io\'s empty data');
 
     const rooms = await (await fetch(`${node.url}/rooms`)).json();
     assert.ok(rooms.includes(onOurs.id) && rooms.includes('io-default'), JSON.stringify(rooms));

@@ -539,6 +539,64 @@ for (const [label, opts, message] of REFUSALS) {
 }
 
 // ---------------------------------------------------------------------------
+// 5b. Authentication at the handshake (AUTH_AT=handshake: socket.io's io.use idiom)
+// ---------------------------------------------------------------------------
+
+/** Connects without waiting for `connect`: resolves with the first of connect / connect_error. */
+function connectOutcome(demo, cleanups, opts, beforeConnect = () => {}) {
+  const socket = io(demo.url, { path: IO_PATH, forceNew: true, reconnection: false, timeout: EVENT_TIMEOUT_MS, autoConnect: false, ...opts });
+  cleanups.push(() => socket.disconnect());
+  beforeConnect(socket);
+  socket.connect();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('neither connect nor connect_error')), EVENT_TIMEOUT_MS);
+    socket.once('connect', () => (clearTimeout(timer), resolve({ socket, connected: true })));
+    socket.once('connect_error', (err) => (clearTimeout(timer), resolve({ socket, connected: false, err })));
+  });
+}
+
+for (const [label, opts, message] of REFUSALS) {
+  test(`AUTH_AT=handshake: ${label} -> connect_error "${message.split('!')[0]}!", never a socket`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    const cleanups = [];
+    t.after(async () => {
+      for (const fn of cleanups.reverse()) await fn();
+    });
+    const demo = await startDemo({ AUTH_AT: 'handshake' });
+    cleanups.push(() => demo.stop());
+    const outcome = await connectOutcome(demo, cleanups, opts);
+    assert.equal(outcome.connected, false, 'refused at CONNECT');
+    assert.equal(outcome.err.message, message, 'the connect_error handler sees the message');
+    assert.equal(outcome.socket.id, undefined, 'no socket id');
+    const stats = JSON.parse((await httpRequest(demo, 'GET', '/stats')).body);
+    assert.equal(stats.clients, 0, 'nothing tracked');
+  });
+}
+
+test('AUTH_AT=handshake: a good token connects authenticated: authenticated {id, time}, pings, rooms and handlers at once', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const cleanups = [];
+  t.after(async () => {
+    for (const fn of cleanups.reverse()) await fn();
+  });
+  const demo = await startDemo({ AUTH_AT: 'handshake', AUTH_TIMEOUT_MS: '300' });
+  cleanups.push(() => demo.stop());
+  let rec;
+  const outcome = await connectOutcome(demo, cleanups, { auth: { token: TOKEN } }, (socket) => (rec = new Recorder(socket)));
+  assert.equal(outcome.connected, true);
+  const { socket } = outcome;
+  const announced = (await rec.next('authenticated')).data;
+  assert.equal(announced.id, socket.id);
+  assertIsoTime(announced.time, 'authenticated');
+  // A seeds client's authenticate is harmless, and the auth deadline (300 ms) does not apply.
+  socket.emit('authenticate');
+  await delay(800);
+  assert.ok(socket.connected, 'still connected past the auth deadline');
+  const rooms = await probeRooms(demo, { socket, rec }, ['io-default', 'elsewhere']);
+  assert.deepEqual(roomsOf(rooms), ['io-default'], 'default rooms joined');
+  assert.ok(rec.entries('ping').length >= 1, 'the first ping');
+  assert.equal(rec.entries('authenticated').length, 1, 'announced once');
+});
+
+// ---------------------------------------------------------------------------
 // 6. Authentication timeout
 // ---------------------------------------------------------------------------
 

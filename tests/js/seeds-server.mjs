@@ -28,7 +28,7 @@ const http = createServer((req, res) => {
     // Through the adapter: every server on the Redis answers.
     io.fetchSockets().then(
       (sockets) => {
-        const body = sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], token: s.handshake?.auth?.token }));
+        const body = sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], token: s.handshake?.auth?.token, data: s.data }));
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
       },
       (err) => res.writeHead(504).end(String(err)),
