@@ -32,6 +32,9 @@ async fn find_user(hs: Arc<Handshake>) -> Result<Option<User>, BoxError> {
         .map(|name| User { name: name.into() }))
 }
 
+/// A request's label, and the identity the layer saw with it.
+type Seen = (String, Option<User>);
+
 /// Set by a layer at connect, read by a handler.
 #[derive(Debug, Clone)]
 struct ConnectedAt(u64);
@@ -54,7 +57,7 @@ async fn whoami(
 #[tokio::test]
 async fn the_identity_reaches_the_layers_beneath_the_handlers_and_the_authenticated_callback() {
     // What the layer beneath authentication saw of the identity, request by request.
-    let seen: Arc<Mutex<Vec<(String, Option<User>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let seen_by_layer = seen.clone();
     let server = SocketServer::builder()
         .layer(AuthLayer::new(find_user))
