@@ -678,3 +678,186 @@ fn log_panic(id: Sid, what: &str, res: Result<(), String>) {
         tracing::error!(socket = %id, "{what} panicked: {panic}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The per-socket queue and worker, driven through socketioxide's in-memory sockets (no
+    //! network), with tokio's paused time: a wait for "nothing more happens" costs nothing.
+    use super::*;
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use engineioxide::Packet;
+    use socketioxide::SocketIo;
+    use tokio::sync::{Semaphore, mpsc};
+
+    use crate::plumbing::BoxFuture;
+
+    /// Reports `start:<label>` and `end:<label>` of each request; an event named `slow*` waits
+    /// for a permit of `release` in between, and a `Handshake` is refused when `refuse` is set.
+    #[derive(Clone)]
+    struct Probe {
+        log: mpsc::UnboundedSender<String>,
+        release: Arc<Semaphore>,
+        refuse: Option<&'static str>,
+    }
+
+    fn probe() -> (Probe, mpsc::UnboundedReceiver<String>) {
+        let (log, rx) = mpsc::unbounded_channel();
+        let release = Arc::new(Semaphore::new(0));
+        (
+            Probe {
+                log,
+                release,
+                refuse: None,
+            },
+            rx,
+        )
+    }
+
+    impl Service<SocketRequest> for Probe {
+        type Response = ();
+        type Error = Infallible;
+        type Future = BoxFuture<Result<(), Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: SocketRequest) -> Self::Future {
+            let label = match &req.kind {
+                RequestKind::Event(ev) => ev.name.clone(),
+                kind => kind.label().to_owned(),
+            };
+            if let (RequestKind::Handshake, Some(message)) = (&req.kind, self.refuse) {
+                req.session.refuse_connection(message);
+            }
+            let this = self.clone();
+            Box::pin(async move {
+                this.log.send(format!("start:{label}")).ok();
+                if label.starts_with("slow") {
+                    this.release.acquire().await.unwrap().forget();
+                }
+                this.log.send(format!("end:{label}")).ok();
+                Ok(())
+            })
+        }
+    }
+
+    async fn server(bridge: Bridge<Probe, socketioxide::adapter::LocalAdapter>) -> SocketIo {
+        let (_svc, io) = SocketIo::new_svc();
+        io.ns("/", bridge);
+        io
+    }
+
+    async fn emit(client: &mpsc::Sender<Packet>, name: &str) {
+        let packet = format!("2[{}]", serde_json::Value::from(name));
+        client.send(Packet::Message(packet.into())).await.unwrap();
+    }
+
+    async fn expect(log: &mut mpsc::UnboundedReceiver<String>, lines: &[&str]) {
+        for line in lines {
+            let got = tokio::time::timeout(Duration::from_secs(5), log.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {line:?}"));
+            assert_eq!(got.as_deref(), Some(*line));
+        }
+    }
+
+    /// Nothing more is logged for a (paused, so free) minute.
+    async fn quiet(log: &mut mpsc::UnboundedReceiver<String>) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(log.try_recv().ok(), None);
+    }
+
+    const CONNECTED: &[&str] = &[
+        "start:handshake",
+        "end:handshake",
+        "start:connect",
+        "end:connect",
+        // No layer claimed authentication: authenticated right after `Connect`.
+        "start:authenticated",
+        "end:authenticated",
+    ];
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_s_requests_run_one_at_a_time_in_order_while_other_sockets_go_on() {
+        let (probe, mut log) = probe();
+        let release = probe.release.clone();
+        let io = server(Bridge::new(probe)).await;
+        let (one, _rx1) = io.new_dummy_sock("/", ()).await;
+        expect(&mut log, CONNECTED).await;
+        for name in ["slow", "a", "b"] {
+            emit(&one, name).await;
+        }
+        expect(&mut log, &["start:slow"]).await;
+        quiet(&mut log).await;
+
+        // Another socket is not held up by the first one's slow request.
+        let (two, _rx2) = io.new_dummy_sock("/", ()).await;
+        expect(&mut log, CONNECTED).await;
+        emit(&two, "other").await;
+        expect(&mut log, &["start:other", "end:other"]).await;
+
+        release.add_permits(1);
+        expect(
+            &mut log,
+            &["end:slow", "start:a", "end:a", "start:b", "end:b"],
+        )
+        .await;
+        quiet(&mut log).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_queue_bound_new_events_are_dropped_and_the_queued_ones_kept() {
+        let (probe, mut log) = probe();
+        let release = probe.release.clone();
+        let io = server(Bridge::new(probe).queue_capacity(2)).await;
+        let (client, _rx) = io.new_dummy_sock("/", ()).await;
+        expect(&mut log, CONNECTED).await;
+        emit(&client, "slow").await;
+        expect(&mut log, &["start:slow"]).await;
+        for name in ["a", "b", "c", "d"] {
+            emit(&client, name).await;
+        }
+        // Let the engine hand all four to the bridge before the slow one ends.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        release.add_permits(1);
+        expect(
+            &mut log,
+            &["end:slow", "start:a", "end:a", "start:b", "end:b"],
+        )
+        .await;
+        quiet(&mut log).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnect_goes_through_while_a_request_never_ends() {
+        let (probe, mut log) = probe();
+        let io = server(Bridge::new(probe)).await;
+        let (client, _rx) = io.new_dummy_sock("/", ()).await;
+        expect(&mut log, CONNECTED).await;
+        emit(&client, "slow-forever").await;
+        expect(&mut log, &["start:slow-forever"]).await;
+        client.send(Packet::Close).await.unwrap();
+        expect(&mut log, &["start:disconnect", "end:disconnect"]).await;
+        quiet(&mut log).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_handshake_is_answered_with_connect_error_and_goes_no_further() {
+        let (mut probe, mut log) = probe();
+        probe.refuse = Some("not you");
+        let io = server(Bridge::new(probe)).await;
+        let (client, mut rx) = io.new_dummy_sock("/", ()).await;
+        expect(&mut log, &["start:handshake", "end:handshake"]).await;
+        let Some(Packet::Message(answer)) = rx.recv().await else {
+            panic!("an answer to the CONNECT")
+        };
+        assert_eq!(answer.as_str(), r#"4{"message":"not you"}"#);
+        emit(&client, "a").await;
+        client.send(Packet::Close).await.unwrap();
+        quiet(&mut log).await;
+    }
+}

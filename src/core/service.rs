@@ -252,3 +252,130 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+    use socketioxide::socket::DisconnectReason;
+    use tower::ServiceExt;
+
+    use crate::core::extract::{Data, EventName, State};
+    use crate::testing::{TestSocket, event};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    fn logged(log: &Log, line: impl Into<String>) {
+        log.lock().unwrap().push(line.into());
+    }
+
+    async fn call(core: &mut CoreService, req: SocketRequest) {
+        core.ready().await.unwrap().call(req).await.unwrap();
+    }
+
+    /// Handlers that log what they got, the log given to them as state.
+    fn core(log: &Log) -> CoreService {
+        CoreService::builder()
+            .with_state(log.clone())
+            .on(
+                "chat",
+                async |Data(n): Data<u32>, State(log): State<Log>| {
+                    logged(&log, format!("chat {n}"))
+                },
+            )
+            .on_fallback(async |EventName(name): EventName, State(log): State<Log>| {
+                logged(&log, format!("fallback {name}"))
+            })
+            .on_connect(async |State(log): State<Log>| logged(&log, "connect"))
+            .on_authenticated(async |EventName(name): EventName, State(log): State<Log>| {
+                logged(&log, name)
+            })
+            .on_disconnect(async |Data(reason): Data<String>, State(log): State<Log>| {
+                logged(&log, format!("disconnect {reason}"))
+            })
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tracks_the_client_from_connect_to_disconnect_and_runs_each_handler() {
+        let log = Log::default();
+        let mut core = core(&log);
+        let t = TestSocket::new().await;
+        call(&mut core, t.request(RequestKind::Handshake)).await;
+        assert_eq!(core.registry().len(), 0, "not tracked before Connect");
+        call(&mut core, t.request(RequestKind::Connect)).await;
+        assert_eq!(core.registry().len(), 1);
+        // A second Connect of the same socket is ignored, its handler not run again.
+        call(&mut core, t.request(RequestKind::Connect)).await;
+        call(&mut core, t.request(event("chat", json!(7)))).await;
+        call(&mut core, t.request(event("other", json!(null)))).await;
+        // A handler whose arguments do not fit is not called.
+        call(&mut core, t.request(event("chat", json!("seven")))).await;
+        call(&mut core, t.request(RequestKind::Authenticated)).await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["connect", "chat 7", "fallback other"],
+            "the authenticated callback waits for the end of its request"
+        );
+        for task in t.session.take_after_request() {
+            task.await;
+        }
+        let reason = DisconnectReason::ClientNSDisconnect;
+        call(&mut core, t.request(RequestKind::Disconnect(reason))).await;
+        assert_eq!(core.registry().len(), 0);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "connect",
+                "chat 7",
+                "fallback other",
+                "authenticated",
+                &format!("disconnect {reason}"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_contained_and_the_next_event_handled() {
+        let log = Log::default();
+        let mut core = CoreService::builder()
+            .with_state(log.clone())
+            .on("boom", async || panic!("handler bug"))
+            .on("ok", async |State(log): State<Log>| logged(&log, "ok"))
+            .build()
+            .unwrap();
+        let t = TestSocket::new().await;
+        call(&mut core, t.request(RequestKind::Connect)).await;
+        call(&mut core, t.request(event("boom", json!(null)))).await;
+        call(&mut core, t.request(event("ok", json!(null)))).await;
+        assert_eq!(*log.lock().unwrap(), ["ok"]);
+    }
+
+    #[test]
+    fn registration_errors_come_at_build() {
+        let refused = |name: &str| {
+            CoreService::<LocalAdapter>::builder()
+                .on(name, async || {})
+                .on("fine", async || {})
+                .build()
+                .err()
+        };
+        assert_eq!(refused(""), Some(BuildError::EmptyTopic));
+        assert!(matches!(
+            refused("disconnecting"),
+            Some(BuildError::ReservedTopic(..))
+        ));
+        assert_eq!(
+            refused("fine"),
+            Some(BuildError::DuplicateTopic("fine".into()))
+        );
+        assert_eq!(
+            refused("join"),
+            None,
+            "a layer's name is not the core's business"
+        );
+    }
+}
