@@ -336,7 +336,7 @@ async fn main() -> Result<(), BoxError> {
             authenticate(auth_secret.clone(), hs)
         }))
         // (b) our deadline in place of the crate's `AuthTimeoutLayer`.
-        .layer(GraceTimeoutLayer::new(Duration::from_millis(deadline_ms))?)
+        .try_layer(GraceTimeoutLayer::new(Duration::from_millis(deadline_ms)))
         // The crate's layers mix freely with ours.
         .layer(PingLayer::default())
         .on("whoami", whoami)

@@ -188,8 +188,8 @@ async fn run() -> Result<(), BoxError> {
         } else {
             Either::Left(AuthLayer::new(move |hs| authenticate(token.clone(), hs)))
         })
-        .layer(AuthTimeoutLayer::new(config.auth_timeout)?)
-        .layer(PingLayer::new(config.ping_interval)?)
+        .try_layer(AuthTimeoutLayer::new(config.auth_timeout))
+        .try_layer(PingLayer::new(config.ping_interval))
         .layer(RoomsLayer::new().validate(validate))
         .build()?;
 

@@ -18,8 +18,8 @@
 //! let server = SocketServer::builder()
 //!     .path("/io")
 //!     .layer(AuthLayer::new(authenticate))
-//!     .layer(AuthTimeoutLayer::new(Duration::from_secs(10))?)
-//!     .layer(PingLayer::new(Duration::from_secs(30))?)
+//!     .try_layer(AuthTimeoutLayer::new(Duration::from_secs(10)))
+//!     .try_layer(PingLayer::new(Duration::from_secs(30)))
 //!     .layer(RoomsLayer::new().validate(validate))
 //!     .build()?;
 //!
@@ -36,7 +36,7 @@ use std::time::Duration;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
@@ -165,6 +165,24 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             connect_limit: self.connect_limit,
             write_timeout: self.write_timeout,
         }
+    }
+
+    /// Adds an inbound layer whose constructor checks its configuration
+    /// (`AuthTimeoutLayer::new(d)`, `PingLayer::new(d)`, `RoomsLayer::new().limits(..)`...): a
+    /// refused one makes [`build`](Self::build) fail with its error, so the chain needs no `?`
+    /// in the middle.
+    pub fn try_layer<T>(
+        mut self,
+        layer: Result<T, BuildError>,
+    ) -> SocketServerBuilder<Stack<Either<T, Identity>, L>, O, A> {
+        let layer = match layer {
+            Ok(layer) => Some(layer),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        };
+        self.layer(tower::util::option_layer(layer))
     }
 
     /// Delivers through Redis: `send` publishes, and what every instance (this one included)
@@ -540,6 +558,23 @@ impl<L, O, A: Adapter> std::fmt::Debug for SocketServerBuilder<L, O, A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_layer_configuration_fails_the_build_not_the_chain() {
+        use crate::layers::PingLayer;
+        let err = SocketServer::builder()
+            .try_layer(PingLayer::new(Duration::ZERO))
+            .on("chat", async || {})
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::ZeroDuration("ping interval"));
+        assert!(
+            SocketServer::builder()
+                .try_layer(PingLayer::new(Duration::from_secs(1)))
+                .build()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn refuses_bad_inputs_with_clear_errors() {
