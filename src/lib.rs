@@ -65,6 +65,7 @@
 //! ```
 
 pub mod args;
+pub mod authentication;
 pub mod client;
 pub mod clock;
 pub mod connect_limit;

@@ -68,9 +68,7 @@ pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
 /// buffer's memory is only taken while packets wait.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
 
-/// How long a write to a WebSocket client may make no progress before its connection is cut
-/// off (see [`SocketServerBuilder::write_timeout`]): [`serve`](crate::serve)'s own default.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::write_stall::DEFAULT_WRITE_TIMEOUT;
 
 /// Bytes read from a WebSocket at a time (socketioxide's default: 4096). The buffer is
 /// allocated for every client, idle or not, so its size is a per-client cost; frames larger

@@ -251,7 +251,7 @@ impl Session {
     }
 
     /// Refuses the socket's CONNECT, when called during its `Handshake` request (see the
-    /// [authentication contract](crate::identity#the-authentication-contract)): the client
+    /// [authentication contract](crate::authentication#the-contract)): the client
     /// gets `connect_error` `{message}` and no socket. Later, it does nothing: use
     /// [`disconnect`](Self::disconnect).
     pub fn refuse_connection(&self, message: impl Into<String>) {

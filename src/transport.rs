@@ -67,7 +67,7 @@ impl Default for Transports {
     fn default() -> Self {
         Self::new(
             ConnectLimit::default(),
-            Some(crate::server::DEFAULT_WRITE_TIMEOUT),
+            Some(crate::write_stall::DEFAULT_WRITE_TIMEOUT),
         )
     }
 }

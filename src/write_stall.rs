@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use tokio::time::Sleep;
 
+/// How long a write to a WebSocket client may make no progress before its connection is cut
+/// off (see [`SocketServerBuilder::write_timeout`](crate::SocketServerBuilder::write_timeout)):
+/// [`serve`](crate::serve)'s own default.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A deadline armed when a write stays pending and disarmed when one goes through.
 pub(crate) struct WriteStall {
     timeout: Option<Duration>,

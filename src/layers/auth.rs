@@ -64,11 +64,11 @@ use socketioxide::extract::SocketRef;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::authentication::AuthOutcome;
 use crate::clock;
 use crate::error::BoxError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::handshake::Handshake;
-use crate::identity::AuthOutcome;
 use crate::layers::ResponseFuture;
 use crate::plumbing::BoxFuture;
 use crate::plumbing::catch_panic_call;

@@ -47,10 +47,10 @@ use socketioxide::adapter::Adapter;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::authentication::AuthOutcome;
 use crate::error::BoxError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::handshake::Handshake;
-use crate::identity::AuthOutcome;
 use crate::layers::ResponseFuture;
 use crate::layers::auth::{
     AUTH_FAILED_MESSAGE, AuthenticateFn, INVALID_TOKEN_MESSAGE, announce_authenticated,
