@@ -95,6 +95,46 @@ async fn two_instances_deliver_each_others_sends() {
     b.server.shutdown().await;
 }
 
+/// The Redis delivery is the bottom of the outbound stack: an outbound layer wraps it as it
+/// would wrap local delivery, and it is a `Service<SendRequest>` of its own.
+#[tokio::test]
+async fn outbound_layers_wrap_the_redis_delivery() {
+    use tower::ServiceExt;
+    let redis = RedisServer::start();
+    let fanout = RedisFanout::connect(&redis.url()).await.unwrap();
+    let server = SocketServer::builder()
+        .fanout(fanout.clone())
+        .outbound_layer(tower::util::MapRequestLayer::new(|mut req: SendRequest| {
+            req.topic.push_str("-tagged");
+            req
+        }))
+        .layer(AuthLayer::new(authenticate))
+        .build()
+        .unwrap();
+    let a = serve(server).await;
+    let b = instance(&redis).await;
+    let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+
+    a.server
+        .send(SendRequest::broadcast("news", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(next_named(&mut on_a, "news-tagged").await, json!(1));
+    assert_eq!(next_named(&mut on_b, "news-tagged").await, json!(1));
+
+    // Called directly, beneath the layer: published, and delivered by both instances.
+    fanout
+        .delivery()
+        .oneshot(SendRequest::broadcast("direct", json!(2)))
+        .await
+        .unwrap();
+    assert_eq!(next_named(&mut on_a, "direct").await, json!(2));
+    assert_eq!(next_named(&mut on_b, "direct").await, json!(2));
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_standalone_emitter_reaches_clients_of_every_instance() {
     let redis = RedisServer::start();
