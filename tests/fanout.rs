@@ -243,6 +243,18 @@ async fn reserved_event_names_are_refused_before_publishing_and_dropped_on_recei
         );
         assert!(expected.to_string().contains("reserved"));
     }
+    // So is a room list that every instance would refuse on receipt.
+    let mut wide = emitter.everyone();
+    for i in 0..=socketio_stack::fanout::wire::MAX_ROOMS {
+        wide = wide.except(format!("s{i}"));
+    }
+    let err = wide.emit("wide", &json!(1)).await.unwrap_err();
+    assert!(matches!(err, FanoutError::Unpublishable(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("opts.except lists 10001 rooms, over the bound of 10000"),
+        "{err}"
+    );
     // A publisher that does not check (here, raw bytes): the server drops the broadcast
     // rather than deliver it.
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::fanout::wire::WireError;
+
 /// What the fan-out could not do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -16,6 +18,9 @@ pub enum FanoutError {
     /// ([`names::RESERVED`](crate::event::names::RESERVED)), which would make every
     /// socket.io-client receiving it drop its connection. Nothing was published.
     ReservedEvent(String),
+    /// The message holds what every receiving instance would refuse (see
+    /// [`wire::MAX_ROOMS`](crate::fanout::wire::MAX_ROOMS)). Nothing was published.
+    Unpublishable(WireError),
 }
 
 impl std::fmt::Display for FanoutError {
@@ -29,6 +34,7 @@ impl std::fmt::Display for FanoutError {
                 "cannot emit event {e:?}: it is a reserved Socket.IO event name ({}), which clients would take as a malformed packet",
                 crate::event::names::RESERVED.join(", ")
             ),
+            Self::Unpublishable(e) => write!(f, "cannot publish the message: {e}"),
         }
     }
 }

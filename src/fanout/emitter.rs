@@ -116,17 +116,25 @@ impl Emitter {
     /// Publishes a broadcast as it is; answers how many subscribers (server instances)
     /// received it. A reserved event name ([`names::RESERVED`]) fails with
     /// [`FanoutError::ReservedEvent`] before anything is published, as the JavaScript
-    /// emitter throws.
+    /// emitter throws, and a room list the receivers would refuse (over
+    /// [`wire::MAX_ROOMS`]) with [`FanoutError::Unpublishable`].
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         if names::is_reserved(&broadcast.event) {
             return Err(FanoutError::ReservedEvent(broadcast.event.clone()));
         }
+        broadcast
+            .check_publishable()
+            .map_err(FanoutError::Unpublishable)?;
         let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
         self.publish_bytes(channel, wire::encode(broadcast)).await
     }
 
-    /// Publishes a request (remote join, leave, disconnect) as it is.
+    /// Publishes a request (remote join, leave, disconnect) as it is; a room list over
+    /// [`wire::MAX_ROOMS`] fails with [`FanoutError::Unpublishable`] first.
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
+        request
+            .check_publishable()
+            .map_err(FanoutError::Unpublishable)?;
         let channel = wire::request_channel(&self.key, "/");
         self.publish_bytes(channel, wire::encode_request(request))
             .await

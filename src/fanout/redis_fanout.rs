@@ -321,7 +321,7 @@ impl Inner {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => match wire::decode_query(payload) {
-                    Some((uid, query)) if uid.as_deref() != Some(self.uid.as_str()) => {
+                    Ok(Some((uid, query))) if uid.as_deref() != Some(self.uid.as_str()) => {
                         let answer = match self.deliver.get() {
                             Some(deliver) => deliver(Incoming::Query(query)).await,
                             None => None,
@@ -337,8 +337,12 @@ impl Inner {
                             }
                         }
                     }
-                    Some(_) => {}
-                    None => tracing::debug!(channel, "request type not served yet: ignored"),
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::debug!(channel, "request type not served yet: ignored"),
+                    Err(e) => {
+                        self.refusals
+                            .report(channel, payload.len(), "a malformed query", &e);
+                    }
                 },
                 Err(e) => {
                     self.refusals
