@@ -19,7 +19,7 @@ pub mod redis_fanout;
 pub mod wire;
 
 pub use adapter::RedisAdapter;
-pub use connect_error::FanoutError;
+pub use connect_error::{Cause, FanoutError};
 pub use delivery::RedisDelivery;
 pub use emitter::Emitter;
 pub use redis_fanout::{RedisFanout, WeakFanout};

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::args::Args;
-use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
+use crate::fanout::connect_error::{Cause, FanoutError, check_reachable, open_client};
 use crate::fanout::delivery::RedisDelivery;
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
 use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request, WireError};
@@ -233,9 +233,10 @@ async fn subscribe(
     };
     match tokio::time::timeout(timeout, open).await {
         Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(e)) => Err(FanoutError::Unreachable(e.to_string())),
-        Err(_) => Err(FanoutError::Unreachable(format!(
-            "no subscription within {timeout:?}"
+        Ok(Err(e)) => Err(FanoutError::Unreachable(Cause::of(e))),
+        Err(_) => Err(FanoutError::Unreachable(Cause::timed_out(
+            "subscription",
+            timeout,
         ))),
     }
 }
