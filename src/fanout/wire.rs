@@ -101,9 +101,7 @@ impl Broadcast {
             },
         }
     }
-}
 
-impl Broadcast {
     /// Refuses, before it is published, a broadcast that every receiving instance would
     /// refuse (a room list over [`MAX_ROOMS`]): it would reach no one, the publisher's own
     /// sockets included, while the publish succeeded.
@@ -276,8 +274,8 @@ pub fn response_channel(key: &str, nsp: &str) -> String {
 /// Decodes a query (JSON, as adapters send them) with its asker's uid, within the same bounds
 /// as requests. `Ok(None)` for anything that is not a query this crate answers (no
 /// `requestId`, another type, MessagePack); an error for text over the bounds or a room list
-/// that [`room_list`]'s policy refuses (answered, a target list read wrongly would name
-/// sockets the asker did not ask for).
+/// that the room-list policy (in the [module docs](self)) refuses: answered, a target list
+/// read wrongly would name sockets the asker did not ask for.
 pub fn decode_query(bytes: &[u8]) -> Result<Option<(Option<String>, Query)>, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
