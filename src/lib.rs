@@ -25,10 +25,11 @@
 //! sockets count as authenticated at connect, so rooms and ping start then); replace one with
 //! your own `tower::Layer` over [`SocketRequest`].
 //!
-//! Messages to clients go through a second stack: [`SendRequest`] →
-//! [`LocalDelivery`](outbound::LocalDelivery), wrapped by the Redis fan-out
-//! ([`fanout`], compatible with `@socket.io/redis-adapter` and `@socket.io/redis-emitter`) when
-//! instances share a Redis; callers use [`Outbound`] / [`SocketServer::send`] either way.
+//! Messages to clients go through a second stack: [`SendRequest`] → outbound layers →
+//! [`LocalDelivery`](outbound::LocalDelivery), or, when instances share a Redis,
+//! [`RedisDelivery`](fanout::RedisDelivery) ([`fanout`], compatible with
+//! `@socket.io/redis-adapter` and `@socket.io/redis-emitter`); callers use [`Outbound`] /
+//! [`SocketServer::send`] either way.
 //!
 //! Also here: [`serve`] (hyper serving with connection bounds) and [`client`] (a managed
 //! Socket.IO client, the seeds' client helper).

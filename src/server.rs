@@ -75,7 +75,9 @@ pub use crate::write_stall::DEFAULT_WRITE_TIMEOUT;
 /// than it are still read whole, over more reads.
 pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
 
-/// The bottom of the outbound stack: local delivery, or the Redis fan-out over it.
+/// The bottom of the outbound stack: [`LocalDelivery`], or [`RedisDelivery`] with a fan-out.
+///
+/// [`RedisDelivery`]: crate::fanout::RedisDelivery
 pub type DeliveryService = BoxCloneSyncService<SendRequest, (), SendError>;
 
 /// The inbound stack, type-erased so the bridge has one concrete type.
@@ -183,8 +185,10 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self.layer(tower::util::option_layer(layer))
     }
 
-    /// Delivers through Redis: `send` publishes, and what every instance (this one included)
-    /// publishes is delivered to this server's sockets. See [`RedisFanout`].
+    /// Delivers through Redis: the bottom of the outbound stack is the fan-out's
+    /// [`RedisDelivery`](crate::fanout::RedisDelivery) instead of [`LocalDelivery`], so `send`
+    /// publishes, and what every instance (this one included) publishes is delivered to this
+    /// server's sockets. See [`RedisFanout`].
     ///
     /// One fan-out per server: a second call (or one after
     /// [`SocketServer::builder_with_redis_adapter`], which sets it) makes `build` fail.
@@ -197,8 +201,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
-    /// Adds an outbound layer around the delivery (local, or the fan-out's); first added is
-    /// outermost.
+    /// Adds an outbound layer around the delivery ([`LocalDelivery`], or the fan-out's
+    /// [`RedisDelivery`](crate::fanout::RedisDelivery)); first added is outermost.
     pub fn outbound_layer<T>(self, layer: T) -> SocketServerBuilder<L, Stack<T, O>, A> {
         SocketServerBuilder {
             path: self.path,
@@ -346,13 +350,13 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .with_adapter::<A>(self.adapter_state)
             .build_layer();
         let transports = Transports::new(self.connect_limit, self.write_timeout);
-        let local = LocalDelivery::new(io.clone());
+        // One or the other at the bottom; the user's outbound layers wrap whichever it is.
         let delivery: DeliveryService = match &self.fanout {
             Some(fanout) => {
                 fanout.attach(io.clone());
-                BoxCloneSyncService::new(fanout.layer().layer(local))
+                BoxCloneSyncService::new(fanout.delivery())
             }
-            None => BoxCloneSyncService::new(local),
+            None => BoxCloneSyncService::new(LocalDelivery::new(io.clone())),
         };
         let outbound = Outbound::new(self.outbound.layer(delivery));
         let registry = ClientRegistry::new();

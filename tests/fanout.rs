@@ -95,6 +95,46 @@ async fn two_instances_deliver_each_others_sends() {
     b.server.shutdown().await;
 }
 
+/// The Redis delivery is the bottom of the outbound stack: an outbound layer wraps it as it
+/// would wrap local delivery, and it is a `Service<SendRequest>` of its own.
+#[tokio::test]
+async fn outbound_layers_wrap_the_redis_delivery() {
+    use tower::ServiceExt;
+    let redis = RedisServer::start();
+    let fanout = RedisFanout::connect(&redis.url()).await.unwrap();
+    let server = SocketServer::builder()
+        .fanout(fanout.clone())
+        .outbound_layer(tower::util::MapRequestLayer::new(|mut req: SendRequest| {
+            req.topic.push_str("-tagged");
+            req
+        }))
+        .layer(AuthLayer::new(authenticate))
+        .build()
+        .unwrap();
+    let a = serve(server).await;
+    let b = instance(&redis).await;
+    let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+
+    a.server
+        .send(SendRequest::broadcast("news", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(next_named(&mut on_a, "news-tagged").await, json!(1));
+    assert_eq!(next_named(&mut on_b, "news-tagged").await, json!(1));
+
+    // Called directly, beneath the layer: published, and delivered by both instances.
+    fanout
+        .delivery()
+        .oneshot(SendRequest::broadcast("direct", json!(2)))
+        .await
+        .unwrap();
+    assert_eq!(next_named(&mut on_a, "direct").await, json!(2));
+    assert_eq!(next_named(&mut on_b, "direct").await, json!(2));
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_standalone_emitter_reaches_clients_of_every_instance() {
     let redis = RedisServer::start();
@@ -154,8 +194,45 @@ async fn an_unreachable_redis_fails_configure_within_a_bound() {
         "{:?}",
         started.elapsed()
     );
+    assert!(redis_source(&err).is_io_error(), "{err:?}");
     let err = RedisFanout::connect("not-a-url").await.unwrap_err();
     assert!(matches!(err, FanoutError::Config(_)), "{err}");
+    assert_eq!(
+        redis_source(&err).kind(),
+        redis::ErrorKind::InvalidClientConfig
+    );
+}
+
+/// The Redis error a fan-out error comes from.
+fn redis_source(err: &FanoutError) -> &redis::RedisError {
+    std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref())
+        .unwrap_or_else(|| panic!("no Redis error as the source of {err:?}"))
+}
+
+#[tokio::test]
+async fn the_emitter_s_errors_say_what_failed_and_keep_their_source() {
+    let redis = RedisServer::start();
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    // JSON has no map with keys that are not strings.
+    let data = HashMap::from([((1, 2), 3)]);
+    let err = emitter.emit("t", &data).await.unwrap_err();
+    assert!(matches!(err, FanoutError::Encode(_)), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("could not encode the event's arguments: "),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).expect("the encoder's error");
+    assert!(source.is::<serde_json::Error>(), "{source:?}");
+
+    emitter.close();
+    let err = emitter.emit("t", &json!(1)).await.unwrap_err();
+    assert!(matches!(err, FanoutError::Closed), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the Redis connections are closed: the emitter or the fan-out was shut down"
+    );
 }
 
 #[tokio::test]
@@ -175,6 +252,10 @@ async fn refused_credentials_fail_configure_with_redis_s_message() {
             .contains("authentication failed"),
         "{err}"
     );
+    assert_eq!(
+        redis_source(&err).kind(),
+        redis::ErrorKind::AuthenticationFailed
+    );
     RedisFanout::connect(&format!("redis://:secret@127.0.0.1:{}", redis.port))
         .await
         .expect("the right password");
@@ -191,18 +272,32 @@ async fn reserved_event_names_are_refused_before_publishing_and_dropped_on_recei
     watcher.psubscribe("socket.io#*").await.unwrap();
     let emitter = Emitter::connect(&redis.url()).await.unwrap();
     for event in socketio_stack::event::names::RESERVED {
-        let expected = FanoutError::ReservedEvent((*event).into());
-        assert_eq!(emitter.emit(event, &json!(1)).await, Err(expected.clone()));
-        assert_eq!(
+        let refused = [
+            emitter.emit(event, &json!(1)).await,
             emitter.to(id.clone()).emit(event, &json!(1)).await,
-            Err(expected.clone())
-        );
-        assert_eq!(
             emitter.to("io-default").emit_args(event, Args::new()).await,
-            Err(expected.clone())
-        );
-        assert!(expected.to_string().contains("reserved"));
+        ];
+        for result in refused {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, FanoutError::ReservedEvent(e) if e == event),
+                "{err}"
+            );
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
     }
+    // So is a room list that every instance would refuse on receipt.
+    let mut wide = emitter.everyone();
+    for i in 0..=socketio_stack::fanout::wire::MAX_ROOMS {
+        wide = wide.except(format!("s{i}"));
+    }
+    let err = wide.emit("wide", &json!(1)).await.unwrap_err();
+    assert!(matches!(err, FanoutError::Unpublishable(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("opts.except lists 10001 rooms, over the bound of 10000"),
+        "{err}"
+    );
     // A publisher that does not check (here, raw bytes): the server drops the broadcast
     // rather than deliver it.
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();

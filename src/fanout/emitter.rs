@@ -18,12 +18,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
-use bb8_redis::bb8::Pool;
+use bb8_redis::bb8::{Pool, RunError};
 use serde::Serialize;
 
 use crate::args::Args;
 use crate::event::names;
-use crate::fanout::connect_error::FanoutError;
+use crate::fanout::connect_error::{Cause, FanoutError};
 use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
 
 /// How long connecting (and each publish's wait for a connection) may take by default.
@@ -37,6 +37,8 @@ pub struct Emitter {
     /// One per pooled connection: a publish waits here for its turn, with no deadline, so
     /// that the pool's deadline measures Redis, not the length of the line.
     turns: Arc<tokio::sync::Semaphore>,
+    /// How long a publish waits for a pooled connection once its turn has come.
+    checkout_timeout: Duration,
     key: String,
 }
 
@@ -61,25 +63,28 @@ impl Emitter {
         let client = crate::fanout::connect_error::open_client(url)?;
         crate::fanout::connect_error::check_reachable(&client, timeout).await?;
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())
-            .map_err(|e| FanoutError::Config(e.to_string()))?;
+            .map_err(|e| FanoutError::Config(Cause::of(e)))?;
         // Pooled connections do not reconnect by themselves: a PING at checkout replaces one
         // that died with a Redis restart. During an outage a send waits at most a second for
         // a connection once its turn has come, then fails (a burst of 1,000 sends, longer than
         // a second to publish, waits its turns without failing).
+        let checkout_timeout = timeout.min(Duration::from_secs(1));
         let pool = Pool::builder()
             .max_size(POOL_SIZE)
-            .connection_timeout(timeout.min(Duration::from_secs(1)))
+            .connection_timeout(checkout_timeout)
             .test_on_check_out(true)
             .retry_connection(false)
             .build_unchecked(manager);
         Ok(Self {
             pool: Arc::new(RwLock::new(Some(pool))),
             turns: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize)),
+            checkout_timeout,
             key: key.to_owned(),
         })
     }
 
-    /// Closes the connections (of every clone); publishing fails from then on.
+    /// Closes the connections (of every clone); publishing fails with
+    /// [`FanoutError::Closed`] from then on.
     pub fn close(&self) {
         self.pool.write().unwrap_or_else(|e| e.into_inner()).take();
     }
@@ -116,17 +121,25 @@ impl Emitter {
     /// Publishes a broadcast as it is; answers how many subscribers (server instances)
     /// received it. A reserved event name ([`names::RESERVED`]) fails with
     /// [`FanoutError::ReservedEvent`] before anything is published, as the JavaScript
-    /// emitter throws.
+    /// emitter throws, and a room list the receivers would refuse (over
+    /// [`wire::MAX_ROOMS`]) with [`FanoutError::Unpublishable`].
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         if names::is_reserved(&broadcast.event) {
             return Err(FanoutError::ReservedEvent(broadcast.event.clone()));
         }
+        broadcast
+            .check_publishable()
+            .map_err(FanoutError::Unpublishable)?;
         let channel = wire::channel(&self.key, &broadcast.nsp, &broadcast.rooms);
         self.publish_bytes(channel, wire::encode(broadcast)).await
     }
 
-    /// Publishes a request (remote join, leave, disconnect) as it is.
+    /// Publishes a request (remote join, leave, disconnect) as it is; a room list over
+    /// [`wire::MAX_ROOMS`] fails with [`FanoutError::Unpublishable`] first.
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
+        request
+            .check_publishable()
+            .map_err(FanoutError::Unpublishable)?;
         let channel = wire::request_channel(&self.key, "/");
         self.publish_bytes(channel, wire::encode_request(request))
             .await
@@ -147,22 +160,24 @@ impl Emitter {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| FanoutError::Unavailable("the emitter is closed".into()))?;
+            .ok_or(FanoutError::Closed)?;
         let _turn = self
             .turns
             .acquire()
             .await
-            .map_err(|_| FanoutError::Unavailable("the emitter is closed".into()))?;
-        let mut conn = pool
-            .get()
-            .await
-            .map_err(|e| FanoutError::Unavailable(e.to_string()))?;
+            .map_err(|_| FanoutError::Closed)?;
+        let mut conn = pool.get().await.map_err(|e| {
+            FanoutError::Unavailable(match e {
+                RunError::User(e) => Cause::of(e),
+                RunError::TimedOut => Cause::timed_out("pooled connection", self.checkout_timeout),
+            })
+        })?;
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(payload)
             .query_async::<u64>(&mut *conn)
             .await
-            .map_err(|e| FanoutError::Unavailable(e.to_string()))
+            .map_err(|e| FanoutError::Unavailable(Cause::of(e)))
     }
 }
 
@@ -240,7 +255,7 @@ impl Target<'_> {
         event: &str,
         data: &T,
     ) -> Result<(), FanoutError> {
-        let args = Args::from_serialize(data).map_err(|e| FanoutError::Config(e.to_string()))?;
+        let args = Args::from_serialize(data).map_err(|e| FanoutError::Encode(Cause::of(e)))?;
         self.emit_args(event, args).await
     }
 

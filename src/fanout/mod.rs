@@ -3,18 +3,23 @@
 //!
 //! - [`wire`]: the format: channels `socket.io#/#` and `socket.io#/#<room>#`, MessagePack
 //!   `[uid, packet, opts]`.
-//! - [`RedisFanout`]: the connections of one server instance, and [`RedisFanoutLayer`], the
-//!   outbound layer that publishes `send`s; every instance delivers what it receives.
+//! - [`RedisFanout`]: the connections of one server instance; what every instance receives
+//!   from Redis it delivers to its own sockets.
+//! - [`RedisDelivery`]: the bottom of the outbound stack beside
+//!   [`LocalDelivery`](crate::outbound::LocalDelivery), publishing each `send` (outbound
+//!   layers wrap either).
 //! - [`Emitter`]: publishing from a process without a Socket.IO server.
 //! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
 
 pub mod adapter;
 pub mod connect_error;
+pub mod delivery;
 pub mod emitter;
 pub mod redis_fanout;
 pub mod wire;
 
 pub use adapter::RedisAdapter;
-pub use connect_error::FanoutError;
+pub use connect_error::{Cause, FanoutError};
+pub use delivery::RedisDelivery;
 pub use emitter::Emitter;
-pub use redis_fanout::{RedisFanout, RedisFanoutLayer, RedisFanoutService, WeakFanout};
+pub use redis_fanout::{RedisFanout, WeakFanout};

@@ -1,5 +1,5 @@
-//! The fan-out layer: `send` publishes on Redis, and every instance, the sender included,
-//! delivers what it receives from Redis to its own sockets.
+//! The fan-out: `send` publishes on Redis (through [`RedisDelivery`]), and every instance, the
+//! sender included, delivers what it receives from Redis to its own sockets.
 //!
 //! ```no_run
 //! use socketio_stack::SocketServer;
@@ -15,11 +15,10 @@
 //!
 //! Messages are published as `@socket.io/redis-emitter` publishes them (uid `emitter`), so
 //! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
-//! layer delivers what Node emitters and adapters publish.
+//! instance delivers what Node emitters and adapters publish.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -28,16 +27,13 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::args::Args;
-use crate::fanout::connect_error::{FanoutError, check_reachable, open_client};
+use crate::fanout::connect_error::{Cause, FanoutError, check_reachable, open_client};
+use crate::fanout::delivery::RedisDelivery;
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
 use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request, WireError};
-use crate::outbound::{SendError, SendRequest};
-use crate::plumbing::BoxFuture;
-use crate::plumbing::LogThrottle;
+use crate::plumbing::{BoxFuture, LogThrottle};
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
 /// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]
@@ -52,8 +48,7 @@ pub struct RedisFanout {
 
 /// Delivers a broadcast from Redis to this instance's sockets (set by `attach`).
 /// Its answer, for a query: the JSON text to publish on the response channel.
-type LocalDeliver =
-    Box<dyn Fn(Incoming) -> crate::plumbing::BoxFuture<Option<String>> + Send + Sync>;
+type LocalDeliver = Box<dyn Fn(Incoming) -> BoxFuture<Option<String>> + Send + Sync>;
 
 /// What comes from Redis for the local sockets.
 enum Incoming {
@@ -131,12 +126,13 @@ impl RedisFanout {
         Ok(Self { inner })
     }
 
-    /// The layer for the outbound stack (the builder's `fanout()` adds it).
-    pub fn layer(&self) -> RedisFanoutLayer {
-        RedisFanoutLayer {
-            emitter: self.inner.emitter.clone(),
-            subscribed: self.inner.subscribed.clone(),
-        }
+    /// The bottom of the outbound stack in place of [`LocalDelivery`]: each send is
+    /// published, and delivered by every instance that receives it (the builder's `fanout()`
+    /// puts it there).
+    ///
+    /// [`LocalDelivery`]: crate::outbound::LocalDelivery
+    pub fn delivery(&self) -> RedisDelivery {
+        RedisDelivery::new(self.inner.emitter.clone(), self.inner.subscribed.clone())
     }
 
     /// An emitter publishing on the same Redis.
@@ -169,7 +165,7 @@ impl RedisFanout {
     }
 
     /// Publishes a broadcast on the adapter's connections (the adapter's path; `send` goes
-    /// through the layer and the emitter's).
+    /// through [`RedisDelivery`] and the emitter's).
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         self.inner.adapter_pub.publish(broadcast).await
     }
@@ -237,9 +233,10 @@ async fn subscribe(
     };
     match tokio::time::timeout(timeout, open).await {
         Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(e)) => Err(FanoutError::Unreachable(e.to_string())),
-        Err(_) => Err(FanoutError::Unreachable(format!(
-            "no subscription within {timeout:?}"
+        Ok(Err(e)) => Err(FanoutError::Unreachable(Cause::of(e))),
+        Err(_) => Err(FanoutError::Unreachable(Cause::timed_out(
+            "subscription",
+            timeout,
         ))),
     }
 }
@@ -325,7 +322,7 @@ impl Inner {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => match wire::decode_query(payload) {
-                    Some((uid, query)) if uid.as_deref() != Some(self.uid.as_str()) => {
+                    Ok(Some((uid, query))) if uid.as_deref() != Some(self.uid.as_str()) => {
                         let answer = match self.deliver.get() {
                             Some(deliver) => deliver(Incoming::Query(query)).await,
                             None => None,
@@ -341,8 +338,12 @@ impl Inner {
                             }
                         }
                     }
-                    Some(_) => {}
-                    None => tracing::debug!(channel, "request type not served yet: ignored"),
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::debug!(channel, "request type not served yet: ignored"),
+                    Err(e) => {
+                        self.refusals
+                            .report(channel, payload.len(), "a malformed query", &e);
+                    }
                 },
                 Err(e) => {
                     self.refusals
@@ -528,65 +529,6 @@ fn instance_uid() -> String {
             c
         })
         .collect()
-}
-
-/// Publishes each send on Redis instead of delivering it here: the instance delivers it when
-/// it comes back from Redis, like every other instance, so the wrapped local delivery is not
-/// called. A send that Redis does not take fails with [`SendError::Delivery`].
-#[derive(Clone)]
-pub struct RedisFanoutLayer {
-    emitter: Emitter,
-    subscribed: Arc<AtomicBool>,
-}
-
-impl<S> Layer<S> for RedisFanoutLayer {
-    type Service = RedisFanoutService;
-
-    fn layer(&self, _local: S) -> Self::Service {
-        RedisFanoutService {
-            emitter: self.emitter.clone(),
-            subscribed: self.subscribed.clone(),
-        }
-    }
-}
-
-/// The service of [`RedisFanoutLayer`].
-#[derive(Clone)]
-pub struct RedisFanoutService {
-    emitter: Emitter,
-    subscribed: Arc<AtomicBool>,
-}
-
-impl Service<SendRequest> for RedisFanoutService {
-    type Response = ();
-    type Error = SendError;
-    type Future = BoxFuture<Result<(), SendError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: SendRequest) -> Self::Future {
-        let emitter = self.emitter.clone();
-        let subscribed = self.subscribed.clone();
-        Box::pin(async move {
-            if !subscribed.load(Ordering::Acquire) {
-                return Err(SendError::Delivery(
-                    "this instance's Redis subscription is down: its own clients would miss the message".into(),
-                ));
-            }
-            let broadcast = Broadcast::of_send(req);
-            match emitter.publish(&broadcast).await {
-                // This instance is always subscribed: nobody received it means Redis dropped
-                // our subscription without our noticing yet.
-                Ok(0) => Err(SendError::Delivery(
-                    "no server instance received the message (the subscription is down)".into(),
-                )),
-                Ok(_) => Ok(()),
-                Err(e) => Err(SendError::Delivery(e.to_string())),
-            }
-        })
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,12 @@
 //! - `opts`: `{rooms: [...], flags: {...}, except: [...]}`; `flags` may hold `compress`,
 //!   `volatile`, `local`, `broadcast`, `timeout`.
 //!
+//! Room lists (`rooms` and `except` in broadcasts, requests and queries, the rooms a remote
+//! join or leave names) are all read by one policy, as the JavaScript adapter reads them into
+//! a `Set`: missing or null is the empty list; strings and integers are names, duplicates kept
+//! once; anything else, or more than [`MAX_ROOMS`] names, refuses the whole message, since
+//! dropping an entry would widen what it reaches.
+//!
 //! Encoding follows notepack.io (the JavaScript packages' encoder): maps and arrays in the
 //! smallest form, integral numbers as integers, other numbers as float64, so that what we
 //! publish is byte for byte what the JavaScript emitter publishes (checked against the
@@ -95,6 +101,14 @@ impl Broadcast {
             },
         }
     }
+
+    /// Refuses, before it is published, a broadcast that every receiving instance would
+    /// refuse (a room list over [`MAX_ROOMS`]): it would reach no one, the publisher's own
+    /// sockets included, while the publish succeeded.
+    pub(crate) fn check_publishable(&self) -> Result<(), WireError> {
+        check_room_count("opts.rooms", &self.rooms)?;
+        check_room_count("opts.except", &self.except)
+    }
 }
 
 /// Why a message could not be decoded.
@@ -136,6 +150,17 @@ pub struct Request {
     pub rooms: Vec<String>,
     /// The rooms left out.
     pub except: Vec<String>,
+}
+
+impl Request {
+    /// [`Broadcast::check_publishable`] for a request.
+    pub(crate) fn check_publishable(&self) -> Result<(), WireError> {
+        if let RemoteOp::Join(rooms) | RemoteOp::Leave(rooms) = &self.op {
+            check_room_count("rooms", rooms)?;
+        }
+        check_room_count("opts.rooms", &self.rooms)?;
+        check_room_count("opts.except", &self.except)
+    }
 }
 
 /// The channel requests of `nsp` are published on.
@@ -199,23 +224,9 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     let Some(opts) = value.get("opts").filter(|o| o.is_object()) else {
         return Ok(None);
     };
-    let names = |v: Option<&Value>, what: &str| -> Result<Vec<String>, WireError> {
-        match v {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => Ok(s.clone()),
-                    Value::Number(n) => Ok(n.to_string()),
-                    other => Err(WireError(format!("{what} holds {other}, not a room name"))),
-                })
-                .collect(),
-            Some(other) => Err(WireError(format!("{what} is {other}, not an array"))),
-        }
-    };
     let op = match kind {
-        2 => RemoteOp::Join(names(value.get("rooms"), "rooms")?),
-        3 => RemoteOp::Leave(names(value.get("rooms"), "rooms")?),
+        2 => RemoteOp::Join(room_list(value.get("rooms"), "rooms")?),
+        3 => RemoteOp::Leave(room_list(value.get("rooms"), "rooms")?),
         4 => RemoteOp::Disconnect {
             close: value.get("close").and_then(Value::as_bool).unwrap_or(false),
         },
@@ -224,8 +235,8 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     Ok(Some(Request {
         uid: value.get("uid").and_then(Value::as_str).map(str::to_owned),
         op,
-        rooms: names(opts.get("rooms"), "opts.rooms")?,
-        except: names(opts.get("except"), "opts.except")?,
+        rooms: room_list(opts.get("rooms"), "opts.rooms")?,
+        except: room_list(opts.get("except"), "opts.except")?,
     }))
 }
 
@@ -260,42 +271,48 @@ pub fn response_channel(key: &str, nsp: &str) -> String {
     format!("{key}-response#{nsp}#")
 }
 
-/// Decodes a query (JSON, as adapters send them) with its asker's uid; `None` for anything
-/// else, and for text over the bounds of requests.
-pub fn decode_query(bytes: &[u8]) -> Option<(Option<String>, Query)> {
-    if bytes.len() > MAX_MESSAGE_BYTES || check_json(bytes).is_err() {
-        return None;
+/// Decodes a query (JSON, as adapters send them) with its asker's uid, within the same bounds
+/// as requests. `Ok(None)` for anything that is not a query this crate answers (no
+/// `requestId`, another type, MessagePack); an error for text over the bounds or a room list
+/// that the room-list policy (in the [module docs](self)) refuses: answered, a target list
+/// read wrongly would name sockets the asker did not ask for.
+pub fn decode_query(bytes: &[u8]) -> Result<Option<(Option<String>, Query)>, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError(format!(
+            "query of {} bytes is over the bound",
+            bytes.len()
+        )));
     }
-    let value: Value = serde_json::from_slice(bytes).ok()?;
-    let request_id = value.get("requestId")?.as_str()?.to_owned();
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+    // Adapters send their queries as JSON text; MessagePack ones are not answered.
+    if bytes.first() != Some(&b'{') {
+        return Ok(None);
+    }
+    check_json(bytes).map_err(|e| WireError(format!("query refused: {e}")))?;
+    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+        return Ok(None);
     };
-    let query = match value.get("type")?.as_u64()? {
-        0 => Query::Sockets {
+    let Some(request_id) = value.get("requestId").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let request_id = request_id.to_owned();
+    let query = match value.get("type").and_then(Value::as_u64) {
+        Some(0) => Query::Sockets {
             request_id,
-            rooms: strings(value.get("rooms")),
+            rooms: room_list(value.get("rooms"), "rooms")?,
         },
-        1 => Query::AllRooms { request_id },
-        5 => {
+        Some(1) => Query::AllRooms { request_id },
+        Some(5) => {
             let opts = value.get("opts");
             Query::Fetch {
                 request_id,
-                rooms: strings(opts.and_then(|o| o.get("rooms"))),
-                except: strings(opts.and_then(|o| o.get("except"))),
+                rooms: room_list(opts.and_then(|o| o.get("rooms")), "opts.rooms")?,
+                except: room_list(opts.and_then(|o| o.get("except")), "opts.except")?,
             }
         }
-        _ => return None,
+        _ => return Ok(None),
     };
     let uid = value.get("uid").and_then(Value::as_str).map(str::to_owned);
-    Some((uid, query))
+    Ok(Some((uid, query)))
 }
 
 /// The channel a broadcast to `rooms` in `nsp` is published on.
@@ -391,25 +408,6 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         .to_owned();
     let args = data.map(mp_to_arg).collect::<Result<Vec<_>, _>>()?;
 
-    // Room names as JavaScript's `String(room)` makes them; anything else refuses the whole
-    // message, since dropping an entry would widen the broadcast.
-    let strings = |name: &str| -> Result<Vec<String>, WireError> {
-        match field(&opts, name) {
-            None | Some(Mp::Nil) => Ok(Vec::new()),
-            Some(Mp::Array(items)) => items
-                .iter()
-                .map(|item| match item {
-                    Mp::String(s) => s
-                        .as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| WireError(format!("a name in {name} is not UTF-8"))),
-                    Mp::Integer(i) => Ok(i.to_string()),
-                    other => Err(WireError(format!("{name} holds {other}, not a room name"))),
-                })
-                .collect(),
-            Some(other) => Err(WireError(format!("{name} is {other}, not an array"))),
-        }
-    };
     let flags = field(&opts, "flags");
     let flag = |name: &str| flags.and_then(|f| field(f, name)).and_then(Mp::as_bool);
     Ok(Broadcast {
@@ -417,13 +415,156 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
         nsp,
         event,
         args,
-        rooms: strings("rooms")?,
-        except: strings("except")?,
+        rooms: room_list(field(&opts, "rooms"), "opts.rooms")?,
+        except: room_list(field(&opts, "except"), "opts.except")?,
         flags: Flags {
             compress: flag("compress"),
             volatile: flag("volatile"),
         },
     })
+}
+
+/// The most names one room list may hold, as sent (duplicates included); a list over it is
+/// refused whole, and [`Emitter`](crate::fanout::Emitter) refuses to publish one. The
+/// JavaScript packages set no bound; this one is far above what one message addresses in
+/// practice (a send names one room, the `RoomsLayer` lets a socket be in 1,000), and keeps a
+/// single remote join from giving every targeted socket hundreds of thousands of rooms, which
+/// the byte and value bounds alone would let through.
+pub const MAX_ROOMS: usize = 10_000;
+
+/// What [`room_list`] sees of a decoded value, MessagePack or JSON: the kind of value, and
+/// nothing of the policy.
+enum Shape<'a, V> {
+    /// Nil, or JSON `null`.
+    Null,
+    List(&'a [V]),
+    /// A string; `None` when its bytes are not UTF-8 (MessagePack only).
+    Text(Option<&'a str>),
+    /// An integer, as its decimal text.
+    Integer(String),
+    /// Anything else, named for the error message.
+    Other(&'static str),
+}
+
+impl<V> Shape<'_, V> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::List(_) => "an array",
+            Self::Text(_) => "a string",
+            Self::Integer(_) => "an integer",
+            Self::Other(kind) => kind,
+        }
+    }
+}
+
+/// A decoded value a room list may come in.
+trait RoomListValue: Sized {
+    fn shape(&self) -> Shape<'_, Self>;
+}
+
+impl RoomListValue for Mp {
+    fn shape(&self) -> Shape<'_, Self> {
+        match self {
+            Mp::Nil => Shape::Null,
+            Mp::Array(items) => Shape::List(items),
+            Mp::String(s) => Shape::Text(s.as_str()),
+            Mp::Integer(i) => Shape::Integer(i.to_string()),
+            Mp::Boolean(_) => Shape::Other("a boolean"),
+            Mp::F32(_) | Mp::F64(_) => Shape::Other("a floating-point number"),
+            Mp::Binary(_) => Shape::Other("binary data"),
+            Mp::Map(_) => Shape::Other("a map"),
+            Mp::Ext(..) => Shape::Other("an extension value"),
+        }
+    }
+}
+
+impl RoomListValue for Value {
+    fn shape(&self) -> Shape<'_, Self> {
+        match self {
+            Value::Null => Shape::Null,
+            Value::Array(items) => Shape::List(items),
+            Value::String(s) => Shape::Text(Some(s)),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Shape::Integer(n.to_string()),
+            Value::Number(_) => Shape::Other("a floating-point number"),
+            Value::Bool(_) => Shape::Other("a boolean"),
+            Value::Object(_) => Shape::Other("a map"),
+        }
+    }
+}
+
+/// Reads a list of room names (or socket ids) from the wire: the one policy for every list,
+/// `rooms` and `except` of broadcasts, of remote joins, leaves and disconnects and of queries,
+/// and the rooms a remote join or leave names.
+///
+/// Accepted, as the JavaScript adapter reads a list into `new Set(list)`:
+/// - a missing field, nil or `null`: the empty list (JavaScript's `new Set(undefined)`),
+///   which the caller reads as the JavaScript adapter does: every socket for a target list,
+///   nobody for `except`, nothing to join or leave;
+/// - an array (empty included) of strings, any UTF-8 text, the empty string too (a name no
+///   socket is in matches nobody), and of integers, as their decimal text (JavaScript rooms
+///   may be numbers, `String(42)` is `"42"`);
+/// - duplicates, kept once, in the order of their first occurrence (a `Set`).
+///
+/// Refused, with the whole message, never by dropping the entry: dropping would widen what
+/// the message reaches (a target list that loses its only entry targets every socket, an
+/// `except` list that loses one reaches sockets meant to be left out):
+/// - a value that is not an array: a string (JavaScript would take it letter by letter), a
+///   number or a map (`new Set(..)` throws on them);
+/// - entries that are no room name: null, booleans, floating-point numbers, binary data,
+///   arrays, maps, extension values (dates), strings that are not UTF-8;
+/// - more than [`MAX_ROOMS`] entries.
+fn room_list<V: RoomListValue>(value: Option<&V>, name: &str) -> Result<Vec<String>, WireError> {
+    let items = match value.map(V::shape) {
+        None | Some(Shape::Null) => return Ok(Vec::new()),
+        Some(Shape::List(items)) => items,
+        Some(other) => {
+            return Err(WireError(format!(
+                "{name} is {}, not a list of room names",
+                other.kind()
+            )));
+        }
+    };
+    if items.len() > MAX_ROOMS {
+        return Err(WireError(format!(
+            "{name} lists {} rooms, over the bound of {MAX_ROOMS}",
+            items.len()
+        )));
+    }
+    let names = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item.shape() {
+            Shape::Text(Some(text)) => Ok(text.to_owned()),
+            Shape::Integer(digits) => Ok(digits),
+            Shape::Text(None) => Err(WireError(format!(
+                "{name}[{i}] is a string that is not UTF-8"
+            ))),
+            other => Err(WireError(format!(
+                "{name}[{i}] is {}, not a room name",
+                other.kind()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if names.len() < 2 {
+        return Ok(names);
+    }
+    Ok(names
+        .into_iter()
+        .collect::<indexmap::IndexSet<_>>()
+        .into_iter()
+        .collect())
+}
+
+/// The sender's side of [`room_list`]'s bound: a list the receivers would refuse.
+fn check_room_count(name: &str, rooms: &[String]) -> Result<(), WireError> {
+    if rooms.len() > MAX_ROOMS {
+        return Err(WireError(format!(
+            "{name} lists {} rooms, over the bound of {MAX_ROOMS}",
+            rooms.len()
+        )));
+    }
+    Ok(())
 }
 
 fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
@@ -863,38 +1004,235 @@ mod tests {
         );
     }
 
+    /// A room list under both encodings: the same JSON value, and its MessagePack form.
+    fn both(list: Value) -> (Value, Mp) {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &arg_to_mp(&Arg::from(list.clone()))).unwrap();
+        let mp = rmpv::decode::read_value(&mut bytes.as_slice()).unwrap();
+        (list, mp)
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn room_lists_read_as_javascript_reads_them_into_a_set() {
+        assert_eq!(room_list::<Value>(None, "rooms"), Ok(vec![]), "missing");
+        assert_eq!(room_list::<Mp>(None, "rooms"), Ok(vec![]), "missing");
+        let cases = [
+            (json!(null), vec![]),
+            (json!([]), vec![]),
+            (json!(["a", "é", ""]), names(&["a", "é", ""])),
+            // Integers as their decimal text; duplicates once, where they first appear.
+            (
+                json!([42, -1, "b", "42", "b", 42]),
+                names(&["42", "-1", "b"]),
+            ),
+            (json!([u64::MAX]), names(&["18446744073709551615"])),
+        ];
+        for (list, expected) in cases {
+            let (json, mp) = both(list.clone());
+            assert_eq!(
+                room_list(Some(&json), "rooms"),
+                Ok(expected.clone()),
+                "{list}"
+            );
+            assert_eq!(
+                room_list(Some(&mp), "rooms"),
+                Ok(expected),
+                "{list} (MessagePack)"
+            );
+        }
+    }
+
+    #[test]
+    fn room_lists_holding_what_is_no_room_name_are_refused_whole() {
+        let cases = [
+            (json!("ab"), "rooms is a string, not a list of room names"),
+            (json!(5), "rooms is an integer, not a list of room names"),
+            (json!({"a": 1}), "rooms is a map, not a list of room names"),
+            (json!(true), "rooms is a boolean, not a list of room names"),
+            (json!(["a", null]), "rooms[1] is null, not a room name"),
+            (json!([true]), "rooms[0] is a boolean, not a room name"),
+            (
+                json!(["a", 1.5]),
+                "rooms[1] is a floating-point number, not a room name",
+            ),
+            (json!([["a"]]), "rooms[0] is an array, not a room name"),
+            (json!([{"a": 1}]), "rooms[0] is a map, not a room name"),
+        ];
+        for (list, expected) in cases {
+            let (json, mp) = both(list.clone());
+            assert_eq!(
+                room_list(Some(&json), "rooms"),
+                Err(WireError(expected.into()))
+            );
+            assert_eq!(
+                room_list(Some(&mp), "rooms"),
+                Err(WireError(expected.into()))
+            );
+        }
+        // What only MessagePack can carry.
+        let mp_only = [
+            (Mp::Binary(b"a".to_vec()), "binary data"),
+            (Mp::Ext(-1, vec![0; 4]), "an extension value"),
+            (Mp::F64(2.0), "a floating-point number"),
+        ];
+        for (item, kind) in mp_only {
+            let list = Mp::Array(vec![Mp::from("a"), item]);
+            assert_eq!(
+                room_list(Some(&list), "opts.except"),
+                Err(WireError(format!(
+                    "opts.except[1] is {kind}, not a room name"
+                )))
+            );
+        }
+        // A one-element array holding a two-byte string that is not UTF-8.
+        let not_utf8 = rmpv::decode::read_value(&mut &b"\x91\xa2\xff\xfe"[..]).unwrap();
+        assert_eq!(
+            room_list(Some(&not_utf8), "rooms"),
+            Err(WireError("rooms[0] is a string that is not UTF-8".into()))
+        );
+    }
+
+    #[test]
+    fn room_lists_over_the_bound_are_refused_whole_duplicates_counted() {
+        let at_bound: Vec<Value> = (0..MAX_ROOMS).map(|i| json!(format!("r{i}"))).collect();
+        let (json, mp) = both(Value::from(at_bound));
+        assert_eq!(room_list(Some(&json), "rooms").unwrap().len(), MAX_ROOMS);
+        assert_eq!(room_list(Some(&mp), "rooms").unwrap().len(), MAX_ROOMS);
+        let over = json!(vec!["same"; MAX_ROOMS + 1]);
+        let (json, mp) = both(over);
+        let expected = format!("rooms lists 10001 rooms, over the bound of {MAX_ROOMS}");
+        assert_eq!(
+            room_list(Some(&json), "rooms"),
+            Err(WireError(expected.clone()))
+        );
+        assert_eq!(room_list(Some(&mp), "rooms"), Err(WireError(expected)));
+        // The sender refuses what the receivers would.
+        let wide = Broadcast {
+            except: names(&vec!["x"; MAX_ROOMS + 1]),
+            ..Broadcast::of_send(crate::SendRequest::broadcast("t", json!(1)))
+        };
+        assert!(wide.check_publishable().is_err());
+        assert!(decode(&encode(&wide)).is_err());
+        let join = Request {
+            uid: None,
+            op: RemoteOp::Join(names(&vec!["x"; MAX_ROOMS + 1])),
+            rooms: vec![],
+            except: vec![],
+        };
+        assert_eq!(
+            join.check_publishable(),
+            Err(WireError(format!(
+                "rooms lists 10001 rooms, over the bound of {MAX_ROOMS}"
+            )))
+        );
+        assert!(decode_request(&encode_request(&join)).is_err());
+    }
+
+    #[test]
+    fn every_decoder_reads_room_lists_by_the_one_policy() {
+        let broadcast = |opts: Mp| {
+            let message = Mp::Array(vec![
+                Mp::from("emitter"),
+                Mp::Map(vec![
+                    (Mp::from("type"), Mp::from(2)),
+                    (Mp::from("data"), Mp::Array(vec![Mp::from("ev")])),
+                ]),
+                opts,
+            ]);
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &message).unwrap();
+            decode(&bytes)
+        };
+        let b = broadcast(Mp::Map(vec![])).unwrap();
+        assert!(b.rooms.is_empty() && b.except.is_empty(), "missing fields");
+        let b = broadcast(Mp::Map(vec![
+            (Mp::from("rooms"), Mp::Nil),
+            (
+                Mp::from("except"),
+                Mp::Array(vec![Mp::from("a"), Mp::from(7), Mp::from("a")]),
+            ),
+        ]))
+        .unwrap();
+        assert!(b.rooms.is_empty());
+        assert_eq!(b.except, ["a", "7"]);
+        let err = broadcast(Mp::Map(vec![(
+            Mp::from("except"),
+            Mp::Array(vec![Mp::from("a"), Mp::Binary(vec![1])]),
+        )]))
+        .unwrap_err();
+        assert_eq!(err.0, "opts.except[1] is binary data, not a room name");
+
+        let r = decode_request(br#"{"type":3,"opts":{"rooms":["a","a"]},"rooms":[1,"1"]}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.op, r.rooms, r.except),
+            (RemoteOp::Leave(names(&["1"])), names(&["a"]), vec![])
+        );
+        let err = decode_request(br#"{"type":4,"opts":{"rooms":"abc"}}"#).unwrap_err();
+        assert_eq!(err.0, "opts.rooms is a string, not a list of room names");
+        let err = decode_request(br#"{"type":2,"opts":{},"rooms":[null]}"#).unwrap_err();
+        assert_eq!(err.0, "rooms[0] is null, not a room name");
+
+        // A query's target list that lost an entry would name sockets nobody asked for.
+        let err =
+            decode_query(br#"{"requestId":"r","type":5,"opts":{"rooms":[1.5]}}"#).unwrap_err();
+        assert_eq!(
+            err.0,
+            "opts.rooms[0] is a floating-point number, not a room name"
+        );
+        let err = decode_query(br#"{"requestId":"r","type":0,"rooms":{"a":1}}"#).unwrap_err();
+        assert_eq!(err.0, "rooms is a map, not a list of room names");
+        assert_eq!(
+            decode_query(br#"{"requestId":"r","type":5}"#),
+            Ok(Some((
+                None,
+                Query::Fetch {
+                    request_id: "r".into(),
+                    rooms: vec![],
+                    except: vec![]
+                }
+            ))),
+            "no opts: every socket, none left out"
+        );
+    }
+
     #[test]
     fn decodes_the_adapter_s_queries() {
         let fetch =
             br#"{"uid":"_wMPCC","requestId":"r1","type":5,"opts":{"rooms":["a"],"except":["b"]}}"#;
         assert_eq!(
             decode_query(fetch),
-            Some((
+            Ok(Some((
                 Some("_wMPCC".to_owned()),
                 Query::Fetch {
                     request_id: "r1".into(),
                     rooms: vec!["a".into()],
                     except: vec!["b".into()]
                 }
-            ))
+            )))
         );
         assert_eq!(
             decode_query(br#"{"uid":"u","requestId":"r2","type":1}"#),
-            Some((
+            Ok(Some((
                 Some("u".to_owned()),
                 Query::AllRooms {
                     request_id: "r2".into()
                 }
-            ))
+            )))
         );
         assert_eq!(
             decode_query(br#"{"uid":"u","type":1}"#),
-            None,
+            Ok(None),
             "no requestId"
         );
         assert_eq!(
             decode_query(br#"{"requestId":"r","type":6}"#),
-            None,
+            Ok(None),
             "not served"
         );
         assert_eq!(response_channel(DEFAULT_KEY, "/"), "socket.io-response#/#");
@@ -1021,7 +1359,7 @@ mod tests {
             "[],".repeat(680_000)
         );
         refused_quickly("arrays", decode_request(arrays.as_bytes()));
-        assert_eq!(decode_query(arrays.as_bytes()), None);
+        refused_quickly("arrays as a query", decode_query(arrays.as_bytes()));
         // Commas, colons and brackets inside strings (escaped quotes too) are not values.
         let text = format!(
             r#"{{"type":2,"opts":{{"rooms":["a"]}},"rooms":["{}\",[{{:"]}}"#,

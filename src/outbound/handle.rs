@@ -34,8 +34,8 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// A handle over an outbound stack (e.g. [`LocalDelivery`](crate::outbound::LocalDelivery),
-    /// possibly wrapped in a fan-out layer).
+    /// A handle over an outbound stack: [`LocalDelivery`](crate::outbound::LocalDelivery) or
+    /// [`RedisDelivery`](crate::fanout::RedisDelivery), possibly wrapped in outbound layers.
     pub fn new<S>(service: S) -> Self
     where
         S: Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
