@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::BoxError;
-use crate::plumbing::BoxFuture;
+use crate::plumbing::{BoxFuture, catch_panic, catch_panic_now};
 
 /// What a handler or callback may return: nothing, or a `Result` whose error is logged.
 pub trait HandlerResult: Send + 'static {
@@ -115,21 +115,29 @@ where
     })
 }
 
-/// Runs `call` with its panic or error, of its synchronous part or of its future, turned into
-/// a log line.
-pub(crate) async fn guarded<T: Send + 'static>(
+/// Starts `call` now, its synchronous part guarded, and gives back the rest: its future, a
+/// panic or error of either part turned into a log line. Starting now runs the synchronous
+/// parts in the order of the events even when the dispatcher drops the futures at shutdown.
+pub(crate) fn guarded<T: Send + 'static>(
     what: String,
     call: impl FnOnce() -> BoxFuture<Result<T, BoxError>>,
-) -> Option<T> {
-    match crate::plumbing::catch_panic_call(call).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(e)) => {
-            tracing::error!("{what} failed: {e}");
-            None
-        }
-        Err(panic) => {
-            tracing::error!("{what} panicked: {panic}");
-            None
+) -> impl Future<Output = Option<T>> + Send + 'static {
+    let started = catch_panic_now(call);
+    async move {
+        let outcome = match started {
+            Ok(fut) => catch_panic(fut).await,
+            Err(panic) => Err(panic),
+        };
+        match outcome {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::error!("{what} failed: {e}");
+                None
+            }
+            Err(panic) => {
+                tracing::error!("{what} panicked: {panic}");
+                None
+            }
         }
     }
 }
