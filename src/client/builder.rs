@@ -1,0 +1,154 @@
+//! The builder of a [`SocketClient`]: identifier, host, options and lifecycle callbacks, checked
+//! at [`build`](SocketClientBuilder::build), which starts the client's two tasks.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::client::dial::{Dial, WebSocketDial};
+use crate::client::dispatcher::{Callbacks, Dispatcher};
+use crate::client::driver::{Desire, Driver};
+use crate::client::error::ClientError;
+use crate::client::handle::SocketClient;
+use crate::client::handlers::{self, HandlerResult};
+use crate::client::jobs::job_queue;
+use crate::client::options::ClientOptions;
+use crate::client::state::Shared;
+
+impl SocketClient {
+    /// A builder for a client named `identifier` (used in logs) connecting to `host`
+    /// (`http://host:port`).
+    pub fn builder(identifier: impl Into<String>, host: impl Into<String>) -> SocketClientBuilder {
+        SocketClientBuilder {
+            identifier: identifier.into(),
+            host: host.into(),
+            options: ClientOptions::default(),
+            callbacks: Callbacks::default(),
+        }
+    }
+}
+
+/// Builds a [`SocketClient`]: identifier, host, options and lifecycle callbacks.
+pub struct SocketClientBuilder {
+    identifier: String,
+    host: String,
+    options: ClientOptions,
+    callbacks: Callbacks,
+}
+
+impl SocketClientBuilder {
+    /// All options at once.
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The Socket.IO path (default `/io`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.options.path = path.into();
+        self
+    }
+
+    /// A header sent with the connection request.
+    pub fn extra_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.extra_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The `auth` payload of the CONNECT packet.
+    pub fn auth(mut self, auth: Value) -> Self {
+        self.options.auth = Some(auth);
+        self
+    }
+
+    /// Runs when the connection is established (also after each reconnection), with a handle
+    /// to the client (e.g. to `authenticate()`).
+    pub fn on_connected<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SocketClient) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.callbacks.on_connected = Some(handlers::callback(f));
+        self
+    }
+
+    /// Runs when the connection ends, with socket.io-client's reason (`io server disconnect`,
+    /// `io client disconnect`, `transport close`, `transport error`, `ping timeout`).
+    pub fn on_disconnected<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SocketClient, String) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.callbacks.on_disconnected = Some(handlers::callback(move |(c, r)| f(c, r)));
+        self
+    }
+
+    /// Runs when a connection attempt fails (the seeds' `connect_error`).
+    pub fn on_error<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SocketClient, ClientError) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.callbacks.on_error = Some(handlers::callback(move |(c, e)| f(c, e)));
+        self
+    }
+
+    /// Runs when the server sends `authenticated`.
+    pub fn on_authenticated<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SocketClient) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.callbacks.on_authenticated = Some(handlers::callback(f));
+        self
+    }
+
+    /// Runs when the server sends `unauthenticated`, with its message.
+    pub fn on_unauthenticated<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(SocketClient, String) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.callbacks.on_unauthenticated = Some(handlers::callback(move |(c, m)| f(c, m)));
+        self
+    }
+
+    /// Checks the URL and starts the client's background task (connecting at once unless
+    /// `auto_connect` is off). Must be called inside a tokio runtime.
+    pub fn build(self) -> Result<SocketClient, ClientError> {
+        let dial = WebSocketDial::new(&self.host, &self.options)?;
+        if self.options.auth.as_ref().is_some_and(|a| !a.is_object()) {
+            return Err(ClientError::InvalidUrl(
+                "the auth payload must be a JSON object".into(),
+            ));
+        }
+        Ok(self.start(dial))
+    }
+
+    /// Starts the client's tasks: the connection loop over `dial`, and the runner of its
+    /// handlers and callbacks.
+    fn start(self, dial: impl Dial) -> SocketClient {
+        let (desire, _) = watch::channel(if self.options.auto_connect {
+            Desire::Connected
+        } else {
+            Desire::Disconnected
+        });
+        let (jobs, runner) = job_queue();
+        let shared = Arc::new(Shared::new(self.identifier.clone(), desire.clone(), jobs));
+        let mut stop = desire.subscribe();
+        let runner = tokio::spawn(runner.run(async move {
+            let _ = stop.wait_for(|d| *d == Desire::Shutdown).await;
+        }));
+        let events = Dispatcher::new(shared.clone(), self.callbacks);
+        let driver = Driver::new(self.identifier, self.options, dial, events, desire);
+        shared.started(tokio::spawn(driver.run()), runner);
+        SocketClient::owning(shared)
+    }
+}
