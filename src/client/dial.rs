@@ -109,3 +109,77 @@ fn websocket_url(host: &str, options: &ClientOptions) -> Result<String, ClientEr
     let path = options.path.trim_end_matches('/');
     Ok(format!("{scheme}://{authority}{path}/?{}", query.finish()))
 }
+
+/// An in-memory [`Dial`] for the tests: each connection is a pipe whose server end comes out
+/// of a channel, for the test to play the server on.
+#[cfg(test)]
+pub(crate) mod memory {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::Dial;
+    use crate::client::error::ClientError;
+
+    /// The server's end of one connection.
+    pub(crate) type ServerEnd = WebSocketStream<DuplexStream>;
+
+    /// Dials by handing the server end to [`MemoryDial::new`]'s receiver.
+    pub(crate) struct MemoryDial(mpsc::UnboundedSender<ServerEnd>);
+
+    impl MemoryDial {
+        /// A dial and the connections it makes, as the server sees them. With the receiver
+        /// dropped, every attempt fails.
+        pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<ServerEnd>) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Self(tx), rx)
+        }
+    }
+
+    impl Dial for MemoryDial {
+        type Io = DuplexStream;
+
+        async fn dial(&self) -> Result<WebSocketStream<DuplexStream>, ClientError> {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+            self.0
+                .send(server)
+                .map_err(|_| ClientError::Transport("no server".into()))?;
+            Ok(WebSocketStream::from_raw_socket(client, Role::Client, None).await)
+        }
+    }
+
+    /// The Engine.IO open packet of the tests' server: a ping every second, and half a second
+    /// more for the pong.
+    pub(crate) const OPEN: &str =
+        r#"0{"sid":"e1","upgrades":[],"pingInterval":1000,"pingTimeout":500,"maxPayload":1000000}"#;
+
+    pub(crate) async fn send(ws: &mut ServerEnd, text: &str) {
+        ws.send(Message::text(text))
+            .await
+            .expect("the client is there");
+    }
+
+    /// The next text frame from the client; `None` once it has closed.
+    pub(crate) async fn recv(ws: &mut ServerEnd) -> Option<String> {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return Some(text.as_str().to_owned()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The server's side of the handshake: [`OPEN`], then the client's CONNECT accepted as
+    /// socket `s1`. Gives the CONNECT packet.
+    pub(crate) async fn accept(ws: &mut ServerEnd) -> String {
+        send(ws, OPEN).await;
+        let connect = recv(ws).await.expect("a CONNECT");
+        send(ws, r#"40{"sid":"s1"}"#).await;
+        connect
+    }
+}

@@ -373,3 +373,370 @@ async fn next_packet<Io: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::client::dial::memory::{self, MemoryDial, ServerEnd};
+
+    /// What the loop reported.
+    #[derive(Debug)]
+    enum Report {
+        Connected(mpsc::UnboundedSender<String>, String, Option<String>),
+        Event(String, Vec<Value>, Option<u64>),
+        Ack(u64, Vec<Value>),
+        Closed,
+        Disconnected(Reason),
+        Failed(ClientError),
+    }
+
+    struct Recorder(mpsc::UnboundedSender<Report>);
+
+    impl Events for Recorder {
+        fn connected(
+            &self,
+            writer: mpsc::UnboundedSender<String>,
+            eid: String,
+            sid: Option<String>,
+        ) {
+            self.0.send(Report::Connected(writer, eid, sid)).ok();
+        }
+        fn event(&self, name: String, args: Vec<Value>, ack: Option<u64>) {
+            self.0.send(Report::Event(name, args, ack)).ok();
+        }
+        fn ack(&self, id: u64, args: Vec<Value>) {
+            self.0.send(Report::Ack(id, args)).ok();
+        }
+        fn closed(&self) {
+            self.0.send(Report::Closed).ok();
+        }
+        fn disconnected(&self, reason: Reason) {
+            self.0.send(Report::Disconnected(reason)).ok();
+        }
+        fn failed(&self, error: ClientError) {
+            self.0.send(Report::Failed(error)).ok();
+        }
+    }
+
+    /// Far longer than any test waits. Paused time moves only while every task waits, so
+    /// reaching this means that what was awaited never comes.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    /// A loop over in-memory connections, the test playing the server.
+    struct Harness {
+        desire: watch::Sender<Desire>,
+        reports: mpsc::UnboundedReceiver<Report>,
+        servers: mpsc::UnboundedReceiver<ServerEnd>,
+        task: JoinHandle<()>,
+        start: Instant,
+    }
+
+    impl Harness {
+        fn start(options: ClientOptions) -> Self {
+            let (desire, _) = watch::channel(Desire::Connected);
+            let (dial, servers) = MemoryDial::new();
+            let (tx, reports) = mpsc::unbounded_channel();
+            let driver = Driver::new("t".into(), options, dial, Recorder(tx), desire.clone());
+            Self {
+                desire,
+                reports,
+                servers,
+                task: tokio::spawn(driver.run()),
+                start: Instant::now(),
+            }
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.start.elapsed()
+        }
+
+        async fn report(&mut self) -> Report {
+            tokio::time::timeout(NEVER, self.reports.recv())
+                .await
+                .expect("a report")
+                .expect("the loop is running")
+        }
+
+        /// The next connection attempt, as the server sees it.
+        async fn dialed(&mut self) -> ServerEnd {
+            tokio::time::timeout(NEVER, self.servers.recv())
+                .await
+                .expect("an attempt")
+                .expect("the loop is running")
+        }
+
+        /// The next attempt accepted; its server end and the writer the loop reported.
+        async fn connected(&mut self) -> (ServerEnd, mpsc::UnboundedSender<String>) {
+            let mut server = self.dialed().await;
+            memory::accept(&mut server).await;
+            match self.report().await {
+                Report::Connected(writer, ..) => (server, writer),
+                other => panic!("reported {other:?}"),
+            }
+        }
+
+        /// Neither a report nor an attempt while `quiet` passes.
+        async fn quiet_for(&mut self, quiet: Duration) {
+            tokio::time::sleep(quiet).await;
+            assert!(self.servers.try_recv().is_err(), "an attempt");
+            if let Ok(report) = self.reports.try_recv() {
+                panic!("reported {report:?}");
+            }
+        }
+
+        /// The loop has returned, having reported nothing more.
+        async fn ended(mut self) {
+            tokio::time::timeout(NEVER, &mut self.task)
+                .await
+                .expect("the loop returns")
+                .expect("without panicking");
+            if let Ok(report) = self.reports.try_recv() {
+                panic!("reported {report:?}");
+            }
+        }
+    }
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            auth: Some(json!({ "token": "t" })),
+            randomization_factor: 0.0,
+            ..Default::default()
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_attempts_back_off_doubling_to_the_maximum_and_a_connection_resets_it() {
+        let mut h = Harness::start(options());
+        // Delays of 1, 2, 4, then 5 s (the maximum).
+        for at in [0, 1, 3, 7, 12, 17] {
+            let server = h.dialed().await;
+            assert_eq!(h.elapsed(), secs(at));
+            drop(server);
+            assert!(matches!(
+                h.report().await,
+                Report::Failed(ClientError::Transport(_))
+            ));
+        }
+        let (server, _writer) = h.connected().await;
+        assert_eq!(h.elapsed(), secs(22));
+        drop(server);
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::TransportError)
+        ));
+        // The lost connection is retried after the first delay again.
+        h.dialed().await;
+        assert_eq!(h.elapsed(), secs(23));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_past_the_timeout_fails_and_is_retried() {
+        let mut h = Harness::start(ClientOptions {
+            timeout: secs(5),
+            ..options()
+        });
+        let _silent = h.dialed().await;
+        match h.report().await {
+            Report::Failed(ClientError::Timeout(t)) => assert_eq!(t, secs(5)),
+            other => panic!("reported {other:?}"),
+        }
+        assert_eq!(h.elapsed(), secs(5));
+        h.dialed().await;
+        assert_eq!(h.elapsed(), secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_stop_after_the_configured_number_and_connect_resumes_them() {
+        let mut h = Harness::start(ClientOptions {
+            reconnection_attempts: Some(2),
+            ..options()
+        });
+        // The first attempt and two reconnection attempts.
+        for _ in 0..3 {
+            drop(h.dialed().await);
+            assert!(matches!(h.report().await, Report::Failed(_)));
+        }
+        assert_eq!(*h.desire.borrow(), Desire::Disconnected);
+        h.quiet_for(secs(60)).await;
+        let resumed = h.elapsed();
+        h.desire.send_replace(Desire::Connected);
+        drop(h.dialed().await);
+        assert_eq!(h.elapsed(), resumed, "at once");
+        assert!(matches!(h.report().await, Report::Failed(_)));
+        // The count starts again: the next delay is the first one.
+        h.dialed().await;
+        assert_eq!(h.elapsed(), resumed + secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_and_a_server_disconnect_are_final_a_closed_transport_is_not() {
+        let mut h = Harness::start(options());
+        let mut server = h.dialed().await;
+        memory::send(&mut server, memory::OPEN).await;
+        assert_eq!(
+            memory::recv(&mut server).await.unwrap(),
+            r#"40{"token":"t"}"#
+        );
+        memory::send(&mut server, r#"44{"message":"nope"}"#).await;
+        match h.report().await {
+            Report::Failed(ClientError::Refused(m)) => assert_eq!(m, "nope"),
+            other => panic!("reported {other:?}"),
+        }
+        assert_eq!(*h.desire.borrow(), Desire::Disconnected);
+        h.quiet_for(secs(60)).await;
+
+        h.desire.send_replace(Desire::Connected);
+        let (mut server, _writer) = h.connected().await;
+        memory::send(&mut server, "41").await;
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::ServerDisconnect)
+        ));
+        assert_eq!(*h.desire.borrow(), Desire::Disconnected);
+        h.quiet_for(secs(60)).await;
+
+        h.desire.send_replace(Desire::Connected);
+        let (mut server, _writer) = h.connected().await;
+        let closed_at = h.elapsed();
+        memory::send(&mut server, "1").await;
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::TransportClose)
+        ));
+        assert_eq!(*h.desire.borrow(), Desire::Connected);
+        h.dialed().await;
+        assert_eq!(h.elapsed(), closed_at + secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_left_at_the_heartbeat_deadline_each_ping_pushing_it_back() {
+        // OPEN: pings every 1 s, 0.5 s more for the pong: 1.5 s of silence is a dead server.
+        let mut h = Harness::start(options());
+        let (mut server, _writer) = h.connected().await;
+        tokio::time::sleep(secs(1)).await;
+        memory::send(&mut server, "2").await;
+        assert_eq!(memory::recv(&mut server).await.unwrap(), protocol::PONG);
+        assert!(matches!(h.report().await, Report::Closed));
+        assert_eq!(h.elapsed(), Duration::from_millis(2500));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::PingTimeout)
+        ));
+        assert_eq!(memory::recv(&mut server).await, None, "closed");
+        h.dialed().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_and_acks_are_reported_in_order_and_the_writer_reaches_the_server() {
+        let mut h = Harness::start(options());
+        let mut server = h.dialed().await;
+        assert_eq!(memory::accept(&mut server).await, r#"40{"token":"t"}"#);
+        let writer = match h.report().await {
+            Report::Connected(writer, eid, sid) => {
+                assert_eq!((eid.as_str(), sid.as_deref()), ("e1", Some("s1")));
+                writer
+            }
+            other => panic!("reported {other:?}"),
+        };
+        for frame in [
+            r#"42["news",{"a":1}]"#,
+            r#"451-["binary",{}]"#,
+            r#"421["ask",2]"#,
+            "6",
+            r#"437["ok"]"#,
+        ] {
+            memory::send(&mut server, frame).await;
+        }
+        match h.report().await {
+            Report::Event(name, args, None) => {
+                assert_eq!((name.as_str(), args), ("news", vec![json!({"a": 1})]))
+            }
+            other => panic!("reported {other:?}"),
+        }
+        match h.report().await {
+            Report::Event(name, args, Some(1)) => {
+                assert_eq!((name.as_str(), args), ("ask", vec![json!(2)]))
+            }
+            other => panic!("reported {other:?}"),
+        }
+        match h.report().await {
+            Report::Ack(7, args) => assert_eq!(args, vec![json!("ok")]),
+            other => panic!("reported {other:?}"),
+        }
+        writer.send(r#"42["hi"]"#.into()).unwrap();
+        assert_eq!(memory::recv(&mut server).await.unwrap(), r#"42["hi"]"#);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnect_sends_what_was_written_then_the_goodbye_and_stays_disconnected() {
+        let mut h = Harness::start(options());
+        let (mut server, writer) = h.connected().await;
+        // Many, so that the loop cannot have written them all before it sees the disconnect.
+        let written: Vec<String> = (0..50).map(|i| format!(r#"42["n",{i}]"#)).collect();
+        for text in &written {
+            writer.send(text.clone()).unwrap();
+        }
+        h.desire.send_replace(Desire::Disconnected);
+        for expected in written
+            .iter()
+            .map(String::as_str)
+            .chain([protocol::DISCONNECT])
+        {
+            assert_eq!(memory::recv(&mut server).await.unwrap(), expected);
+        }
+        assert_eq!(memory::recv(&mut server).await, None, "closed");
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::ClientDisconnect)
+        ));
+        assert!(writer.send("late".into()).is_err(), "the writer is gone");
+        h.quiet_for(secs(60)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_loop_while_connecting() {
+        let mut h = Harness::start(options());
+        let _silent = h.dialed().await;
+        h.desire.send_replace(Desire::Shutdown);
+        h.ended().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_loop_during_the_backoff_at_once() {
+        let mut h = Harness::start(options());
+        drop(h.dialed().await);
+        assert!(matches!(h.report().await, Report::Failed(_)));
+        h.desire.send_replace(Desire::Shutdown);
+        let start = h.start;
+        h.ended().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "the delay was not waited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_while_connected_says_goodbye_then_ends_the_loop() {
+        let mut h = Harness::start(options());
+        let (mut server, _writer) = h.connected().await;
+        h.desire.send_replace(Desire::Shutdown);
+        assert_eq!(
+            memory::recv(&mut server).await.unwrap(),
+            protocol::DISCONNECT
+        );
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::ClientDisconnect)
+        ));
+        h.ended().await;
+    }
+}
