@@ -183,3 +183,34 @@ pub(crate) fn guarded<T: Send + 'static>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    async fn fails_later() -> Result<(), BoxError> {
+        panic!("later")
+    }
+
+    #[tokio::test]
+    async fn guarded_starts_the_call_at_once_and_contains_what_either_part_does() {
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let rest = guarded("t".into(), move || {
+            flag.store(true, Ordering::SeqCst);
+            Box::pin(async { Ok(7) })
+        });
+        assert!(
+            started.load(Ordering::SeqCst),
+            "before the future is polled"
+        );
+        assert_eq!(rest.await, Some(7));
+        let at_once = guarded::<()>("t".into(), || panic!("at once"));
+        assert_eq!(at_once.await, None);
+        assert_eq!(guarded("t".into(), || Box::pin(fails_later())).await, None);
+        let failed = guarded::<()>("t".into(), || Box::pin(async { Err("failed".into()) }));
+        assert_eq!(failed.await, None);
+    }
+}
