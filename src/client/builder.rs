@@ -152,3 +152,85 @@ impl SocketClientBuilder {
         SocketClient::owning(shared)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::client::dial::memory::{self, MemoryDial};
+    use crate::session::ClientState;
+
+    /// Far longer than the test waits: on paused time, reached only when what is awaited
+    /// never comes.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+        tokio::time::timeout(NEVER, rx.recv())
+            .await
+            .expect("in time")
+            .expect("open")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_authenticates_is_reset_by_a_lost_connection_reconnects_and_shuts_down() {
+        let (dial, mut servers) = MemoryDial::new();
+        let (log, mut seen) = mpsc::unbounded_channel::<String>();
+        let [a, b, c] = [(); 3].map(|()| log.clone());
+        drop(log);
+        let client = SocketClient::builder("t", "http://unused")
+            .options(ClientOptions {
+                randomization_factor: 0.0,
+                ..Default::default()
+            })
+            .auth(serde_json::json!({ "token": "t" }))
+            .on_connected(move |client| {
+                a.send("connected".into()).ok();
+                client.authenticate();
+                async {}
+            })
+            .on_authenticated(move |_| {
+                b.send("authenticated".into()).ok();
+                async {}
+            })
+            .on_disconnected(move |_, reason| {
+                c.send(format!("disconnected:{reason}")).ok();
+                async {}
+            })
+            .start(dial);
+        let start = Instant::now();
+
+        let mut server = next(&mut servers).await;
+        assert_eq!(memory::accept(&mut server).await, r#"40{"token":"t"}"#);
+        assert_eq!(next(&mut seen).await, "connected");
+        let authenticate = memory::recv(&mut server).await.unwrap();
+        assert_eq!(authenticate, r#"42["authenticate"]"#);
+        assert_eq!(client.state(), ClientState::Authenticating);
+        memory::send(&mut server, r#"42["authenticated",{"id":"s1","time":"t"}]"#).await;
+        assert_eq!(next(&mut seen).await, "authenticated");
+        assert_eq!(client.state(), ClientState::Authenticated);
+        assert_eq!(client.raw().id().as_deref(), Some("s1"));
+
+        drop(server);
+        assert_eq!(next(&mut seen).await, "disconnected:transport error");
+        assert_eq!(client.state(), ClientState::Unauthorized);
+        assert!(!client.is_connected());
+
+        let mut server = next(&mut servers).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        memory::accept(&mut server).await;
+        assert_eq!(next(&mut seen).await, "connected");
+        assert_eq!(memory::recv(&mut server).await.unwrap(), authenticate);
+
+        client.shutdown().await;
+        assert_eq!(memory::recv(&mut server).await.unwrap(), "41");
+        assert_eq!(client.running_tasks(), 0);
+        assert_eq!(client.emit("x", &1), Err(ClientError::Shutdown));
+        // No callback after the shutdown, and none of them kept alive by the handle.
+        let after = tokio::time::timeout(NEVER, seen.recv()).await;
+        assert_eq!(after, Ok(None));
+    }
+}
