@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::BoxError;
-use crate::plumbing::{BoxFuture, catch_panic, catch_panic_now};
+use crate::plumbing::BoxFuture;
 
 /// What a handler or callback may return: nothing, or a `Result` whose error is logged.
 pub trait HandlerResult: Send + 'static {
@@ -157,17 +157,18 @@ where
     })
 }
 
-/// Starts `call` now, its synchronous part guarded, and gives back the rest: its future, a
-/// panic or error of either part turned into a log line. Starting now runs the synchronous
-/// parts in the order of the events even when the dispatcher drops the futures at shutdown.
+/// Starts `call` now (its synchronous part, under the panic guard), and gives back its future
+/// with its panic or error turned into a log line. Now, not when the future is first polled:
+/// the future must not keep what `call` holds (a handler holding its own client's handle
+/// would keep the client alive while the job waits).
 pub(crate) fn guarded<T: Send + 'static>(
     what: String,
     call: impl FnOnce() -> BoxFuture<Result<T, BoxError>>,
-) -> impl Future<Output = Option<T>> + Send + 'static {
-    let started = catch_panic_now(call);
-    async move {
+) -> BoxFuture<Option<T>> {
+    let started = crate::plumbing::catch_panic_now(call);
+    Box::pin(async move {
         let outcome = match started {
-            Ok(fut) => catch_panic(fut).await,
+            Ok(fut) => crate::plumbing::catch_panic(fut).await,
             Err(panic) => Err(panic),
         };
         match outcome {
@@ -181,7 +182,7 @@ pub(crate) fn guarded<T: Send + 'static>(
                 None
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
