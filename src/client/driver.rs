@@ -1,22 +1,64 @@
 //! The connection loop: connect (WebSocket, Engine.IO open, Socket.IO connect), serve the
-//! connection (heartbeat, events, acks, outgoing packets), and reconnect with backoff.
+//! connection (heartbeat, events, acks, outgoing packets), and reconnect with backoff. It
+//! follows what the client is asked to be ([`Desire`]), opens its WebSockets through a
+//! [`Dial`], and tells the client what happens through [`Events`]; it knows nothing else
+//! of the client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::client::dial::Dial;
 use crate::client::error::ClientError;
+use crate::client::options::ClientOptions;
 use crate::client::protocol::{self, Open, Packet};
-use crate::client::socket_client::{Desire, Inner};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// What the client is asked to be: the connection loop follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Desire {
+    Connected,
+    Disconnected,
+    Shutdown,
+}
+
+/// Moves `desire` from `from` to `to` if it still is `from` (a `connect()` or `shutdown()`
+/// made meanwhile wins).
+pub(crate) fn settle(desire: &watch::Sender<Desire>, from: Desire, to: Desire) {
+    desire.send_if_modified(|d| {
+        let change = *d == from;
+        if change {
+            *d = to;
+        }
+        change
+    });
+}
+
+/// What the connection loop reports, in the order it happens.
+pub(crate) trait Events: Send + Sync + 'static {
+    /// The connection is up: packets for the server go to `writer`.
+    fn connected(
+        &self,
+        writer: mpsc::UnboundedSender<String>,
+        engine_id: String,
+        socket_id: Option<String>,
+    );
+    /// An event from the server, with its ack id when the server wants an answer.
+    fn event(&self, name: String, args: Vec<Value>, ack: Option<u64>);
+    /// The server's answer to the emit of ack id `id`.
+    fn ack(&self, id: u64, args: Vec<Value>);
+    /// The connection is gone: nothing more goes out on it (its WebSocket is being closed).
+    fn closed(&self);
+    /// The connection ended for `reason`; whether another follows is decided already.
+    fn disconnected(&self, reason: Reason);
+    /// A connection attempt failed; whether another follows is decided already.
+    fn failed(&self, error: ClientError);
+}
 
 /// Why a connection ended, as socket.io-client names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,151 +90,276 @@ impl Reason {
     }
 }
 
-struct Connection {
-    ws: Ws,
+/// The backoff's jitter: numbers in [0, 1) (xorshift; no need for a real RNG here).
+struct Jitter(u64);
+
+impl Jitter {
+    fn from_clock() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9_7F4A_7C15)
+            | 1;
+        Self(seed)
+    }
+
+    fn next(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Connection<Io> {
+    ws: WebSocketStream<Io>,
     open: Open,
     sid: Option<String>,
 }
 
-/// The client's connection task.
-pub(crate) async fn drive(inner: Arc<Inner>) {
-    let mut desire = inner.desire.subscribe();
-    // Reconnection attempts since the last good connection: the backoff's exponent.
-    let mut attempt: u32 = 0;
-    // Failed connection attempts in a row: checked against `reconnection_attempts`.
-    let mut failures: u32 = 0;
-    loop {
-        let wanted = *desire.borrow_and_update();
-        match wanted {
-            Desire::Shutdown => return,
-            Desire::Disconnected => {
-                (attempt, failures) = (0, 0);
-                if desire.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            Desire::Connected => {}
+/// A client's connection loop; [`run`](Self::run) it on a task of its own.
+pub(crate) struct Driver<D, E> {
+    identifier: String,
+    options: ClientOptions,
+    dial: D,
+    events: E,
+    desire: watch::Sender<Desire>,
+}
+
+impl<D: Dial, E: Events> Driver<D, E> {
+    /// The loop of the client named `identifier` (in logs), following `desire`.
+    pub(crate) fn new(
+        identifier: String,
+        options: ClientOptions,
+        dial: D,
+        events: E,
+        desire: watch::Sender<Desire>,
+    ) -> Self {
+        Self {
+            identifier,
+            options,
+            dial,
+            events,
+            desire,
         }
-        let timeout = inner.options.timeout;
-        let outcome = tokio::select! {
-            res = tokio::time::timeout(timeout, connect(&inner)) => res.unwrap_or(Err(ClientError::Timeout(timeout))),
-            // A disconnect or shutdown while connecting.
-            _ = desire.changed() => continue,
-        };
-        match outcome {
-            Ok(conn) => {
-                (attempt, failures) = (0, 0);
-                let reason = serve(&inner, conn, &mut desire).await;
-                let reconnect = reason.reconnects() && inner.options.reconnection;
-                if !reconnect {
-                    // Before the callback, so that a `connect()` made from it is not undone.
-                    inner.settle(Desire::Connected, Desire::Disconnected);
-                }
-                inner.fire_disconnected(reason.as_str().to_owned());
-                if !reconnect {
+    }
+
+    /// Connects, serves and reconnects as asked until the desire is [`Desire::Shutdown`].
+    pub(crate) async fn run(self) {
+        let mut desire = self.desire.subscribe();
+        let mut jitter = Jitter::from_clock();
+        // Reconnection attempts since the last good connection: the backoff's exponent.
+        let mut attempt: u32 = 0;
+        // Failed connection attempts in a row: checked against `reconnection_attempts`.
+        let mut failures: u32 = 0;
+        loop {
+            let wanted = *desire.borrow_and_update();
+            match wanted {
+                Desire::Shutdown => return,
+                Desire::Disconnected => {
+                    (attempt, failures) = (0, 0);
+                    if desire.changed().await.is_err() {
+                        return;
+                    }
                     continue;
                 }
+                Desire::Connected => {}
             }
+            let timeout = self.options.timeout;
+            let outcome = tokio::select! {
+                res = tokio::time::timeout(timeout, self.connect()) => res.unwrap_or(Err(ClientError::Timeout(timeout))),
+                // A disconnect or shutdown while connecting.
+                _ = desire.changed() => continue,
+            };
+            match outcome {
+                Ok(conn) => {
+                    (attempt, failures) = (0, 0);
+                    let reason = self.serve(conn, &mut desire).await;
+                    let reconnect = reason.reconnects() && self.options.reconnection;
+                    if !reconnect {
+                        // Before the report, so that a `connect()` made on it is not undone.
+                        settle(&self.desire, Desire::Connected, Desire::Disconnected);
+                    }
+                    self.events.disconnected(reason);
+                    if !reconnect {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(client = %self.identifier, "connection failed: {e}");
+                    failures += 1;
+                    let exhausted = self
+                        .options
+                        .reconnection_attempts
+                        .is_some_and(|max| failures > max);
+                    // A refusal by the server is final, as in socket.io-client: the same
+                    // credentials would be refused again.
+                    let give_up = !self.options.reconnection
+                        || exhausted
+                        || matches!(e, ClientError::Refused(_));
+                    if give_up {
+                        settle(&self.desire, Desire::Connected, Desire::Disconnected);
+                    }
+                    self.events.failed(e);
+                    if give_up {
+                        continue;
+                    }
+                }
+            }
+            let delay = self.options.backoff(attempt, jitter.next());
+            attempt = attempt.saturating_add(1);
+            tracing::debug!(client = %self.identifier, ?delay, "reconnecting");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = desire.changed() => {}
+            }
+        }
+    }
+
+    /// Opens the WebSocket, reads the Engine.IO open packet, connects to the default
+    /// namespace.
+    async fn connect(&self) -> Result<Connection<D::Io>, ClientError> {
+        let mut ws = self.dial.dial().await?;
+        match self.handshake(&mut ws).await {
+            Ok((open, sid)) => Ok(Connection { ws, open, sid }),
             Err(e) => {
-                tracing::warn!(client = %inner.identifier, "connection failed: {e}");
-                failures += 1;
-                let exhausted = inner
-                    .options
-                    .reconnection_attempts
-                    .is_some_and(|max| failures > max);
-                // A refusal by the server is final, as in socket.io-client: the same
-                // credentials would be refused again.
-                let give_up = !inner.options.reconnection
-                    || exhausted
-                    || matches!(e, ClientError::Refused(_));
-                if give_up {
-                    inner.settle(Desire::Connected, Desire::Disconnected);
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The Engine.IO open packet, then the Socket.IO connect; the open packet and the socket
+    /// id.
+    async fn handshake(
+        &self,
+        ws: &mut WebSocketStream<D::Io>,
+    ) -> Result<(Open, Option<String>), ClientError> {
+        let open = loop {
+            match next_packet(ws).await? {
+                Packet::Open(open) => break open,
+                Packet::Noop => continue,
+                other => {
+                    return Err(ClientError::Transport(format!(
+                        "expected the Engine.IO open packet, got {other:?}"
+                    )));
                 }
-                inner.fire_error(e);
-                if give_up {
-                    continue;
+            }
+        };
+        send(ws, protocol::connect(self.options.auth.as_ref())).await?;
+        let sid = loop {
+            match next_packet(ws).await? {
+                Packet::Connect { sid } => break sid,
+                Packet::ConnectError(message) => return Err(ClientError::Refused(message)),
+                Packet::Ping => send(ws, protocol::PONG.to_owned()).await?,
+                Packet::Close => {
+                    return Err(ClientError::Transport("closed during the handshake".into()));
+                }
+                other => {
+                    tracing::debug!(client = %self.identifier, "ignored during the handshake: {other:?}")
                 }
             }
+        };
+        Ok((open, sid))
+    }
+
+    /// Serves one connection until it ends; returns why.
+    async fn serve(&self, conn: Connection<D::Io>, desire: &mut watch::Receiver<Desire>) -> Reason {
+        let Connection { ws, open, sid } = conn;
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        tracing::info!(client = %self.identifier, "connected");
+        self.events.connected(tx, open.sid.clone(), sid);
+
+        // The server pings every `ping_interval`; silence past `ping_timeout` more means the
+        // connection is dead even if TCP has not noticed.
+        let heartbeat = Duration::from_millis(open.ping_interval.saturating_add(open.ping_timeout));
+        let deadline = tokio::time::sleep(heartbeat);
+        tokio::pin!(deadline);
+        // A server that stops reading must not stall this loop (and with it the heartbeat
+        // check and disconnect requests): every write has a deadline.
+        let write_timeout = self.options.timeout;
+        macro_rules! write {
+            ($text:expr) => {
+                matches!(
+                    tokio::time::timeout(write_timeout, sink.send(Message::text($text))).await,
+                    Ok(Ok(()))
+                )
+            };
         }
-        let delay = inner.options.backoff(attempt, inner.jitter());
-        attempt = attempt.saturating_add(1);
-        tracing::debug!(client = %inner.identifier, ?delay, "reconnecting");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = desire.changed() => {}
-        }
+        let reason = loop {
+            tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
+                        Packet::Ping => {
+                            deadline.as_mut().reset(Instant::now() + heartbeat);
+                            if !write!(protocol::PONG) {
+                                break Reason::TransportError;
+                            }
+                        }
+                        Packet::Close => break Reason::TransportClose,
+                        Packet::Disconnect => break Reason::ServerDisconnect,
+                        Packet::Event { name, args, ack } => self.events.event(name, args, ack),
+                        Packet::Ack { id, args } => self.events.ack(id, args),
+                        Packet::ConnectError(message) => {
+                            tracing::warn!(client = %self.identifier, "connect_error: {message}");
+                        }
+                        Packet::Unsupported(text) => {
+                            tracing::debug!(client = %self.identifier, "unsupported packet ignored: {text}");
+                        }
+                        Packet::Open(_) | Packet::Connect { .. } | Packet::Noop => {}
+                    },
+                    Some(Ok(Message::Close(_))) | None => break Reason::TransportClose,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(client = %self.identifier, "transport error: {e}");
+                        break Reason::TransportError;
+                    }
+                },
+                Some(text) = rx.recv() => {
+                    if !write!(text) {
+                        break Reason::TransportError;
+                    }
+                }
+                () = &mut deadline => break Reason::PingTimeout,
+                changed = desire.changed() => {
+                    if changed.is_err() || *desire.borrow() != Desire::Connected {
+                        // What was emitted before the disconnect still goes out first.
+                        rx.close();
+                        while let Ok(text) = rx.try_recv() {
+                            if !write!(text) {
+                                break;
+                            }
+                        }
+                        write!(protocol::DISCONNECT);
+                        break Reason::ClientDisconnect;
+                    }
+                }
+            }
+        };
+        self.events.closed();
+        // A proper WebSocket close, however the connection ended (bounded: the peer may be
+        // gone).
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        tracing::info!(client = %self.identifier, reason = reason.as_str(), "disconnected");
+        reason
     }
 }
 
-/// Opens the WebSocket, reads the Engine.IO open packet, connects to the default namespace.
-async fn connect(inner: &Inner) -> Result<Connection, ClientError> {
-    let mut ws = open_websocket(inner).await?;
-    match handshake(inner, &mut ws).await {
-        Ok((open, sid)) => Ok(Connection { ws, open, sid }),
-        Err(e) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-            Err(e)
-        }
-    }
-}
-
-async fn open_websocket(inner: &Inner) -> Result<Ws, ClientError> {
-    let mut request = inner
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
-    for (name, value) in &inner.options.extra_headers {
-        let name = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| ClientError::InvalidUrl(format!("header {name:?}: {e}")))?;
-        let value = http::HeaderValue::from_str(value)
-            .map_err(|e| ClientError::InvalidUrl(format!("header {name}: {e}")))?;
-        request.headers_mut().append(name, value);
-    }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| ClientError::Transport(e.to_string()))?;
-    Ok(ws)
-}
-
-/// The Engine.IO open packet, then the Socket.IO connect; the open packet and the socket id.
-async fn handshake(inner: &Inner, ws: &mut Ws) -> Result<(Open, Option<String>), ClientError> {
-    let open = loop {
-        match next_packet(ws).await? {
-            Packet::Open(open) => break open,
-            Packet::Noop => continue,
-            other => {
-                return Err(ClientError::Transport(format!(
-                    "expected the Engine.IO open packet, got {other:?}"
-                )));
-            }
-        }
-    };
-    send(ws, protocol::connect(inner.options.auth.as_ref())).await?;
-    let sid = loop {
-        match next_packet(ws).await? {
-            Packet::Connect { sid } => break sid,
-            Packet::ConnectError(message) => return Err(ClientError::Refused(message)),
-            Packet::Ping => send(ws, protocol::PONG.to_owned()).await?,
-            Packet::Close => {
-                return Err(ClientError::Transport("closed during the handshake".into()));
-            }
-            other => {
-                tracing::debug!(client = %inner.identifier, "ignored during the handshake: {other:?}")
-            }
-        }
-    };
-    Ok((open, sid))
-}
-
-async fn send(ws: &mut Ws, text: String) -> Result<(), ClientError> {
+async fn send<Io: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<Io>,
+    text: String,
+) -> Result<(), ClientError> {
     ws.send(Message::text(text))
         .await
         .map_err(|e| ClientError::Transport(e.to_string()))
 }
 
-async fn next_packet(ws: &mut Ws) -> Result<Packet, ClientError> {
+async fn next_packet<Io: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<Io>,
+) -> Result<Packet, ClientError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(protocol::decode(&text)),
@@ -207,88 +374,369 @@ async fn next_packet(ws: &mut Ws) -> Result<Packet, ClientError> {
     }
 }
 
-/// Serves one connection until it ends; returns why.
-async fn serve(
-    inner: &Arc<Inner>,
-    conn: Connection,
-    desire: &mut tokio::sync::watch::Receiver<Desire>,
-) -> Reason {
-    let Connection { ws, open, sid } = conn;
-    let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    inner.connected_with(tx, open.sid.clone(), sid);
-    tracing::info!(client = %inner.identifier, "connected");
-    inner.fire_connected();
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio::task::JoinHandle;
 
-    // The server pings every `ping_interval`; silence past `ping_timeout` more means the
-    // connection is dead even if TCP has not noticed.
-    let heartbeat = Duration::from_millis(open.ping_interval.saturating_add(open.ping_timeout));
-    let deadline = tokio::time::sleep(heartbeat);
-    tokio::pin!(deadline);
-    // A server that stops reading must not stall this loop (and with it the heartbeat check
-    // and disconnect requests): every write has a deadline.
-    let write_timeout = inner.options.timeout;
-    macro_rules! write {
-        ($text:expr) => {
-            matches!(
-                tokio::time::timeout(write_timeout, sink.send(Message::text($text))).await,
-                Ok(Ok(()))
-            )
-        };
+    use super::*;
+    use crate::client::dial::memory::{self, MemoryDial, ServerEnd};
+
+    /// What the loop reported.
+    #[derive(Debug)]
+    enum Report {
+        Connected(mpsc::UnboundedSender<String>, String, Option<String>),
+        Event(String, Vec<Value>, Option<u64>),
+        Ack(u64, Vec<Value>),
+        Closed,
+        Disconnected(Reason),
+        Failed(ClientError),
     }
-    let reason = loop {
-        tokio::select! {
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
-                    Packet::Ping => {
-                        deadline.as_mut().reset(Instant::now() + heartbeat);
-                        if !write!(protocol::PONG) {
-                            break Reason::TransportError;
-                        }
-                    }
-                    Packet::Close => break Reason::TransportClose,
-                    Packet::Disconnect => break Reason::ServerDisconnect,
-                    Packet::Event { name, args, ack } => inner.dispatch(name, args, ack),
-                    Packet::Ack { id, args } => inner.resolve_ack(id, args),
-                    Packet::ConnectError(message) => {
-                        tracing::warn!(client = %inner.identifier, "connect_error: {message}");
-                    }
-                    Packet::Unsupported(text) => {
-                        tracing::debug!(client = %inner.identifier, "unsupported packet ignored: {text}");
-                    }
-                    Packet::Open(_) | Packet::Connect { .. } | Packet::Noop => {}
-                },
-                Some(Ok(Message::Close(_))) | None => break Reason::TransportClose,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(client = %inner.identifier, "transport error: {e}");
-                    break Reason::TransportError;
-                }
-            },
-            Some(text) = rx.recv() => {
-                if !write!(text) {
-                    break Reason::TransportError;
-                }
-            }
-            () = &mut deadline => break Reason::PingTimeout,
-            changed = desire.changed() => {
-                if changed.is_err() || *desire.borrow() != Desire::Connected {
-                    // What was emitted before the disconnect still goes out first.
-                    rx.close();
-                    while let Ok(text) = rx.try_recv() {
-                        if !write!(text) {
-                            break;
-                        }
-                    }
-                    write!(protocol::DISCONNECT);
-                    break Reason::ClientDisconnect;
-                }
+
+    struct Recorder(mpsc::UnboundedSender<Report>);
+
+    impl Events for Recorder {
+        fn connected(
+            &self,
+            writer: mpsc::UnboundedSender<String>,
+            eid: String,
+            sid: Option<String>,
+        ) {
+            self.0.send(Report::Connected(writer, eid, sid)).ok();
+        }
+        fn event(&self, name: String, args: Vec<Value>, ack: Option<u64>) {
+            self.0.send(Report::Event(name, args, ack)).ok();
+        }
+        fn ack(&self, id: u64, args: Vec<Value>) {
+            self.0.send(Report::Ack(id, args)).ok();
+        }
+        fn closed(&self) {
+            self.0.send(Report::Closed).ok();
+        }
+        fn disconnected(&self, reason: Reason) {
+            self.0.send(Report::Disconnected(reason)).ok();
+        }
+        fn failed(&self, error: ClientError) {
+            self.0.send(Report::Failed(error)).ok();
+        }
+    }
+
+    /// Far longer than any test waits. Paused time moves only while every task waits, so
+    /// reaching this means that what was awaited never comes.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    /// A loop over in-memory connections, the test playing the server.
+    struct Harness {
+        desire: watch::Sender<Desire>,
+        reports: mpsc::UnboundedReceiver<Report>,
+        servers: mpsc::UnboundedReceiver<ServerEnd>,
+        task: JoinHandle<()>,
+        start: Instant,
+    }
+
+    impl Harness {
+        fn start(options: ClientOptions) -> Self {
+            let (desire, _) = watch::channel(Desire::Connected);
+            let (dial, servers) = MemoryDial::new();
+            let (tx, reports) = mpsc::unbounded_channel();
+            let driver = Driver::new("t".into(), options, dial, Recorder(tx), desire.clone());
+            Self {
+                desire,
+                reports,
+                servers,
+                task: tokio::spawn(driver.run()),
+                start: Instant::now(),
             }
         }
-    };
-    inner.disconnected();
-    // A proper WebSocket close, however the connection ended (bounded: the peer may be gone).
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    tracing::info!(client = %inner.identifier, reason = reason.as_str(), "disconnected");
-    reason
+
+        fn elapsed(&self) -> Duration {
+            self.start.elapsed()
+        }
+
+        async fn report(&mut self) -> Report {
+            tokio::time::timeout(NEVER, self.reports.recv())
+                .await
+                .expect("a report")
+                .expect("the loop is running")
+        }
+
+        /// The next connection attempt, as the server sees it.
+        async fn dialed(&mut self) -> ServerEnd {
+            tokio::time::timeout(NEVER, self.servers.recv())
+                .await
+                .expect("an attempt")
+                .expect("the loop is running")
+        }
+
+        /// The next attempt accepted; its server end and the writer the loop reported.
+        async fn connected(&mut self) -> (ServerEnd, mpsc::UnboundedSender<String>) {
+            let mut server = self.dialed().await;
+            memory::accept(&mut server).await;
+            match self.report().await {
+                Report::Connected(writer, ..) => (server, writer),
+                other => panic!("reported {other:?}"),
+            }
+        }
+
+        /// Neither a report nor an attempt while `quiet` passes.
+        async fn quiet_for(&mut self, quiet: Duration) {
+            tokio::time::sleep(quiet).await;
+            assert!(self.servers.try_recv().is_err(), "an attempt");
+            if let Ok(report) = self.reports.try_recv() {
+                panic!("reported {report:?}");
+            }
+        }
+
+        /// The loop has returned, having reported nothing more.
+        async fn ended(mut self) {
+            tokio::time::timeout(NEVER, &mut self.task)
+                .await
+                .expect("the loop returns")
+                .expect("without panicking");
+            if let Ok(report) = self.reports.try_recv() {
+                panic!("reported {report:?}");
+            }
+        }
+    }
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            auth: Some(json!({ "token": "t" })),
+            randomization_factor: 0.0,
+            ..Default::default()
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_attempts_back_off_doubling_to_the_maximum_and_a_connection_resets_it() {
+        let mut h = Harness::start(options());
+        // Delays of 1, 2, 4, then 5 s (the maximum).
+        for at in [0, 1, 3, 7, 12, 17] {
+            let server = h.dialed().await;
+            assert_eq!(h.elapsed(), secs(at));
+            drop(server);
+            assert!(matches!(
+                h.report().await,
+                Report::Failed(ClientError::Transport(_))
+            ));
+        }
+        let (server, _writer) = h.connected().await;
+        assert_eq!(h.elapsed(), secs(22));
+        drop(server);
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::TransportError)
+        ));
+        // The lost connection is retried after the first delay again.
+        h.dialed().await;
+        assert_eq!(h.elapsed(), secs(23));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_past_the_timeout_fails_and_is_retried() {
+        let mut h = Harness::start(ClientOptions {
+            timeout: secs(5),
+            ..options()
+        });
+        let _silent = h.dialed().await;
+        match h.report().await {
+            Report::Failed(ClientError::Timeout(t)) => assert_eq!(t, secs(5)),
+            other => panic!("reported {other:?}"),
+        }
+        assert_eq!(h.elapsed(), secs(5));
+        h.dialed().await;
+        assert_eq!(h.elapsed(), secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_stop_after_the_configured_number_and_connect_resumes_them() {
+        let mut h = Harness::start(ClientOptions {
+            reconnection_attempts: Some(2),
+            ..options()
+        });
+        // The first attempt and two reconnection attempts.
+        for _ in 0..3 {
+            drop(h.dialed().await);
+            assert!(matches!(h.report().await, Report::Failed(_)));
+        }
+        assert_eq!(*h.desire.borrow(), Desire::Disconnected);
+        h.quiet_for(secs(60)).await;
+        let resumed = h.elapsed();
+        h.desire.send_replace(Desire::Connected);
+        drop(h.dialed().await);
+        assert_eq!(h.elapsed(), resumed, "at once");
+        assert!(matches!(h.report().await, Report::Failed(_)));
+        // The count starts again: the next delay is the first one.
+        h.dialed().await;
+        assert_eq!(h.elapsed(), resumed + secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_and_a_server_disconnect_are_final_a_closed_transport_is_not() {
+        let mut h = Harness::start(options());
+        let mut server = h.dialed().await;
+        memory::send(&mut server, memory::OPEN).await;
+        assert_eq!(
+            memory::recv(&mut server).await.unwrap(),
+            r#"40{"token":"t"}"#
+        );
+        memory::send(&mut server, r#"44{"message":"nope"}"#).await;
+        match h.report().await {
+            Report::Failed(ClientError::Refused(m)) => assert_eq!(m, "nope"),
+            other => panic!("reported {other:?}"),
+        }
+        assert_eq!(*h.desire.borrow(), Desire::Disconnected);
+        h.quiet_for(secs(60)).await;
+
+        h.desire.send_replace(Desire::Connected);
+        let (mut server, _writer) = h.connected().await;
+        memory::send(&mut server, "41").await;
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::ServerDisconnect)
+        ));
+        assert_eq!(*h.desire.borrow(), Desire::Disconnected);
+        h.quiet_for(secs(60)).await;
+
+        h.desire.send_replace(Desire::Connected);
+        let (mut server, _writer) = h.connected().await;
+        let closed_at = h.elapsed();
+        memory::send(&mut server, "1").await;
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::TransportClose)
+        ));
+        assert_eq!(*h.desire.borrow(), Desire::Connected);
+        h.dialed().await;
+        assert_eq!(h.elapsed(), closed_at + secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_is_left_at_the_heartbeat_deadline_each_ping_pushing_it_back() {
+        // OPEN: pings every 1 s, 0.5 s more for the pong: 1.5 s of silence is a dead server.
+        let mut h = Harness::start(options());
+        let (mut server, _writer) = h.connected().await;
+        tokio::time::sleep(secs(1)).await;
+        memory::send(&mut server, "2").await;
+        assert_eq!(memory::recv(&mut server).await.unwrap(), protocol::PONG);
+        assert!(matches!(h.report().await, Report::Closed));
+        assert_eq!(h.elapsed(), Duration::from_millis(2500));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::PingTimeout)
+        ));
+        assert_eq!(memory::recv(&mut server).await, None, "closed");
+        h.dialed().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_and_acks_are_reported_in_order_and_the_writer_reaches_the_server() {
+        let mut h = Harness::start(options());
+        let mut server = h.dialed().await;
+        assert_eq!(memory::accept(&mut server).await, r#"40{"token":"t"}"#);
+        let writer = match h.report().await {
+            Report::Connected(writer, eid, sid) => {
+                assert_eq!((eid.as_str(), sid.as_deref()), ("e1", Some("s1")));
+                writer
+            }
+            other => panic!("reported {other:?}"),
+        };
+        for frame in [
+            r#"42["news",{"a":1}]"#,
+            r#"451-["binary",{}]"#,
+            r#"421["ask",2]"#,
+            "6",
+            r#"437["ok"]"#,
+        ] {
+            memory::send(&mut server, frame).await;
+        }
+        match h.report().await {
+            Report::Event(name, args, None) => {
+                assert_eq!((name.as_str(), args), ("news", vec![json!({"a": 1})]))
+            }
+            other => panic!("reported {other:?}"),
+        }
+        match h.report().await {
+            Report::Event(name, args, Some(1)) => {
+                assert_eq!((name.as_str(), args), ("ask", vec![json!(2)]))
+            }
+            other => panic!("reported {other:?}"),
+        }
+        match h.report().await {
+            Report::Ack(7, args) => assert_eq!(args, vec![json!("ok")]),
+            other => panic!("reported {other:?}"),
+        }
+        writer.send(r#"42["hi"]"#.into()).unwrap();
+        assert_eq!(memory::recv(&mut server).await.unwrap(), r#"42["hi"]"#);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disconnect_sends_what_was_written_then_the_goodbye_and_stays_disconnected() {
+        let mut h = Harness::start(options());
+        let (mut server, writer) = h.connected().await;
+        // Many, so that the loop cannot have written them all before it sees the disconnect.
+        let written: Vec<String> = (0..50).map(|i| format!(r#"42["n",{i}]"#)).collect();
+        for text in &written {
+            writer.send(text.clone()).unwrap();
+        }
+        h.desire.send_replace(Desire::Disconnected);
+        for expected in written
+            .iter()
+            .map(String::as_str)
+            .chain([protocol::DISCONNECT])
+        {
+            assert_eq!(memory::recv(&mut server).await.unwrap(), expected);
+        }
+        assert_eq!(memory::recv(&mut server).await, None, "closed");
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::ClientDisconnect)
+        ));
+        assert!(writer.send("late".into()).is_err(), "the writer is gone");
+        h.quiet_for(secs(60)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_loop_while_connecting() {
+        let mut h = Harness::start(options());
+        let _silent = h.dialed().await;
+        h.desire.send_replace(Desire::Shutdown);
+        h.ended().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_loop_during_the_backoff_at_once() {
+        let mut h = Harness::start(options());
+        drop(h.dialed().await);
+        assert!(matches!(h.report().await, Report::Failed(_)));
+        h.desire.send_replace(Desire::Shutdown);
+        let start = h.start;
+        h.ended().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "the delay was not waited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_while_connected_says_goodbye_then_ends_the_loop() {
+        let mut h = Harness::start(options());
+        let (mut server, _writer) = h.connected().await;
+        h.desire.send_replace(Desire::Shutdown);
+        assert_eq!(
+            memory::recv(&mut server).await.unwrap(),
+            protocol::DISCONNECT
+        );
+        assert!(matches!(h.report().await, Report::Closed));
+        assert!(matches!(
+            h.report().await,
+            Report::Disconnected(Reason::ClientDisconnect)
+        ));
+        h.ended().await;
+    }
 }

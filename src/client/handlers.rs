@@ -30,6 +30,48 @@ impl<E: Display + Send + 'static> HandlerResult for Result<(), E> {
     }
 }
 
+/// An event handler, for [`SocketClient::subscribe_handler`] and
+/// [`SocketClient::subscribe_many`].
+///
+/// [`SocketClient::subscribe_handler`]: crate::client::SocketClient::subscribe_handler
+/// [`SocketClient::subscribe_many`]: crate::client::SocketClient::subscribe_many
+#[derive(Clone)]
+pub struct EventHandler(pub(crate) Handler);
+
+impl EventHandler {
+    /// A handler of the event's data as JSON; it may return `()` or a `Result` (an error is
+    /// logged).
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        Self(handler(f))
+    }
+
+    /// A handler of typed data; data of another shape is logged and skipped.
+    pub fn typed<T, F, Fut>(event: &str, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        Self(typed_handler(event, f))
+    }
+
+    /// A handler whose answer goes back to the server when it asked for an acknowledgement.
+    pub fn answering<F, Fut, E>(f: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        Self(answering_handler(f))
+    }
+}
+
 /// A type-erased event handler: takes the event's first argument, answers what to send back
 /// when the server asked for an acknowledgement (`None`: no answer).
 pub(crate) type Handler =
@@ -56,7 +98,7 @@ where
 pub(crate) type Callback<T> = Arc<dyn Fn(T) -> BoxFuture<Result<(), BoxError>> + Send + Sync>;
 
 /// A handler of the raw JSON data.
-pub(crate) fn handler<F, Fut>(f: F) -> Handler
+fn handler<F, Fut>(f: F) -> Handler
 where
     F: Fn(Value) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
@@ -69,7 +111,7 @@ where
 }
 
 /// A handler of typed data: data that does not deserialize as `T` is logged and skipped.
-pub(crate) fn typed_handler<T, F, Fut>(event: &str, f: F) -> Handler
+fn typed_handler<T, F, Fut>(event: &str, f: F) -> Handler
 where
     T: DeserializeOwned + Send + 'static,
     F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -90,7 +132,7 @@ where
 }
 
 /// A handler whose answer is sent back when the server asks for an acknowledgement.
-pub(crate) fn answering_handler<F, Fut, E>(f: F) -> Handler
+fn answering_handler<F, Fut, E>(f: F) -> Handler
 where
     F: Fn(Value) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, E>> + Send + 'static,
@@ -141,4 +183,35 @@ pub(crate) fn guarded<T: Send + 'static>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    async fn fails_later() -> Result<(), BoxError> {
+        panic!("later")
+    }
+
+    #[tokio::test]
+    async fn guarded_starts_the_call_at_once_and_contains_what_either_part_does() {
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let rest = guarded("t".into(), move || {
+            flag.store(true, Ordering::SeqCst);
+            Box::pin(async { Ok(7) })
+        });
+        assert!(
+            started.load(Ordering::SeqCst),
+            "before the future is polled"
+        );
+        assert_eq!(rest.await, Some(7));
+        let at_once = guarded::<()>("t".into(), || panic!("at once"));
+        assert_eq!(at_once.await, None);
+        assert_eq!(guarded("t".into(), || Box::pin(fails_later())).await, None);
+        let failed = guarded::<()>("t".into(), || Box::pin(async { Err("failed".into()) }));
+        assert_eq!(failed.await, None);
+    }
 }

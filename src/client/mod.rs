@@ -44,17 +44,22 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
+mod dial;
+mod dispatcher;
 mod driver;
 mod error;
+mod handle;
 mod handlers;
+mod jobs;
 mod options;
 pub mod protocol;
-mod socket_client;
+mod state;
 
+pub use builder::SocketClientBuilder;
 pub use error::ClientError;
-pub use handlers::HandlerResult;
+pub use handle::{EmitOptions, RawSocket, SocketClient};
+pub use handlers::{EventHandler, HandlerResult};
+pub use jobs::SHUTDOWN_GRACE;
 pub use options::ClientOptions;
-pub use socket_client::{
-    EmitOptions, EventHandler, RawSocket, SHUTDOWN_GRACE, SocketClient, SocketClientBuilder,
-    SubscriptionId,
-};
+pub use state::SubscriptionId;
