@@ -13,11 +13,19 @@ use socketio_stack::SendRequest;
 use socketio_stack::core::CoreService;
 use socketio_stack::fanout::wire::{self, Broadcast};
 use socketio_stack::layers::rate_limit::Bucket;
-use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RateLimitLayer, RoomsLayer};
+use socketio_stack::layers::{
+    AuthLayer, AuthTimeoutLayer, HandshakeAuthLayer, Next, PingLayer, RateLimitLayer, RoomsLayer,
+    from_fn,
+};
 use socketio_stack::testing::{Noop, TestSocket, event};
-use socketio_stack::{BoxError, ClientState, RequestKind, Session};
+use socketio_stack::{BoxError, ClientState, Identity, RequestKind, Session, SocketRequest};
 use socketioxide::socket::DisconnectReason;
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Clone, serde::Serialize)]
+struct User {
+    name: String,
+}
 
 async fn allow_all(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxError> {
     Ok(rooms)
@@ -52,6 +60,44 @@ fn layers(c: &mut Criterion) {
             let mut core = core.clone();
             let req = t.request(event("chat", json!({"text": "hi"})));
             async move { core.call(req).await.unwrap() }
+        })
+    });
+
+    // A handler that reads the socket's identity: the cost of the extractor on the hot path.
+    t.session.set_identity(User { name: "ann".into() });
+    let with_identity = CoreService::builder()
+        .on("chat", async |Identity(user): Identity<User>| {
+            std::hint::black_box(user);
+        })
+        .build()
+        .unwrap();
+    group.bench_function("core: event to a handler taking Identity", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut core = with_identity.clone();
+            let req = t.request(event("chat", json!({"text": "hi"})));
+            async move { core.call(req).await.unwrap() }
+        })
+    });
+
+    let pass = from_fn(async |req: SocketRequest, next: Next| next.run(req).await).layer(Noop);
+    group.bench_function("from_fn: pass-through", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut pass = pass.clone();
+            let req = t.request(event("chat", json!({"text": "hi"})));
+            async move { pass.ready().await.unwrap().call(req).await.unwrap() }
+        })
+    });
+
+    let handshake = HandshakeAuthLayer::new(|_hs| async {
+        Ok::<_, BoxError>(Some(User { name: "ann".into() }))
+    })
+    .layer(Noop);
+    let connecting = rt.block_on(TestSocket::new());
+    group.bench_function("handshake auth: accepted, identity kept", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut handshake = handshake.clone();
+            let req = connecting.request(RequestKind::Handshake);
+            async move { handshake.call(req).await.unwrap() }
         })
     });
 

@@ -27,11 +27,11 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 
 use crate::args::{Args, ArgsError};
-use crate::plumbing::{BoxFuture, catch_panic_call};
+use crate::plumbing::{BoxFuture, catch_panic, catch_panic_now};
 use crate::session::Session;
 
 /// Everything an extractor may take its value from.
-pub struct EventParts<A: Adapter> {
+pub struct EventParts<'a, A: Adapter> {
     /// The socket.
     pub socket: SocketRef<A>,
     /// The socket's session.
@@ -42,8 +42,9 @@ pub struct EventParts<A: Adapter> {
     pub args: Args,
     /// The acknowledgement sender, taken by the first `AckSender` extractor.
     pub ack: Option<AckSender<A>>,
-    /// The application state given to the builder (`with_state`), by type.
-    pub state: Arc<http::Extensions>,
+    /// The application state given to the builder (`with_state`), by type: borrowed, since
+    /// extractors run before the handler's future is made.
+    pub state: &'a http::Extensions,
 }
 
 /// Why an extractor could not produce its value; the handler is then not called and the
@@ -62,7 +63,7 @@ impl std::error::Error for ExtractError {}
 /// A handler argument taken from the event.
 pub trait FromEventParts<A: Adapter>: Sized {
     /// Takes the value, or says why it cannot.
-    fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError>;
+    fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError>;
 }
 
 /// Extractors for handler arguments.
@@ -105,7 +106,7 @@ pub mod extract {
 
     /// Who the client is, as authentication found it (see [`identity`](crate::identity)).
     impl<A: Adapter, T: Clone + Send + Sync + 'static> FromEventParts<A> for Identity<T> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             parts.session.identity().map(Identity).ok_or_else(|| {
                 ExtractError(format!(
                     "the socket has no identity of type {}",
@@ -116,7 +117,7 @@ pub mod extract {
     }
 
     impl<A: Adapter, T: Clone + Send + Sync + 'static> FromEventParts<A> for Extension<T> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             parts
                 .session
                 .extensions()
@@ -132,7 +133,7 @@ pub mod extract {
     }
 
     impl<A: Adapter, T: Clone + Send + Sync + 'static> FromEventParts<A> for State<T> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             parts.state.get::<T>().cloned().map(State).ok_or_else(|| {
                 ExtractError(format!(
                     "no state of type {} was given to the builder (with_state)",
@@ -145,13 +146,13 @@ pub mod extract {
     /// Any extractor, where its value may be missing: `None` instead of the handler not
     /// being called.
     impl<A: Adapter, T: FromEventParts<A>> FromEventParts<A> for Option<T> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(T::from_event_parts(parts).ok())
         }
     }
 
     impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for Data<T> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             parts
                 .args
                 .decode()
@@ -161,7 +162,7 @@ pub mod extract {
     }
 
     impl<A: Adapter, T: DeserializeOwned> FromEventParts<A> for TryData<T> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(TryData(parts.args.decode()))
         }
     }
@@ -169,37 +170,37 @@ pub mod extract {
     /// Every argument, untyped, binary included: emit or acknowledge with it to send them
     /// all back as they came.
     impl<A: Adapter> FromEventParts<A> for Args {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(parts.args.clone())
         }
     }
 
     impl<A: Adapter> FromEventParts<A> for EventName {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(EventName(parts.name.clone()))
         }
     }
 
     impl<A: Adapter> FromEventParts<A> for SocketRef<A> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(parts.socket.clone())
         }
     }
 
     impl<A: Adapter> FromEventParts<A> for Session {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(parts.session.clone())
         }
     }
 
     impl<A: Adapter> FromEventParts<A> for Arc<crate::handshake::Handshake> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             Ok(parts.session.handshake().clone())
         }
     }
 
     impl<A: Adapter> FromEventParts<A> for AckSender<A> {
-        fn from_event_parts(parts: &mut EventParts<A>) -> Result<Self, ExtractError> {
+        fn from_event_parts(parts: &mut EventParts<'_, A>) -> Result<Self, ExtractError> {
             parts
                 .ack
                 .take()
@@ -211,7 +212,7 @@ pub mod extract {
 /// An async function usable as an event handler: every argument is a [`FromEventParts`].
 pub trait EventHandler<A: Adapter, T>: Clone + Send + Sync + 'static {
     /// Extracts the arguments and runs the handler.
-    fn call(&self, parts: EventParts<A>) -> BoxFuture<()>;
+    fn call(&self, parts: EventParts<'_, A>) -> BoxFuture<()>;
 }
 
 macro_rules! impl_event_handler {
@@ -224,7 +225,7 @@ macro_rules! impl_event_handler {
             Fut: Future<Output = ()> + Send + 'static,
             $($ty: FromEventParts<A> + Send + 'static,)*
         {
-            fn call(&self, mut parts: EventParts<A>) -> BoxFuture<()> {
+            fn call(&self, mut parts: EventParts<'_, A>) -> BoxFuture<()> {
                 $(
                     let $ty = match $ty::from_event_parts(&mut parts) {
                         Ok(v) => v,
@@ -248,19 +249,24 @@ impl_event_handler!(T1, T2, T3, T4);
 impl_event_handler!(T1, T2, T3, T4, T5);
 
 /// A type-erased handler.
-pub(crate) type BoxedHandler<A> = Arc<dyn Fn(EventParts<A>) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type BoxedHandler<A> =
+    Arc<dyn for<'a> Fn(EventParts<'a, A>) -> BoxFuture<()> + Send + Sync>;
 
 /// Erases `handler`, containing its panics: a panicking handler is logged and never takes its
 /// socket's pipeline (or anyone else's) down.
 pub(crate) fn boxed<A: Adapter, T, H: EventHandler<A, T>>(handler: H) -> BoxedHandler<A> {
-    Arc::new(move |parts: EventParts<A>| {
+    Arc::new(move |parts: EventParts<'_, A>| {
         let socket = parts.socket.id;
         let name = parts.name.clone();
-        // The handler's synchronous part (extractors, a closure's body before its future)
-        // panics inside the guard as well as its future.
-        let handler = handler.clone();
+        // The handler's synchronous part (extractors, a closure's body before its future) runs
+        // now, under the guard as well as its future: what it does not keep is dropped now.
+        let started = catch_panic_now(|| handler.call(parts));
         Box::pin(async move {
-            if let Err(panic) = catch_panic_call(move || handler.call(parts)).await {
+            let outcome = match started {
+                Ok(fut) => catch_panic(fut).await,
+                Err(panic) => Err(panic),
+            };
+            if let Err(panic) = outcome {
                 tracing::error!(%socket, event = %name, "event handler panicked: {panic}");
             }
         })

@@ -36,7 +36,6 @@ fn reserved_hint(name: &str) -> Option<&'static str> {
 pub struct CoreService<A: Adapter = LocalAdapter> {
     registry: ClientRegistry<A>,
     handlers: Arc<Handlers<A>>,
-    state: Arc<http::Extensions>,
 }
 
 struct Handlers<A: Adapter> {
@@ -45,6 +44,8 @@ struct Handlers<A: Adapter> {
     on_connect: Option<BoxedHandler<A>>,
     on_authenticated: Option<BoxedHandler<A>>,
     on_disconnect: Option<BoxedHandler<A>>,
+    /// The application state given to `with_state`, by type.
+    state: http::Extensions,
 }
 
 impl<A: Adapter> Clone for CoreService<A> {
@@ -52,7 +53,6 @@ impl<A: Adapter> Clone for CoreService<A> {
         Self {
             registry: self.registry.clone(),
             handlers: self.handlers.clone(),
-            state: self.state.clone(),
         }
     }
 }
@@ -68,8 +68,8 @@ impl<A: Adapter> CoreService<A> {
                 on_connect: None,
                 on_authenticated: None,
                 on_disconnect: None,
+                state: http::Extensions::new(),
             },
-            state: http::Extensions::new(),
             errors: Vec::new(),
         }
     }
@@ -84,7 +84,6 @@ impl<A: Adapter> CoreService<A> {
 pub struct CoreServiceBuilder<A: Adapter = LocalAdapter> {
     registry: ClientRegistry<A>,
     handlers: Handlers<A>,
-    state: http::Extensions,
     errors: Vec<BuildError>,
 }
 
@@ -118,7 +117,7 @@ impl<A: Adapter> CoreServiceBuilder<A> {
     /// application state (a database pool, a config), one value of each type, shared by
     /// every socket.
     pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.state.insert(value);
+        self.handlers.state.insert(value);
         self
     }
 
@@ -163,7 +162,6 @@ impl<A: Adapter> CoreServiceBuilder<A> {
         Ok(CoreService {
             registry: self.registry,
             handlers: Arc::new(self.handlers),
-            state: Arc::new(self.state),
         })
     }
 }
@@ -214,7 +212,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                         name: names::AUTHENTICATED.to_owned(),
                         args: Args::new(),
                         ack: None,
-                        state: self.state.clone(),
+                        state: &self.handlers.state,
                     };
                     session.after_request(handler(parts));
                 }
@@ -241,7 +239,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                     name,
                     args,
                     ack,
-                    state: self.state.clone(),
+                    state: &self.handlers.state,
                 });
                 Box::pin(async move {
                     fut.await;
