@@ -153,12 +153,16 @@ fn layers(c: &mut Criterion) {
         })
     });
 
+    // A socket not authenticated at connect: the layer starts its deadline (an authenticated
+    // one, as after a handshake authentication, needs none).
+    let arriving = rt.block_on(TestSocket::new());
     let timeout = AuthTimeoutLayer::default().layer(Noop);
     group.bench_function("auth timeout: connect + disconnect", |b| {
         b.to_async(&rt).iter(|| {
             let mut timeout = timeout.clone();
-            let connect = t.request(RequestKind::Connect);
-            let disconnect = t.request(RequestKind::Disconnect(DisconnectReason::TransportClose));
+            let connect = arriving.request(RequestKind::Connect);
+            let disconnect =
+                arriving.request(RequestKind::Disconnect(DisconnectReason::TransportClose));
             async move {
                 timeout.call(connect).await.unwrap();
                 timeout.call(disconnect).await.unwrap();
