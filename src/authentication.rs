@@ -23,7 +23,7 @@
 //! # Your own, from a function
 //!
 //! An API key in a header, checked at the handshake, in a few lines with
-//! [`from_fn`](crate::layers::from_fn):
+//! [`from_fn`](fn@crate::layers::from_fn):
 //!
 //! ```
 //! use socketio_stack::authentication::admit;

@@ -6,9 +6,9 @@
 //! lets the client in with no identity) or `Option<T>` (`Some(user)` lets it in as `user`,
 //! `None` refuses it). `Err(_)` is the seeds' second failure path. The identity is kept with
 //! the socket, once: every layer beneath reads it with
-//! [`Session::identity`], every handler (the authenticated callback included) with the
+//! [`Session::identity`](crate::Session::identity), every handler (the authenticated callback included) with the
 //! [`Identity`] extractor, and the fleet sees it, serialized, as the socket's `data` (a Node
-//! server's `fetchSockets()` answer; [`Session::data`]).
+//! server's `fetchSockets()` answer; [`Session::data`](crate::Session::data)).
 //!
 //! ```
 //! use std::sync::Arc;
