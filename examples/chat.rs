@@ -140,6 +140,10 @@ async fn relay(
 ) -> Result<(), String> {
     let ChatIn { room, text } =
         message.map_err(|e| format!("expected {{room, text}} as strings: {e}"))?;
+    // Every socket is also in the default rooms (and its own): chat is for chat-* rooms only.
+    if !room.starts_with("chat-") {
+        return Err(format!("{room:?} is not a chat room (chat-*)"));
+    }
     if !socket.rooms().iter().any(|r| *r == room) {
         return Err(format!("not a member of room {room:?}"));
     }

@@ -78,7 +78,8 @@ pub enum RequestKind<A: Adapter = LocalAdapter> {
     /// [`Session::complete_authentication`], or right after `Connect` when no layer defers
     /// authentication.
     Authenticated,
-    /// The socket disconnected (the last request of every socket).
+    /// The socket disconnected (the last request of every socket that connected: one refused
+    /// at its `Handshake`, or gone before its CONNECT could be answered, gets none).
     Disconnect(DisconnectReason),
 }
 

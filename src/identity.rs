@@ -38,6 +38,9 @@
 //! # let _ = server;
 //! ```
 //!
+use std::any::Any;
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// The identity authentication found, as kept with the socket and as a handler extracts it:
@@ -53,9 +56,14 @@ pub trait IdentityValue: Serialize + Clone + Send + Sync + 'static {}
 
 impl<T: Serialize + Clone + Send + Sync + 'static> IdentityValue for T {}
 
-/// The socket's `data` for the fleet: the identity serialized, kept beside it.
+/// The identity as kept with the socket: the value (of whatever type authentication gave)
+/// and its serialized form, the socket's `data` for the fleet, in one slot so that they are
+/// replaced together and an identity of another type never lingers beside the new one.
 #[derive(Clone)]
-pub(crate) struct SocketData(pub(crate) std::sync::Arc<serde_json::Value>);
+pub(crate) struct StoredIdentity {
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    pub(crate) data: Arc<serde_json::Value>,
+}
 
 /// Why the socket's CONNECT is refused, set during its `Handshake` request.
 #[derive(Clone)]

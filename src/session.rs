@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::handshake::Handshake;
-use crate::identity::{ConnectRefusal, Identity, IdentityValue, SocketData};
+use crate::identity::{ConnectRefusal, IdentityValue, StoredIdentity};
 use crate::plumbing::{BoxFuture, LogThrottle};
 use crate::transport::Transports;
 
@@ -203,9 +203,10 @@ impl Session {
     }
 
     /// Called by an authentication layer once the client has proven who it is: the state
-    /// becomes `authenticated`, and as soon as the current request is done the bridge sends
-    /// the synthetic `Authenticated` request through the whole stack, from the top, so every
-    /// layer sees it wherever it sits relative to the authentication layer.
+    /// becomes `authenticated`, and as soon as the current request is done (after `Connect`,
+    /// when it is the `Handshake` request) the bridge sends the synthetic `Authenticated`
+    /// request through the whole stack, from the top, so every layer sees it wherever it sits
+    /// relative to the authentication layer.
     pub fn complete_authentication(&self) {
         self.set_state(ClientState::Authenticated);
         self.0
@@ -229,23 +230,23 @@ impl Session {
             tracing::warn!(socket = %self.0.id, "identity not serializable as the socket's data: {e}");
             serde_json::Value::Object(Default::default())
         });
-        self.0.extensions.insert(SocketData(Arc::new(data)));
-        self.0.extensions.insert(Identity(identity));
+        self.0.extensions.insert(StoredIdentity {
+            value: Arc::new(identity),
+            data: Arc::new(data),
+        });
     }
 
     /// Who the client is, if authentication said so with a `T`.
     pub fn identity<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.0
-            .extensions
-            .get::<Identity<T>>()
-            .map(|Identity(id)| id)
+        let stored = self.0.extensions.get::<StoredIdentity>()?;
+        stored.value.downcast_ref::<T>().cloned()
     }
 
     /// The socket's `data` as the fleet sees it (`socket.data` in a Node server's
     /// `fetchSockets()` answer): the identity, serialized; `{}` when there is none.
     pub fn data(&self) -> Arc<serde_json::Value> {
-        match self.0.extensions.get::<SocketData>() {
-            Some(SocketData(data)) => data,
+        match self.0.extensions.get::<StoredIdentity>() {
+            Some(stored) => stored.data,
             None => Arc::new(serde_json::Value::Object(Default::default())),
         }
     }
@@ -316,6 +317,19 @@ impl Session {
     /// Marks the socket as gone and wakes whoever waits in [`closed`](Self::closed).
     /// Returns `false` if it was already closed.
     pub(crate) fn close(&self, reason: DisconnectReason) -> bool {
+        if !self.mark_closed(reason) {
+            return false;
+        }
+        if let Some(transports) = self.0.transports.get() {
+            transports.forget(self.0.id);
+        }
+        true
+    }
+
+    /// Marks the socket as gone, its timers aborted and its queued tasks dropped, without
+    /// forgetting what its transport keeps: for a socket refused at its CONNECT, whose
+    /// Engine.IO session goes on (and must keep its CONNECT budget).
+    pub(crate) fn mark_closed(&self, reason: DisconnectReason) -> bool {
         let mut slot = lock(&self.0.disconnect_reason);
         if self.0.closed.swap(true, Ordering::AcqRel) {
             return false;
@@ -324,9 +338,7 @@ impl Session {
         drop(slot);
         self.0.closed_notify.notify_waiters();
         lock(&self.0.after_request).clear();
-        if let Some(transports) = self.0.transports.get() {
-            transports.forget(self.0.id);
-        }
+        self.clear_timers();
         true
     }
 
@@ -483,6 +495,23 @@ mod tests {
         assert!(!s.transition(ClientState::Unauthorized, ClientState::Authenticating));
         s.set_state(ClientState::Authenticated);
         assert_eq!(s.state().as_str(), "authenticated");
+    }
+
+    #[test]
+    fn an_identity_replaces_the_one_before_whatever_its_type() {
+        let s = session();
+        assert_eq!(*s.data(), serde_json::json!({}));
+        s.set_identity("ann".to_owned());
+        assert_eq!(s.identity::<String>().as_deref(), Some("ann"));
+        s.set_identity(7_u32);
+        assert_eq!(s.identity::<String>(), None, "the old one does not linger");
+        assert_eq!(s.identity::<u32>(), Some(7));
+        assert_eq!(*s.data(), serde_json::json!(7));
+        // Not serializable as JSON (a map with keys that are not strings): kept, data `{}`.
+        let odd: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        s.set_identity(odd.clone());
+        assert_eq!(s.identity(), Some(odd));
+        assert_eq!(*s.data(), serde_json::json!({}));
     }
 
     #[tokio::test]

@@ -198,3 +198,86 @@ async fn handshake_authentication_refuses_at_connect_and_fills_the_same_identity
     );
     assert_eq!(*client.session.data(), json!({ "name": "bo" }));
 }
+
+#[tokio::test]
+async fn a_client_gone_while_its_handshake_is_decided_leaves_nothing_behind() {
+    // The function waits for the test; a layer above hands the test each session.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let (sessions_tx, mut sessions) = tokio::sync::mpsc::unbounded_channel();
+    let server = SocketServer::builder()
+        .layer(from_fn(move |req: SocketRequest, next: Next| {
+            if matches!(req.kind, RequestKind::Handshake) {
+                sessions_tx.send(req.session.clone()).ok();
+            }
+            next.run(req)
+        }))
+        .layer(HandshakeAuthLayer::new(move |hs: Arc<Handshake>| {
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                find_user(hs).await
+            }
+        }))
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let mut ws = raw_ws(t.addr, None).await;
+    ws.send(Message::text(r#"40{"token":"user:cy"}"#))
+        .await
+        .unwrap();
+    let session = tokio::time::timeout(WAIT, sessions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(ws);
+    // Accepted after the client left: the CONNECT answer cannot be sent, the socket is never
+    // connected, and its session is closed (its timers and waiters with it).
+    release.add_permits(1);
+    tokio::time::timeout(WAIT, session.closed())
+        .await
+        .expect("the session closed");
+    assert_eq!(t.server.client_count(), 0);
+}
+
+#[tokio::test]
+async fn refused_connects_over_long_polling_stay_under_the_session_s_connect_bound() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let server = SocketServer::builder()
+        .layer(HandshakeAuthLayer::new(move |hs: Arc<Handshake>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            find_user(hs)
+        }))
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let (status, open) = raw_http(t.addr, "GET", "/io/?EIO=4&transport=polling", "").await;
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    let target = format!(
+        "/io/?EIO=4&transport=polling&sid={}",
+        open["sid"].as_str().unwrap()
+    );
+    // One bad CONNECT at a time, each refusal read before the next: a refusal must not hand
+    // the session a fresh budget (16 at once, then one per 2 s).
+    let mut refused = 0;
+    for _ in 0..40 {
+        let (status, _) = raw_http(t.addr, "POST", &target, r#"40{"token":"nobody"}"#).await;
+        if status != 200 {
+            break;
+        }
+        let (status, body) = raw_http(t.addr, "GET", &target, "").await;
+        if status != 200 {
+            break;
+        }
+        if body.contains(INVALID_TOKEN_MESSAGE) {
+            refused += 1;
+        }
+    }
+    let calls = calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((16..=18).contains(&refused), "{refused} refusals");
+    assert!(calls <= 18, "{calls} calls of the authenticate function");
+    let (status, _) = raw_http(t.addr, "POST", &target, "40").await;
+    assert_eq!(status, 400, "the session is cut off");
+}

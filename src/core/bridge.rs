@@ -253,20 +253,40 @@ where
         socket.on_disconnect(DisconnectForwarder { lane: lane.clone() });
         let mut service = self.service.clone();
         Box::pin(async move {
-            // A layer may refuse the CONNECT here (a handshake authentication, say).
-            dispatch(
-                &mut service,
-                &socket,
-                &lane.session,
-                RequestKind::Handshake,
-                Detach::Never,
+            // A layer may refuse the CONNECT here (a handshake authentication, say). Fails
+            // closed: a request that failed, panicked or took too long refuses it too, since
+            // the layer that would have claimed the socket may not have run.
+            let handled = tokio::time::timeout(
+                HANDSHAKE_DEADLINE,
+                dispatch(
+                    &mut service,
+                    &socket,
+                    &lane.session,
+                    RequestKind::Handshake,
+                    Detach::Never,
+                ),
             )
             .await;
-            if let Some(message) = lane.session.take_connect_refusal() {
+            let session = &lane.session;
+            let refusal = match (session.take_connect_refusal(), handled) {
+                (Some(message), _) => Some(message),
+                (None, Ok(true)) if !session.is_disconnecting() => None,
+                (None, Ok(true)) => Some("the server refused the connection".to_owned()),
+                (None, Ok(false)) => Some("the server failed to accept the connection".to_owned()),
+                (None, Err(_)) => {
+                    tracing::error!(socket = %socket.id, ?HANDSHAKE_DEADLINE, "the Handshake request did not end in time");
+                    Some("the server failed to accept the connection".to_owned())
+                }
+            };
+            if let Some(message) = refusal {
                 tracing::info!(socket = %socket.id, %message, "CONNECT refused");
-                lane.session.close(DisconnectReason::ServerNSDisconnect);
+                // Its Engine.IO session goes on, with its CONNECT budget.
+                session.mark_closed(DisconnectReason::ServerNSDisconnect);
                 return Err(Box::new(message) as Box<dyn Display + Send>);
             }
+            // Closes the session should the socket never be connected (its transport gone
+            // before the CONNECT answer could be sent): `call` disarms it.
+            socket.extensions.insert(Unanswered::new(session.clone()));
             // Handed to `call`, which starts the worker once the socket is connected.
             socket.extensions.insert(lane);
             Ok(())
@@ -275,6 +295,9 @@ where
 
     fn call(&self, s: Arc<Socket<A>>, _auth: Option<WireValue>) {
         let socket = SocketRef::from(s);
+        if let Some(unanswered) = socket.extensions.remove::<Unanswered>() {
+            unanswered.disarm();
+        }
         let Some(lane) = socket.extensions.remove::<Lane<S, A>>() else {
             tracing::error!(socket = %socket.id, "connected without the bridge's set-up");
             return;
@@ -286,6 +309,43 @@ where
             lane.session.close(DisconnectReason::TransportClose);
         }
         tokio::spawn(lane.run(socket, true));
+    }
+}
+
+/// How long the `Handshake` request may take: socketioxide's own connect timeout (past it the
+/// engine closes a session that has no namespace connected, so the client is gone anyway).
+pub const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Kept in a socket's extensions between its accepted `Handshake` and its `Connect`: when the
+/// socket is dropped without ever being connected (its transport closed while the stack was
+/// deciding), the last clone's drop closes its session, so its timers and waiters do not
+/// outlive it. socketioxide runs no disconnect handler for a socket it never connected.
+#[derive(Clone)]
+struct Unanswered(Arc<UnansweredInner>);
+
+struct UnansweredInner {
+    session: Session,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Unanswered {
+    fn new(session: Session) -> Self {
+        Self(Arc::new(UnansweredInner {
+            session,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        }))
+    }
+
+    fn disarm(&self) {
+        self.0.armed.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for UnansweredInner {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::Acquire) {
+            self.session.close(DisconnectReason::TransportClose);
+        }
     }
 }
 
@@ -622,14 +682,16 @@ enum Detach {
 }
 
 /// Calls the stack with one request, containing panics (of a layer or a handler) so the
-/// worker always goes on to the socket's next request and its disconnect.
+/// worker always goes on to the socket's next request and its disconnect. Returns whether the
+/// request was handled to its end without error.
 async fn dispatch<S, A>(
     service: &mut S,
     socket: &SocketRef<A>,
     session: &Session,
     kind: RequestKind<A>,
     detach: Detach,
-) where
+) -> bool
+where
     A: Adapter,
     S: Service<SocketRequest<A>, Response = ()>,
     S::Error: Display + Send,
@@ -641,7 +703,7 @@ async fn dispatch<S, A>(
         Ok(svc) => svc,
         Err(e) => {
             tracing::error!(socket = %id, request = label, "service not ready: {e}");
-            return;
+            return false;
         }
     };
     let req = SocketRequest::new(socket.clone(), session.clone(), kind);
@@ -649,7 +711,7 @@ async fn dispatch<S, A>(
         Ok(fut) => fut,
         Err(panic) => {
             tracing::error!(socket = %id, request = label, "the stack panicked: {panic}");
-            return;
+            return false;
         }
     };
     let mut fut = Box::pin(catch_panic(fut));
@@ -661,16 +723,19 @@ async fn dispatch<S, A>(
         res = &mut fut => report(id, label, res),
         () = session.closed() => {
             tokio::spawn(async move { report(id, label, fut.await) });
+            false
         }
     }
 }
 
-fn report<E: Display>(id: Sid, label: &str, res: Result<Result<(), E>, String>) {
+/// Logs a request's failure; returns whether it succeeded.
+fn report<E: Display>(id: Sid, label: &str, res: Result<Result<(), E>, String>) -> bool {
     match res {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => return true,
         Ok(Err(e)) => tracing::error!(socket = %id, request = label, "request failed: {e}"),
         Err(panic) => tracing::error!(socket = %id, request = label, "the stack panicked: {panic}"),
     }
+    false
 }
 
 fn log_panic(id: Sid, what: &str, res: Result<(), String>) {
@@ -684,7 +749,6 @@ mod tests {
     //! The per-socket queue and worker, driven through socketioxide's in-memory sockets (no
     //! network), with tokio's paused time: a wait for "nothing more happens" costs nothing.
     use super::*;
-    use std::convert::Infallible;
     use std::task::{Context, Poll};
     use std::time::Duration;
 
@@ -695,12 +759,22 @@ mod tests {
     use crate::plumbing::BoxFuture;
 
     /// Reports `start:<label>` and `end:<label>` of each request; an event named `slow*` waits
-    /// for a permit of `release` in between, and a `Handshake` is refused when `refuse` is set.
+    /// for a permit of `release` in between. The `Handshake` does what `handshake` says, and
+    /// reports `closed` when its session closes.
     #[derive(Clone)]
     struct Probe {
         log: mpsc::UnboundedSender<String>,
         release: Arc<Semaphore>,
-        refuse: Option<&'static str>,
+        handshake: AtHandshake,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum AtHandshake {
+        Pass,
+        Refuse(&'static str),
+        Fail,
+        Disconnect,
+        Wait,
     }
 
     fn probe() -> (Probe, mpsc::UnboundedReceiver<String>) {
@@ -710,7 +784,7 @@ mod tests {
             Probe {
                 log,
                 release,
-                refuse: None,
+                handshake: AtHandshake::Pass,
             },
             rx,
         )
@@ -718,10 +792,10 @@ mod tests {
 
     impl Service<SocketRequest> for Probe {
         type Response = ();
-        type Error = Infallible;
-        type Future = BoxFuture<Result<(), Infallible>>;
+        type Error = &'static str;
+        type Future = BoxFuture<Result<(), &'static str>>;
 
-        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
             Poll::Ready(Ok(()))
         }
 
@@ -730,16 +804,32 @@ mod tests {
                 RequestKind::Event(ev) => ev.name.clone(),
                 kind => kind.label().to_owned(),
             };
-            if let (RequestKind::Handshake, Some(message)) = (&req.kind, self.refuse) {
-                req.session.refuse_connection(message);
+            let at_handshake = match req.kind {
+                RequestKind::Handshake => self.handshake,
+                _ => AtHandshake::Pass,
+            };
+            if at_handshake != AtHandshake::Pass {
+                let (session, log) = (req.session.clone(), self.log.clone());
+                tokio::spawn(async move {
+                    session.closed().await;
+                    log.send("closed".into()).ok();
+                });
+            }
+            match at_handshake {
+                AtHandshake::Refuse(message) => req.session.refuse_connection(message),
+                AtHandshake::Disconnect => req.session.disconnect(&req.socket),
+                _ => {}
             }
             let this = self.clone();
             Box::pin(async move {
                 this.log.send(format!("start:{label}")).ok();
-                if label.starts_with("slow") {
+                if label.starts_with("slow") || at_handshake == AtHandshake::Wait {
                     this.release.acquire().await.unwrap().forget();
                 }
                 this.log.send(format!("end:{label}")).ok();
+                if at_handshake == AtHandshake::Fail {
+                    return Err("no");
+                }
                 Ok(())
             })
         }
@@ -846,18 +936,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_handshake_is_answered_with_connect_error_and_goes_no_further() {
-        let (mut probe, mut log) = probe();
-        probe.refuse = Some("not you");
-        let io = server(Bridge::new(probe)).await;
-        let (client, mut rx) = io.new_dummy_sock("/", ()).await;
-        expect(&mut log, &["start:handshake", "end:handshake"]).await;
-        let Some(Packet::Message(answer)) = rx.recv().await else {
-            panic!("an answer to the CONNECT")
-        };
-        assert_eq!(answer.as_str(), r#"4{"message":"not you"}"#);
-        emit(&client, "a").await;
-        client.send(Packet::Close).await.unwrap();
-        quiet(&mut log).await;
+    async fn a_refused_failed_or_disconnected_handshake_is_answered_with_connect_error_and_goes_no_further()
+     {
+        for (at_handshake, message) in [
+            (AtHandshake::Refuse("not you"), "not you"),
+            // Fails closed: the layer that would have claimed the socket may not have run.
+            (
+                AtHandshake::Fail,
+                "the server failed to accept the connection",
+            ),
+            (AtHandshake::Disconnect, "the server refused the connection"),
+        ] {
+            let (mut probe, mut log) = probe();
+            probe.handshake = at_handshake;
+            let io = server(Bridge::new(probe)).await;
+            let (client, mut rx) = io.new_dummy_sock("/", ()).await;
+            expect(&mut log, &["start:handshake", "end:handshake", "closed"]).await;
+            let answer = loop {
+                match rx.recv().await {
+                    Some(Packet::Message(m)) if m.as_str().starts_with('4') => break m,
+                    Some(_) => continue,
+                    None => panic!("no answer to the CONNECT"),
+                }
+            };
+            assert_eq!(answer.as_str(), format!(r#"4{{"message":"{message}"}}"#));
+            emit(&client, "a").await;
+            client.send(Packet::Close).await.unwrap();
+            quiet(&mut log).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_never_connected_after_its_handshake_has_its_session_closed() {
+        let t = crate::testing::TestSocket::new().await;
+        let guard = Unanswered::new(t.session.clone());
+        let clone = guard.clone();
+        drop(guard);
+        assert!(!t.session.is_closed(), "a clone is still held");
+        drop(clone);
+        assert!(t.session.is_closed());
+
+        let connected = crate::testing::TestSocket::new().await;
+        let guard = Unanswered::new(connected.session.clone());
+        guard.disarm();
+        drop(guard);
+        assert!(!connected.session.is_closed(), "disarmed by the connect");
     }
 }

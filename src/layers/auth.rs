@@ -71,7 +71,7 @@ use crate::event::{RequestKind, SocketRequest, names};
 use crate::handshake::Handshake;
 use crate::layers::ResponseFuture;
 use crate::plumbing::BoxFuture;
-use crate::plumbing::catch_panic_call;
+use crate::plumbing::{catch_panic_call, catch_panic_now};
 use crate::session::{ClientState, Session};
 
 /// The message of `unauthenticated` when the authenticate function answered `false`.
@@ -209,6 +209,10 @@ where
     }
 }
 
+/// Marks a socket told it is authenticated.
+#[derive(Clone)]
+struct Announced;
+
 /// Passes `Authenticated` down, then tells the client: it hears of its authentication once
 /// the layers beneath have set the socket up (rooms joined, first ping sent), as in the seeds.
 pub(crate) fn announce_authenticated<S, A>(
@@ -226,7 +230,9 @@ where
     let inner = inner.call(req);
     ResponseFuture::boxed(async move {
         inner.await?;
-        if !session.is_closed() {
+        // Once per socket, should two authentication layers share a stack.
+        let first = session.extensions().insert(Announced).is_none();
+        if first && !session.is_closed() {
             let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
             if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
                 tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
@@ -263,11 +269,14 @@ async fn authenticate_socket<A: Adapter, E>(
         }
     };
     match outcome {
-        Ok(Ok(admission)) => {
-            if !admission(&session) {
-                reject(&socket, &session, INVALID_TOKEN_MESSAGE);
+        Ok(Ok(admission)) => match catch_panic_now(|| admission(&session)) {
+            Ok(true) => {}
+            Ok(false) => reject(&socket, &session, INVALID_TOKEN_MESSAGE),
+            Err(panic) => {
+                tracing::error!(socket = %socket.id, "keeping the identity panicked: {panic}");
+                reject(&socket, &session, AUTH_FAILED_MESSAGE);
             }
-        }
+        },
         Ok(Err(e)) => {
             tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
             reject(&socket, &session, AUTH_FAILED_MESSAGE);

@@ -7,8 +7,8 @@
 //! it can claim authentication, refuse a CONNECT, keep per-socket state in the
 //! [`Session`](crate::Session)'s extensions or start a timer, as a hand-written layer would.
 //! Write a `Service` instead when the layer needs its own readiness (backpressure) or the
-//! last nanoseconds: the function's future and [`Next`] are boxed, one allocation each per
-//! request.
+//! last nanoseconds: each request boxes the function's future, [`Next`] (the rest of the
+//! stack, cloned) and its future, about 40 ns in all on this project's machine (BENCHMARKS.md).
 //!
 //! # Example
 //! ```

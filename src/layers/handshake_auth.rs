@@ -16,9 +16,12 @@
 //!    error level, and `connect_error`
 //!    `{message: "Failed to authenticate connection! Please login again!"}`.
 //!
-//! The Engine.IO session stays open after a refusal, as in socket.io: the client may CONNECT
-//! again (socket.io-client does not on its own; the application can, with another token), and
-//! a session's CONNECTs are bounded ([`connect_limit`](crate::connect_limit)).
+//! The Engine.IO session stays open after a refusal, as in socket.io, until socketioxide's
+//! connect timeout (45 s after it opened, unless a CONNECT succeeds): the client may CONNECT
+//! again meanwhile (socket.io-client does not on its own; the application can, with another
+//! token), and a session's CONNECTs are bounded ([`connect_limit`](crate::connect_limit)),
+//! refused ones included. A client that leaves while its function runs costs that call, up to
+//! the timeout; the socket then goes no further.
 //!
 //! # Example
 //! ```
@@ -57,7 +60,7 @@ use crate::layers::auth::{
     erase_authenticate,
 };
 use crate::layers::auth_timeout::DEFAULT_AUTH_TIMEOUT;
-use crate::plumbing::catch_panic_call;
+use crate::plumbing::{catch_panic_call, catch_panic_now};
 use crate::session::ClientState;
 
 /// Adds authentication at the handshake; see the [module docs](self).
@@ -85,6 +88,9 @@ impl HandshakeAuthLayer {
 
     /// How long the function may take before the CONNECT is refused as failed (default 10 s,
     /// the seeds' `authenticateTimeout`): the client waits for its CONNECT answer meanwhile.
+    /// The bridge gives the whole `Handshake` request at most
+    /// [`HANDSHAKE_DEADLINE`](crate::core::bridge::HANDSHAKE_DEADLINE) (45 s) whatever this
+    /// says; zero refuses every client.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -156,6 +162,12 @@ where
                 tracing::debug!(socket = %req.socket.id, "authenticate ignored: authenticated at the handshake");
                 ResponseFuture::done()
             }
+            // Never expected (a socket refused at its CONNECT sends nothing), but should a
+            // layer above have dropped the Handshake request after the claim, fail closed.
+            RequestKind::Event(ev) if req.session.state() != ClientState::Authenticated => {
+                tracing::debug!(socket = %req.socket.id, event = %ev.name, "event from a socket not authenticated at the handshake dropped");
+                ResponseFuture::done()
+            }
             _ => ResponseFuture::inner(self.inner.call(req)),
         }
     }
@@ -173,12 +185,14 @@ async fn admitted<A: Adapter>(
     let handshake = session.handshake().clone();
     let answer = tokio::time::timeout(timeout, catch_panic_call(move || authenticate(handshake)));
     let refusal = match answer.await {
-        Ok(Ok(Ok(admission))) => {
-            if admission(session) {
-                return true;
+        Ok(Ok(Ok(admission))) => match catch_panic_now(|| admission(session)) {
+            Ok(true) => return true,
+            Ok(false) => INVALID_TOKEN_MESSAGE,
+            Err(panic) => {
+                tracing::error!(socket = %socket.id, "keeping the identity panicked: {panic}");
+                AUTH_FAILED_MESSAGE
             }
-            INVALID_TOKEN_MESSAGE
-        }
+        },
         Ok(Ok(Err(e))) => {
             tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
             AUTH_FAILED_MESSAGE
@@ -226,6 +240,38 @@ mod tests {
         };
         assert_eq!(name, "authenticated");
         assert_eq!(rec.seen(), ["handshake", "authenticated"]);
+    }
+
+    #[tokio::test]
+    async fn with_the_event_based_layer_too_the_client_is_told_once_and_events_are_gated() {
+        let t = TestSocket::new().await;
+        let rec = Recorder::default();
+        let accept = |_hs| async { Ok::<_, BoxError>(true) };
+        let mut svc = HandshakeAuthLayer::new(accept)
+            .layer(crate::layers::AuthLayer::new(accept).layer(rec.clone()));
+        // Before authentication (a layer above dropped the Handshake, say): nothing passes.
+        t.session.defer_authentication();
+        svc.call(t.request(crate::testing::event("chat", json!(1))))
+            .await
+            .unwrap();
+        assert!(rec.seen().is_empty());
+        svc.call(t.request(RequestKind::Handshake)).await.unwrap();
+        svc.call(t.request(RequestKind::Connect)).await.unwrap();
+        svc.call(t.request(RequestKind::Authenticated))
+            .await
+            .unwrap();
+        let TestPacket::Event(name, _) = t.next_packet().await else {
+            panic!()
+        };
+        assert_eq!(name, "authenticated");
+        assert!(t.no_packet_pending(), "told once");
+        svc.call(t.request(crate::testing::event("chat", json!(2))))
+            .await
+            .unwrap();
+        assert_eq!(
+            rec.seen(),
+            ["handshake", "connect", "authenticated", "event:chat"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -134,8 +134,14 @@ test('malformed chats, and rooms that are not chat-*, are refused and harm nobod
     assert.deepEqual(await ann.timeout(5_000).emitWithAck('chat', { room: 'chat-b', text: 'in b' }), { ok: true });
     const general = await ann.timeout(5_000).emitWithAck('chat', { room: 'general', text: 'in general' });
     assert.equal(general.ok, false);
+    // The rooms every socket is in (the default rooms, its own id) are not chat rooms.
+    for (const room of ['io-default', 'io-notification', ann.id]) {
+      const ack = await ann.timeout(5_000).emitWithAck('chat', { room, text: 'to everyone' });
+      assert.equal(ack.ok, false, room);
+      assert.match(ack.error, /not a chat room/);
+    }
     await until('in b arrived', () => got.some((m) => m.text === 'in b'));
-    assert.ok(!got.some((m) => m.text === 'in general' || m.text === 'x'));
+    assert.ok(!got.some((m) => ['in general', 'x', 'to everyone'].includes(m.text)));
     assert.ok(ann.connected, 'still connected');
   }));
 
