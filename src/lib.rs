@@ -16,9 +16,17 @@
 //! | --- | --- | --- |
 //! | [`RateLimitLayer`](layers::RateLimitLayer) | (none) | 50 events/s, burst 100; 5/s, burst 10 for `authenticate`/`join`/`leave` |
 //! | [`AuthLayer`](layers::AuthLayer) | `authenticateFn`, `authenticate` / `authenticated` / `unauthenticated` | no default: you give the function |
+//! | [`HandshakeAuthLayer`](layers::HandshakeAuthLayer) | (instead of `AuthLayer`: socket.io's `io.use`) | refuses a bad CONNECT with `connect_error` |
 //! | [`AuthTimeoutLayer`](layers::AuthTimeoutLayer) | `authenticateTimeout` | 10 s |
 //! | [`PingLayer`](layers::PingLayer) | `pingInterval`, `ping` `{time}` | 30 s |
 //! | [`RoomsLayer`](layers::RoomsLayer) | `defaultRooms`, `validateRoomFn`, `join` / `leave` | `io-default`, `io-notification`; joins refused without a validate function |
+//!
+//! Your own policy is a `tower::Layer` over [`SocketRequest`], or an async function given to
+//! [`from_fn`](fn@layers::from_fn).
+//!
+//! Who the client is, as the authenticate function found it, stays with the socket
+//! ([`identity`]): layers read it from the [`Session`], handlers with the [`Identity`]
+//! extractor, the fleet as the socket's `data`.
 //!
 //! At the bottom, the [`CoreService`](core::CoreService) tracks clients and runs your
 //! handlers. Leave a layer out and the rest still work (without [`AuthLayer`](layers::AuthLayer),
