@@ -31,4 +31,5 @@ echo "== JavaScript interop: socket.io-client against the demo, the chat example
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 (cd tests/js && DEMO_BIN="$target_dir/debug/examples/demo" EMITTER_BIN="$target_dir/debug/examples/emitter" \
   CONFORMANCE_BIN="$target_dir/debug/examples/protocol_conformance" CHAT_BIN="$target_dir/debug/examples/chat" \
-  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs)
+  FLEET_BIN="$target_dir/debug/examples/fleet" \
+  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs)

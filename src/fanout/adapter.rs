@@ -21,10 +21,21 @@
 //! instance's uid; every other instance delivers it when it comes from Redis, and this one
 //! skips it then. Broadcasts with the `local` flag, operations on one socket of this server
 //! (as `fetch_sockets` hands them out) and everything outside the default namespace `/` are
-//! not published. Remote joins, leaves and
-//! disconnects (`io.within(room).join(..)`, `.leave(..)`, `.disconnect()`) are applied here
-//! and published as the JavaScript adapter's requests. Acknowledged broadcasts, fetching
-//! sockets or rooms of other instances and server-side emits stay on this instance, for now.
+//! not published. Remote joins, leaves and disconnects (`io.within(room).join(..)`,
+//! `.leave(..)`, `.disconnect()`) are applied here and published as the JavaScript adapter's
+//! requests.
+//!
+//! Across the fleet as well:
+//! - **acknowledged broadcasts** (`io.to(room).timeout(..).emit_with_ack(..)`): the stream
+//!   yields the acknowledgements of every server's sockets, Node's included, and ends once
+//!   all have come (see [`fleet_acks`](super::fleet_acks) for what a remote item carries);
+//! - **`io.rooms()`** (without rooms or exceptions): every server's rooms;
+//! - **the server count** (`PUBSUB NUMSUB` of the request channel, as the JavaScript adapter).
+//!
+//! socketioxide's own `fetch_sockets()` stays on this instance: its remote sockets are a
+//! socketioxide id and server id, which a Node socket's id does not fit, and carry no `data`.
+//! [`RedisFanout::fleet`](super::RedisFanout::fleet) fetches the sockets of the whole fleet
+//! with their rooms, handshake and `data`, and sends and handles server-side emits.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,11 +45,13 @@ use crate::args::{Arg, Args};
 use socketioxide::BroadcastError;
 use socketioxide::adapter::{AdapterError, Emitter as SocketsOfNamespace};
 use socketioxide_core::adapter::{
-    BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, RoomParam,
-    SocketEmitter,
+    BroadcastFlags, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, Room,
+    RoomParam, SocketEmitter,
 };
 use socketioxide_core::packet::{Packet, PacketData};
 
+use crate::fanout::fleet_acks::{FleetAckStream, RemoteAcks};
+use crate::fanout::fleet_wire::{self, AckBroadcast};
 use crate::fanout::redis_fanout::WeakFanout;
 use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request};
 
@@ -54,7 +67,7 @@ pub struct RedisAdapter {
 impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
     type Error = Infallible;
     type State = WeakFanout;
-    type AckStream = <SocketsOfNamespace as SocketEmitter>::AckStream;
+    type AckStream = FleetAckStream<<SocketsOfNamespace as SocketEmitter>::AckStream>;
     type InitRes = ();
 
     fn new(state: &WeakFanout, local: CoreLocalAdapter<SocketsOfNamespace>) -> Self {
@@ -129,7 +142,42 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         opts: BroadcastOptions,
         timeout: Option<Duration>,
     ) -> Result<Self::AckStream, Self::Error> {
-        Ok(self.local.broadcast_with_ack(packet, opts, timeout).0)
+        let remote = self.ask_acks(&packet, &opts, timeout).await;
+        let (local, _) = self.local.broadcast_with_ack(packet, opts, timeout);
+        Ok(FleetAckStream::new(local, remote))
+    }
+
+    async fn server_count(&self) -> Result<u16, Infallible> {
+        let Some(fanout) = self.fanout.upgrade() else {
+            return Ok(1);
+        };
+        match fanout.server_count().await {
+            Ok(n) => Ok(u16::try_from(n.max(1)).unwrap_or(u16::MAX)),
+            Err(e) => {
+                tracing::warn!(error = %e, "server count unknown; counting this one");
+                Ok(1)
+            }
+        }
+    }
+
+    async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>, Infallible> {
+        let everywhere = opts.rooms.is_empty() && opts.except.is_empty();
+        let fanout = self
+            .reaches_other_instances(&opts)
+            .then(|| self.fanout.upgrade())
+            .flatten()
+            .filter(|_| everywhere);
+        let local = || self.local.rooms(opts.clone()).into_iter().collect();
+        let Some(fanout) = fanout else {
+            return Ok(local());
+        };
+        match fanout.fleet().rooms().await {
+            Ok(rooms) => Ok(rooms.into_iter().map(Room::from).collect()),
+            Err(e) => {
+                tracing::warn!(error = %e, "rooms of the other servers unknown; this one's only");
+                Ok(local())
+            }
+        }
     }
 
     fn get_local(&self) -> &CoreLocalAdapter<SocketsOfNamespace> {
@@ -140,6 +188,49 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
 impl DefinedAdapter for RedisAdapter {}
 
 impl RedisAdapter {
+    /// Publishes an acknowledged broadcast for the other servers (when it reaches them and
+    /// there are any), and what they will owe.
+    async fn ask_acks(
+        &self,
+        packet: &Packet,
+        opts: &BroadcastOptions,
+        timeout: Option<Duration>,
+    ) -> Option<RemoteAcks> {
+        if !self.reaches_other_instances(opts) {
+            return None;
+        }
+        let fanout = self.fanout.upgrade()?;
+        let broadcast = to_wire(packet, opts, fanout.uid())?;
+        let servers = match fanout.server_count().await {
+            Ok(n) => n.saturating_sub(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
+                return None;
+            }
+        };
+        if servers == 0 {
+            return None;
+        }
+        let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
+        let awaited = fanout.register_request();
+        let request = AckBroadcast {
+            uid: broadcast.uid,
+            request_id: awaited.id.clone(),
+            nsp: broadcast.nsp,
+            event: broadcast.event,
+            args: broadcast.args,
+            rooms: broadcast.rooms,
+            except: broadcast.except,
+            timeout: Some(timeout),
+        };
+        let message = fleet_wire::encode_ack_broadcast(&request);
+        if let Err(e) = fanout.publish_on_request_channel(message).await {
+            tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
+            return None;
+        }
+        Some(RemoteAcks::new(awaited, servers, timeout))
+    }
+
     /// Whether an operation goes to other instances: not when it is local-only, not when it
     /// targets one socket of this server (what `fetch_sockets` hands out; published, it would
     /// read as "every socket" elsewhere), and not outside the default namespace, the only one

@@ -155,6 +155,22 @@ impl Emitter {
     }
 
     async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<u64, FanoutError> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(channel).arg(payload);
+        self.run(publish).await
+    }
+
+    /// How many connections are subscribed to `channel` (`PUBSUB NUMSUB`): on a request
+    /// channel, how many servers there are, as the JavaScript adapter counts them.
+    pub(crate) async fn subscribers(&self, channel: String) -> Result<u64, FanoutError> {
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub.arg("NUMSUB").arg(channel);
+        let counts: Vec<(String, u64)> = self.run(numsub).await?;
+        Ok(counts.first().map_or(0, |(_, n)| *n))
+    }
+
+    /// Runs one command on a pooled connection, waiting for its turn.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, FanoutError> {
         let pool = self
             .pool
             .read()
@@ -172,10 +188,7 @@ impl Emitter {
                 RunError::TimedOut => Cause::timed_out("pooled connection", self.checkout_timeout),
             })
         })?;
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async::<u64>(&mut *conn)
+        cmd.query_async::<T>(&mut *conn)
             .await
             .map_err(|e| FanoutError::Unavailable(Cause::of(e)))
     }

@@ -10,11 +10,18 @@
 //!   layers wrap either).
 //! - [`Emitter`]: publishing from a process without a Socket.IO server.
 //! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
+//! - [`Fleet`]: every server and socket of the fleet from Rust: fetching sockets and rooms,
+//!   remote joins, server-side emits ([`fleet_wire`]: their format).
 
 pub mod adapter;
 pub mod connect_error;
 pub mod delivery;
 pub mod emitter;
+pub mod fleet;
+pub mod fleet_acks;
+pub mod fleet_wire;
+mod local_server;
+mod pending_requests;
 pub mod redis_fanout;
 pub mod wire;
 
@@ -22,4 +29,5 @@ pub use adapter::RedisAdapter;
 pub use connect_error::{Cause, FanoutError};
 pub use delivery::RedisDelivery;
 pub use emitter::Emitter;
+pub use fleet::{Fleet, FleetError, FleetSocket};
 pub use redis_fanout::{RedisFanout, WeakFanout};

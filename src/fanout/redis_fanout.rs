@@ -17,23 +17,26 @@
 //! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
 //! instance delivers what Node emitters and adapters publish.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::args::Args;
+use crate::args::{Arg, Args};
 use crate::fanout::connect_error::{Cause, FanoutError, check_reachable, open_client};
 use crate::fanout::delivery::RedisDelivery;
 use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
-use crate::fanout::wire::{self, Broadcast, Query, RemoteOp, Request, WireError};
-use crate::plumbing::{BoxFuture, LogThrottle};
+use crate::fanout::fleet_wire::{self, AckBroadcast, FleetRequest, ServerSideEmit};
+use crate::fanout::local_server::{LocalAck, LocalServer};
+use crate::fanout::pending_requests::{Awaited, PendingRequests};
+use crate::fanout::wire::{self, Broadcast, Query, Request, WireError};
+use crate::plumbing::{BoxFuture, LogThrottle, catch_panic_call};
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
 /// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]
@@ -46,16 +49,8 @@ pub struct RedisFanout {
     inner: Arc<Inner>,
 }
 
-/// Delivers a broadcast from Redis to this instance's sockets (set by `attach`).
-/// Its answer, for a query: the JSON text to publish on the response channel.
-type LocalDeliver = Box<dyn Fn(Incoming) -> BoxFuture<Option<String>> + Send + Sync>;
-
-/// What comes from Redis for the local sockets.
-enum Incoming {
-    Broadcast(Broadcast),
-    Request(Request),
-    Query(Query),
-}
+/// A handler of server-side emits (see [`RedisFanout::on_server_side_emit`]).
+type ServerSideHandler = Arc<dyn Fn(Args) -> BoxFuture<Arg> + Send + Sync>;
 
 struct Inner {
     /// This instance's id on the wire (what the JavaScript adapter calls its uid).
@@ -67,7 +62,11 @@ struct Inner {
     /// deliver its own sends, so they fail instead of vanishing.
     subscribed: Arc<AtomicBool>,
     key: String,
-    deliver: OnceLock<LocalDeliver>,
+    /// This instance's sockets (set by `attach`).
+    local: OnceLock<Arc<dyn LocalServer>>,
+    /// The questions this instance asked the fleet, awaiting answers.
+    pending: PendingRequests,
+    server_side: RwLock<HashMap<String, ServerSideHandler>>,
     stop: watch::Sender<bool>,
     subscriber: Mutex<Option<JoinHandle<()>>>,
     refusals: Refusals,
@@ -102,15 +101,18 @@ impl RedisFanout {
         let client = open_client(url)?;
         let emitter = Emitter::connect_with(url, key, timeout).await?;
         let adapter_pub = Emitter::connect_with(url, key, timeout).await?;
-        let pubsub = subscribe(&client, key, timeout).await?;
+        let uid = instance_uid();
+        let pubsub = subscribe(&client, key, &uid, timeout).await?;
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
-            uid: instance_uid(),
+            uid,
             emitter,
             adapter_pub,
             subscribed: Arc::new(AtomicBool::new(true)),
             key: key.to_owned(),
-            deliver: OnceLock::new(),
+            local: OnceLock::new(),
+            pending: PendingRequests::default(),
+            server_side: RwLock::default(),
             stop,
             subscriber: Mutex::new(None),
             refusals: Refusals::default(),
@@ -143,18 +145,7 @@ impl RedisFanout {
     /// Delivers what comes from Redis to the sockets of `io` (the builder does it; the first
     /// call wins). Deliveries are local-only broadcasts, so an adapter never re-publishes them.
     pub fn attach<A: Adapter>(&self, io: SocketIo<A>) {
-        let deliver: LocalDeliver = Box::new(move |incoming: Incoming| {
-            let io = io.clone();
-            Box::pin(async move {
-                match incoming {
-                    Incoming::Broadcast(b) => deliver_to(&io, b).await,
-                    Incoming::Request(r) => apply_to(&io, r).await,
-                    Incoming::Query(q) => return answer(&io, q).await,
-                }
-                None
-            })
-        });
-        if self.inner.deliver.set(deliver).is_err() {
+        if self.inner.local.set(Arc::new(io)).is_err() {
             tracing::warn!("fan-out already attached to a Socket.IO server");
         }
     }
@@ -173,6 +164,53 @@ impl RedisFanout {
     /// Publishes a request (remote join, leave, disconnect).
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
         self.inner.adapter_pub.publish_request(request).await
+    }
+
+    /// Handles the server-side emits of `event` from the other servers of the fleet (Node's
+    /// `io.serverSideEmit(event, ...args)`, ours from [`Fleet::server_side_emit`]): `handler`
+    /// gets their arguments, and what it returns answers an emit that awaits answers
+    /// (ignored otherwise). One handler per event; a later one replaces it. A handler that
+    /// panics answers nothing (the asker times out) and is logged.
+    ///
+    /// [`Fleet::server_side_emit`]: crate::fanout::Fleet::server_side_emit
+    pub fn on_server_side_emit<F, Fut>(&self, event: &str, handler: F)
+    where
+        F: Fn(Args) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Arg> + Send + 'static,
+    {
+        let handler: ServerSideHandler = Arc::new(move |args| Box::pin(handler(args)));
+        self.inner
+            .server_side
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(event.to_owned(), handler);
+    }
+
+    /// This instance's sockets, once a server is attached.
+    pub(crate) fn local_server(&self) -> Option<Arc<dyn LocalServer>> {
+        self.inner.local.get().cloned()
+    }
+
+    /// How many servers the fleet has, this one included (the subscribers of the request
+    /// channel, as the JavaScript adapter counts them).
+    pub(crate) async fn server_count(&self) -> Result<usize, FanoutError> {
+        let channel = wire::request_channel(&self.inner.key, "/");
+        let n = self.inner.adapter_pub.subscribers(channel).await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// A new question to the fleet, whose answers come to the returned handle.
+    pub(crate) fn register_request(&self) -> Awaited {
+        self.inner.pending.register(&self.inner.uid)
+    }
+
+    /// Publishes an encoded request or question on the request channel.
+    pub(crate) async fn publish_on_request_channel(
+        &self,
+        message: Vec<u8>,
+    ) -> Result<u64, FanoutError> {
+        let channel = wire::request_channel(&self.inner.key, "/");
+        self.inner.adapter_pub.publish_raw(channel, message).await
     }
 
     /// Stops the subscription and closes the connections (publishing fails from then on);
@@ -219,16 +257,26 @@ impl std::fmt::Debug for RedisFanout {
     }
 }
 
+/// Subscribes to the broadcasts, the requests and the answers of namespace `/` (the shared
+/// response channel, and this instance's own, which JavaScript adapters answer on with
+/// `publishOnSpecificResponseChannel`).
 async fn subscribe(
     client: &redis::Client,
     key: &str,
+    uid: &str,
     timeout: Duration,
 ) -> Result<redis::aio::PubSub, FanoutError> {
     check_reachable(client, timeout).await?;
     let open = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(wire::pattern(key, "/")).await?;
-        pubsub.subscribe(wire::request_channel(key, "/")).await?;
+        pubsub
+            .subscribe(&[
+                wire::request_channel(key, "/"),
+                wire::response_channel(key, "/"),
+                specific_response_channel(key, uid),
+            ])
+            .await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(timeout, open).await {
@@ -263,11 +311,11 @@ async fn receive(
                 () = tokio::time::sleep(delay) => {}
                 () = until_stopped(&mut stopped) => return,
             }
-            let Some(key) = inner.upgrade().map(|i| i.key.clone()) else {
+            let Some((key, uid)) = inner.upgrade().map(|i| (i.key.clone(), i.uid.clone())) else {
                 return;
             };
             let attempt = tokio::select! {
-                attempt = subscribe(&client, &key, timeout) => attempt,
+                attempt = subscribe(&client, &key, &uid, timeout) => attempt,
                 () = until_stopped(&mut stopped) => return,
             };
             match attempt {
@@ -309,47 +357,26 @@ async fn receive(
 }
 
 impl Inner {
-    /// Delivers one message from Redis to the local sockets; garbage is ignored (and logged,
-    /// throttled), and this instance's own adapter broadcasts and requests (applied when made)
-    /// are skipped.
-    async fn deliver(&self, channel: &str, payload: &[u8]) {
-        if channel == wire::request_channel(&self.key, "/") {
-            match wire::decode_request(payload) {
-                Ok(Some(request)) if request.uid.as_deref() != Some(self.uid.as_str()) => {
-                    if let Some(deliver) = self.deliver.get() {
-                        deliver(Incoming::Request(request)).await;
-                    }
+    /// Handles one message from Redis: a broadcast is delivered to the local sockets, a
+    /// request applied or answered, an answer handed to the question awaiting it. Garbage is
+    /// ignored (and logged, throttled), and this instance's own broadcasts and requests
+    /// (applied when made) are skipped.
+    async fn deliver(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+        if channel == wire::response_channel(&self.key, "/")
+            || channel == specific_response_channel(&self.key, &self.uid)
+        {
+            match fleet_wire::decode_response(payload) {
+                Ok(response) => {
+                    self.pending.answer(response);
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => match wire::decode_query(payload) {
-                    Ok(Some((uid, query))) if uid.as_deref() != Some(self.uid.as_str()) => {
-                        let answer = match self.deliver.get() {
-                            Some(deliver) => deliver(Incoming::Query(query)).await,
-                            None => None,
-                        };
-                        if let Some(answer) = answer {
-                            let channel = wire::response_channel(&self.key, "/");
-                            if let Err(e) = self
-                                .adapter_pub
-                                .publish_raw(channel, answer.into_bytes())
-                                .await
-                            {
-                                tracing::warn!("could not answer a query: {e}");
-                            }
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => tracing::debug!(channel, "request type not served yet: ignored"),
-                    Err(e) => {
-                        self.refusals
-                            .report(channel, payload.len(), "a malformed query", &e);
-                    }
-                },
-                Err(e) => {
-                    self.refusals
-                        .report(channel, payload.len(), "a malformed request", &e);
-                }
+                Err(e) => self
+                    .refusals
+                    .report(channel, payload.len(), "a malformed answer", &e),
             }
+            return;
+        }
+        if channel == wire::request_channel(&self.key, "/") {
+            self.on_request(channel, payload).await;
             return;
         }
         let broadcast = match wire::decode(payload) {
@@ -367,146 +394,144 @@ impl Inner {
         if broadcast.uid == self.uid {
             return;
         }
-        if let Some(deliver) = self.deliver.get() {
-            deliver(Incoming::Broadcast(broadcast)).await;
+        if let Some(local) = self.local.get() {
+            local.deliver(broadcast).await;
         }
     }
-}
 
-/// The answer of this server to another's query, as the JavaScript adapter writes it.
-async fn answer<A: Adapter>(io: &SocketIo<A>, query: Query) -> Option<String> {
-    let ns = io.of("/")?.local();
-    let answer = match query {
-        Query::Sockets { request_id, rooms } => {
-            let op = if rooms.is_empty() {
-                ns
-            } else {
-                ns.within(rooms)
-            };
-            let sockets: Vec<String> = op.sockets().iter().map(|s| s.id.to_string()).collect();
-            serde_json::json!({ "requestId": request_id, "sockets": sockets })
-        }
-        Query::AllRooms { request_id } => {
-            let rooms: Vec<String> = ns
-                .rooms()
-                .await
-                .ok()?
-                .iter()
-                .map(|r| r.to_string())
-                .collect();
-            serde_json::json!({ "requestId": request_id, "rooms": rooms })
-        }
-        Query::Fetch {
-            request_id,
-            rooms,
-            except,
-        } => {
-            let mut op = ns;
-            if !rooms.is_empty() {
-                op = op.within(rooms);
+    async fn on_request(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+        let report = |what: &str, e: &WireError| {
+            self.refusals.report(channel, payload.len(), what, e);
+        };
+        match fleet_wire::decode_fleet_request(payload) {
+            Ok(Some(FleetRequest::AckBroadcast(b))) if b.uid != self.uid => {
+                // Answered in its own task: acknowledgements take up to the asker's timeout.
+                tokio::spawn(self.clone().answer_ack_broadcast(b));
+                return;
             }
-            if !except.is_empty() {
-                op = op.except(except);
+            Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
+                tokio::spawn(self.clone().on_server_side_emit(e));
+                return;
             }
-            let sockets: Vec<Value> = op
-                .sockets()
-                .iter()
-                .map(|s| {
-                    let rooms: Vec<String> = s.rooms().iter().map(|r| r.to_string()).collect();
-                    let session = s.extensions.get::<crate::session::Session>();
-                    let handshake = session
-                        .as_ref()
-                        .map_or(Value::Null, |session| handshake_json(session.handshake()));
-                    // The identity authentication found, as socket.io's `socket.data`.
-                    let data = session.map_or_else(
-                        || Value::Object(Default::default()),
-                        |session| Value::clone(&session.data()),
-                    );
-                    serde_json::json!({ "id": s.id.to_string(), "handshake": handshake, "rooms": rooms, "data": data })
-                })
-                .collect();
-            serde_json::json!({ "requestId": request_id, "sockets": sockets })
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => return report("a malformed request", &e),
         }
-    };
-    Some(answer.to_string())
+        match wire::decode_request(payload) {
+            Ok(Some(request)) if request.uid.as_deref() != Some(self.uid.as_str()) => {
+                if let Some(local) = self.local.get() {
+                    local.apply(request).await;
+                }
+                return;
+            }
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => return report("a malformed request", &e),
+        }
+        match wire::decode_query(payload) {
+            Ok(Some((uid, query))) if uid.as_deref() != Some(self.uid.as_str()) => {
+                let Some(answer) = self.answer(query).await else {
+                    return;
+                };
+                if let Err(e) = self.publish_answer(answer).await {
+                    tracing::warn!(error = %e, "could not answer a query");
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::debug!(channel, "request type not served: ignored"),
+            Err(e) => report("a malformed query", &e),
+        }
+    }
+
+    /// The answer of this server to another's question, as the JavaScript adapter writes it.
+    async fn answer(&self, query: Query) -> Option<Vec<u8>> {
+        let local = self.local.get()?;
+        let answer = match query {
+            Query::Sockets { request_id, rooms } => {
+                serde_json::json!({ "requestId": request_id, "sockets": local.socket_ids(rooms) })
+            }
+            Query::AllRooms { request_id } => {
+                serde_json::json!({ "requestId": request_id, "rooms": local.rooms().await })
+            }
+            Query::Fetch {
+                request_id,
+                rooms,
+                except,
+            } => {
+                serde_json::json!({ "requestId": request_id, "sockets": local.fetch(rooms, except) })
+            }
+        };
+        Some(answer.to_string().into_bytes())
+    }
+
+    /// Publishes an answer on the shared response channel (every adapter listens there).
+    async fn publish_answer(&self, answer: Vec<u8>) -> Result<u64, FanoutError> {
+        let channel = wire::response_channel(&self.key, "/");
+        self.adapter_pub.publish_raw(channel, answer).await
+    }
+
+    /// Sends another server's acknowledged broadcast to this instance's sockets, and answers
+    /// with each acknowledgement as it comes, then with how many sockets got it (the asker
+    /// completes once it has every server's count and as many acknowledgements).
+    async fn answer_ack_broadcast(self: Arc<Self>, broadcast: AckBroadcast) {
+        let Some(local) = self.local.get().cloned() else {
+            return;
+        };
+        let request_id = broadcast.request_id.clone();
+        let mut acks = local.ack_broadcast(broadcast).await;
+        let mut reached = 0u64;
+        while let Some(ack) = acks.next().await {
+            match ack {
+                LocalAck::Answered(value) => {
+                    reached += 1;
+                    let answer = fleet_wire::encode_broadcast_ack(&request_id, &value);
+                    if let Err(e) = self.publish_answer(answer).await {
+                        tracing::warn!(error = %e, "an acknowledgement not passed on");
+                    }
+                }
+                LocalAck::TimedOut => reached += 1,
+                LocalAck::NotSent => {}
+            }
+        }
+        let count = fleet_wire::encode_client_count(&request_id, reached);
+        if let Err(e) = self.publish_answer(count).await {
+            tracing::warn!(error = %e, "an acknowledged broadcast's client count not passed on");
+        }
+    }
+
+    /// Runs this server's handler of a server-side emit, and answers with what it returns
+    /// when the emitter awaits answers.
+    async fn on_server_side_emit(self: Arc<Self>, emit: ServerSideEmit) {
+        let handler = self
+            .server_side
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&emit.event)
+            .cloned();
+        let Some(handler) = handler else {
+            tracing::debug!(event = %emit.event, "server-side emit without a handler here");
+            return;
+        };
+        let args = Args::from(emit.args);
+        let answer = match catch_panic_call(|| handler(args)).await {
+            Ok(answer) => answer,
+            Err(panic) => {
+                tracing::error!(event = %emit.event, panic = %panic, "server-side emit handler panicked");
+                return;
+            }
+        };
+        if let Some(request_id) = emit.request_id {
+            let answer = fleet_wire::encode_server_side_answer(&request_id, &answer);
+            if let Err(e) = self.publish_answer(answer).await {
+                tracing::warn!(error = %e, "a server-side emit's answer not passed on");
+            }
+        }
+    }
 }
 
-/// A handshake as socket.io's `socket.handshake` object.
-fn handshake_json(h: &crate::handshake::Handshake) -> Value {
-    let headers: serde_json::Map<String, Value> = h
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
-        .collect();
-    let query: serde_json::Map<String, Value> = h
-        .query()
-        .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
-        .collect();
-    serde_json::json!({
-        "headers": headers,
-        "time": h.time,
-        "address": h.address.map(|a| a.ip().to_string()).unwrap_or_default(),
-        "xdomain": h.xdomain,
-        "secure": h.secure,
-        "issued": h.issued,
-        "url": h.url,
-        "query": query,
-        "auth": h.auth,
-    })
-}
-
-/// One remote operation on the local sockets of `io` (local-only, so never published again).
-async fn apply_to<A: Adapter>(io: &SocketIo<A>, request: Request) {
-    let Some(ns) = io.of("/") else {
-        return;
-    };
-    let mut op = ns.local();
-    if !request.rooms.is_empty() {
-        op = op.within(request.rooms);
-    }
-    if !request.except.is_empty() {
-        op = op.except(request.except);
-    }
-    let result = match request.op {
-        RemoteOp::Join(rooms) => op.join(rooms).await.map_err(|e| e.to_string()),
-        RemoteOp::Leave(rooms) => op.leave(rooms).await.map_err(|e| e.to_string()),
-        // socketioxide closes the namespace socket; its connection goes with it when it was
-        // the last, as with `close: true`.
-        RemoteOp::Disconnect { .. } => op.disconnect().await.map_err(|e| e.to_string()),
-    };
-    if let Err(e) = result {
-        tracing::warn!("remote operation incomplete: {e}");
-    }
-}
-
-/// One broadcast to the local sockets of `io`.
-async fn deliver_to<A: Adapter>(io: &SocketIo<A>, broadcast: Broadcast) {
-    // Our emitters refuse these, but another publisher may not: delivered, it would make
-    // every client that gets it drop its connection.
-    if crate::event::names::is_reserved(&broadcast.event) {
-        tracing::warn!(event = %broadcast.event, "broadcast with a reserved event name dropped");
-        return;
-    }
-    let Some(ns) = io.of(&broadcast.nsp) else {
-        tracing::debug!(nsp = %broadcast.nsp, "broadcast for a namespace this server does not have");
-        return;
-    };
-    let mut op = ns.local();
-    if !broadcast.rooms.is_empty() {
-        op = op.to(broadcast.rooms.clone());
-    }
-    if !broadcast.except.is_empty() {
-        op = op.except(broadcast.except.clone());
-    }
-    if broadcast.flags.volatile == Some(true) {
-        op = op.volatile();
-    }
-    // `Args` serializes as a tuple, which socketioxide sends as several arguments (a JSON
-    // array would be one).
-    let args = Args::from(broadcast.args);
-    if let Err(e) = op.emit(&broadcast.event, &args).await {
-        tracing::warn!(event = %broadcast.event, "local delivery incomplete: {e}");
-    }
+/// The response channel of one server (JavaScript's `publishOnSpecificResponseChannel`).
+fn specific_response_channel(key: &str, uid: &str) -> String {
+    format!("{}{uid}#", wire::response_channel(key, "/"))
 }
 
 /// A 6-character id for this instance, as the JavaScript adapter makes one per server.

@@ -240,6 +240,30 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     }))
 }
 
+/// Decodes any message of the request and response channels (JSON text when it starts with
+/// `{`, MessagePack otherwise, as the JavaScript adapter tells them apart) to one value,
+/// within the same bounds as broadcasts; `what` names it in errors.
+pub(crate) fn decode_message(bytes: &[u8], what: &str) -> Result<Arg, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError(format!(
+            "{what} of {} bytes is over the bound",
+            bytes.len()
+        )));
+    }
+    if bytes.first() == Some(&b'{') {
+        check_json(bytes).map_err(|e| WireError(format!("{what} refused: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?;
+        Ok(Arg::from(value))
+    } else {
+        check_msgpack(bytes).map_err(|e| WireError(format!("{what} refused: {e}")))?;
+        let mut reader = bytes;
+        let mp = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
+            .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
+        mp_to_arg(&mp)
+    }
+}
+
 /// A question another instance's adapter asks every server, answered on the response channel.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
@@ -434,7 +458,7 @@ pub const MAX_ROOMS: usize = 10_000;
 
 /// What [`room_list`] sees of a decoded value, MessagePack or JSON: the kind of value, and
 /// nothing of the policy.
-enum Shape<'a, V> {
+pub(crate) enum Shape<'a, V> {
     /// Nil, or JSON `null`.
     Null,
     List(&'a [V]),
@@ -459,7 +483,7 @@ impl<V> Shape<'_, V> {
 }
 
 /// A decoded value a room list may come in.
-trait RoomListValue: Sized {
+pub(crate) trait RoomListValue: Sized {
     fn shape(&self) -> Shape<'_, Self>;
 }
 
@@ -493,6 +517,21 @@ impl RoomListValue for Value {
     }
 }
 
+impl RoomListValue for Arg {
+    fn shape(&self) -> Shape<'_, Self> {
+        match self {
+            Arg::Null => Shape::Null,
+            Arg::Array(items) => Shape::List(items),
+            Arg::String(s) => Shape::Text(Some(s)),
+            Arg::Number(n) if n.is_i64() || n.is_u64() => Shape::Integer(n.to_string()),
+            Arg::Number(_) => Shape::Other("a floating-point number"),
+            Arg::Bool(_) => Shape::Other("a boolean"),
+            Arg::Binary(_) => Shape::Other("binary data"),
+            Arg::Object(_) => Shape::Other("a map"),
+        }
+    }
+}
+
 /// Reads a list of room names (or socket ids) from the wire: the one policy for every list,
 /// `rooms` and `except` of broadcasts, of remote joins, leaves and disconnects and of queries,
 /// and the rooms a remote join or leave names.
@@ -514,7 +553,10 @@ impl RoomListValue for Value {
 /// - entries that are no room name: null, booleans, floating-point numbers, binary data,
 ///   arrays, maps, extension values (dates), strings that are not UTF-8;
 /// - more than [`MAX_ROOMS`] entries.
-fn room_list<V: RoomListValue>(value: Option<&V>, name: &str) -> Result<Vec<String>, WireError> {
+pub(crate) fn room_list<V: RoomListValue>(
+    value: Option<&V>,
+    name: &str,
+) -> Result<Vec<String>, WireError> {
     let items = match value.map(V::shape) {
         None | Some(Shape::Null) => return Ok(Vec::new()),
         Some(Shape::List(items)) => items,
@@ -576,7 +618,7 @@ fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
 
 /// An argument to MessagePack, numbers as notepack.io writes JavaScript numbers, binary data
 /// as `bin` (a `Buffer`).
-fn arg_to_mp(v: &Arg) -> Mp {
+pub(crate) fn arg_to_mp(v: &Arg) -> Mp {
     match v {
         Arg::Null => Mp::Nil,
         Arg::Bool(b) => Mp::from(*b),

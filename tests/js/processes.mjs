@@ -38,7 +38,9 @@ export async function startServer(command, args = [], env = {}) {
     clearTimeout(hard);
     children.delete(child);
   };
-  return { port, url: `http://127.0.0.1:${port}`, stop, stderr: () => stderr };
+  // `signal('SIGSTOP')` freezes the server (a member that stops answering), `SIGCONT` thaws it.
+  const signal = (name) => child.kill(name);
+  return { port, url: `http://127.0.0.1:${port}`, stop, signal, stderr: () => stderr };
 }
 
 async function freePort() {

@@ -1,0 +1,96 @@
+// A Node socket.io 4 server with @socket.io/redis-adapter, the Node counterpart of the
+// `fleet` example: the same routes over HTTP, each one the Node API a fleet member uses
+// (`io.to(room).timeout(ms).emit(.., cb)`, `io.serverSideEmit`, `fetchSockets`,
+// `allRooms`, `socketsJoin`…), so that fleet.test.mjs can drive both alike.
+//
+//   REDIS_URL=redis://… node fleet-node-server.mjs     # prints `listening on <port>`
+//
+// A client connects with `auth: {name, room?}`: `socket.data` is `{name}`, and it joins `room`.
+import { createServer } from 'node:http';
+import { Server } from 'socket.io';
+import { createClient } from 'redis';
+import { createAdapter } from '@socket.io/redis-adapter';
+
+const log = [];
+const json = (res, status, body) =>
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+
+async function body(req) {
+  let text = '';
+  for await (const chunk of req) text += chunk;
+  return JSON.parse(text || '{}');
+}
+
+const http = createServer(async (req, res) => {
+  const url = new URL(req.url, 'http://localhost');
+  const target = (room) => (room ? io.in(room) : io);
+  try {
+    if (req.method === 'POST' && url.pathname === '/ack-broadcast') {
+      const { room, event, args = [], timeout_ms } = await body(req);
+      const op = room ? io.to(room) : io;
+      op.timeout(timeout_ms).emit(event, ...args, (err, responses) =>
+        json(res, 200, { error: err ? String(err) : null, responses }),
+      );
+      return;
+    }
+    if (req.method === 'POST' && url.pathname === '/server-side-emit') {
+      const { event, args = [], ack } = await body(req);
+      if (!ack) {
+        io.serverSideEmit(event, ...args);
+        return res.writeHead(204).end();
+      }
+      io.serverSideEmit(event, ...args, (err, responses) =>
+        json(res, err ? 504 : 200, { error: err ? String(err) : null, responses }),
+      );
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/fetch-sockets') {
+      const sockets = await target(url.searchParams.get('room')).fetchSockets();
+      return json(res, 200, sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data, handshake: s.handshake })));
+    }
+    if (req.method === 'GET' && url.pathname === '/rooms') {
+      return json(res, 200, [...(await io.of('/').adapter.allRooms())]);
+    }
+    if (req.method === 'POST' && ['/join', '/leave', '/disconnect'].includes(url.pathname)) {
+      const { room, rooms = [] } = await body(req);
+      const op = target(room);
+      if (url.pathname === '/join') op.socketsJoin(rooms);
+      else if (url.pathname === '/leave') op.socketsLeave(rooms);
+      else op.disconnectSockets(true);
+      return res.writeHead(204).end();
+    }
+    if (req.method === 'GET' && url.pathname === '/server-side-log') return json(res, 200, log);
+    res.writeHead(404).end();
+  } catch (err) {
+    json(res, 504, { error: String(err) });
+  }
+});
+
+const io = new Server(http, { path: '/io' });
+const pub = createClient({ url: process.env.REDIS_URL });
+const sub = pub.duplicate();
+await Promise.all([pub.connect(), sub.connect()]);
+io.adapter(createAdapter(pub, sub));
+
+io.use((socket, next) => {
+  const { name } = socket.handshake.auth ?? {};
+  if (typeof name !== 'string') return next(new Error('a name, please'));
+  socket.data = { name };
+  next();
+});
+io.on('connection', (socket) => {
+  const { room } = socket.handshake.auth;
+  if (room) socket.join(room);
+});
+io.on('whoami', (arg, cb) => {
+  log.push(arg);
+  if (typeof cb === 'function') cb({ server: 'node', port: http.address().port, arg });
+});
+
+http.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
+  console.log(`listening on ${http.address().port}`);
+});
+process.on('SIGTERM', () => {
+  io.close();
+  Promise.allSettled([pub.quit(), sub.quit()]).then(() => process.exit(0));
+});
