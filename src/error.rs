@@ -30,6 +30,9 @@ pub enum BuildError {
     InvalidLimit(&'static str, String),
     /// A second fan-out was given to one server.
     FanoutTwice,
+    /// A namespace path is refused (it must start with `/`; a dynamic one must be a
+    /// socketioxide path pattern); the second field says why.
+    InvalidNamespace(String, String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -53,6 +56,7 @@ impl std::fmt::Display for BuildError {
             Self::InvalidLimit(what, value) => {
                 write!(f, "invalid {what} {value}: it must be a positive number")
             }
+            Self::InvalidNamespace(ns, reason) => write!(f, "invalid namespace {ns:?}: {reason}"),
             Self::FanoutTwice => f.write_str(
                 "a server has one fan-out: builder_with_redis_adapter already sets it, or fanout() was called twice",
             ),

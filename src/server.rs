@@ -100,6 +100,14 @@ pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAda
     total_queue_bytes: usize,
     connect_limit: ConnectLimit,
     write_timeout: Option<Duration>,
+    namespaces: Vec<Namespace>,
+}
+
+/// A namespace served beside `/`, through the same layers and handlers.
+#[derive(Debug, Clone)]
+enum Namespace {
+    Static(String),
+    Dynamic(String),
 }
 
 impl SocketServer<LocalAdapter> {
@@ -136,6 +144,7 @@ impl<A: Adapter> SocketServerBuilder<Identity, Identity, A> {
             total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
             connect_limit: ConnectLimit::default(),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -164,6 +173,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             total_queue_bytes: self.total_queue_bytes,
             connect_limit: self.connect_limit,
             write_timeout: self.write_timeout,
+            namespaces: self.namespaces,
         }
     }
 
@@ -218,6 +228,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             total_queue_bytes: self.total_queue_bytes,
             connect_limit: self.connect_limit,
             write_timeout: self.write_timeout,
+            namespaces: self.namespaces,
         }
     }
 
@@ -305,6 +316,32 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
+    /// Serves the namespace `path` (say `/admin`) beside the main namespace `/`: its sockets
+    /// go through the same layers (authentication, rooms, limits…) and handlers as those of
+    /// `/`, which tell them apart by [`SocketRef::ns`](socketioxide::extract::SocketRef::ns),
+    /// and the fan-out carries its broadcasts and requests on its own channels, as the
+    /// JavaScript adapter's. Sends reach it with [`SendRequest::in_namespace`].
+    pub fn namespace(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        match check_namespace(&path) {
+            Ok(()) => self.namespaces.push(Namespace::Static(path)),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Serves every namespace matching `pattern`, a socketioxide path pattern such as
+    /// `/tenant/{id}` (socket.io's `io.of(/regex/)`): each one a client connects to becomes a
+    /// namespace of its own, served as [`namespace`](Self::namespace) says.
+    pub fn dynamic_namespace(mut self, pattern: impl Into<String>) -> Self {
+        let pattern = pattern.into();
+        match check_namespace(&pattern) {
+            Ok(()) => self.namespaces.push(Namespace::Dynamic(pattern)),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
     /// Checks the configuration and assembles the server.
     pub fn build(self) -> Result<SocketServer<A>, BuildError>
     where
@@ -367,14 +404,19 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .build()?;
         let inbound: InboundService<A> =
             BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
-        io.ns(
-            "/",
-            Bridge::new(inbound)
-                .queue_capacity(self.queue_capacity)
-                .queue_bytes(self.queue_bytes, self.total_queue_bytes)
-                .transports(transports.clone()),
-        )
-        .spawn();
+        let bridge = Bridge::new(inbound)
+            .queue_capacity(self.queue_capacity)
+            .queue_bytes(self.queue_bytes, self.total_queue_bytes)
+            .transports(transports.clone());
+        io.ns("/", bridge.clone()).spawn();
+        for namespace in self.namespaces {
+            match namespace {
+                Namespace::Static(path) => io.ns(path, bridge.clone()).spawn(),
+                Namespace::Dynamic(pattern) => io
+                    .dyn_ns(pattern.clone(), bridge.clone())
+                    .map_err(|e| BuildError::InvalidNamespace(pattern, e.to_string()))?,
+            }
+        }
         Ok(SocketServer {
             io,
             layer: IoLayer::new(layer, &self.path, transports),
@@ -383,6 +425,22 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             fanout: self.fanout,
             path: self.path,
         })
+    }
+}
+
+fn check_namespace(path: &str) -> Result<(), BuildError> {
+    let refusal = if !path.starts_with('/') {
+        Some("it must start with '/'")
+    } else if path == "/" {
+        Some("'/' is always served")
+    } else if path.contains(['?', '#']) {
+        Some("it must hold no '?' or '#'")
+    } else {
+        None
+    };
+    match refusal {
+        Some(reason) => Err(BuildError::InvalidNamespace(path.to_owned(), reason.into())),
+        None => Ok(()),
     }
 }
 
@@ -493,8 +551,9 @@ impl<A: Adapter> SocketServer<A> {
         let Ok(sid) = id.parse() else {
             return false;
         };
-        // `of("/")`: after shutdown the namespace is gone and `get_socket` would panic.
-        let Some(socket) = self.io.of("/").and_then(|ns| ns.get_socket(sid)) else {
+        // The registry knows the socket whatever its namespace (and no longer does once
+        // shutdown has drained it).
+        let Some(socket) = self.registry.get(sid).map(|c| c.socket) else {
             return false;
         };
         match socket.extensions.get::<crate::Session>() {

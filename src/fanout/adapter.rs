@@ -19,9 +19,9 @@
 //!
 //! A broadcast is delivered to this instance's sockets at once and published with this
 //! instance's uid; every other instance delivers it when it comes from Redis, and this one
-//! skips it then. Broadcasts with the `local` flag, operations on one socket of this server
-//! (as `fetch_sockets` hands them out) and everything outside the default namespace `/` are
-//! not published. Remote joins, leaves and disconnects (`io.within(room).join(..)`,
+//! skips it then. Broadcasts with the `local` flag and operations on one socket of this
+//! server (as `fetch_sockets` hands them out) are not published. Every namespace has its own
+//! channels, as in the JavaScript adapter (`socket.io#/admin#…`). Remote joins, leaves and disconnects (`io.within(room).join(..)`,
 //! `.leave(..)`, `.disconnect()`) are applied here and published as the JavaScript adapter's
 //! requests.
 //!
@@ -151,7 +151,7 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         let Some(fanout) = self.fanout.upgrade() else {
             return Ok(1);
         };
-        match fanout.server_count().await {
+        match fanout.server_count(self.local.path()).await {
             Ok(n) => Ok(u16::try_from(n.max(1)).unwrap_or(u16::MAX)),
             Err(e) => {
                 tracing::warn!(error = %e, "server count unknown; counting this one");
@@ -171,7 +171,12 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         let Some(fanout) = fanout else {
             return Ok(local());
         };
-        match fanout.fleet().rooms().await {
+        match fanout
+            .fleet()
+            .namespace(self.local.path().as_str())
+            .rooms()
+            .await
+        {
             Ok(rooms) => Ok(rooms.into_iter().map(Room::from).collect()),
             Err(e) => {
                 tracing::warn!(error = %e, "rooms of the other servers unknown; this one's only");
@@ -201,7 +206,7 @@ impl RedisAdapter {
         }
         let fanout = self.fanout.upgrade()?;
         let broadcast = to_wire(packet, opts, fanout.uid())?;
-        let servers = match fanout.server_count().await {
+        let servers = match fanout.server_count(self.local.path()).await {
             Ok(n) => n.saturating_sub(1),
             Err(e) => {
                 tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
@@ -224,7 +229,10 @@ impl RedisAdapter {
             timeout: Some(timeout),
         };
         let message = fleet_wire::encode_ack_broadcast(&request);
-        if let Err(e) = fanout.publish_on_request_channel(message).await {
+        if let Err(e) = fanout
+            .publish_on_request_channel(self.local.path(), message)
+            .await
+        {
             tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
             return None;
         }
@@ -233,13 +241,12 @@ impl RedisAdapter {
 
     /// Whether an operation goes to other instances: not when it is local-only, not when it
     /// targets one socket of this server (what `fetch_sockets` hands out; published, it would
-    /// read as "every socket" elsewhere), and not outside the default namespace, the only one
-    /// the subscription covers for now.
+    /// read as "every socket" elsewhere).
     fn reaches_other_instances(&self, opts: &BroadcastOptions) -> bool {
         let one_socket = !opts.has_flag(BroadcastFlags::Broadcast)
             && opts.rooms.is_empty()
             && opts.sid.is_some();
-        self.local.path().as_str() == "/" && !opts.is_local(self.local.server_id()) && !one_socket
+        !opts.is_local(self.local.server_id()) && !one_socket
     }
 
     /// Publishes a remote operation for the other instances (when it reaches them); a failure
@@ -257,7 +264,7 @@ impl RedisAdapter {
             rooms: opts.rooms.iter().map(|r| r.to_string()).collect(),
             except: opts.except.iter().map(|r| r.to_string()).collect(),
         };
-        if let Err(e) = fanout.publish_request(&request).await {
+        if let Err(e) = fanout.publish_request_in(self.local.path(), &request).await {
             tracing::warn!("remote operation not published, applied on this instance only: {e}");
         }
     }

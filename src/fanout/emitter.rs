@@ -93,6 +93,7 @@ impl Emitter {
     pub fn to(&self, room: impl Into<String>) -> Target<'_> {
         Target {
             emitter: self,
+            nsp: "/".to_owned(),
             rooms: vec![room.into()],
             except: Vec::new(),
             flags: Flags::default(),
@@ -110,8 +111,15 @@ impl Emitter {
 
     /// Targets every client (to narrow with `except`, or to set flags on).
     pub fn everyone(&self) -> Target<'_> {
+        self.of("/")
+    }
+
+    /// Targets every client of namespace `nsp` (socket.io's `emitter.of(nsp)`); narrow it
+    /// with [`to`](Target::to).
+    pub fn of(&self, nsp: impl Into<String>) -> Target<'_> {
         Target {
             emitter: self,
+            nsp: nsp.into(),
             rooms: Vec::new(),
             except: Vec::new(),
             flags: Flags::default(),
@@ -137,10 +145,19 @@ impl Emitter {
     /// Publishes a request (remote join, leave, disconnect) as it is; a room list over
     /// [`wire::MAX_ROOMS`] fails with [`FanoutError::Unpublishable`] first.
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
+        self.publish_request_in("/", request).await
+    }
+
+    /// [`publish_request`](Self::publish_request) to the sockets of namespace `nsp`.
+    pub async fn publish_request_in(
+        &self,
+        nsp: &str,
+        request: &Request,
+    ) -> Result<u64, FanoutError> {
         request
             .check_publishable()
             .map_err(FanoutError::Unpublishable)?;
-        let channel = wire::request_channel(&self.key, "/");
+        let channel = wire::request_channel(&self.key, nsp);
         self.publish_bytes(channel, wire::encode_request(request))
             .await
     }
@@ -194,9 +211,10 @@ impl Emitter {
     }
 }
 
-/// A broadcast being addressed: rooms, exceptions, flags.
+/// A broadcast being addressed: namespace, rooms, exceptions, flags.
 pub struct Target<'a> {
     emitter: &'a Emitter,
+    nsp: String,
     rooms: Vec<String>,
     except: Vec<String>,
     flags: Flags,
@@ -258,7 +276,10 @@ impl Target<'_> {
             rooms: self.rooms,
             except: self.except,
         };
-        self.emitter.publish_request(&request).await.map(|_| ())
+        self.emitter
+            .publish_request_in(&self.nsp, &request)
+            .await
+            .map(|_| ())
     }
 
     /// Emits `event` with `data`, as socketioxide's `emit` sends it: one argument, or one per
@@ -276,7 +297,7 @@ impl Target<'_> {
     pub async fn emit_args(self, event: &str, args: impl Into<Args>) -> Result<(), FanoutError> {
         let broadcast = Broadcast {
             uid: wire::EMITTER_UID.to_owned(),
-            nsp: "/".to_owned(),
+            nsp: self.nsp,
             event: event.to_owned(),
             args: args.into().into_vec(),
             rooms: self.rooms,

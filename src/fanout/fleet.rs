@@ -114,6 +114,7 @@ impl From<FanoutError> for FleetError {
 #[derive(Debug, Clone)]
 pub struct Fleet<'a> {
     fanout: &'a RedisFanout,
+    nsp: String,
     rooms: Vec<String>,
     except: Vec<String>,
     timeout: Duration,
@@ -125,6 +126,7 @@ impl RedisFanout {
     pub fn fleet(&self) -> Fleet<'_> {
         Fleet {
             fanout: self,
+            nsp: "/".to_owned(),
             rooms: Vec::new(),
             except: Vec::new(),
             timeout: DEFAULT_REQUESTS_TIMEOUT,
@@ -133,6 +135,13 @@ impl RedisFanout {
 }
 
 impl Fleet<'_> {
+    /// The sockets of namespace `nsp` instead of `/` (every server serving it; socket.io's
+    /// `io.of(nsp)`).
+    pub fn namespace(mut self, nsp: impl Into<String>) -> Self {
+        self.nsp = nsp.into();
+        self
+    }
+
     /// Only the sockets in `room` (or in any of the rooms named so).
     pub fn within(mut self, room: impl Into<String>) -> Self {
         self.rooms.push(room.into());
@@ -153,7 +162,7 @@ impl Fleet<'_> {
 
     /// How many servers the fleet has, this one included.
     pub async fn server_count(&self) -> Result<usize, FleetError> {
-        Ok(self.fanout.server_count().await?)
+        Ok(self.fanout.server_count(&self.nsp).await?)
     }
 
     /// The sockets of every server, with their rooms, handshake and `data`
@@ -162,7 +171,7 @@ impl Fleet<'_> {
         let mut sockets = self
             .fanout
             .local_server()
-            .map(|local| local.fetch(self.rooms.clone(), self.except.clone()))
+            .map(|local| local.fetch(&self.nsp, self.rooms.clone(), self.except.clone()))
             .unwrap_or_default();
         let (rooms, except) = (self.rooms.clone(), self.except.clone());
         let remote = self
@@ -190,7 +199,7 @@ impl Fleet<'_> {
         let ids = self
             .fanout
             .local_server()
-            .map(|local| local.socket_ids(self.rooms.clone()))
+            .map(|local| local.socket_ids(&self.nsp, self.rooms.clone()))
             .unwrap_or_default();
         let rooms = self.rooms.clone();
         let remote = self
@@ -208,7 +217,7 @@ impl Fleet<'_> {
     /// exceptions of this `Fleet` do not apply), each once.
     pub async fn rooms(self) -> Result<Vec<String>, FleetError> {
         let rooms = match self.fanout.local_server() {
-            Some(local) => local.rooms().await,
+            Some(local) => local.rooms(&self.nsp).await,
             None => Vec::new(),
         };
         let remote = self
@@ -254,7 +263,7 @@ impl Fleet<'_> {
     ) -> Result<(), FleetError> {
         let emit = self.server_side(event, args.into(), None)?;
         self.fanout
-            .publish_on_request_channel(fleet_wire::encode_server_side_emit(&emit))
+            .publish_on_request_channel(&self.nsp, fleet_wire::encode_server_side_emit(&emit))
             .await?;
         Ok(())
     }
@@ -308,9 +317,9 @@ impl Fleet<'_> {
             except: self.except,
         };
         if let Some(local) = self.fanout.local_server() {
-            local.apply(request.clone()).await;
+            local.apply(&self.nsp, request.clone()).await;
         }
-        self.fanout.publish_request(&request).await?;
+        self.fanout.publish_request_in(&self.nsp, &request).await?;
         Ok(())
     }
 
@@ -324,13 +333,15 @@ impl Fleet<'_> {
         take: impl Fn(&Response) -> Option<T>,
         keep: impl FnOnce(Vec<T>) -> Vec<Arg>,
     ) -> Result<Vec<T>, FleetError> {
-        let expected = self.fanout.server_count().await?.saturating_sub(1);
+        let expected = self.fanout.server_count(&self.nsp).await?.saturating_sub(1);
         if expected == 0 {
             return Ok(Vec::new());
         }
         let mut awaited = self.fanout.register_request();
         let message = question(awaited.id.clone()).encode(self.fanout.uid());
-        self.fanout.publish_on_request_channel(message).await?;
+        self.fanout
+            .publish_on_request_channel(&self.nsp, message)
+            .await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut taken = Vec::with_capacity(expected);
         for answered in 0..expected {

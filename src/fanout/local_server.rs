@@ -29,15 +29,15 @@ pub(crate) enum LocalAck {
 pub(crate) trait LocalServer: Send + Sync + 'static {
     /// Delivers a broadcast that came from Redis.
     fn deliver(&self, broadcast: Broadcast) -> BoxFuture<()>;
-    /// Applies a remote join, leave or disconnect.
-    fn apply(&self, request: Request) -> BoxFuture<()>;
-    /// The sockets in `rooms` (all when empty) but those in `except`, with their handshake,
-    /// rooms and `data`.
-    fn fetch(&self, rooms: Vec<String>, except: Vec<String>) -> Vec<FleetSocket>;
-    /// The ids of the sockets in `rooms` (all when empty).
-    fn socket_ids(&self, rooms: Vec<String>) -> Vec<String>;
-    /// Every room with a socket in it.
-    fn rooms(&self) -> BoxFuture<Vec<String>>;
+    /// Applies a remote join, leave or disconnect to the sockets of namespace `nsp`.
+    fn apply(&self, nsp: &str, request: Request) -> BoxFuture<()>;
+    /// The sockets of `nsp` in `rooms` (all when empty) but those in `except`, with their
+    /// handshake, rooms and `data`.
+    fn fetch(&self, nsp: &str, rooms: Vec<String>, except: Vec<String>) -> Vec<FleetSocket>;
+    /// The ids of the sockets of `nsp` in `rooms` (all when empty).
+    fn socket_ids(&self, nsp: &str, rooms: Vec<String>) -> Vec<String>;
+    /// Every room of `nsp` with a socket in it.
+    fn rooms(&self, nsp: &str) -> BoxFuture<Vec<String>>;
     /// Sends an acknowledged broadcast; one item per socket it was meant for.
     fn ack_broadcast(&self, broadcast: AckBroadcast) -> BoxFuture<BoxStream<'static, LocalAck>>;
 }
@@ -48,13 +48,14 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
         Box::pin(async move { deliver_to(&io, broadcast).await })
     }
 
-    fn apply(&self, request: Request) -> BoxFuture<()> {
+    fn apply(&self, nsp: &str, request: Request) -> BoxFuture<()> {
         let io = self.clone();
-        Box::pin(async move { apply_to(&io, request).await })
+        let nsp = nsp.to_owned();
+        Box::pin(async move { apply_to(&io, &nsp, request).await })
     }
 
-    fn fetch(&self, rooms: Vec<String>, except: Vec<String>) -> Vec<FleetSocket> {
-        let Some(ns) = self.of("/") else {
+    fn fetch(&self, nsp: &str, rooms: Vec<String>, except: Vec<String>) -> Vec<FleetSocket> {
+        let Some(ns) = self.of(nsp) else {
             return Vec::new();
         };
         let mut op = ns.local();
@@ -84,8 +85,8 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
             .collect()
     }
 
-    fn socket_ids(&self, rooms: Vec<String>) -> Vec<String> {
-        let Some(ns) = self.of("/") else {
+    fn socket_ids(&self, nsp: &str, rooms: Vec<String>) -> Vec<String> {
+        let Some(ns) = self.of(nsp) else {
             return Vec::new();
         };
         let op = ns.local();
@@ -97,10 +98,11 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
         op.sockets().iter().map(|s| s.id.to_string()).collect()
     }
 
-    fn rooms(&self) -> BoxFuture<Vec<String>> {
+    fn rooms(&self, nsp: &str) -> BoxFuture<Vec<String>> {
         let io = self.clone();
+        let nsp = nsp.to_owned();
         Box::pin(async move {
-            let Some(ns) = io.of("/") else {
+            let Some(ns) = io.of(nsp) else {
                 return Vec::new();
             };
             match ns.local().rooms().await {
@@ -179,8 +181,8 @@ fn handshake_json(h: &crate::handshake::Handshake) -> Value {
 }
 
 /// One remote operation on the local sockets of `io`.
-async fn apply_to<A: Adapter>(io: &SocketIo<A>, request: Request) {
-    let Some(ns) = io.of("/") else {
+async fn apply_to<A: Adapter>(io: &SocketIo<A>, nsp: &str, request: Request) {
+    let Some(ns) = io.of(nsp) else {
         return;
     };
     let mut op = ns.local();

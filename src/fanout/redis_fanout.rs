@@ -161,9 +161,21 @@ impl RedisFanout {
         self.inner.adapter_pub.publish(broadcast).await
     }
 
-    /// Publishes a request (remote join, leave, disconnect).
+    /// Publishes a request (remote join, leave, disconnect) for namespace `/`.
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
         self.inner.adapter_pub.publish_request(request).await
+    }
+
+    /// Publishes a request for the sockets of namespace `nsp`.
+    pub async fn publish_request_in(
+        &self,
+        nsp: &str,
+        request: &Request,
+    ) -> Result<u64, FanoutError> {
+        self.inner
+            .adapter_pub
+            .publish_request_in(nsp, request)
+            .await
     }
 
     /// Handles the server-side emits of `event` from the other servers of the fleet (Node's
@@ -191,10 +203,10 @@ impl RedisFanout {
         self.inner.local.get().cloned()
     }
 
-    /// How many servers the fleet has, this one included (the subscribers of the request
-    /// channel, as the JavaScript adapter counts them).
-    pub(crate) async fn server_count(&self) -> Result<usize, FanoutError> {
-        let channel = wire::request_channel(&self.inner.key, "/");
+    /// How many servers of the fleet serve namespace `nsp`, this one included (the
+    /// subscribers of its request channel, as the JavaScript adapter counts them).
+    pub(crate) async fn server_count(&self, nsp: &str) -> Result<usize, FanoutError> {
+        let channel = wire::request_channel(&self.inner.key, nsp);
         let n = self.inner.adapter_pub.subscribers(channel).await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
@@ -204,12 +216,13 @@ impl RedisFanout {
         self.inner.pending.register(&self.inner.uid)
     }
 
-    /// Publishes an encoded request or question on the request channel.
+    /// Publishes an encoded request or question on the request channel of `nsp`.
     pub(crate) async fn publish_on_request_channel(
         &self,
+        nsp: &str,
         message: Vec<u8>,
     ) -> Result<u64, FanoutError> {
-        let channel = wire::request_channel(&self.inner.key, "/");
+        let channel = wire::request_channel(&self.inner.key, nsp);
         self.inner.adapter_pub.publish_raw(channel, message).await
     }
 
@@ -362,8 +375,10 @@ impl Inner {
     /// ignored (and logged, throttled), and this instance's own broadcasts and requests
     /// (applied when made) are skipped.
     async fn deliver(self: &Arc<Self>, channel: &str, payload: &[u8]) {
-        if channel == wire::response_channel(&self.key, "/")
-            || channel == specific_response_channel(&self.key, &self.uid)
+        let key = self.key.as_str();
+        if channel
+            .strip_prefix(key)
+            .is_some_and(|c| c.starts_with("-response#"))
         {
             match fleet_wire::decode_response(payload) {
                 Ok(response) => {
@@ -375,8 +390,12 @@ impl Inner {
             }
             return;
         }
-        if channel == wire::request_channel(&self.key, "/") {
-            self.on_request(channel, payload).await;
+        if let Some(nsp) = channel
+            .strip_prefix(key)
+            .and_then(|c| c.strip_prefix("-request#"))
+            .and_then(|c| c.strip_suffix('#'))
+        {
+            self.on_request(nsp, channel, payload).await;
             return;
         }
         let broadcast = match wire::decode(payload) {
@@ -391,7 +410,13 @@ impl Inner {
                 return;
             }
         };
-        if broadcast.uid == self.uid {
+        // As the JavaScript adapter: a namespace's broadcasts come on its own channels only.
+        let own_channel = channel
+            .strip_prefix(key)
+            .and_then(|c| c.strip_prefix('#'))
+            .and_then(|c| c.strip_prefix(broadcast.nsp.as_str()))
+            .is_some_and(|c| c.starts_with('#'));
+        if broadcast.uid == self.uid || !own_channel {
             return;
         }
         if let Some(local) = self.local.get() {
@@ -399,18 +424,24 @@ impl Inner {
         }
     }
 
-    async fn on_request(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+    async fn on_request(self: &Arc<Self>, nsp: &str, channel: &str, payload: &[u8]) {
         let report = |what: &str, e: &WireError| {
             self.refusals.report(channel, payload.len(), what, e);
         };
         match fleet_wire::decode_fleet_request(payload) {
-            Ok(Some(FleetRequest::AckBroadcast(b))) if b.uid != self.uid => {
+            Ok(Some(FleetRequest::AckBroadcast(mut b))) if b.uid != self.uid => {
+                // For the namespace of the channel, as the JavaScript adapter reads it.
+                nsp.clone_into(&mut b.nsp);
                 // Answered in its own task: acknowledgements take up to the asker's timeout.
                 tokio::spawn(self.clone().answer_ack_broadcast(b));
                 return;
             }
             Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
-                tokio::spawn(self.clone().on_server_side_emit(e));
+                if nsp == "/" {
+                    tokio::spawn(self.clone().on_server_side_emit(e));
+                } else {
+                    tracing::debug!(nsp, "server-side emit of another namespace: ignored");
+                }
                 return;
             }
             Ok(Some(_)) => return,
@@ -420,7 +451,7 @@ impl Inner {
         match wire::decode_request(payload) {
             Ok(Some(request)) if request.uid.as_deref() != Some(self.uid.as_str()) => {
                 if let Some(local) = self.local.get() {
-                    local.apply(request).await;
+                    local.apply(nsp, request).await;
                 }
                 return;
             }
@@ -430,10 +461,10 @@ impl Inner {
         }
         match wire::decode_query(payload) {
             Ok(Some((uid, query))) if uid.as_deref() != Some(self.uid.as_str()) => {
-                let Some(answer) = self.answer(query).await else {
+                let Some(answer) = self.answer(nsp, query).await else {
                     return;
                 };
-                if let Err(e) = self.publish_answer(answer).await {
+                if let Err(e) = self.publish_answer(nsp, answer).await {
                     tracing::warn!(error = %e, "could not answer a query");
                 }
             }
@@ -444,29 +475,30 @@ impl Inner {
     }
 
     /// The answer of this server to another's question, as the JavaScript adapter writes it.
-    async fn answer(&self, query: Query) -> Option<Vec<u8>> {
+    async fn answer(&self, nsp: &str, query: Query) -> Option<Vec<u8>> {
         let local = self.local.get()?;
         let answer = match query {
             Query::Sockets { request_id, rooms } => {
-                serde_json::json!({ "requestId": request_id, "sockets": local.socket_ids(rooms) })
+                serde_json::json!({ "requestId": request_id, "sockets": local.socket_ids(nsp, rooms) })
             }
             Query::AllRooms { request_id } => {
-                serde_json::json!({ "requestId": request_id, "rooms": local.rooms().await })
+                serde_json::json!({ "requestId": request_id, "rooms": local.rooms(nsp).await })
             }
             Query::Fetch {
                 request_id,
                 rooms,
                 except,
             } => {
-                serde_json::json!({ "requestId": request_id, "sockets": local.fetch(rooms, except) })
+                serde_json::json!({ "requestId": request_id, "sockets": local.fetch(nsp, rooms, except) })
             }
         };
         Some(answer.to_string().into_bytes())
     }
 
-    /// Publishes an answer on the shared response channel (every adapter listens there).
-    async fn publish_answer(&self, answer: Vec<u8>) -> Result<u64, FanoutError> {
-        let channel = wire::response_channel(&self.key, "/");
+    /// Publishes an answer on the shared response channel of `nsp` (every adapter listens
+    /// there).
+    async fn publish_answer(&self, nsp: &str, answer: Vec<u8>) -> Result<u64, FanoutError> {
+        let channel = wire::response_channel(&self.key, nsp);
         self.adapter_pub.publish_raw(channel, answer).await
     }
 
@@ -477,7 +509,7 @@ impl Inner {
         let Some(local) = self.local.get().cloned() else {
             return;
         };
-        let request_id = broadcast.request_id.clone();
+        let (request_id, nsp) = (broadcast.request_id.clone(), broadcast.nsp.clone());
         let mut acks = local.ack_broadcast(broadcast).await;
         let mut reached = 0u64;
         while let Some(ack) = acks.next().await {
@@ -485,7 +517,7 @@ impl Inner {
                 LocalAck::Answered(value) => {
                     reached += 1;
                     let answer = fleet_wire::encode_broadcast_ack(&request_id, &value);
-                    if let Err(e) = self.publish_answer(answer).await {
+                    if let Err(e) = self.publish_answer(&nsp, answer).await {
                         tracing::warn!(error = %e, "an acknowledgement not passed on");
                     }
                 }
@@ -494,7 +526,7 @@ impl Inner {
             }
         }
         let count = fleet_wire::encode_client_count(&request_id, reached);
-        if let Err(e) = self.publish_answer(count).await {
+        if let Err(e) = self.publish_answer(&nsp, count).await {
             tracing::warn!(error = %e, "an acknowledged broadcast's client count not passed on");
         }
     }
@@ -520,9 +552,10 @@ impl Inner {
                 return;
             }
         };
+        let nsp = "/";
         if let Some(request_id) = emit.request_id {
             let answer = fleet_wire::encode_server_side_answer(&request_id, &answer);
-            if let Err(e) = self.publish_answer(answer).await {
+            if let Err(e) = self.publish_answer(nsp, answer).await {
                 tracing::warn!(error = %e, "a server-side emit's answer not passed on");
             }
         }

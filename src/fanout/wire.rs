@@ -90,7 +90,7 @@ impl Broadcast {
     pub fn of_send(req: crate::SendRequest) -> Self {
         Self {
             uid: EMITTER_UID.to_owned(),
-            nsp: "/".to_owned(),
+            nsp: req.nsp().to_owned(),
             rooms: req.room().map(|r| vec![r.to_owned()]).unwrap_or_default(),
             event: req.topic,
             args: req.args.into_vec(),

@@ -51,10 +51,16 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
         let io = self.io.clone();
         Box::pin(async move {
             // After shutdown the namespace is gone; socketioxide's `io.to()` would panic.
-            let Some(ns) = io.of("/") else {
-                return Err(SendError::Delivery(
-                    "the Socket.IO server is shut down".into(),
-                ));
+            let Some(ns) = io.of(req.nsp()) else {
+                if req.nsp() == "/" {
+                    return Err(SendError::Delivery(
+                        "the Socket.IO server is shut down".into(),
+                    ));
+                }
+                // A namespace no socket has opened here (a dynamic one's instance is made
+                // by its first CONNECT): nobody to deliver to.
+                tracing::debug!(nsp = req.nsp(), "send to a namespace with no sockets here");
+                return Ok(());
             };
             let mut op = match req.room() {
                 Some(room) => ns.to(room.to_owned()),

@@ -36,6 +36,10 @@ pub struct SendRequest {
     /// [`DEFAULT_SOCKET_BUFFER`](crate::server::DEFAULT_SOCKET_BUFFER)). Carried on the
     /// fan-out wire as `flags.volatile`.
     pub volatile: bool,
+    /// The namespace of the sockets it goes to; `None`: the main namespace `/`. In JSON,
+    /// `namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// The JSON of a send, before its arguments are settled.
@@ -56,6 +60,8 @@ struct SendBody {
     log: bool,
     #[serde(default)]
     volatile: bool,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 impl TryFrom<SendBody> for SendRequest {
@@ -77,6 +83,7 @@ impl TryFrom<SendBody> for SendRequest {
             compress: b.compress,
             log: b.log,
             volatile: b.volatile,
+            namespace: b.namespace,
         })
     }
 }
@@ -125,6 +132,7 @@ impl SendRequest {
             compress: compress_default(),
             log: false,
             volatile: false,
+            namespace: None,
         }
     }
 
@@ -140,6 +148,18 @@ impl SendRequest {
     pub fn volatile(mut self) -> Self {
         self.volatile = true;
         self
+    }
+
+    /// The same message, to the sockets of namespace `nsp` (a static namespace, or an
+    /// instance of a dynamic one, such as `/tenant-7`) instead of `/`.
+    pub fn in_namespace(mut self, nsp: impl Into<String>) -> Self {
+        self.namespace = Some(nsp.into());
+        self
+    }
+
+    /// The namespace it goes to (`/` unless set).
+    pub fn nsp(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("/")
     }
 
     /// The destination, `None` when it is absent or empty (meaning every client).
