@@ -9,12 +9,15 @@
 //!   [`LocalDelivery`](crate::outbound::LocalDelivery), publishing each `send` (outbound
 //!   layers wrap either).
 //! - [`Emitter`]: publishing from a process without a Socket.IO server.
+//! - [`RedisOptions`]: how to reach Redis: `rediss://` with a private certificate authority
+//!   or a client certificate, ACL users, the subscription's keepalive.
 //! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
 
 pub mod adapter;
 pub mod connect_error;
 pub mod delivery;
 pub mod emitter;
+pub mod options;
 pub mod redis_fanout;
 pub mod wire;
 
@@ -22,4 +25,5 @@ pub use adapter::RedisAdapter;
 pub use connect_error::{Cause, FanoutError};
 pub use delivery::RedisDelivery;
 pub use emitter::Emitter;
+pub use options::RedisOptions;
 pub use redis_fanout::{RedisFanout, WeakFanout};
