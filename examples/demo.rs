@@ -10,7 +10,8 @@
 //! | PORT | 3000 | listen port (0: any free port; the one chosen is printed) |
 //! | HOST | 127.0.0.1 | listen address |
 //! | IO_PATH | /io | Socket.IO path |
-//! | REDIS_URL | unset | `redis://…`: deliver through Redis (every instance on it); unset: local delivery |
+//! | REDIS_URL | unset | `redis://[user:password@]host:port` or `rediss://…` (TLS): deliver through Redis (every instance on it); unset: local delivery |
+//! | REDIS_CA_FILE | unset | a PEM file of the authorities that signed a `rediss://` server's certificate (unset: the system's) |
 //! | AUTH_TOKEN | demo-token | the accepted token (`auth.token` or `authorization: Bearer`); `boom` fails |
 //! | AUTH_AT | event | `event`: the seeds' `authenticate` event; `handshake`: at the CONNECT (socket.io's `io.use`), a bad token refused with `connect_error` |
 //! | AUTH_TIMEOUT_MS | 10000 | authentication deadline (with `AUTH_AT=handshake`: how long the function may take) |
@@ -40,7 +41,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use socketio_stack::fanout::RedisFanout;
+use socketio_stack::fanout::{RedisFanout, RedisOptions};
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{
     AuthLayer, AuthTimeoutLayer, HandshakeAuthLayer, PingLayer, RateLimitLayer, RoomsLayer,
@@ -53,6 +54,7 @@ use tower_http::trace::TraceLayer;
 
 struct Config {
     redis_url: Option<String>,
+    redis_ca_file: Option<String>,
     header_timeout: Duration,
     max_connections: Option<usize>,
     write_timeout: Duration,
@@ -84,6 +86,9 @@ fn config() -> Result<Config, String> {
     let port = env_number("PORT", 3000)?;
     Ok(Config {
         redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
+        redis_ca_file: std::env::var("REDIS_CA_FILE")
+            .ok()
+            .filter(|v| !v.is_empty()),
         header_timeout: Duration::from_millis(env_number("HEADER_TIMEOUT_MS", 10_000)?),
         max_connections: match std::env::var("MAX_CONNECTIONS") {
             Ok(_) => Some(env_number("MAX_CONNECTIONS", 0)? as usize),
@@ -168,8 +173,13 @@ async fn run() -> Result<(), BoxError> {
     let token: Arc<str> = config.token.into();
     let mut builder = SocketServer::builder();
     if let Some(url) = &config.redis_url {
+        let mut options = RedisOptions::new(url);
+        if let Some(path) = &config.redis_ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("REDIS_CA_FILE {path}: {e}"))?;
+            options = options.root_certificates_pem(pem);
+        }
         // Fails, and the demo does not start, when Redis is unreachable or refuses the login.
-        builder = builder.fanout(RedisFanout::connect(url).await?);
+        builder = builder.fanout(RedisFanout::connect_with_options(options).await?);
         tracing::info!("delivering through Redis");
     }
     let server = builder

@@ -49,6 +49,8 @@ enum Repr {
         awaited: &'static str,
         within: Duration,
     },
+    /// A setting of ours that is out of range (no error underneath).
+    Invalid(&'static str),
 }
 
 impl Cause {
@@ -61,10 +63,15 @@ impl Cause {
         Self(Repr::TimedOut { awaited, within })
     }
 
+    /// A setting is out of range; `what` says which and why.
+    pub(crate) fn invalid(what: &'static str) -> Self {
+        Self(Repr::Invalid(what))
+    }
+
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.0 {
             Repr::Error(e) => Some(&**e),
-            Repr::TimedOut { .. } => None,
+            Repr::TimedOut { .. } | Repr::Invalid(_) => None,
         }
     }
 }
@@ -74,6 +81,7 @@ impl std::fmt::Display for Cause {
         match &self.0 {
             Repr::Error(e) => e.fmt(f),
             Repr::TimedOut { awaited, within } => write!(f, "no {awaited} within {within:?}"),
+            Repr::Invalid(what) => f.write_str(what),
         }
     }
 }
@@ -110,10 +118,6 @@ impl Error for FanoutError {
     }
 }
 
-pub(crate) fn open_client(url: &str) -> Result<redis::Client, FanoutError> {
-    redis::Client::open(url).map_err(|e| FanoutError::Config(Cause::of(e)))
-}
-
 /// Connects once and PINGs, so that an unreachable server or refused credentials fail here,
 /// with Redis's own message, within `timeout`.
 pub(crate) async fn check_reachable(
@@ -144,7 +148,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
         let timeout = Duration::from_millis(200);
-        let err = check_reachable(&open_client(&url).unwrap(), timeout)
+        let err = check_reachable(&redis::Client::open(url).unwrap(), timeout)
             .await
             .unwrap_err();
         assert!(matches!(err, FanoutError::Unreachable(_)), "{err}");
@@ -157,7 +161,9 @@ mod tests {
 
     #[test]
     fn an_invalid_url_keeps_redis_s_error_as_its_source() {
-        let err = open_client("redis://[::1").unwrap_err();
+        let err = crate::fanout::RedisOptions::new("redis://[::1")
+            .client()
+            .unwrap_err();
         let source = err
             .source()
             .and_then(|s| s.downcast_ref::<redis::RedisError>());

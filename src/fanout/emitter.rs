@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::args::Args;
 use crate::event::names;
 use crate::fanout::connect_error::{Cause, FanoutError};
+use crate::fanout::options::RedisOptions;
 use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
 
 /// How long connecting (and each publish's wait for a connection) may take by default.
@@ -46,11 +47,11 @@ pub struct Emitter {
 const POOL_SIZE: u32 = 4;
 
 impl Emitter {
-    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`), failing with
-    /// a clear error within [`DEFAULT_CONNECT_TIMEOUT`] when it is unreachable or refuses the
-    /// credentials.
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`, or
+    /// `rediss://…` for TLS), failing with a clear error within [`DEFAULT_CONNECT_TIMEOUT`]
+    /// when it is unreachable or refuses the credentials.
     pub async fn connect(url: &str) -> Result<Self, FanoutError> {
-        Self::connect_with(url, wire::DEFAULT_KEY, DEFAULT_CONNECT_TIMEOUT).await
+        Self::connect_with_options(&RedisOptions::new(url)).await
     }
 
     /// [`connect`](Self::connect) with a channel prefix (the JavaScript `key` option) and a
@@ -60,7 +61,14 @@ impl Emitter {
         key: &str,
         timeout: Duration,
     ) -> Result<Self, FanoutError> {
-        let client = crate::fanout::connect_error::open_client(url)?;
+        Self::connect_with_options(&RedisOptions::new(url).key(key).connect_timeout(timeout)).await
+    }
+
+    /// [`connect`](Self::connect) with every setting ([`RedisOptions`]: certificates for a
+    /// managed Redis among them; the keepalive is the subscription's, so it does not apply).
+    pub async fn connect_with_options(options: &RedisOptions) -> Result<Self, FanoutError> {
+        let (key, timeout) = (options.channel_key(), options.timeout());
+        let client = options.client()?;
         crate::fanout::connect_error::check_reachable(&client, timeout).await?;
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())
             .map_err(|e| FanoutError::Config(Cause::of(e)))?;

@@ -9,6 +9,8 @@
 //!   [`LocalDelivery`](crate::outbound::LocalDelivery), publishing each `send` (outbound
 //!   layers wrap either).
 //! - [`Emitter`]: publishing from a process without a Socket.IO server.
+//! - [`RedisOptions`]: how to reach Redis: `rediss://` with a private certificate authority
+//!   or a client certificate, ACL users, the subscription's keepalive.
 //! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
 //! - [`Fleet`]: every server and socket of the fleet from Rust: fetching sockets and rooms,
 //!   remote joins, server-side emits ([`fleet_wire`]: their format).
@@ -22,6 +24,7 @@ pub mod fleet_acks;
 pub mod fleet_wire;
 mod local_server;
 mod pending_requests;
+pub mod options;
 pub mod redis_fanout;
 pub mod wire;
 
@@ -30,4 +33,5 @@ pub use connect_error::{Cause, FanoutError};
 pub use delivery::RedisDelivery;
 pub use emitter::Emitter;
 pub use fleet::{Fleet, FleetError, FleetSocket};
+pub use options::RedisOptions;
 pub use redis_fanout::{RedisFanout, WeakFanout};

@@ -29,11 +29,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::args::{Arg, Args};
-use crate::fanout::connect_error::{Cause, FanoutError, check_reachable, open_client};
+use crate::fanout::connect_error::{Cause, FanoutError, check_reachable};
 use crate::fanout::delivery::RedisDelivery;
-use crate::fanout::emitter::{DEFAULT_CONNECT_TIMEOUT, Emitter};
+use crate::fanout::emitter::Emitter;
 use crate::fanout::fleet_wire::{self, AckBroadcast, FleetRequest, ServerSideEmit};
 use crate::fanout::local_server::{LocalAck, LocalServer};
+use crate::fanout::options::{KeepAlive, RedisOptions};
 use crate::fanout::pending_requests::{Awaited, PendingRequests};
 use crate::fanout::wire::{self, Broadcast, Query, Request, WireError};
 use crate::plumbing::{BoxFuture, LogThrottle, catch_panic_call};
@@ -86,10 +87,11 @@ impl Refusals {
 }
 
 impl RedisFanout {
-    /// Connects to the Redis at `url` and subscribes to the broadcast channels; fails with a
-    /// clear error within 5 s when Redis is unreachable or refuses the credentials.
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`, or
+    /// `rediss://…` for TLS) and subscribes to the broadcast channels; fails with a clear
+    /// error within 5 s when Redis is unreachable or refuses the credentials.
     pub async fn connect(url: &str) -> Result<Self, FanoutError> {
-        Self::connect_with(url, wire::DEFAULT_KEY, DEFAULT_CONNECT_TIMEOUT).await
+        Self::connect_with_options(RedisOptions::new(url)).await
     }
 
     /// [`connect`](Self::connect) with a channel prefix and a timeout.
@@ -98,9 +100,18 @@ impl RedisFanout {
         key: &str,
         timeout: Duration,
     ) -> Result<Self, FanoutError> {
-        let client = open_client(url)?;
-        let emitter = Emitter::connect_with(url, key, timeout).await?;
-        let adapter_pub = Emitter::connect_with(url, key, timeout).await?;
+        Self::connect_with_options(RedisOptions::new(url).key(key).connect_timeout(timeout)).await
+    }
+
+    /// [`connect`](Self::connect) with every setting: certificates for a managed Redis, the
+    /// subscription's keepalive (a half-open connection is noticed within 10 s by default)
+    /// and the rest of [`RedisOptions`].
+    pub async fn connect_with_options(options: RedisOptions) -> Result<Self, FanoutError> {
+        let keepalive = options.checked_keepalive()?;
+        let (key, timeout) = (options.channel_key(), options.timeout());
+        let client = options.client()?;
+        let emitter = Emitter::connect_with_options(&options).await?;
+        let adapter_pub = Emitter::connect_with_options(&options).await?;
         let uid = instance_uid();
         let pubsub = subscribe(&client, key, &uid, timeout).await?;
         let (stop, stopped) = watch::channel(false);
@@ -123,6 +134,7 @@ impl RedisFanout {
             pubsub,
             stopped,
             timeout,
+            keepalive,
         ));
         *inner.subscriber.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(Self { inner })
@@ -308,13 +320,15 @@ async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
 }
 
 /// The subscription loop: decodes each message and delivers it locally; when the connection
-/// drops, resubscribes with a growing delay (100 ms to 2 s) until Redis is back.
+/// drops, or goes silent (see [`keep_alive`]), resubscribes with a growing delay (100 ms to
+/// 2 s) until Redis is back.
 async fn receive(
     inner: std::sync::Weak<Inner>,
     client: redis::Client,
     first: redis::aio::PubSub,
     mut stopped: watch::Receiver<bool>,
     timeout: Duration,
+    keepalive: KeepAlive,
 ) {
     let mut pubsub = Some(first);
     let mut delay = Duration::from_millis(100);
@@ -347,7 +361,9 @@ async fn receive(
             }
             continue;
         };
-        let mut messages = current.into_on_message();
+        let (sink, mut messages) = current.split();
+        let silent = keep_alive(sink, keepalive);
+        tokio::pin!(silent);
         loop {
             tokio::select! {
                 message = messages.next() => match message {
@@ -363,8 +379,33 @@ async fn receive(
                         break;
                     }
                 },
+                cause = &mut silent => {
+                    tracing::warn!("Redis subscription unresponsive ({cause}); reconnecting");
+                    if let Some(inner) = inner.upgrade() {
+                        inner.subscribed.store(false, Ordering::Release);
+                    }
+                    // Dropping the stream closes the connection, so Redis drops the
+                    // subscription too once it notices.
+                    break;
+                }
                 () = until_stopped(&mut stopped) => return,
             }
+        }
+    }
+}
+
+/// PINGs the subscription's connection every `interval`, and resolves, with why, once a PING
+/// goes unanswered for `timeout` or fails: a connection that Redis no longer answers while
+/// TCP keeps it open (a half-open connection) would otherwise look subscribed for good,
+/// delivering nothing. So it is noticed within `interval + timeout` of going silent.
+async fn keep_alive(mut sink: redis::aio::PubSubSink, keepalive: KeepAlive) -> Cause {
+    loop {
+        tokio::time::sleep(keepalive.interval).await;
+        // In subscribed mode Redis answers `["pong", ""]` (RESP2); any answer will do.
+        match tokio::time::timeout(keepalive.timeout, sink.ping::<redis::Value>()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Cause::of(e),
+            Err(_) => return Cause::timed_out("answer to PING", keepalive.timeout),
         }
     }
 }

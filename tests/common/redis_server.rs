@@ -1,12 +1,16 @@
 //! A real `redis-server`, started by the test on a free port (so it can also be killed and
-//! restarted to test faults).
+//! restarted to test faults), in plain TCP or TLS only.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::tls::TestCa;
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Whether `port` is a TLS port (the plain one is then off).
+    tls: bool,
     extra: Vec<String>,
 }
 
@@ -29,15 +33,48 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: free_port(),
+            tls: false,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.spawn();
         server
     }
 
+    /// TLS only (`--port 0 --tls-port …`), with the certificate `ca` signed for 127.0.0.1;
+    /// clients need no certificate unless `extra` says `--tls-auth-clients yes`.
+    pub fn start_tls(ca: &TestCa, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--tls-cert-file".to_owned(),
+            ca.path("server.pem"),
+            "--tls-key-file".to_owned(),
+            ca.path("server-key.pem"),
+            "--tls-ca-cert-file".to_owned(),
+            ca.path("ca.pem"),
+        ];
+        if !extra.contains(&"--tls-auth-clients") {
+            args.extend(["--tls-auth-clients".to_owned(), "no".to_owned()]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            tls: true,
+            extra: args,
+        };
+        server.spawn();
+        server
+    }
+
     fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let listen: &[&str] = if self.tls {
+            &["--port", "0", "--tls-port", &port]
+        } else {
+            &["--port", &port]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(&self.extra)
             .stdout(Stdio::null())
@@ -56,8 +93,10 @@ impl RedisServer {
         }
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// SIGKILL: Redis vanishes without a goodbye.
