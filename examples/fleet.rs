@@ -7,11 +7,14 @@
 //! REDIS_URL=redis://127.0.0.1:6379 PORT=0 cargo run --example fleet
 //! ```
 //!
-//! A client connects with `auth: {name, room?}`: its identity (socket.io's `socket.data`) is
-//! `{name}`, and it joins `room` when given. A client without a name is refused.
+//! A client connects with `auth: {name, room?}`, to `/`, `/admin` or any `/tenant/{id}` (a
+//! dynamic namespace), all through the same layers: its identity (socket.io's `socket.data`)
+//! is `{name}`, and it joins `room` when given. A client without a name is refused.
+//! Every route takes a `namespace` (`/` when unset) where it acts on sockets.
 //!
 //! | route | what |
 //! | --- | --- |
+//! | `POST /emit {room?, event, args}` | `io.of(namespace).to(room).emit(..)` through the adapter |
 //! | `POST /ack-broadcast {room?, event, args, timeout_ms}` | `io.to(room).timeout(..).emit_with_ack(..)` through the adapter → `{responses, timeouts}` |
 //! | `POST /server-side-emit {event, args, ack, timeout_ms?}` | `fleet().server_side_emit[_with_ack]` → `{responses}`, or 504 `{error, responses}` |
 //! | `GET /fetch-sockets?room=&timeout_ms=` | `fleet().within(room).fetch_sockets()` → the sockets, or 504 |
@@ -44,6 +47,7 @@ use socketio_stack::layers::HandshakeAuthLayer;
 use socketio_stack::serve::{ServeConfig, bind, serve_until};
 use socketio_stack::{BoxError, Handshake, Session, SocketServer};
 use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
 use tower::Layer;
 
 /// Who a client is: the name it gave.
@@ -69,6 +73,7 @@ async fn admit(hs: Arc<Handshake>) -> Result<Option<Member>, BoxError> {
 
 #[derive(Deserialize)]
 struct AckBroadcast {
+    namespace: Option<String>,
     room: Option<String>,
     event: String,
     #[serde(default)]
@@ -76,12 +81,19 @@ struct AckBroadcast {
     timeout_ms: u64,
 }
 
+/// The namespace `nsp` (`/` when unset) as socketioxide's broadcast operator, if it exists.
+fn namespace(app: &App, nsp: Option<&str>) -> Option<BroadcastOperators<RedisAdapter>> {
+    app.server.io().of(nsp.unwrap_or("/"))
+}
+
 async fn ack_broadcast(State(app): State<App>, Json(req): Json<AckBroadcast>) -> Response {
-    let io = app.server.io();
+    let Some(ns) = namespace(&app, req.namespace.as_deref()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let timeout = Duration::from_millis(req.timeout_ms);
     let op = match req.room {
-        Some(room) => io.to(room).timeout(timeout),
-        None => io.timeout(timeout),
+        Some(room) => ns.to(room).timeout(timeout),
+        None => ns.timeout(timeout),
     };
     let args = Args::from(req.args);
     let acks = op.emit_with_ack::<_, Arg>(&req.event, &args).await;
@@ -98,6 +110,29 @@ async fn ack_broadcast(State(app): State<App>, Json(req): Json<AckBroadcast>) ->
         }
     }
     Json(json!({ "responses": responses, "timeouts": timeouts })).into_response()
+}
+
+#[derive(Deserialize)]
+struct Emit {
+    namespace: Option<String>,
+    room: Option<String>,
+    event: String,
+    #[serde(default)]
+    args: Vec<Value>,
+}
+
+async fn emit(State(app): State<App>, Json(req): Json<Emit>) -> Response {
+    let Some(ns) = namespace(&app, req.namespace.as_deref()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let op = match req.room {
+        Some(room) => ns.to(room),
+        None => ns,
+    };
+    match op.emit(&req.event, &Args::from(req.args)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,6 +185,7 @@ fn failure(e: FleetError) -> Response {
 
 #[derive(Deserialize)]
 struct Target {
+    namespace: Option<String>,
     room: Option<String>,
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -159,6 +195,9 @@ struct Target {
 impl Target {
     fn fleet<'a>(&self, fanout: &'a RedisFanout) -> socketio_stack::fanout::Fleet<'a> {
         let mut fleet = fanout.fleet();
+        if let Some(nsp) = &self.namespace {
+            fleet = fleet.namespace(nsp.clone());
+        }
         if let Some(room) = &self.room {
             fleet = fleet.within(room.clone());
         }
@@ -245,6 +284,8 @@ async fn run() -> Result<(), BoxError> {
         .unwrap_or(3000);
     let fanout = RedisFanout::connect(&url).await?;
     let server = SocketServer::builder_with_redis_adapter(fanout.clone())
+        .namespace("/admin")
+        .dynamic_namespace("/tenant/{id}")
         .layer(HandshakeAuthLayer::new(admit).timeout(Duration::from_secs(2)))
         .on_connect(async |socket: SocketRef<RedisAdapter>, session: Session| {
             if let Some(room) = session.handshake().auth.get("room").and_then(Value::as_str) {
@@ -276,6 +317,7 @@ async fn run() -> Result<(), BoxError> {
     };
     let routes = Router::new()
         .route("/ack-broadcast", post(ack_broadcast))
+        .route("/emit", post(emit))
         .route("/server-side-emit", post(server_side_emit))
         .route("/fetch-sockets", get(fetch_sockets))
         .route("/socket-ids", get(socket_ids))

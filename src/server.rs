@@ -411,10 +411,30 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         io.ns("/", bridge.clone()).spawn();
         for namespace in self.namespaces {
             match namespace {
-                Namespace::Static(path) => io.ns(path, bridge.clone()).spawn(),
-                Namespace::Dynamic(pattern) => io
-                    .dyn_ns(pattern.clone(), bridge.clone())
-                    .map_err(|e| BuildError::InvalidNamespace(pattern, e.to_string()))?,
+                Namespace::Static(path) => {
+                    if let Some(fanout) = &self.fanout {
+                        fanout.serve_namespace(&path);
+                    }
+                    io.ns(path, bridge.clone()).spawn();
+                }
+                Namespace::Dynamic(pattern) => {
+                    // Each instance is subscribed as its first socket comes.
+                    let bridge = match &self.fanout {
+                        Some(fanout) => {
+                            let fanout = fanout.downgrade();
+                            bridge
+                                .clone()
+                                .namespace_seen(std::sync::Arc::new(move |nsp: &str| {
+                                    if let Some(fanout) = fanout.upgrade() {
+                                        fanout.serve_namespace(nsp);
+                                    }
+                                }))
+                        }
+                        None => bridge.clone(),
+                    };
+                    io.dyn_ns(pattern.clone(), bridge)
+                        .map_err(|e| BuildError::InvalidNamespace(pattern, e.to_string()))?;
+                }
             }
         }
         Ok(SocketServer {

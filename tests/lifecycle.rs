@@ -128,6 +128,7 @@ async fn auth_by_bearer_header_and_by_polling_transport() {
             auth: None,
             header: Some(("authorization".into(), format!("Bearer {TOKEN}"))),
             transport: rust_socketio::TransportType::Polling,
+            namespace: None,
         },
     )
     .await;

@@ -116,8 +116,14 @@ pub struct Bridge<S, A> {
     queue_bytes: usize,
     total: Arc<TotalQueue>,
     transports: Transports,
+    /// Told of the namespace of each socket (set for dynamic namespaces, whose instances the
+    /// fan-out learns of this way).
+    namespace_seen: Option<NamespaceSeen>,
     _adapter: PhantomData<fn() -> A>,
 }
+
+/// What a bridge tells of the namespace of each socket it connects.
+pub(crate) type NamespaceSeen = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The bytes of events waiting in every socket's queue, and their bound.
 struct TotalQueue {
@@ -155,6 +161,7 @@ impl<S: Clone, A> Clone for Bridge<S, A> {
             queue_bytes: self.queue_bytes,
             total: self.total.clone(),
             transports: self.transports.clone(),
+            namespace_seen: self.namespace_seen.clone(),
             _adapter: PhantomData,
         }
     }
@@ -169,6 +176,7 @@ impl<S, A> Bridge<S, A> {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             total: TotalQueue::new(DEFAULT_TOTAL_QUEUE_BYTES),
             transports: Transports::default(),
+            namespace_seen: None,
             _adapter: PhantomData,
         }
     }
@@ -194,6 +202,12 @@ impl<S, A> Bridge<S, A> {
     /// Where the socket's transport is closed when a disconnect cannot be queued.
     pub(crate) fn transports(mut self, transports: Transports) -> Self {
         self.transports = transports;
+        self
+    }
+
+    /// Tells `seen` the namespace of each socket, before it connects.
+    pub(crate) fn namespace_seen(mut self, seen: NamespaceSeen) -> Self {
+        self.namespace_seen = Some(seen);
         self
     }
 }
@@ -229,6 +243,9 @@ where
             Err(_) => serde_json::Value::Null,
         };
         let socket = SocketRef::from(s);
+        if let Some(seen) = &self.namespace_seen {
+            seen(socket.ns());
+        }
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
         session.attach_transports(self.transports.clone());
         socket.extensions.insert(session.clone());

@@ -71,6 +71,10 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
     type InitRes = ();
 
     fn new(state: &WeakFanout, local: CoreLocalAdapter<SocketsOfNamespace>) -> Self {
+        // Every namespace has one (a dynamic one's instances too): subscribe its channels.
+        if let Some(fanout) = state.upgrade() {
+            fanout.serve_namespace(local.path());
+        }
         Self {
             local,
             fanout: state.clone(),
@@ -206,8 +210,8 @@ impl RedisAdapter {
         }
         let fanout = self.fanout.upgrade()?;
         let broadcast = to_wire(packet, opts, fanout.uid())?;
-        let servers = match fanout.server_count(self.local.path()).await {
-            Ok(n) => n.saturating_sub(1),
+        let servers = match fanout.other_servers(self.local.path()).await {
+            Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
                 return None;

@@ -333,7 +333,7 @@ impl Fleet<'_> {
         take: impl Fn(&Response) -> Option<T>,
         keep: impl FnOnce(Vec<T>) -> Vec<Arg>,
     ) -> Result<Vec<T>, FleetError> {
-        let expected = self.fanout.server_count(&self.nsp).await?.saturating_sub(1);
+        let expected = self.fanout.other_servers(&self.nsp).await?;
         if expected == 0 {
             return Ok(Vec::new());
         }

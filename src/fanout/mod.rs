@@ -23,8 +23,8 @@ pub mod fleet;
 pub mod fleet_acks;
 pub mod fleet_wire;
 mod local_server;
-mod pending_requests;
 pub mod options;
+mod pending_requests;
 pub mod redis_fanout;
 pub mod wire;
 

@@ -17,7 +17,7 @@
 //! Node servers using `@socket.io/redis-adapter` on the same Redis deliver them too, and this
 //! instance delivers what Node emitters and adapters publish.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::args::{Arg, Args};
@@ -68,6 +68,12 @@ struct Inner {
     /// The questions this instance asked the fleet, awaiting answers.
     pending: PendingRequests,
     server_side: RwLock<HashMap<String, ServerSideHandler>>,
+    /// The namespaces whose channels the subscription covers (`/` and those served here).
+    namespaces: Mutex<BTreeSet<String>>,
+    /// Those of `namespaces` whose subscription is in place.
+    active: Mutex<BTreeSet<String>>,
+    /// Tells the subscription of a namespace to add.
+    new_namespaces: mpsc::UnboundedSender<String>,
     stop: watch::Sender<bool>,
     subscriber: Mutex<Option<JoinHandle<()>>>,
     refusals: Refusals,
@@ -113,7 +119,9 @@ impl RedisFanout {
         let emitter = Emitter::connect_with_options(&options).await?;
         let adapter_pub = Emitter::connect_with_options(&options).await?;
         let uid = instance_uid();
-        let pubsub = subscribe(&client, key, &uid, timeout).await?;
+        let namespaces = BTreeSet::from(["/".to_owned()]);
+        let pubsub = subscribe(&client, key, &namespaces, timeout).await?;
+        let (new_namespaces, added) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
             uid,
@@ -124,6 +132,9 @@ impl RedisFanout {
             local: OnceLock::new(),
             pending: PendingRequests::default(),
             server_side: RwLock::default(),
+            active: Mutex::new(namespaces.clone()),
+            namespaces: Mutex::new(namespaces),
+            new_namespaces,
             stop,
             subscriber: Mutex::new(None),
             refusals: Refusals::default(),
@@ -135,6 +146,7 @@ impl RedisFanout {
             stopped,
             timeout,
             keepalive,
+            added,
         ));
         *inner.subscriber.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(Self { inner })
@@ -210,17 +222,38 @@ impl RedisFanout {
             .insert(event.to_owned(), handler);
     }
 
+    /// Covers namespace `nsp` too: its broadcasts, requests and answers from now on (and
+    /// after every reconnection). Done by the server for the namespaces it serves.
+    pub(crate) fn serve_namespace(&self, nsp: &str) {
+        let added = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(nsp.to_owned());
+        if added {
+            self.inner.new_namespaces.send(nsp.to_owned()).ok();
+        }
+    }
+
     /// This instance's sockets, once a server is attached.
     pub(crate) fn local_server(&self) -> Option<Arc<dyn LocalServer>> {
         self.inner.local.get().cloned()
     }
 
-    /// How many servers of the fleet serve namespace `nsp`, this one included (the
-    /// subscribers of its request channel, as the JavaScript adapter counts them).
+    /// How many servers of the fleet serve namespace `nsp` (the subscribers of its request
+    /// channel, as the JavaScript adapter counts them), this one included when it does.
     pub(crate) async fn server_count(&self, nsp: &str) -> Result<usize, FanoutError> {
         let channel = wire::request_channel(&self.inner.key, nsp);
         let n = self.inner.adapter_pub.subscribers(channel).await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// How many other servers serve `nsp`: those a question in `nsp` awaits answers from.
+    pub(crate) async fn other_servers(&self, nsp: &str) -> Result<usize, FanoutError> {
+        let all = self.server_count(nsp).await?;
+        let here = self.inner.lock_active().contains(nsp);
+        Ok(all.saturating_sub(usize::from(here)))
     }
 
     /// A new question to the fleet, whose answers come to the returned handle.
@@ -282,26 +315,25 @@ impl std::fmt::Debug for RedisFanout {
     }
 }
 
-/// Subscribes to the broadcasts, the requests and the answers of namespace `/` (the shared
-/// response channel, and this instance's own, which JavaScript adapters answer on with
-/// `publishOnSpecificResponseChannel`).
+/// Subscribes to the broadcasts, the requests and the answers of each of `namespaces`.
 async fn subscribe(
     client: &redis::Client,
     key: &str,
-    uid: &str,
+    namespaces: &BTreeSet<String>,
     timeout: Duration,
 ) -> Result<redis::aio::PubSub, FanoutError> {
     check_reachable(client, timeout).await?;
     let open = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.psubscribe(wire::pattern(key, "/")).await?;
-        pubsub
-            .subscribe(&[
-                wire::request_channel(key, "/"),
-                wire::response_channel(key, "/"),
-                specific_response_channel(key, uid),
-            ])
-            .await?;
+        // Every namespace's answers, those this instance asks in namespaces it does not serve
+        // included (a pattern: the JavaScript adapter counts servers by the subscribers of
+        // request channels only).
+        pubsub.psubscribe(response_pattern(key)).await?;
+        for nsp in namespaces {
+            let (pattern, channel) = namespace_channels(key, nsp);
+            pubsub.psubscribe(pattern).await?;
+            pubsub.subscribe(channel).await?;
+        }
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(timeout, open).await {
@@ -312,6 +344,26 @@ async fn subscribe(
             timeout,
         ))),
     }
+}
+
+/// What one namespace is subscribed to: the pattern of its broadcasts and its request
+/// channel.
+fn namespace_channels(key: &str, nsp: &str) -> (String, String) {
+    (wire::pattern(key, nsp), wire::request_channel(key, nsp))
+}
+
+/// The pattern of every response channel: the shared one of each namespace, and each
+/// server's own (which JavaScript adapters answer on with `publishOnSpecificResponseChannel`).
+fn response_pattern(key: &str) -> String {
+    let mut pattern: String = key
+        .chars()
+        .flat_map(|c| {
+            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+            escape.into_iter().chain([c])
+        })
+        .collect();
+    pattern.push_str("-response#*");
+    pattern
 }
 
 /// Resolves once the fan-out is shut down (and yields nothing that is not `Send`).
@@ -329,6 +381,7 @@ async fn receive(
     mut stopped: watch::Receiver<bool>,
     timeout: Duration,
     keepalive: KeepAlive,
+    mut added: mpsc::UnboundedReceiver<String>,
 ) {
     let mut pubsub = Some(first);
     let mut delay = Duration::from_millis(100);
@@ -338,11 +391,20 @@ async fn receive(
                 () = tokio::time::sleep(delay) => {}
                 () = until_stopped(&mut stopped) => return,
             }
-            let Some((key, uid)) = inner.upgrade().map(|i| (i.key.clone(), i.uid.clone())) else {
+            let Some(strong) = inner.upgrade() else {
                 return;
             };
+            let key = strong.key.clone();
+            // Namespaces added from now on come through `added` as well (subscribing twice
+            // is harmless).
+            let namespaces = strong
+                .namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            drop(strong);
             let attempt = tokio::select! {
-                attempt = subscribe(&client, &key, &uid, timeout) => attempt,
+                attempt = subscribe(&client, &key, &namespaces, timeout) => attempt,
                 () = until_stopped(&mut stopped) => return,
             };
             match attempt {
@@ -350,6 +412,7 @@ async fn receive(
                     tracing::info!("Redis subscription restored");
                     if let Some(inner) = inner.upgrade() {
                         inner.subscribed.store(true, Ordering::Release);
+                        *inner.lock_active() = namespaces;
                     }
                     pubsub = Some(p);
                     delay = Duration::from_millis(100);
@@ -362,7 +425,7 @@ async fn receive(
             continue;
         };
         let (sink, mut messages) = current.split();
-        let silent = keep_alive(sink, keepalive);
+        let silent = keep_alive(sink, keepalive, &mut added, inner.clone());
         tokio::pin!(silent);
         loop {
             tokio::select! {
@@ -394,23 +457,61 @@ async fn receive(
     }
 }
 
-/// PINGs the subscription's connection every `interval`, and resolves, with why, once a PING
-/// goes unanswered for `timeout` or fails: a connection that Redis no longer answers while
-/// TCP keeps it open (a half-open connection) would otherwise look subscribed for good,
-/// delivering nothing. So it is noticed within `interval + timeout` of going silent.
-async fn keep_alive(mut sink: redis::aio::PubSubSink, keepalive: KeepAlive) -> Cause {
+/// Keeps the subscription's connection: subscribes the namespaces that come through `added`,
+/// and PINGs it every `interval`. Resolves, with why, once a PING goes unanswered for
+/// `timeout` or a command fails: a connection that Redis no longer answers while TCP keeps
+/// it open (a half-open connection) would otherwise look subscribed for good, delivering
+/// nothing. So it is noticed within `interval + timeout` of going silent.
+async fn keep_alive(
+    mut sink: redis::aio::PubSubSink,
+    keepalive: KeepAlive,
+    added: &mut mpsc::UnboundedReceiver<String>,
+    inner: std::sync::Weak<Inner>,
+) -> Cause {
+    let Some(key) = inner.upgrade().map(|i| i.key.clone()) else {
+        return Cause::timed_out("the fan-out, dropped", Duration::ZERO);
+    };
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + keepalive.interval,
+        keepalive.interval,
+    );
     loop {
-        tokio::time::sleep(keepalive.interval).await;
-        // In subscribed mode Redis answers `["pong", ""]` (RESP2); any answer will do.
-        match tokio::time::timeout(keepalive.timeout, sink.ping::<redis::Value>()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Cause::of(e),
-            Err(_) => return Cause::timed_out("answer to PING", keepalive.timeout),
+        tokio::select! {
+            _ = ping.tick() => {
+                // In subscribed mode Redis answers `["pong", ""]` (RESP2); any answer will do.
+                match tokio::time::timeout(keepalive.timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Cause::of(e),
+                    Err(_) => return Cause::timed_out("answer to PING", keepalive.timeout),
+                }
+            }
+            Some(nsp) = added.recv() => {
+                let (pattern, channel) = namespace_channels(&key, &nsp);
+                let subscribing = async {
+                    sink.psubscribe(pattern).await?;
+                    sink.subscribe(channel).await
+                };
+                match tokio::time::timeout(keepalive.timeout, subscribing).await {
+                    Ok(Ok(())) => {
+                        tracing::debug!(nsp, "namespace subscribed");
+                        if let Some(inner) = inner.upgrade() {
+                            inner.lock_active().insert(nsp);
+                        }
+                    }
+                    // The reconnection subscribes it with the others.
+                    Ok(Err(e)) => return Cause::of(e),
+                    Err(_) => return Cause::timed_out("subscription of a namespace", keepalive.timeout),
+                }
+            }
         }
     }
 }
 
 impl Inner {
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Handles one message from Redis: a broadcast is delivered to the local sockets, a
     /// request applied or answered, an answer handed to the question awaiting it. Garbage is
     /// ignored (and logged, throttled), and this instance's own broadcasts and requests
@@ -601,11 +702,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// The response channel of one server (JavaScript's `publishOnSpecificResponseChannel`).
-fn specific_response_channel(key: &str, uid: &str) -> String {
-    format!("{}{uid}#", wire::response_channel(key, "/"))
 }
 
 /// A 6-character id for this instance, as the JavaScript adapter makes one per server.

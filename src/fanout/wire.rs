@@ -347,9 +347,18 @@ pub fn channel(key: &str, nsp: &str, rooms: &[String]) -> String {
     }
 }
 
-/// The pattern a node subscribes to for the broadcasts of `nsp`.
+/// The pattern a node subscribes to for the broadcasts of `nsp` (glob characters of the key
+/// and the namespace escaped, so that `/a*` covers itself only).
 pub fn pattern(key: &str, nsp: &str) -> String {
-    format!("{key}#{nsp}#*")
+    let mut pattern = String::with_capacity(key.len() + nsp.len() + 3);
+    for c in key.chars().chain(['#']).chain(nsp.chars()) {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push_str("#*");
+    pattern
 }
 
 /// Encodes a broadcast as the JavaScript packages do.

@@ -149,6 +149,8 @@ pub struct ClientOptions {
     pub auth: Option<Value>,
     pub header: Option<(String, String)>,
     pub transport: TransportType,
+    /// The namespace to connect to (`/` when `None`).
+    pub namespace: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -157,6 +159,7 @@ impl Default for ClientOptions {
             auth: Some(json!({ "token": TOKEN })),
             header: None,
             transport: TransportType::Websocket,
+            namespace: None,
         }
     }
 }
@@ -197,6 +200,9 @@ impl TestClient {
             });
         if let Some(auth) = opts.auth {
             builder = builder.auth(auth);
+        }
+        if let Some(ns) = opts.namespace {
+            builder = builder.namespace(ns);
         }
         if let Some((k, v)) = opts.header {
             builder = builder.opening_header(k, v);

@@ -23,15 +23,21 @@ async function body(req) {
 
 const http = createServer(async (req, res) => {
   const url = new URL(req.url, 'http://localhost');
-  const target = (room) => (room ? io.in(room) : io);
+  const of = (nsp) => io.of(nsp ?? '/');
+  const target = (room, nsp) => (room ? of(nsp).in(room) : of(nsp));
   try {
     if (req.method === 'POST' && url.pathname === '/ack-broadcast') {
-      const { room, event, args = [], timeout_ms } = await body(req);
-      const op = room ? io.to(room) : io;
+      const { namespace, room, event, args = [], timeout_ms } = await body(req);
+      const op = target(room, namespace);
       op.timeout(timeout_ms).emit(event, ...args, (err, responses) =>
         json(res, 200, { error: err ? String(err) : null, responses }),
       );
       return;
+    }
+    if (req.method === 'POST' && url.pathname === '/emit') {
+      const { namespace, room, event, args = [] } = await body(req);
+      target(room, namespace).emit(event, ...args);
+      return res.writeHead(204).end();
     }
     if (req.method === 'POST' && url.pathname === '/server-side-emit') {
       const { event, args = [], ack } = await body(req);
@@ -45,15 +51,15 @@ const http = createServer(async (req, res) => {
       return;
     }
     if (req.method === 'GET' && url.pathname === '/fetch-sockets') {
-      const sockets = await target(url.searchParams.get('room')).fetchSockets();
+      const sockets = await target(url.searchParams.get('room'), url.searchParams.get('namespace') ?? undefined).fetchSockets();
       return json(res, 200, sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data, handshake: s.handshake })));
     }
     if (req.method === 'GET' && url.pathname === '/rooms') {
       return json(res, 200, [...(await io.of('/').adapter.allRooms())]);
     }
     if (req.method === 'POST' && ['/join', '/leave', '/disconnect'].includes(url.pathname)) {
-      const { room, rooms = [] } = await body(req);
-      const op = target(room);
+      const { namespace, room, rooms = [] } = await body(req);
+      const op = target(room, namespace);
       if (url.pathname === '/join') op.socketsJoin(rooms);
       else if (url.pathname === '/leave') op.socketsLeave(rooms);
       else op.disconnectSockets(true);
@@ -72,16 +78,19 @@ const sub = pub.duplicate();
 await Promise.all([pub.connect(), sub.connect()]);
 io.adapter(createAdapter(pub, sub));
 
-io.use((socket, next) => {
-  const { name } = socket.handshake.auth ?? {};
-  if (typeof name !== 'string') return next(new Error('a name, please'));
-  socket.data = { name };
-  next();
-});
-io.on('connection', (socket) => {
-  const { room } = socket.handshake.auth;
-  if (room) socket.join(room);
-});
+// `/`, `/admin` and every `/tenant/<id>`, alike.
+for (const nsp of [io.of('/'), io.of('/admin'), io.of(/^\/tenant\/\w+$/)]) {
+  nsp.use((socket, next) => {
+    const { name } = socket.handshake.auth ?? {};
+    if (typeof name !== 'string') return next(new Error('a name, please'));
+    socket.data = { name };
+    next();
+  });
+  nsp.on('connection', (socket) => {
+    const { room } = socket.handshake.auth;
+    if (room) socket.join(room);
+  });
+}
 io.on('whoami', (arg, cb) => {
   log.push(arg);
   if (typeof cb === 'function') cb({ server: 'node', port: http.address().port, arg });

@@ -43,11 +43,11 @@ async function nodeMember(redis, cleanups) {
 }
 
 /**
- * A client named `name` on `server` (in `room` when given) that acknowledges `question`
- * with `{from, got}` unless `silent`.
+ * A client named `name` on namespace `nsp` of `server` (in `room` when given) that
+ * acknowledges `question` with `{from, got}` unless `silent`.
  */
-async function client(server, cleanups, { name, room, silent = false }) {
-  const socket = io(server.url, { path: '/io', auth: { name, room }, forceNew: true, reconnection: false });
+async function client(server, cleanups, { name, room, silent = false, nsp = '/' }) {
+  const socket = io(`${server.url}${nsp}`, { path: '/io', auth: { name, room }, forceNew: true, reconnection: false });
   cleanups.push(() => socket.disconnect());
   if (!silent) socket.on('question', (got, ack) => ack({ from: name, got }));
   await new Promise((resolve, reject) => {
@@ -246,4 +246,63 @@ test('two of our servers and a Node one: each of ours answers the other as a Nod
     const answers = await post(rust, '/server-side-emit', { event: 'whoami', args: ['both?'], ack: true });
     assert.deepEqual(answers.body.responses.map((r) => r.server).sort(), ['node', 'rust']);
     assert.equal(answers.body.responses.find((r) => r.server === 'rust').port, second.port);
+  }));
+
+/** Resolves with the first argument of the next `event` on `socket` (rejects after 5 s). */
+function next(socket, event) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "${event}" within 5 s`)), 5_000);
+    socket.once(event, (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+test('every namespace fans out, a dynamic one\'s instances included, each through the layer stack', () =>
+  withCleanups(async (cleanups) => {
+    const { rust, node, clients } = await mixedFleet(cleanups);
+    // The layers apply to /admin too: no name, no entry.
+    const nameless = io(`${rust.url}/admin`, { path: '/io', auth: {}, forceNew: true, reconnection: false });
+    cleanups.push(() => nameless.disconnect());
+    await next(nameless, 'connect_error');
+
+    const admins = {
+      ann: await client(rust, cleanups, { name: 'admin-ann', room: 'lobby', nsp: '/admin' }),
+      bob: await client(node, cleanups, { name: 'admin-bob', room: 'lobby', nsp: '/admin' }),
+    };
+    const tenants = {
+      ann: await client(rust, cleanups, { name: 'tenant-ann', nsp: '/tenant/7' }),
+      bob: await client(node, cleanups, { name: 'tenant-bob', nsp: '/tenant/7' }),
+      other: await client(node, cleanups, { name: 'tenant-other', nsp: '/tenant/8' }),
+    };
+    // Our dynamic instance subscribes as its first socket comes; wait until Redis counts it.
+    const servers = async (nsp) => (await get(rust, `/fetch-sockets?namespace=${encodeURIComponent(nsp)}`)).body;
+    await eventually(async () => (await servers('/tenant/7')).length === 2, 'both /tenant/7 sockets fetched');
+
+    for (const [asker, other] of [[node, rust], [rust, node]]) {
+      const acks = await post(asker, '/ack-broadcast', { namespace: '/admin', room: 'lobby', event: 'question', args: ['admin?'], timeout_ms: 4_000 });
+      assert.deepEqual(froms(acks.body.responses), ['admin-ann', 'admin-bob'], JSON.stringify(acks.body));
+      const tenant = await post(asker, '/ack-broadcast', { namespace: '/tenant/7', event: 'question', args: ['t7?'], timeout_ms: 4_000 });
+      assert.deepEqual(froms(tenant.body.responses), ['tenant-ann', 'tenant-bob']);
+      void other;
+    }
+    // Plain broadcasts on each namespace's own channels.
+    const news = next(admins.ann, 'news');
+    assert.equal((await post(node, '/emit', { namespace: '/admin', event: 'news', args: ['from node'] })).status, 204);
+    assert.equal(await news, 'from node');
+    const t7 = next(tenants.bob, 'news');
+    assert.equal((await post(rust, '/emit', { namespace: '/tenant/7', event: 'news', args: ['from rust'] })).status, 204);
+    assert.equal(await t7, 'from rust');
+
+    const admin = (await servers('/admin')).map((s) => s.data.name).sort();
+    assert.deepEqual(admin, ['admin-ann', 'admin-bob']);
+    const main = (await servers('/')).map((s) => s.data.name).sort();
+    assert.deepEqual(main, ['ann', 'bob', 'carl', 'dora']);
+    assert.deepEqual((await servers('/tenant/8')).map((s) => s.data.name), ['tenant-other']);
+    // Remote joins in a namespace reach only its sockets.
+    assert.equal((await post(rust, '/join', { namespace: '/admin', rooms: ['ops'] })).status, 204);
+    await eventually(async () => (await get(node, '/fetch-sockets?namespace=/admin&room=ops')).body.length === 2, 'ops in /admin');
+    assert.deepEqual((await get(node, '/fetch-sockets?room=ops')).body, []);
+    void clients;
   }));
