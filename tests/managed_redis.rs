@@ -357,3 +357,45 @@ async fn a_keepalive_of_zero_fails_connect() {
     .unwrap_err();
     assert!(matches!(err, FanoutError::Config(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_demo_takes_a_rediss_url_with_an_acl_user_and_redis_ca_file() {
+    let ca = TestCa::new("socketio-stack test CA");
+    let mut args = vec!["--user", "default", "off", "--user", "fleet"];
+    args.extend(FANOUT_ACL);
+    let redis = RedisServer::start_tls(&ca, &args);
+    let url = format!("rediss://fleet:s3cret@127.0.0.1:{}", redis.port);
+    let demo = |ca_file: Option<&str>| {
+        let mut cmd = std::process::Command::new(example("demo"));
+        cmd.env("REDIS_URL", &url).env_remove("REDIS_CA_FILE");
+        if let Some(file) = ca_file {
+            cmd.env("REDIS_CA_FILE", file);
+        }
+        cmd
+    };
+    let server = std::sync::Arc::new(ServerProcess::start(demo(Some(&ca.path("ca.pem")))));
+    let (mut c, _) =
+        TestClient::authenticated(&format!("http://127.0.0.1:{}/io/", server.port)).await;
+    let body = json!({"destination": "io-default", "topic": "news", "data": {"tls": true}});
+    // The demo's send is answered 204 once published; a blocking call, off the runtime (the
+    // demo lives on here: it is killed when dropped).
+    let sender = server.clone();
+    let status = tokio::task::spawn_blocking(move || sender.send(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(c.expect_event("news").await, json!({"tls": true}));
+
+    // Without the authority, or with a file that is not there, it refuses to start.
+    for ca_file in [None, Some("/nonexistent/ca.pem")] {
+        let out = demo(ca_file).env("PORT", "0").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = if ca_file.is_some() {
+            "REDIS_CA_FILE /nonexistent/ca.pem"
+        } else {
+            "UnknownIssuer"
+        };
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
