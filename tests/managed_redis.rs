@@ -157,7 +157,7 @@ async fn acl_users_connect_with_least_privilege_and_refusals_fail_connect() {
 
     for credentials in ["fleet:wrong", "nobody:s3cret"] {
         let err = RedisFanout::connect(&url(credentials)).await.unwrap_err();
-        assert!(matches!(err, FanoutError::Unreachable(_)), "{err}");
+        assert!(matches!(err, FanoutError::Refused(_)), "{err}");
         assert_eq!(
             redis_source(&err).kind(),
             redis::ErrorKind::AuthenticationFailed,
@@ -165,17 +165,18 @@ async fn acl_users_connect_with_least_privilege_and_refusals_fail_connect() {
         );
         assert_eq!(
             err.to_string(),
-            "Redis is not reachable: Password authentication failed - AuthenticationFailed",
+            "Redis refused this client (its credentials or ACL permissions): Password authentication failed - AuthenticationFailed",
         );
     }
     // Without credentials the disabled default user is refused too.
     let err = RedisFanout::connect(&redis.url()).await.unwrap_err();
+    assert!(matches!(err, FanoutError::Refused(_)), "{err}");
     assert!(err.to_string().contains("NOAUTH"), "{err}");
     // A prefix outside the user's channels fails at connect, not at the first send.
     let err = RedisFanout::connect_with_options(options.clone().key("elsewhere"))
         .await
         .unwrap_err();
-    assert!(matches!(err, FanoutError::Unreachable(_)), "{err}");
+    assert!(matches!(err, FanoutError::Refused(_)), "{err}");
     assert!(
         err.to_string()
             .contains("no permissions to access one of the channels"),
