@@ -16,8 +16,12 @@ use crate::fanout::wire::WireError;
 pub enum FanoutError {
     /// The Redis URL or settings are not valid.
     Config(Cause),
-    /// Redis could not be reached in time, or refused the connection or the credentials.
+    /// Redis could not be reached in time, or refused the connection (TLS included: a
+    /// certificate that is not trusted or not for that host).
     Unreachable(Cause),
+    /// Redis refused this client: a wrong user or password, none where one is required, or
+    /// an ACL user whose permissions do not cover what the fan-out runs on its channels.
+    Refused(Cause),
     /// Redis was reachable before but a publish failed (e.g. it is down now).
     Unavailable(Cause),
     /// The emitter's connections are closed ([`Emitter::close`], or the fan-out's shutdown):
@@ -91,6 +95,10 @@ impl std::fmt::Display for FanoutError {
         match self {
             Self::Config(e) => write!(f, "invalid Redis configuration: {e}"),
             Self::Unreachable(e) => write!(f, "Redis is not reachable: {e}"),
+            Self::Refused(e) => write!(
+                f,
+                "Redis refused this client (its credentials or ACL permissions): {e}"
+            ),
             Self::Unavailable(e) => write!(f, "Redis is unavailable: {e}"),
             Self::Closed => f.write_str(
                 "the Redis connections are closed: the emitter or the fan-out was shut down",
@@ -109,11 +117,27 @@ impl std::fmt::Display for FanoutError {
 impl Error for FanoutError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            Self::Config(c) | Self::Unreachable(c) | Self::Unavailable(c) | Self::Encode(c) => {
-                c.source()
-            }
+            Self::Config(c)
+            | Self::Unreachable(c)
+            | Self::Refused(c)
+            | Self::Unavailable(c)
+            | Self::Encode(c) => c.source(),
             Self::Unpublishable(e) => Some(e),
             Self::Closed | Self::ReservedEvent(_) => None,
+        }
+    }
+}
+
+impl FanoutError {
+    /// What a Redis error met while connecting or subscribing means: the login or the ACL
+    /// refused ([`Refused`](Self::Refused)), or Redis not reached.
+    pub(crate) fn connecting(e: redis::RedisError) -> Self {
+        let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+        if refused {
+            Self::Refused(Cause::of(e))
+        } else {
+            Self::Unreachable(Cause::of(e))
         }
     }
 }
@@ -130,7 +154,7 @@ pub(crate) async fn check_reachable(
     };
     match tokio::time::timeout(timeout, check).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(FanoutError::Unreachable(Cause::of(e))),
+        Ok(Err(e)) => Err(FanoutError::connecting(e)),
         Err(_) => Err(FanoutError::Unreachable(Cause::timed_out(
             "answer to PING",
             timeout,

@@ -142,7 +142,13 @@ impl RedisOptions {
         let config = |e| FanoutError::Config(Cause::of(e));
         let info =
             redis::IntoConnectionInfo::into_connection_info(self.url.as_str()).map_err(config)?;
-        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        if let redis::ConnectionAddr::TcpTls { insecure, .. } = info.addr() {
+            // redis would refuse it only when connecting, as if Redis were unreachable.
+            if *insecure {
+                return Err(FanoutError::Config(Cause::invalid(
+                    "`#insecure` is refused: a `rediss://` server's certificate is always checked (give its authority with `root_certificates_pem`)",
+                )));
+            }
             // rustls needs a process-wide crypto provider; the application may have installed
             // its own (then this is a no-op), and otherwise `ring` is it.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -191,6 +197,18 @@ mod tests {
         assert!(matches!(err, FanoutError::Config(_)), "{err}");
         assert!(err.to_string().contains("rediss://"), "{err}");
         assert!(err.source().is_some_and(|s| s.is::<redis::RedisError>()));
+    }
+
+    #[test]
+    fn insecure_tls_is_refused_up_front() {
+        let err = RedisOptions::new("rediss://127.0.0.1:6380/#insecure")
+            .client()
+            .unwrap_err();
+        assert!(matches!(err, FanoutError::Config(_)), "{err}");
+        assert!(err.to_string().contains("`#insecure` is refused"), "{err}");
+        RedisOptions::new("rediss://127.0.0.1:6380/")
+            .client()
+            .expect("the system's authorities");
     }
 
     #[test]

@@ -338,7 +338,7 @@ async fn subscribe(
     };
     match tokio::time::timeout(timeout, open).await {
         Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(e)) => Err(FanoutError::Unreachable(Cause::of(e))),
+        Ok(Err(e)) => Err(FanoutError::connecting(e)),
         Err(_) => Err(FanoutError::Unreachable(Cause::timed_out(
             "subscription",
             timeout,
