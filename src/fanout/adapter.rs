@@ -39,6 +39,7 @@ use socketioxide_core::adapter::{
 };
 use socketioxide_core::packet::{Packet, PacketData};
 
+use crate::fanout::FanoutError;
 use crate::fanout::redis_fanout::WeakFanout;
 use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request};
 
@@ -80,6 +81,13 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         let remote = fanout
             .as_ref()
             .and_then(|f| to_wire(&packet, &opts, f.uid()));
+        // What the other instances would refuse is refused here, before anyone gets it, so
+        // the sender learns that the broadcast did not reach the fleet.
+        if let Some(broadcast) = &remote {
+            broadcast.check_publishable().map_err(|e| {
+                BroadcastError::Adapter(AdapterError(Box::new(FanoutError::Unpublishable(e))))
+            })?;
+        }
         let local = self
             .local
             .broadcast(packet, opts)
