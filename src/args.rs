@@ -1209,6 +1209,101 @@ mod tests {
     }
 
     #[test]
+    fn floats_parse_to_the_double_they_were_written_from() {
+        // Doubles of every magnitude, from their bits (a fixed xorshift sequence): without
+        // serde_json's `float_roundtrip`, about one in four parses to a neighbour.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut floats = vec![123_456_789.123_456_79, 5e-324, f64::MAX];
+        while floats.len() < 10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = f64::from_bits(x);
+            if f.is_finite() {
+                floats.push(f);
+            }
+        }
+        let text = serde_json::to_string(&floats).unwrap();
+        let got = Args::from_packet(&text, None, false).unwrap();
+        for (arg, sent) in got.iter().zip(&floats) {
+            assert_eq!(arg.as_f64().unwrap().to_bits(), sent.to_bits(), "{sent}");
+        }
+        // And written back as they came.
+        let back = Args::from_serialize(&got).unwrap();
+        assert_eq!(back, got);
+        assert_eq!(
+            serde_json::to_string(&Args::from_packet("[123456789.12345679]", None, false).unwrap())
+                .unwrap(),
+            "[123456789.12345679]"
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_arrive_and_leave_as_the_escapes_they_came_as() {
+        let text = r#"["e","\ud800",{"k":["a\uDC00b"]},"\ud83d\ude00","x\"\\\n\u0001é"]"#;
+        let got = Args::from_packet(text, None, true).unwrap();
+        assert_eq!(got[0], Arg::Utf16(vec![0xd800]));
+        assert_eq!(
+            got[1].get("k").unwrap().as_array().unwrap()[0],
+            Arg::Utf16(vec![0x61, 0xdc00, 0x62])
+        );
+        // A pair is an ordinary string, escapes read as serde_json reads them.
+        assert_eq!(got[2], Arg::from("😀"));
+        assert_eq!(got[3], Arg::from("x\"\\\n\u{1}é"));
+        // Written as `JSON.stringify` writes them, through socketioxide's encoder.
+        use socketioxide_core::parser::Parse;
+        let encoded = socketioxide_parser_common::CommonParser
+            .encode_value(&got, Some("e"))
+            .unwrap();
+        let socketioxide_core::Value::Str(out, None) = encoded else {
+            panic!("{encoded:?}")
+        };
+        assert_eq!(
+            out.as_str(),
+            r#"["e","\ud800",{"k":["a\udc00b"]},"😀","x\"\\\n\u0001é"]"#
+        );
+        assert!(!got[0].is_falsy());
+        assert_eq!(got[0].to_json(), None);
+        let err = got.decode::<(String, serde_json::Value, String, String)>().unwrap_err();
+        assert!(err.to_string().contains("a string with a lone surrogate"), "{err}");
+        // A key cannot be one: `Arg::Object` keys are strings.
+        assert!(Args::from_packet(r#"[{"\ud800":1}]"#, None, false).is_err());
+    }
+
+    #[test]
+    fn text_that_may_hold_surrogates_parses_as_serde_json_parses_the_rest() {
+        let same = [
+            r#"["\ud83d\ude00", 1, -2.5e-3, 1E400, true, false, null, {"a": 1, "a": 2, "b": []}]"#,
+            r#"[ "\\ud800 is not an escape here" , [ [ ] ] , { } ]"#,
+            r#"["\ud83d\ude00", 12345678901234567890, -9223372036854775808, 0.1]"#,
+        ];
+        for text in same {
+            let fast: Result<Vec<Arg>, _> = serde_json::from_str(text);
+            let slow = lone_surrogates::parse(text);
+            assert_eq!(slow.ok(), fast.ok(), "{text}");
+        }
+        let deep = format!("[\"\\ud800\",{}{}]", "[".repeat(127), "]".repeat(127));
+        assert!(lone_surrogates::parse(&deep).is_ok());
+        let too_deep = format!("[\"\\ud800\",{}{}]", "[".repeat(128), "]".repeat(128));
+        assert!(lone_surrogates::parse(&too_deep).is_err());
+        for bad in [
+            r#"["\ud800""#,
+            r#"["\ud800",]"#,
+            r#"["\ud800" 1]"#,
+            r#"["\ud800"] x"#,
+            r#"["\ud80"]"#,
+            r#"["\ud800\x"]"#,
+            "[\"\\ud800\u{1}\"]",
+            r#"["\ud800",{"a" 1}]"#,
+            r#"["\ud800",tru]"#,
+            r#"["\ud800",01x]"#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert!(Args::from_packet(bad, None, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn args_serialize_as_a_tuple_of_their_values() {
         let a = args(json!([1, "2", {"3": [true]}]));
         assert!(socketioxide_core::parser::is_ser_tuple(&a));
