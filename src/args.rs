@@ -1264,8 +1264,13 @@ mod tests {
         );
         assert!(!got[0].is_falsy());
         assert_eq!(got[0].to_json(), None);
-        let err = got.decode::<(String, serde_json::Value, String, String)>().unwrap_err();
-        assert!(err.to_string().contains("a string with a lone surrogate"), "{err}");
+        let err = got
+            .decode::<(String, serde_json::Value, String, String)>()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("a string with a lone surrogate"),
+            "{err}"
+        );
         // A key cannot be one: `Arg::Object` keys are strings.
         assert!(Args::from_packet(r#"[{"\ud800":1}]"#, None, false).is_err());
     }
