@@ -944,6 +944,15 @@ async fn raw_member(addr: std::net::SocketAddr) -> common::RawWs {
 /// The next event `name` a raw client gets: its packet's text and its attachments, in order
 /// (other packets skipped).
 async fn next_packet(ws: &mut common::RawWs, name: &str) -> (String, Vec<Vec<u8>>) {
+    next_packet_where(ws, name, |_| {}).await
+}
+
+/// [`next_packet`], showing each event packet skipped on the way to `seen`.
+async fn next_packet_where(
+    ws: &mut common::RawWs,
+    name: &str,
+    mut seen: impl FnMut(&str),
+) -> (String, Vec<Vec<u8>>) {
     let mut next = async || {
         tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws))
             .await
@@ -970,6 +979,7 @@ async fn next_packet(ws: &mut common::RawWs, name: &str) -> (String, Vec<Vec<u8>
         if is_it {
             return (text, bins);
         }
+        seen(&text);
     }
 }
 
@@ -1112,4 +1122,99 @@ async fn binary_dates_and_exact_values_cross_between_node_and_our_servers_both_w
         );
     }
     adapter_server.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_cannot_cross_redis_as_sent_is_refused_at_the_sender_with_an_error() {
+    let redis = RedisServer::start();
+    let ours = instance(&redis).await;
+    let (_adapter_http, adapter_server) = adapter_instance(&redis).await;
+    let mut on_ours = raw_member(ours.addr).await;
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    let cases = [
+        (
+            Args::from_packet(r#"["ok","a\ud800"]"#, None, false).unwrap(),
+            "argument 1 holds a string with a lone surrogate",
+        ),
+        (
+            Args::from_packet(&format!("[{}]", deep_json(65)), None, false).unwrap(),
+            "argument 0 nests deeper than 64 levels",
+        ),
+    ];
+    for (args, why) in cases {
+        let err = ours
+            .server
+            .send(SendRequest::to("io-default", "refused", json!(null)).with_args(args.clone()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        let err = emitter
+            .clone()
+            .to("io-default")
+            .emit_args("refused", args.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, FanoutError::Unpublishable(e) if e.0.contains(why)),
+            "{err}"
+        );
+        // Refused before this instance's own sockets get it, too.
+        let err = adapter_server
+            .io()
+            .to("io-default")
+            .emit("refused", &args)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // Nothing of them was published: the next event is the one sent after.
+    ours.server
+        .send(SendRequest::to("io-default", "after", json!(1)))
+        .await
+        .unwrap();
+    next_packet_where(&mut on_ours, "after", |skipped| {
+        assert!(!skipped.contains("refused"), "{skipped}");
+    })
+    .await;
+    adapter_server.shutdown().await;
+}
+
+/// The local counterpart (no Redis): what a client sends reaches clients exactly, floats,
+/// 64 levels and lone surrogates included, echoed by a handler and sent by `send`.
+#[tokio::test]
+async fn values_arrive_exactly_on_local_delivery_too() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new())
+        .on("echo", async |socket: SocketRef, args: Args| {
+            socket.emit("echoed", &args).ok();
+        })
+        .build()
+        .unwrap();
+    let local = serve(server).await;
+    let mut client = raw_member(local.addr).await;
+    let values = format!(
+        r#"123456789.12345679,{},"\ud800",{{"k":"a\udc00","pair":"😀"}},0.30000000000000004"#,
+        deep_json(64)
+    );
+    client
+        .send(Message::text(format!(r#"42["echo",{values}]"#)))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_packet(&mut client, "echoed").await,
+        (format!(r#"42["echoed",{values}]"#), vec![])
+    );
+    let args = Args::from_packet(&format!("[{values}]"), None, false).unwrap();
+    local
+        .server
+        .send(SendRequest::to("io-default", "sent", json!(null)).with_args(args))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_packet(&mut client, "sent").await,
+        (format!(r#"42["sent",{values}]"#), vec![])
+    );
 }
