@@ -50,8 +50,9 @@ pub const MAX_VALUES: usize = 512 << 10;
 pub const MAX_DECODED_BYTES: usize = 64 << 20;
 /// The deepest an argument may nest: 64 arrays or maps one in another, each level counted
 /// once (`[[1]]` nests 2 deep, `1` none). A message holding a deeper one is refused, and the
-/// senders refuse to publish one ([`Broadcast::check_publishable`]) rather than have every
-/// receiver drop it.
+/// senders (`send`, the [`Emitter`](crate::fanout::Emitter), the
+/// [`RedisAdapter`](crate::fanout::RedisAdapter)) refuse to publish one, with an error, rather
+/// than have every receiver drop it.
 pub const MAX_DEPTH: usize = 64;
 /// The levels a message takes around its arguments: `[uid, {data: [event, ...args]}, opts]`
 /// (and a request's `{data: [...]}` or `{opts: {rooms: [...]}}`, within the same).
@@ -367,7 +368,7 @@ pub fn encode(b: &Broadcast) -> Vec<u8> {
 
 /// Decodes a broadcast, refusing what is not one (too big in bytes, in values or decoded,
 /// nested too deep, truncated, not MessagePack, not an EVENT packet); its arguments read as
-/// a Node member reads them ([`mp_to_arg`]).
+/// a Node member delivers them: dates as their ISO 8601 text, bad UTF-8 as U+FFFD.
 pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
