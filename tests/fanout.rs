@@ -1126,6 +1126,7 @@ async fn binary_dates_and_exact_values_cross_between_node_and_our_servers_both_w
 
 #[tokio::test]
 async fn what_cannot_cross_redis_as_sent_is_refused_at_the_sender_with_an_error() {
+    use socketio_stack::args::Arg;
     let redis = RedisServer::start();
     let ours = instance(&redis).await;
     let (_adapter_http, adapter_server) = adapter_instance(&redis).await;
@@ -1167,6 +1168,16 @@ async fn what_cannot_cross_redis_as_sent_is_refused_at_the_sender_with_an_error(
             .unwrap_err();
         assert!(err.to_string().contains(why), "{err}");
     }
+    // Past serde_json's 128 levels, socketioxide's encoding of a broadcast cannot even be
+    // read back to publish it: refused as well, not kept to this instance silently.
+    let deepest = (0..200).fold(Arg::from(1u64), |inner, _| Arg::Array(vec![inner]));
+    let err = adapter_server
+        .io()
+        .to("io-default")
+        .emit("refused", &deepest)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be read back"), "{err}");
     // Nothing of them was published: the next event is the one sent after.
     ours.server
         .send(SendRequest::to("io-default", "after", json!(1)))

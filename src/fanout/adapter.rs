@@ -41,7 +41,7 @@ use socketioxide_core::packet::{Packet, PacketData};
 
 use crate::fanout::FanoutError;
 use crate::fanout::redis_fanout::WeakFanout;
-use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request};
+use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request, WireError};
 
 /// The adapter; see the [module docs](self). Its state is the instance's
 /// [`RedisFanout`](crate::fanout::RedisFanout), held weakly.
@@ -78,15 +78,16 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
             .reaches_other_instances(&opts)
             .then(|| self.fanout.upgrade())
             .flatten();
-        let remote = fanout
-            .as_ref()
-            .and_then(|f| to_wire(&packet, &opts, f.uid()));
         // What the other instances would refuse is refused here, before anyone gets it, so
         // the sender learns that the broadcast did not reach the fleet.
+        let unpublishable =
+            |e| BroadcastError::Adapter(AdapterError(Box::new(FanoutError::Unpublishable(e))));
+        let remote = match &fanout {
+            Some(f) => to_wire(&packet, &opts, f.uid()).map_err(unpublishable)?,
+            None => None,
+        };
         if let Some(broadcast) = &remote {
-            broadcast.check_publishable().map_err(|e| {
-                BroadcastError::Adapter(AdapterError(Box::new(FanoutError::Unpublishable(e))))
-            })?;
+            broadcast.check_publishable().map_err(unpublishable)?;
         }
         let local = self
             .local
@@ -182,30 +183,39 @@ impl RedisAdapter {
 
 /// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it (binary
 /// attachments in place); `None` for what the format cannot carry (acknowledged broadcasts),
-/// which then stays local (logged).
-fn to_wire(packet: &Packet, opts: &BroadcastOptions, uid: &str) -> Option<Broadcast> {
+/// which then stays local (logged); an error for arguments that cannot be read back from
+/// socketioxide's encoding (nested past serde_json's 128 levels).
+fn to_wire(
+    packet: &Packet,
+    opts: &BroadcastOptions,
+    uid: &str,
+) -> Result<Option<Broadcast>, WireError> {
     let (PacketData::Event(socketioxide_core::Value::Str(text, attachments), None)
     | PacketData::BinaryEvent(socketioxide_core::Value::Str(text, attachments), None)) =
         &packet.inner
     else {
         tracing::warn!("an acknowledged broadcast is delivered on this instance only");
-        return None;
+        return Ok(None);
     };
     let mut data = Args::from_packet(text.as_str(), attachments.as_ref(), false)
-        .ok()?
+        .map_err(|e| {
+            WireError(format!(
+                "the broadcast's arguments cannot be read back: {e}"
+            ))
+        })?
         .into_vec();
     if data.is_empty() {
-        return None;
+        return Ok(None);
     }
     let Arg::String(event) = data.remove(0) else {
-        return None;
+        return Ok(None);
     };
     let mut except: Vec<String> = opts.except.iter().map(|r| r.to_string()).collect();
     // `socket.broadcast()` leaves the sender out, as the JavaScript adapter's `except` does.
     if let (true, Some(sid)) = (opts.has_flag(BroadcastFlags::Broadcast), opts.sid) {
         except.push(sid.to_string());
     }
-    Some(Broadcast {
+    Ok(Some(Broadcast {
         uid: uid.to_owned(),
         nsp: packet.ns.to_string(),
         event,
@@ -216,5 +226,5 @@ fn to_wire(packet: &Packet, opts: &BroadcastOptions, uid: &str) -> Option<Broadc
             compress: None,
             volatile: opts.has_flag(BroadcastFlags::Volatile).then_some(true),
         },
-    })
+    }))
 }
