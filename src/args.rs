@@ -70,8 +70,9 @@ pub enum Arg {
     /// it; [`Arg::from_utf16`] makes every other string an [`Arg::String`].
     ///
     /// It cannot cross Redis: notepack.io, the JavaScript members' MessagePack decoder, reads
-    /// strings as UTF-8 and would make each lone surrogate U+FFFD, so the fan-out refuses to
-    /// publish it (with an error) rather than deliver something else. It does not decode into
+    /// strings as UTF-8, in which no lone surrogate can be written (it would read U+FFFD
+    /// instead), so the fan-out refuses to publish it (with an error) rather than deliver
+    /// something else. It does not decode into
     /// Rust types either (a `String` cannot hold it): read it as an `Arg`.
     Utf16(Vec<u16>),
     /// Binary data: a JavaScript `Buffer`, `ArrayBuffer` or typed array, sent as an

@@ -1376,7 +1376,7 @@ mod tests {
         out
     }
 
-    /// Refused within a bound of time: the walk is linear and allocates nothing.
+    /// Refused within a bound of time: the walk is linear and allocates only its nesting bound.
     fn refused_quickly(what: &str, result: Result<impl std::fmt::Debug, WireError>) -> String {
         let err = match result {
             Ok(v) => panic!("{what}: decoded to {v:?}"),
