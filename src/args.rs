@@ -63,6 +63,18 @@ pub enum Arg {
     Number(Number),
     /// A string.
     String(String),
+    /// A string that JavaScript can hold and UTF-8 cannot: one with a lone surrogate (a UTF-16
+    /// code unit from U+D800 to U+DFFF without its pair), which JSON text writes as an escape
+    /// such as `"\ud800"` and which serde_json refuses to read into a `String`. Kept as its
+    /// UTF-16 code units, it reaches clients as the same escapes, as a Node server forwards
+    /// it; [`Arg::from_utf16`] makes every other string an [`Arg::String`].
+    ///
+    /// It cannot cross Redis: notepack.io, the JavaScript members' MessagePack decoder, reads
+    /// strings as UTF-8, in which no lone surrogate can be written (it would read U+FFFD
+    /// instead), so the fan-out refuses to publish it (with an error) rather than deliver
+    /// something else. It does not decode into
+    /// Rust types either (a `String` cannot hold it): read it as an `Arg`.
+    Utf16(Vec<u16>),
     /// Binary data: a JavaScript `Buffer`, `ArrayBuffer` or typed array, sent as an
     /// attachment of the packet.
     Binary(Bytes),
@@ -73,6 +85,15 @@ pub enum Arg {
 }
 
 impl Arg {
+    /// A string from its UTF-16 code units: [`Arg::String`], or [`Arg::Utf16`] when it holds
+    /// a lone surrogate.
+    pub fn from_utf16(units: Vec<u16>) -> Self {
+        match String::from_utf16(&units) {
+            Ok(s) => Self::String(s),
+            Err(_) => Self::Utf16(units),
+        }
+    }
+
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -147,6 +168,7 @@ impl Arg {
             Self::Bool(b) => !b,
             Self::Number(n) => n.as_f64().is_none_or(|f| f == 0.0 || f.is_nan()),
             Self::String(s) => s.is_empty(),
+            Self::Utf16(units) => units.is_empty(),
             Self::Binary(_) | Self::Array(_) | Self::Object(_) => false,
         }
     }
@@ -161,7 +183,8 @@ impl Arg {
         }
     }
 
-    /// This value as JSON, or `None` when it holds binary data (which JSON cannot carry).
+    /// This value as JSON, or `None` when it holds what `serde_json::Value` cannot: binary data,
+    /// or a string with a lone surrogate ([`Arg::Utf16`]).
     pub fn to_json(&self) -> Option<serde_json::Value> {
         use serde_json::Value;
         Some(match self {
@@ -169,7 +192,7 @@ impl Arg {
             Self::Bool(b) => Value::Bool(*b),
             Self::Number(n) => Value::Number(n.clone()),
             Self::String(s) => Value::String(s.clone()),
-            Self::Binary(_) => return None,
+            Self::Binary(_) | Self::Utf16(_) => return None,
             Self::Array(a) => Value::Array(a.iter().map(Arg::to_json).collect::<Option<_>>()?),
             Self::Object(o) => Value::Object(
                 o.iter()
@@ -319,7 +342,11 @@ impl Args {
         attachments: Option<&VecDeque<Bytes>>,
         with_event: bool,
     ) -> Result<Self, ArgsError> {
-        let mut items: Vec<Arg> = serde_json::from_str(text)?;
+        let mut items: Vec<Arg> = if may_hold_surrogates(text) {
+            lone_surrogates::parse(text)?
+        } else {
+            serde_json::from_str(text)?
+        };
         if with_event {
             if items.is_empty() {
                 return Err(de::Error::custom("an event packet without its name"));
@@ -362,6 +389,245 @@ impl Args {
                 Self::from_packet(text.as_str(), attachments.as_ref(), false)
             }
             socketioxide_core::Value::Bytes(_) => Err(de::Error::custom("not a text encoding")),
+        }
+    }
+}
+
+/// Whether JSON text may hold an escaped surrogate (`\uD800` to `\uDFFF`), so a lone one:
+/// other text takes serde_json's fast path. An escaped backslash before a `u` counts too; the
+/// slower parse is right for any text.
+fn may_hold_surrogates(text: &str) -> bool {
+    text.as_bytes().windows(4).any(|w| {
+        matches!(
+            w,
+            [
+                b'\\',
+                b'u',
+                b'd' | b'D',
+                b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F',
+            ]
+        )
+    })
+}
+
+/// A string's JSON text as `JSON.stringify` writes it: lone surrogates as lowercase `\u`
+/// escapes, as are control characters without a short escape.
+fn json_text(units: &[u16]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(units.len() + 2);
+    out.push('"');
+    for c in char::decode_utf16(units.iter().copied()) {
+        match c {
+            Ok('"') => out.push_str("\\\""),
+            Ok('\\') => out.push_str("\\\\"),
+            Ok('\u{8}') => out.push_str("\\b"),
+            Ok('\u{c}') => out.push_str("\\f"),
+            Ok('\n') => out.push_str("\\n"),
+            Ok('\r') => out.push_str("\\r"),
+            Ok('\t') => out.push_str("\\t"),
+            Ok(c) if c < ' ' => write!(out, "\\u{:04x}", u32::from(c)).expect("to a String"),
+            Ok(c) => out.push(c),
+            Err(lone) => {
+                write!(out, "\\u{:04x}", lone.unpaired_surrogate()).expect("to a String");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// JSON text to arguments for text that may hold lone surrogates, which serde_json refuses in
+/// any string it hands over: the structure is read here, strings into UTF-16 code units
+/// ([`Arg::from_utf16`]), numbers by serde_json, so they parse as on the fast path. It nests
+/// at most 128 levels, as serde_json does.
+mod lone_surrogates {
+    use super::{Arg, ArgsError};
+    use indexmap::IndexMap;
+    use serde::de::Error as _;
+
+    const MAX_NESTING: usize = 128;
+
+    pub(super) fn parse(text: &str) -> Result<Vec<Arg>, ArgsError> {
+        let mut p = Parser { text, at: 0 };
+        let value = p.value(0)?;
+        p.blank();
+        if p.at != text.len() {
+            return Err(p.error("trailing characters"));
+        }
+        match value {
+            Arg::Array(items) => Ok(items),
+            _ => Err(ArgsError::custom("the packet's data is not an array")),
+        }
+    }
+
+    struct Parser<'a> {
+        text: &'a str,
+        at: usize,
+    }
+
+    impl Parser<'_> {
+        fn error(&self, what: &str) -> ArgsError {
+            ArgsError::custom(format_args!("{what} at byte {}", self.at))
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.text.as_bytes().get(self.at).copied()
+        }
+
+        fn blank(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        fn expect(&mut self, byte: u8) -> Result<(), ArgsError> {
+            self.blank();
+            if self.peek() != Some(byte) {
+                return Err(self.error(&format!("expected `{}`", char::from(byte))));
+            }
+            self.at += 1;
+            Ok(())
+        }
+
+        /// After an opening bracket: true (and past it) when `close` ends the list at once.
+        fn closes(&mut self, close: u8) -> bool {
+            self.blank();
+            let closed = self.peek() == Some(close);
+            self.at += usize::from(closed);
+            closed
+        }
+
+        /// After an item: true at the end of the list, false before another item.
+        fn ends(&mut self, close: u8) -> Result<bool, ArgsError> {
+            self.blank();
+            match self.peek() {
+                Some(b',') => {
+                    self.at += 1;
+                    Ok(false)
+                }
+                Some(b) if b == close => {
+                    self.at += 1;
+                    Ok(true)
+                }
+                _ => Err(self.error("expected `,` or the end of the list")),
+            }
+        }
+
+        fn value(&mut self, depth: usize) -> Result<Arg, ArgsError> {
+            self.blank();
+            match self.peek() {
+                Some(b'[' | b'{') if depth == MAX_NESTING => {
+                    Err(self.error("recursion limit exceeded"))
+                }
+                Some(b'[') => {
+                    self.at += 1;
+                    let mut items = Vec::new();
+                    if !self.closes(b']') {
+                        loop {
+                            items.push(self.value(depth + 1)?);
+                            if self.ends(b']')? {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(Arg::Array(items))
+                }
+                Some(b'{') => {
+                    self.at += 1;
+                    let mut entries = IndexMap::new();
+                    if !self.closes(b'}') {
+                        loop {
+                            self.blank();
+                            let key = match self.string()? {
+                                Arg::String(key) => key,
+                                _ => return Err(self.error("an object key with a lone surrogate")),
+                            };
+                            self.expect(b':')?;
+                            // A repeated key keeps its first place and its last value, as
+                            // `JSON.parse` does (and the fast path).
+                            entries.insert(key, self.value(depth + 1)?);
+                            if self.ends(b'}')? {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(Arg::Object(entries))
+                }
+                Some(b'"') => self.string(),
+                Some(b't') => self.word("true", Arg::Bool(true)),
+                Some(b'f') => self.word("false", Arg::Bool(false)),
+                Some(b'n') => self.word("null", Arg::Null),
+                Some(b'-' | b'0'..=b'9') => {
+                    let start = self.at;
+                    while matches!(
+                        self.peek(),
+                        Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                    ) {
+                        self.at += 1;
+                    }
+                    serde_json::from_str(&self.text[start..self.at]).map(Arg::Number)
+                }
+                _ => Err(self.error("expected a value")),
+            }
+        }
+
+        fn word(&mut self, word: &str, value: Arg) -> Result<Arg, ArgsError> {
+            if !self.text[self.at..].starts_with(word) {
+                return Err(self.error("expected a value"));
+            }
+            self.at += word.len();
+            Ok(value)
+        }
+
+        /// A string, its opening quote next.
+        fn string(&mut self) -> Result<Arg, ArgsError> {
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a string"));
+            }
+            self.at += 1;
+            let mut units = Vec::new();
+            loop {
+                let run = self.at;
+                while matches!(self.peek(), Some(b) if b != b'"' && b != b'\\' && b >= 0x20) {
+                    self.at += 1;
+                }
+                // The run ends at an ASCII byte, so on a character boundary.
+                units.extend(self.text[run..self.at].encode_utf16());
+                match self.peek() {
+                    Some(b'"') => {
+                        self.at += 1;
+                        return Ok(Arg::from_utf16(units));
+                    }
+                    Some(b'\\') => {
+                        self.at += 1;
+                        let unit = match self.peek() {
+                            Some(b'"') => u16::from(b'"'),
+                            Some(b'\\') => u16::from(b'\\'),
+                            Some(b'/') => u16::from(b'/'),
+                            Some(b'b') => 0x08,
+                            Some(b'f') => 0x0c,
+                            Some(b'n') => u16::from(b'\n'),
+                            Some(b'r') => u16::from(b'\r'),
+                            Some(b't') => u16::from(b'\t'),
+                            Some(b'u') => {
+                                let hex = self
+                                    .text
+                                    .get(self.at + 1..self.at + 5)
+                                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                                    .ok_or_else(|| self.error("invalid escape"))?;
+                                self.at += 4;
+                                u16::from_str_radix(hex, 16)
+                                    .map_err(|_| self.error("invalid escape"))?
+                            }
+                            _ => return Err(self.error("invalid escape")),
+                        };
+                        self.at += 1;
+                        units.push(unit);
+                    }
+                    Some(_) => return Err(self.error("a control character in a string")),
+                    None => return Err(self.error("an unterminated string")),
+                }
+            }
         }
     }
 }
@@ -456,6 +722,11 @@ impl Serialize for Arg {
             Self::Bool(b) => s.serialize_bool(*b),
             Self::Number(n) => n.serialize(s),
             Self::String(v) => s.serialize_str(v),
+            // As its JSON text, escapes and all: no `str` can hold it. serde_json (what
+            // socketioxide encodes packets with) writes a raw value as it is.
+            Self::Utf16(units) => serde_json::value::RawValue::from_string(json_text(units))
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
             // socketioxide's encoder makes it an attachment.
             Self::Binary(b) => s.serialize_bytes(b),
             Self::Array(a) => {
@@ -573,6 +844,7 @@ impl<'de> Deserializer<'de> for &'de Arg {
             Arg::Bool(b) => v.visit_bool(*b),
             Arg::Number(n) => n.deserialize_any(v),
             Arg::String(s) => v.visit_borrowed_str(s),
+            Arg::Utf16(_) => Err(de::Error::invalid_type(self.unexpected(), &v)),
             Arg::Binary(b) => v.visit_borrowed_bytes(b),
             Arg::Array(a) => {
                 let mut seq = de::value::SeqDeserializer::new(a.iter());
@@ -641,6 +913,7 @@ impl Arg {
             Self::Bool(b) => de::Unexpected::Bool(*b),
             Self::Number(_) => de::Unexpected::Other("a number"),
             Self::String(s) => de::Unexpected::Str(s),
+            Self::Utf16(_) => de::Unexpected::Other("a string with a lone surrogate"),
             Self::Binary(b) => de::Unexpected::Bytes(b),
             Self::Array(_) => de::Unexpected::Seq,
             Self::Object(_) => de::Unexpected::Map,
@@ -934,6 +1207,106 @@ mod tests {
         );
         // A vector is one argument.
         assert_eq!(Args::from_serialize(&vec![1, 2]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn floats_parse_to_the_double_they_were_written_from() {
+        // Doubles of every magnitude, from their bits (a fixed xorshift sequence): without
+        // serde_json's `float_roundtrip`, about one in four parses to a neighbour.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut floats = vec![123_456_789.123_456_79, 5e-324, f64::MAX];
+        while floats.len() < 10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = f64::from_bits(x);
+            if f.is_finite() {
+                floats.push(f);
+            }
+        }
+        let text = serde_json::to_string(&floats).unwrap();
+        let got = Args::from_packet(&text, None, false).unwrap();
+        for (arg, sent) in got.iter().zip(&floats) {
+            assert_eq!(arg.as_f64().unwrap().to_bits(), sent.to_bits(), "{sent}");
+        }
+        // And written back as they came.
+        let back = Args::from_serialize(&got).unwrap();
+        assert_eq!(back, got);
+        assert_eq!(
+            serde_json::to_string(&Args::from_packet("[123456789.12345679]", None, false).unwrap())
+                .unwrap(),
+            "[123456789.12345679]"
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_arrive_and_leave_as_the_escapes_they_came_as() {
+        let text = r#"["e","\ud800",{"k":["a\uDC00b"]},"\ud83d\ude00","x\"\\\n\u0001é"]"#;
+        let got = Args::from_packet(text, None, true).unwrap();
+        assert_eq!(got[0], Arg::Utf16(vec![0xd800]));
+        assert_eq!(
+            got[1].get("k").unwrap().as_array().unwrap()[0],
+            Arg::Utf16(vec![0x61, 0xdc00, 0x62])
+        );
+        // A pair is an ordinary string, escapes read as serde_json reads them.
+        assert_eq!(got[2], Arg::from("😀"));
+        assert_eq!(got[3], Arg::from("x\"\\\n\u{1}é"));
+        // Written as `JSON.stringify` writes them, through socketioxide's encoder.
+        use socketioxide_core::parser::Parse;
+        let encoded = socketioxide_parser_common::CommonParser
+            .encode_value(&got, Some("e"))
+            .unwrap();
+        let socketioxide_core::Value::Str(out, None) = encoded else {
+            panic!("{encoded:?}")
+        };
+        assert_eq!(
+            out.as_str(),
+            r#"["e","\ud800",{"k":["a\udc00b"]},"😀","x\"\\\n\u0001é"]"#
+        );
+        assert!(!got[0].is_falsy());
+        assert_eq!(got[0].to_json(), None);
+        let err = got
+            .decode::<(String, serde_json::Value, String, String)>()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("a string with a lone surrogate"),
+            "{err}"
+        );
+        // A key cannot be one: `Arg::Object` keys are strings.
+        assert!(Args::from_packet(r#"[{"\ud800":1}]"#, None, false).is_err());
+    }
+
+    #[test]
+    fn text_that_may_hold_surrogates_parses_as_serde_json_parses_the_rest() {
+        let same = [
+            r#"["\ud83d\ude00", 1, -2.5e-3, 1E400, true, false, null, {"a": 1, "a": 2, "b": []}]"#,
+            r#"[ "\\ud800 is not an escape here" , [ [ ] ] , { } ]"#,
+            r#"["\ud83d\ude00", 12345678901234567890, -9223372036854775808, 0.1]"#,
+        ];
+        for text in same {
+            let fast: Result<Vec<Arg>, _> = serde_json::from_str(text);
+            let slow = lone_surrogates::parse(text);
+            assert_eq!(slow.ok(), fast.ok(), "{text}");
+        }
+        let deep = format!("[\"\\ud800\",{}{}]", "[".repeat(127), "]".repeat(127));
+        assert!(lone_surrogates::parse(&deep).is_ok());
+        let too_deep = format!("[\"\\ud800\",{}{}]", "[".repeat(128), "]".repeat(128));
+        assert!(lone_surrogates::parse(&too_deep).is_err());
+        for bad in [
+            r#"["\ud800""#,
+            r#"["\ud800",]"#,
+            r#"["\ud800" 1]"#,
+            r#"["\ud800"] x"#,
+            r#"["\ud80"]"#,
+            r#"["\ud800\x"]"#,
+            "[\"\\ud800\u{1}\"]",
+            r#"["\ud800",{"a" 1}]"#,
+            r#"["\ud800",tru]"#,
+            r#"["\ud800",01x]"#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert!(Args::from_packet(bad, None, false).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,21 +20,36 @@ pub fn unix_millis(at: SystemTime) -> u64 {
 
 /// Formats `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
 pub fn iso_string(at: SystemTime) -> String {
-    let millis = unix_millis(at);
-    let secs = millis / 1000;
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    iso_of_millis(i64::try_from(unix_millis(at)).unwrap_or(i64::MAX))
+}
+
+/// Milliseconds since the Unix epoch, before it too, as `toISOString()` writes them: a year
+/// outside 0 to 9999 takes a sign and six digits (`+275760-09-13T00:00:00.000Z`,
+/// `-000001-12-31T00:00:00.000Z`), as ECMAScript's extended years do.
+pub(crate) fn iso_of_millis(millis: i64) -> String {
+    let days = millis.div_euclid(86_400_000);
+    let in_day = millis.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let year = if (0..=9999).contains(&year) {
+        format!("{year:04}")
+    } else {
+        format!(
+            "{}{:06}",
+            if year < 0 { '-' } else { '+' },
+            year.unsigned_abs()
+        )
+    };
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        millis % 1000
+        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
     )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
-/// `civil_from_days`, valid for every date a `SystemTime` after the epoch can hold.
+/// `civil_from_days`, valid for every date a JavaScript `Date` can hold (and far beyond).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -65,6 +80,24 @@ mod tests {
         // A leap day: new Date(Date.UTC(2024, 1, 29, 23, 59, 59, 999)).toISOString()
         assert_eq!(at(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn formats_every_epoch_like_to_iso_string() {
+        // Each from `new Date(ms).toISOString()` in Node.
+        let cases = [
+            (-14_182_940_000, "1969-07-20T20:17:40.000Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (-62_167_219_200_000, "0000-01-01T00:00:00.000Z"),
+            (-62_167_219_200_001, "-000001-12-31T23:59:59.999Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+            (253_402_300_800_000, "+010000-01-01T00:00:00.000Z"),
+            (8_640_000_000_000_000, "+275760-09-13T00:00:00.000Z"),
+            (-8_640_000_000_000_000, "-271821-04-20T00:00:00.000Z"),
+        ];
+        for (ms, iso) in cases {
+            assert_eq!(iso_of_millis(ms), iso, "{ms}");
+        }
     }
 
     #[test]

@@ -926,3 +926,306 @@ async fn several_arguments_and_binary_data_reach_a_client_of_another_instance() 
     );
     assert_eq!(got[1], Message::binary(file.to_vec()));
 }
+
+/// A raw Socket.IO client (it sees packets as sent, attachments included) on the server at
+/// `addr`, ours or Node's, authenticated, so in `io-default`.
+async fn raw_member(addr: std::net::SocketAddr) -> common::RawWs {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = common::raw_ws(addr, None).await;
+    common::raw_ws_namespace(&mut ws, &json!({ "token": TOKEN })).await;
+    ws.send(Message::text(r#"42["authenticate",{}]"#))
+        .await
+        .unwrap();
+    next_packet(&mut ws, "authenticated").await;
+    ws
+}
+
+/// The next event `name` a raw client gets: its packet's text and its attachments, in order
+/// (other packets skipped).
+async fn next_packet(ws: &mut common::RawWs, name: &str) -> (String, Vec<Vec<u8>>) {
+    next_packet_where(ws, name, |_| {}).await
+}
+
+/// [`next_packet`], showing each event packet skipped on the way to `seen`.
+async fn next_packet_where(
+    ws: &mut common::RawWs,
+    name: &str,
+    mut seen: impl FnMut(&str),
+) -> (String, Vec<Vec<u8>>) {
+    let mut next = async || {
+        tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws))
+            .await
+            .unwrap_or_else(|_| panic!("no {name} within {WAIT:?}"))
+            .unwrap()
+            .unwrap()
+    };
+    loop {
+        let msg = next().await;
+        let text = msg.to_text().unwrap_or_default().to_owned();
+        let (attachments, data) = match (text.strip_prefix("42"), text.strip_prefix("45")) {
+            (Some(data), _) => (0, data),
+            (_, Some(rest)) => {
+                let (n, data) = rest.split_once('-').unwrap();
+                (n.parse().unwrap(), data)
+            }
+            _ => continue,
+        };
+        let is_it = data.starts_with(&format!("[\"{name}\""));
+        let mut bins = Vec::new();
+        for _ in 0..attachments {
+            bins.push(next().await.into_data().to_vec());
+        }
+        if is_it {
+            return (text, bins);
+        }
+        seen(&text);
+    }
+}
+
+/// JSON text of `1` in `levels` nested arrays.
+fn deep_json(levels: usize) -> String {
+    format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+/// A Node socket.io 4 server with `@socket.io/redis-adapter` on `redis` (tests/js/seeds-server.mjs).
+async fn node_server(redis: &RedisServer) -> ServerProcess {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/@socket.io/redis-adapter").exists(),
+        "run `npm ci` in tests/js first (scripts/test.sh does)"
+    );
+    let mut cmd = std::process::Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("seeds-server.mjs")
+        .env("REDIS_URL", redis.url());
+    tokio::task::spawn_blocking(move || ServerProcess::start(cmd))
+        .await
+        .unwrap()
+}
+
+/// `POST path` with a JSON body of hand-written text (it may hold escapes `serde_json`
+/// cannot write, such as lone surrogates) to the Node server; the status.
+async fn post_text(node: &ServerProcess, path: &str, body: &str) -> u16 {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], node.port));
+    common::raw_http(addr, "POST", path, body).await.0
+}
+
+#[tokio::test]
+async fn binary_dates_and_exact_values_cross_between_node_and_our_servers_both_ways() {
+    use socketio_stack::args::Arg;
+    let redis = RedisServer::start();
+    let ours = instance(&redis).await;
+    let (_adapter_http, adapter_server) = adapter_instance(&redis).await;
+    let node = node_server(&redis).await;
+    let node_addr = std::net::SocketAddr::from(([127, 0, 0, 1], node.port));
+    let mut on_ours = raw_member(ours.addr).await;
+    let mut on_node = raw_member(node_addr).await;
+    let deep = deep_json(64);
+    let placeholder = |n: u32| format!(r#"{{"_placeholder":true,"num":{n}}}"#);
+    let bins = vec![vec![1, 2, 3], vec![4], vec![5, 6], vec![]];
+    let nested = format!(
+        r#"{{"nested":{},"list":[{},[{}]]}}"#,
+        placeholder(1),
+        placeholder(2),
+        placeholder(3)
+    );
+
+    // From Node: Buffers anywhere, Dates of every epoch, a float, 64 levels; through its
+    // adapter and through the npm emitter, to our client and to Node's alike.
+    let node_args = format!(
+        r#"["a",{{"$buffer":[1,2,3]}},{{"nested":{{"$buffer":[4]}},"list":[{{"$buffer":[5,6]}},[{{"$buffer":[]}}]]}},{{"$date":-14182940000}},{{"$date":1234}},{{"$date":8.64e15}},{{"$date":-1}},123456789.12345679,{deep}"#
+    );
+    let node_expected = format!(
+        r#"["a",{},{nested},"1969-07-20T20:17:40.000Z","1970-01-01T00:00:01.234Z","+275760-09-13T00:00:00.000Z","1969-12-31T23:59:59.999Z",123456789.12345679,{deep}"#,
+        placeholder(0)
+    );
+    for via in ["adapter", "emitter"] {
+        let topic = format!("from-node-{via}");
+        // A lone surrogate: notepack.io writes it with the next character as one 4-byte
+        // sequence (here, U+10000) when the string is short; every member decodes that.
+        let (extra, extra_expected) = match via {
+            "emitter" => (r#","\ud800""#, ",\"\u{10000}\""),
+            _ => ("", ""),
+        };
+        let body = format!(
+            r#"{{"via":"{via}","destination":"io-default","topic":"{topic}","args":{node_args}{extra}]}}"#
+        );
+        assert_eq!(post_text(&node, "/emit", &body).await, 204);
+        let expected = (
+            format!(r#"454-["{topic}",{}{extra_expected}]"#, &node_expected[1..]),
+            bins.clone(),
+        );
+        assert_eq!(
+            next_packet(&mut on_node, &topic).await,
+            expected,
+            "Node's client"
+        );
+        assert_eq!(
+            next_packet(&mut on_ours, &topic).await,
+            expected,
+            "our client"
+        );
+    }
+
+    // From us: `Bytes` anywhere, the float, 64 levels; by `send`, by the standalone emitter
+    // and by a broadcast through the RedisAdapter.
+    let mut args = socketio_stack::args::Args::from_packet(
+        &format!(r#"["a",null,{{"nested":null,"list":[null,[null]]}},123456789.12345679,{deep}]"#),
+        None,
+        false,
+    )
+    .unwrap();
+    let bin = |b: &[u8]| Arg::Binary(bytes::Bytes::copy_from_slice(b));
+    args[1] = bin(&[1, 2, 3]);
+    let Arg::Object(obj) = &mut args[2] else {
+        unreachable!()
+    };
+    obj["nested"] = bin(&[4]);
+    obj["list"] = Arg::Array(vec![bin(&[5, 6]), Arg::Array(vec![bin(&[])])]);
+    let ours_expected = |topic: &str| {
+        (
+            format!(
+                r#"454-["{topic}","a",{},{nested},123456789.12345679,{deep}]"#,
+                placeholder(0)
+            ),
+            bins.clone(),
+        )
+    };
+    ours.server
+        .send(SendRequest::to("io-default", "from-ours-send", Arg::Null).with_args(args.clone()))
+        .await
+        .unwrap();
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    emitter
+        .to("io-default")
+        .emit("from-ours-emitter", &args)
+        .await
+        .unwrap();
+    adapter_server
+        .io()
+        .to("io-default")
+        .emit("from-ours-adapter", &args)
+        .await
+        .unwrap();
+    for topic in ["from-ours-send", "from-ours-emitter", "from-ours-adapter"] {
+        let expected = ours_expected(topic);
+        assert_eq!(
+            next_packet(&mut on_node, topic).await,
+            expected,
+            "Node's client"
+        );
+        assert_eq!(
+            next_packet(&mut on_ours, topic).await,
+            expected,
+            "our client"
+        );
+    }
+    adapter_server.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_cannot_cross_redis_as_sent_is_refused_at_the_sender_with_an_error() {
+    use socketio_stack::args::Arg;
+    let redis = RedisServer::start();
+    let ours = instance(&redis).await;
+    let (_adapter_http, adapter_server) = adapter_instance(&redis).await;
+    let mut on_ours = raw_member(ours.addr).await;
+    let emitter = Emitter::connect(&redis.url()).await.unwrap();
+    let cases = [
+        (
+            Args::from_packet(r#"["ok","a\ud800"]"#, None, false).unwrap(),
+            "argument 1 holds a string with a lone surrogate",
+        ),
+        (
+            Args::from_packet(&format!("[{}]", deep_json(65)), None, false).unwrap(),
+            "argument 0 nests deeper than 64 levels",
+        ),
+    ];
+    for (args, why) in cases {
+        let err = ours
+            .server
+            .send(SendRequest::to("io-default", "refused", json!(null)).with_args(args.clone()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        let err = emitter
+            .clone()
+            .to("io-default")
+            .emit_args("refused", args.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, FanoutError::Unpublishable(e) if e.0.contains(why)),
+            "{err}"
+        );
+        // Refused before this instance's own sockets get it, too.
+        let err = adapter_server
+            .io()
+            .to("io-default")
+            .emit("refused", &args)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // Past serde_json's 128 levels, socketioxide's encoding of a broadcast cannot even be
+    // read back to publish it: refused as well, not kept to this instance silently.
+    let deepest = (0..200).fold(Arg::from(1u64), |inner, _| Arg::Array(vec![inner]));
+    let err = adapter_server
+        .io()
+        .to("io-default")
+        .emit("refused", &deepest)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be read back"), "{err}");
+    // Nothing of them was published: the next event is the one sent after.
+    ours.server
+        .send(SendRequest::to("io-default", "after", json!(1)))
+        .await
+        .unwrap();
+    next_packet_where(&mut on_ours, "after", |skipped| {
+        assert!(!skipped.contains("refused"), "{skipped}");
+    })
+    .await;
+    adapter_server.shutdown().await;
+}
+
+/// The local counterpart (no Redis): what a client sends reaches clients exactly, floats,
+/// 64 levels and lone surrogates included, echoed by a handler and sent by `send`.
+#[tokio::test]
+async fn values_arrive_exactly_on_local_delivery_too() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new())
+        .on("echo", async |socket: SocketRef, args: Args| {
+            socket.emit("echoed", &args).ok();
+        })
+        .build()
+        .unwrap();
+    let local = serve(server).await;
+    let mut client = raw_member(local.addr).await;
+    let values = format!(
+        r#"123456789.12345679,{},"\ud800",{{"k":"a\udc00","pair":"😀"}},0.30000000000000004"#,
+        deep_json(64)
+    );
+    client
+        .send(Message::text(format!(r#"42["echo",{values}]"#)))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_packet(&mut client, "echoed").await,
+        (format!(r#"42["echoed",{values}]"#), vec![])
+    );
+    let args = Args::from_packet(&format!("[{values}]"), None, false).unwrap();
+    local
+        .server
+        .send(SendRequest::to("io-default", "sent", json!(null)).with_args(args))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_packet(&mut client, "sent").await,
+        (format!(r#"42["sent",{values}]"#), vec![])
+    );
+}

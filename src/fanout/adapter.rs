@@ -37,7 +37,6 @@
 //! [`RedisFanout::fleet`](super::RedisFanout::fleet) fetches the sockets of the whole fleet
 //! with their rooms, handshake and `data`, and sends and handles server-side emits.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +49,11 @@ use socketioxide_core::adapter::{
 };
 use socketioxide_core::packet::{Packet, PacketData};
 
+use crate::fanout::FanoutError;
 use crate::fanout::fleet_acks::{FleetAckStream, RemoteAcks};
 use crate::fanout::fleet_wire::{self, AckBroadcast};
 use crate::fanout::redis_fanout::WeakFanout;
-use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request};
+use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request, WireError};
 
 /// The adapter; see the [module docs](self). Its state is the instance's
 /// [`RedisFanout`](crate::fanout::RedisFanout), held weakly.
@@ -65,7 +65,7 @@ pub struct RedisAdapter {
 }
 
 impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
-    type Error = Infallible;
+    type Error = FanoutError;
     type State = WeakFanout;
     type AckStream = FleetAckStream<<SocketsOfNamespace as SocketEmitter>::AckStream>;
     type InitRes = ();
@@ -94,9 +94,17 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
             .reaches_other_instances(&opts)
             .then(|| self.fanout.upgrade())
             .flatten();
-        let remote = fanout
-            .as_ref()
-            .and_then(|f| to_wire(&packet, &opts, f.uid()));
+        // What the other instances would refuse is refused here, before anyone gets it, so
+        // the sender learns that the broadcast did not reach the fleet.
+        let unpublishable =
+            |e| BroadcastError::Adapter(AdapterError(Box::new(FanoutError::Unpublishable(e))));
+        let remote = match &fanout {
+            Some(f) => to_wire(&packet, &opts, f.uid()).map_err(unpublishable)?,
+            None => None,
+        };
+        if let Some(broadcast) = &remote {
+            broadcast.check_publishable().map_err(unpublishable)?;
+        }
         let local = self
             .local
             .broadcast(packet, opts)
@@ -114,7 +122,7 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         &self,
         opts: BroadcastOptions,
         rooms: impl RoomParam,
-    ) -> Result<(), Infallible> {
+    ) -> Result<(), FanoutError> {
         let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
         self.remote(&opts, RemoteOp::Join(rooms.clone())).await;
         self.local.add_sockets(opts, rooms);
@@ -125,7 +133,7 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         &self,
         opts: BroadcastOptions,
         rooms: impl RoomParam,
-    ) -> Result<(), Infallible> {
+    ) -> Result<(), FanoutError> {
         let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
         self.remote(&opts, RemoteOp::Leave(rooms.clone())).await;
         self.local.del_sockets(opts, rooms);
@@ -146,25 +154,20 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         opts: BroadcastOptions,
         timeout: Option<Duration>,
     ) -> Result<Self::AckStream, Self::Error> {
-        let remote = self.ask_acks(&packet, &opts, timeout).await;
+        let remote = self.ask_acks(&packet, &opts, timeout).await?;
         let (local, _) = self.local.broadcast_with_ack(packet, opts, timeout);
         Ok(FleetAckStream::new(local, remote))
     }
 
-    async fn server_count(&self) -> Result<u16, Infallible> {
+    async fn server_count(&self) -> Result<u16, FanoutError> {
         let Some(fanout) = self.fanout.upgrade() else {
             return Ok(1);
         };
-        match fanout.server_count(self.local.path()).await {
-            Ok(n) => Ok(u16::try_from(n.max(1)).unwrap_or(u16::MAX)),
-            Err(e) => {
-                tracing::warn!(error = %e, "server count unknown; counting this one");
-                Ok(1)
-            }
-        }
+        let n = fanout.server_count(self.local.path()).await?;
+        Ok(u16::try_from(n.max(1)).unwrap_or(u16::MAX))
     }
 
-    async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>, Infallible> {
+    async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>, FanoutError> {
         let everywhere = opts.rooms.is_empty() && opts.except.is_empty();
         let fanout = self
             .reaches_other_instances(&opts)
@@ -204,21 +207,26 @@ impl RedisAdapter {
         packet: &Packet,
         opts: &BroadcastOptions,
         timeout: Option<Duration>,
-    ) -> Option<RemoteAcks> {
-        if !self.reaches_other_instances(opts) {
-            return None;
-        }
-        let fanout = self.fanout.upgrade()?;
-        let broadcast = to_wire(packet, opts, fanout.uid())?;
-        let servers = match fanout.other_servers(self.local.path()).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
-                return None;
-            }
+    ) -> Result<Option<RemoteAcks>, FanoutError> {
+        let Some(fanout) = self
+            .reaches_other_instances(opts)
+            .then(|| self.fanout.upgrade())
+            .flatten()
+        else {
+            return Ok(None);
         };
+        // Refused before anyone gets it, as a plain broadcast is.
+        let Some(broadcast) =
+            to_wire(packet, opts, fanout.uid()).map_err(FanoutError::Unpublishable)?
+        else {
+            return Ok(None);
+        };
+        broadcast
+            .check_publishable()
+            .map_err(FanoutError::Unpublishable)?;
+        let servers = fanout.other_servers(self.local.path()).await?;
         if servers == 0 {
-            return None;
+            return Ok(None);
         }
         let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
         let awaited = fanout.register_request();
@@ -233,14 +241,10 @@ impl RedisAdapter {
             timeout: Some(timeout),
         };
         let message = fleet_wire::encode_ack_broadcast(&request);
-        if let Err(e) = fanout
+        fanout
             .publish_on_request_channel(self.local.path(), message)
-            .await
-        {
-            tracing::warn!(error = %e, "acknowledged broadcast delivered on this instance only");
-            return None;
-        }
-        Some(RemoteAcks::new(awaited, servers, timeout))
+            .await?;
+        Ok(Some(RemoteAcks::new(awaited, servers, timeout)))
     }
 
     /// Whether an operation goes to other instances: not when it is local-only, not when it
@@ -276,30 +280,39 @@ impl RedisAdapter {
 
 /// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it (binary
 /// attachments in place); `None` for what the format cannot carry (acknowledged broadcasts),
-/// which then stays local (logged).
-fn to_wire(packet: &Packet, opts: &BroadcastOptions, uid: &str) -> Option<Broadcast> {
+/// which then stays local (logged); an error for arguments that cannot be read back from
+/// socketioxide's encoding (nested past serde_json's 128 levels).
+fn to_wire(
+    packet: &Packet,
+    opts: &BroadcastOptions,
+    uid: &str,
+) -> Result<Option<Broadcast>, WireError> {
     let (PacketData::Event(socketioxide_core::Value::Str(text, attachments), None)
     | PacketData::BinaryEvent(socketioxide_core::Value::Str(text, attachments), None)) =
         &packet.inner
     else {
         tracing::warn!("an acknowledged broadcast is delivered on this instance only");
-        return None;
+        return Ok(None);
     };
     let mut data = Args::from_packet(text.as_str(), attachments.as_ref(), false)
-        .ok()?
+        .map_err(|e| {
+            WireError(format!(
+                "the broadcast's arguments cannot be read back: {e}"
+            ))
+        })?
         .into_vec();
     if data.is_empty() {
-        return None;
+        return Ok(None);
     }
     let Arg::String(event) = data.remove(0) else {
-        return None;
+        return Ok(None);
     };
     let mut except: Vec<String> = opts.except.iter().map(|r| r.to_string()).collect();
     // `socket.broadcast()` leaves the sender out, as the JavaScript adapter's `except` does.
     if let (true, Some(sid)) = (opts.has_flag(BroadcastFlags::Broadcast), opts.sid) {
         except.push(sid.to_string());
     }
-    Some(Broadcast {
+    Ok(Some(Broadcast {
         uid: uid.to_owned(),
         nsp: packet.ns.to_string(),
         event,
@@ -310,5 +323,13 @@ fn to_wire(packet: &Packet, opts: &BroadcastOptions, uid: &str) -> Option<Broadc
             compress: None,
             volatile: opts.has_flag(BroadcastFlags::Volatile).then_some(true),
         },
-    })
+    }))
+}
+
+/// socketioxide takes an adapter's errors as its own: an acknowledged broadcast that could not
+/// be published fails the `emit_with_ack` that made it.
+impl From<FanoutError> for AdapterError {
+    fn from(e: FanoutError) -> Self {
+        AdapterError(Box::new(e))
+    }
 }

@@ -280,6 +280,7 @@ impl Fleet<'_> {
         let event = event.to_owned();
         let uid = self.fanout.uid().to_owned();
         names_reserved(&event)?;
+        carried(&args)?;
         self.ask(
             "serverSideEmit",
             |request_id| ServerSideEmit {
@@ -301,6 +302,7 @@ impl Fleet<'_> {
         request_id: Option<String>,
     ) -> Result<ServerSideEmit, FleetError> {
         names_reserved(event)?;
+        carried(&args)?;
         Ok(ServerSideEmit {
             uid: self.fanout.uid().to_owned(),
             request_id,
@@ -403,4 +405,10 @@ fn names_reserved(event: &str) -> Result<(), FleetError> {
         )));
     }
     Ok(())
+}
+
+/// Refuses what would not reach the other servers as sent (see [`wire`](crate::fanout::wire)).
+fn carried(args: &Args) -> Result<(), FleetError> {
+    crate::fanout::wire::check_args(args)
+        .map_err(|e| FleetError::Fanout(FanoutError::Unpublishable(e)))
 }

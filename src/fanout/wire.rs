@@ -48,8 +48,15 @@ pub const MAX_VALUES: usize = 512 << 10;
 /// this bound refuses on its own are messages made mostly of map entries, which cost the most.
 /// An instance decodes its messages one at a time, so this roughly bounds its decoding peak.
 pub const MAX_DECODED_BYTES: usize = 64 << 20;
-/// The deepest nesting decoded.
-const MAX_DEPTH: usize = 64;
+/// The deepest an argument may nest: 64 arrays or maps one in another, each level counted
+/// once (`[[1]]` nests 2 deep, `1` none). A message holding a deeper one is refused, and the
+/// senders (`send`, the [`Emitter`](crate::fanout::Emitter), the
+/// [`RedisAdapter`](crate::fanout::RedisAdapter)) refuse to publish one, with an error, rather
+/// than have every receiver drop it.
+pub const MAX_DEPTH: usize = 64;
+/// The levels a message takes around its arguments: `[uid, {data: [event, ...args]}, opts]`
+/// (and a request's `{data: [...]}` or `{opts: {rooms: [...]}}`, within the same).
+const ENVELOPE_DEPTH: usize = 3;
 /// Socket.IO packet type EVENT.
 const EVENT: u64 = 2;
 /// Socket.IO packet type BINARY_EVENT.
@@ -105,9 +112,13 @@ impl Broadcast {
     /// Refuses, before it is published, a broadcast that every receiving instance would
     /// refuse (a room list over [`MAX_ROOMS`]): it would reach no one, the publisher's own
     /// sockets included, while the publish succeeded.
+    /// Refuses, as well, arguments the receivers could not deliver as sent: nested deeper
+    /// than [`MAX_DEPTH`], or holding a string with a lone surrogate (which MessagePack cannot
+    /// carry to JavaScript members: see [`Arg::Utf16`]).
     pub(crate) fn check_publishable(&self) -> Result<(), WireError> {
         check_room_count("opts.rooms", &self.rooms)?;
-        check_room_count("opts.except", &self.except)
+        check_room_count("opts.except", &self.except)?;
+        check_args(&self.args)
     }
 }
 
@@ -210,10 +221,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
         check_json(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
         serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?
     } else {
-        check_msgpack(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
-        let mut reader = bytes;
-        let mp = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
-            .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
+        let mp = read_msgpack(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
         mp_to_arg(&mp)?
             .to_json()
             .ok_or_else(|| WireError("a request holding binary data".into()))?
@@ -256,10 +264,7 @@ pub(crate) fn decode_message(bytes: &[u8], what: &str) -> Result<Arg, WireError>
             serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?;
         Ok(Arg::from(value))
     } else {
-        check_msgpack(bytes).map_err(|e| WireError(format!("{what} refused: {e}")))?;
-        let mut reader = bytes;
-        let mp = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
-            .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
+        let mp = read_msgpack(bytes).map_err(|e| WireError(format!("{what} refused: {e}")))?;
         mp_to_arg(&mp)
     }
 }
@@ -392,7 +397,8 @@ pub fn encode(b: &Broadcast) -> Vec<u8> {
 }
 
 /// Decodes a broadcast, refusing what is not one (too big in bytes, in values or decoded,
-/// truncated, not MessagePack, not an EVENT packet, extension types other than dates).
+/// nested too deep, truncated, not MessagePack, not an EVENT packet); its arguments read as
+/// a Node member delivers them: dates as their ISO 8601 text, bad UTF-8 as U+FFFD.
 pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
@@ -400,10 +406,7 @@ pub fn decode(bytes: &[u8]) -> Result<Broadcast, WireError> {
             bytes.len()
         )));
     }
-    check_msgpack(bytes).map_err(|e| WireError(format!("message refused: {e}")))?;
-    let mut reader = bytes;
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
-        .map_err(|e| WireError(format!("not MessagePack: {e}")))?;
+    let value = read_msgpack(bytes).map_err(|e| WireError(format!("message refused: {e}")))?;
     let Mp::Array(mut parts) = value else {
         return Err(WireError("not an array".into()));
     };
@@ -532,6 +535,8 @@ impl RoomListValue for Arg {
             Arg::Null => Shape::Null,
             Arg::Array(items) => Shape::List(items),
             Arg::String(s) => Shape::Text(Some(s)),
+            // A lone surrogate: no UTF-8 room name.
+            Arg::Utf16(_) => Shape::Text(None),
             Arg::Number(n) if n.is_i64() || n.is_u64() => Shape::Integer(n.to_string()),
             Arg::Number(_) => Shape::Other("a floating-point number"),
             Arg::Bool(_) => Shape::Other("a boolean"),
@@ -626,7 +631,9 @@ fn field<'a>(map: &'a Mp, name: &str) -> Option<&'a Mp> {
 }
 
 /// An argument to MessagePack, numbers as notepack.io writes JavaScript numbers, binary data
-/// as `bin` (a `Buffer`).
+/// as `bin` (a `Buffer`). A string with a lone surrogate ([`Arg::Utf16`]) is written with
+/// U+FFFD in place of each lone surrogate, as Node's UTF-8 encoder writes it; the publishing
+/// paths never get there, [`Broadcast::check_publishable`] refuses such a string first.
 pub(crate) fn arg_to_mp(v: &Arg) -> Mp {
     match v {
         Arg::Null => Mp::Nil,
@@ -651,6 +658,7 @@ pub(crate) fn arg_to_mp(v: &Arg) -> Mp {
             }
         }
         Arg::String(s) => Mp::from(s.as_str()),
+        Arg::Utf16(units) => Mp::from(String::from_utf16_lossy(units)),
         Arg::Binary(b) => Mp::Binary(b.to_vec()),
         Arg::Array(items) => Mp::Array(items.iter().map(arg_to_mp).collect()),
         Arg::Object(map) => Mp::Map(
@@ -661,8 +669,16 @@ pub(crate) fn arg_to_mp(v: &Arg) -> Mp {
     }
 }
 
-/// MessagePack to an argument; extension values other than dates are refused.
-fn mp_to_arg(v: &Mp) -> Result<Arg, WireError> {
+/// MessagePack to an argument, as a Node member decodes it (notepack.io) and then sends it to
+/// its clients (`JSON.stringify`, binary data as attachments):
+/// - a string that is not UTF-8 has each bad sequence replaced with U+FFFD, as Node's
+///   `buffer.toString('utf8')` does (Rust's lossy decoding replaces the same sequences);
+/// - a timestamp (extension type -1, 4, 8 or 12 bytes) is a `Date`: see [`timestamp`];
+/// - another extension type `t` is notepack's `[t, Buffer]`; type 0 (notepack's old
+///   encodings of `undefined`, of dates and of `ArrayBuffer`s, told apart by the marker, which
+///   is not kept here) and a timestamp of another length (notepack reads 12 bytes past it)
+///   are refused.
+pub(crate) fn mp_to_arg(v: &Mp) -> Result<Arg, WireError> {
     Ok(match v {
         Mp::Nil => Arg::Null,
         Mp::Boolean(b) => Arg::Bool(*b),
@@ -673,56 +689,97 @@ fn mp_to_arg(v: &Mp) -> Result<Arg, WireError> {
             .unwrap_or(Arg::Null),
         Mp::F32(f) => Number::from_f64(f64::from(*f)).map_or(Arg::Null, Arg::Number),
         Mp::F64(f) => Number::from_f64(*f).map_or(Arg::Null, Arg::Number),
-        Mp::String(s) => Arg::String(
-            s.as_str()
-                .ok_or_else(|| WireError("a string is not UTF-8".into()))?
-                .to_owned(),
-        ),
+        Mp::String(s) => Arg::String(text(s)),
         Mp::Binary(b) => Arg::Binary(b.clone().into()),
         Mp::Array(items) => Arg::Array(items.iter().map(mp_to_arg).collect::<Result<_, _>>()?),
         Mp::Map(entries) => {
             let mut map = IndexMap::with_capacity(entries.len());
             for (k, v) in entries {
                 let key = match k {
-                    Mp::String(s) => s
-                        .as_str()
-                        .ok_or_else(|| WireError("a map key is not UTF-8".into()))?
-                        .to_owned(),
+                    Mp::String(s) => text(s),
                     other => other.to_string(),
                 };
                 map.insert(key, mp_to_arg(v)?);
             }
             Arg::Object(map)
         }
-        // notepack.io writes a JavaScript Date as the timestamp extension; JSON has it as the
-        // ISO string `JSON.stringify` gives.
-        Mp::Ext(-1, bytes) => Arg::String(timestamp(bytes)?),
-        Mp::Ext(kind, _) => {
-            return Err(WireError(format!("extension type {kind} is not supported")));
+        Mp::Ext(-1, bytes) if matches!(bytes.len(), 4 | 8 | 12) => timestamp(bytes),
+        Mp::Ext(-1, bytes) if !matches!(bytes.len(), 1 | 2 | 16) => {
+            return Err(WireError(format!("a timestamp of {} bytes", bytes.len())));
         }
+        Mp::Ext(0, _) => {
+            return Err(WireError("extension type 0 is not supported".into()));
+        }
+        Mp::Ext(kind, bytes) => Arg::Array(vec![
+            Arg::from(i64::from(*kind)),
+            Arg::Binary(bytes.clone().into()),
+        ]),
     })
 }
 
-/// The MessagePack timestamp extension (32, 64 or 96 bits) as `toISOString()` writes it.
-fn timestamp(bytes: &[u8]) -> Result<String, WireError> {
-    let (secs, nanos): (i64, u32) = match bytes.len() {
-        4 => (
-            i64::from(u32::from_be_bytes(bytes.try_into().unwrap_or_default())),
-            0,
-        ),
-        8 => {
-            let v = u64::from_be_bytes(bytes.try_into().unwrap_or_default());
-            ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
-        }
-        12 => (
-            i64::from_be_bytes(bytes[4..].try_into().unwrap_or_default()),
-            u32::from_be_bytes(bytes[..4].try_into().unwrap_or_default()),
-        ),
-        n => return Err(WireError(format!("a timestamp of {n} bytes"))),
+/// A MessagePack string's text, bad UTF-8 replaced as Node replaces it.
+fn text(s: &rmpv::Utf8String) -> String {
+    match s.as_str() {
+        Some(text) => text.to_owned(),
+        None => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+    }
+}
+
+/// The MessagePack timestamp extension (32, 64 or 96 bits) as a Node member delivers it:
+/// notepack.io decodes it to `new Date(seconds * 1e3 + nanoseconds / 1e6)`, computed here in
+/// the same doubles (so the same rounding, the fraction of a millisecond then cut toward zero
+/// as `Date` does), and socket.io sends a `Date` as `JSON.stringify` does: its
+/// `toISOString()` for any epoch, before 1970 and past 9999 too, or `null` for a time outside
+/// what a `Date` holds (8.64e15 ms either side of 1970).
+fn timestamp(bytes: &[u8]) -> Arg {
+    let word = |at: usize| {
+        let four: [u8; 4] = bytes[at..at + 4].try_into().expect("four bytes");
+        u32::from_be_bytes(four)
     };
-    let secs = u64::try_from(secs).map_err(|_| WireError("a timestamp before 1970".into()))?;
-    let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos.min(999_999_999));
-    Ok(crate::clock::iso_string(at))
+    const TWO_32: f64 = 4_294_967_296.0;
+    let millis = match bytes.len() {
+        4 => f64::from(word(0)) * 1e3,
+        8 => {
+            let (hi, lo) = (word(0), word(4));
+            let seconds = f64::from(hi & 0x3) * TWO_32 + f64::from(lo);
+            seconds * 1e3 + f64::from(hi >> 2) / 1e6
+        }
+        _ => {
+            let (nanos, hi, lo) = (word(0), word(4).cast_signed(), word(8));
+            (f64::from(hi) * TWO_32 + f64::from(lo)) * 1e3 + f64::from(nanos) / 1e6
+        }
+    };
+    // ECMAScript's TimeClip: a time out of range is an invalid Date, which JSON writes `null`.
+    if !millis.is_finite() || millis.abs() > 8.64e15 {
+        return Arg::Null;
+    }
+    Arg::String(crate::clock::iso_of_millis(millis.trunc() as i64))
+}
+
+/// Refuses arguments the receivers could not deliver as sent (see
+/// [`Broadcast::check_publishable`]).
+pub(crate) fn check_args(args: &[Arg]) -> Result<(), WireError> {
+    /// What is wrong within `arg`, found no deeper than one level past the bound, so that a
+    /// value of any depth is checked on a bounded stack.
+    fn check(arg: &Arg, depth: usize) -> Result<(), String> {
+        match arg {
+            Arg::Array(_) | Arg::Object(_) if depth == MAX_DEPTH => Err(format!(
+                "nests deeper than {MAX_DEPTH} levels, which the receivers refuse"
+            )),
+            Arg::Array(items) => items.iter().try_for_each(|v| check(v, depth + 1)),
+            Arg::Object(entries) => entries.values().try_for_each(|v| check(v, depth + 1)),
+            Arg::Utf16(_) => Err(
+                "holds a string with a lone surrogate, which MessagePack cannot \
+                 carry to JavaScript members (notepack.io decodes none)"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+    for (i, arg) in args.iter().enumerate() {
+        check(arg, 0).map_err(|e| WireError(format!("argument {i} {e}")))?;
+    }
+    Ok(())
 }
 
 /// What one decoded value costs at least: its MessagePack node and its copy as an argument.
@@ -816,19 +873,44 @@ fn head(bytes: &[u8], at: usize) -> Result<(Head, usize), WireError> {
     }
 }
 
+/// The first MessagePack value of `bytes`, once [`check_msgpack`] let it through.
+pub(crate) fn read_msgpack(bytes: &[u8]) -> Result<Mp, WireError> {
+    check_msgpack(bytes)?;
+    // rmpv counts two levels for each array or map and three for a string, binary or
+    // extension value; the walk has bounded the nesting already, one level each.
+    let max_depth = 2 * (MAX_DEPTH + ENVELOPE_DEPTH) + 3;
+    let mut reader = bytes;
+    rmpv::decode::read_value_with_max_depth(&mut reader, max_depth)
+        .map_err(|e| WireError(format!("not MessagePack: {e}")))
+}
+
 /// Walks the first MessagePack value of `bytes` without building anything, and refuses it
 /// when it holds more than [`MAX_VALUES`] values, would decode to more than
-/// [`MAX_DECODED_BYTES`], or announces more than there is: the decoder would find that out
-/// only after building it. Each value takes at least one byte, so the walk is linear.
+/// [`MAX_DECODED_BYTES`], nests arrays and maps deeper than [`MAX_DEPTH`] levels within its
+/// envelope, or announces more than there is: the decoder would find that out only after
+/// building it. Each value takes at least one byte, so the walk is linear.
 fn check_msgpack(bytes: &[u8]) -> Result<(), WireError> {
     let mut tally = Tally::default();
     tally.add(1, VALUE_COST)?;
     // The values announced but not yet read: each element, map key and map value.
     let mut pending: usize = 1;
+    // The values still to read in each array or map open around the next value, innermost
+    // last.
+    let mut open: Vec<usize> = Vec::new();
     let mut at = 0;
     while pending > 0 {
         pending -= 1;
+        if let Some(left) = open.last_mut() {
+            *left -= 1;
+        }
         let (head, start) = head(bytes, at)?;
+        if let Head::Array(_) | Head::Map(_) = head
+            && open.len() == MAX_DEPTH + ENVELOPE_DEPTH
+        {
+            return Err(WireError(format!(
+                "nests deeper than {MAX_DEPTH} levels within its envelope"
+            )));
+        }
         let left = bytes.len() - start;
         // What the value takes on the wire after its head, the values it announces, and
         // what decoding them costs.
@@ -857,6 +939,12 @@ fn check_msgpack(bytes: &[u8]) -> Result<(), WireError> {
                 left - skip
             )));
         }
+        if let Head::Array(_) | Head::Map(_) = head {
+            open.push(announced);
+        }
+        while open.last() == Some(&0) {
+            open.pop();
+        }
         at = start + skip;
     }
     Ok(())
@@ -870,6 +958,8 @@ fn check_json(bytes: &[u8]) -> Result<(), WireError> {
     const JSON_VALUE_COST: usize = size_of::<Value>();
     let mut tally = Tally::default();
     let mut expect_value = true;
+    // The arrays and objects open here, bounded as in MessagePack.
+    let mut depth: usize = 0;
     let mut rest = bytes.iter();
     while let Some(&b) = rest.next() {
         match b {
@@ -885,7 +975,16 @@ fn check_json(bytes: &[u8]) -> Result<(), WireError> {
             }
             b']' | b'}' => {
                 expect_value = false;
+                depth = depth.saturating_sub(1);
                 continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH + ENVELOPE_DEPTH {
+                    return Err(WireError(format!(
+                        "nests deeper than {MAX_DEPTH} levels within its envelope"
+                    )));
+                }
             }
             _ => {}
         }
@@ -1327,7 +1426,7 @@ mod tests {
         out
     }
 
-    /// Refused within a bound of time: the walk is linear and allocates nothing.
+    /// Refused within a bound of time: the walk is linear and allocates only its nesting bound.
     fn refused_quickly(what: &str, result: Result<impl std::fmt::Debug, WireError>) -> String {
         let err = match result {
             Ok(v) => panic!("{what}: decoded to {v:?}"),
@@ -1418,6 +1517,164 @@ mod tests {
         );
         let r = decode_request(text.as_bytes()).unwrap().unwrap();
         assert_eq!(r.rooms, ["a"]);
+    }
+
+    /// An argument nested `levels` deep: arrays and maps in turn, a number at the bottom.
+    fn nested(levels: usize) -> Arg {
+        (0..levels).fold(Arg::from(1u64), |inner, level| {
+            if level % 2 == 0 {
+                Arg::Array(vec![inner])
+            } else {
+                Arg::Object(IndexMap::from([("k".to_owned(), inner)]))
+            }
+        })
+    }
+
+    fn send_of(args: Vec<Arg>) -> Broadcast {
+        Broadcast {
+            args,
+            ..Broadcast::of_send(crate::SendRequest::broadcast("ev", json!(null)))
+        }
+    }
+
+    #[test]
+    fn arguments_nest_64_levels_each_counted_once_and_deeper_is_refused_at_the_sender() {
+        let deepest = send_of(vec![nested(MAX_DEPTH), Arg::from("after")]);
+        deepest.check_publishable().unwrap();
+        assert_eq!(decode(&encode(&deepest)).unwrap(), deepest);
+        // As JSON in a request too.
+        let text = format!(
+            r#"{{"type":2,"opts":{{}},"rooms":["a"],"x":{}1{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert!(decode_request(text.as_bytes()).unwrap().is_some());
+
+        let deeper = send_of(vec![Arg::Null, nested(MAX_DEPTH + 1)]);
+        assert_eq!(
+            deeper.check_publishable(),
+            Err(WireError(
+                "argument 1 nests deeper than 64 levels, which the receivers refuse".into()
+            ))
+        );
+        let err = decode(&encode(&deeper)).unwrap_err();
+        assert_eq!(
+            err.0,
+            "message refused: nests deeper than 64 levels within its envelope"
+        );
+        // An empty array is a level too.
+        let empty = Arg::Array(vec![]);
+        let deeper = (0..MAX_DEPTH).fold(empty, |inner, _| Arg::Array(vec![inner]));
+        assert!(send_of(vec![deeper.clone()]).check_publishable().is_err());
+        assert!(decode(&encode(&send_of(vec![deeper]))).is_err());
+        // The request's own map and arrays, as many as a broadcast's envelope, then 65 levels.
+        let text = text.replace("[1]", "[[[[1]]]]");
+        let err = decode_request(text.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.0,
+            "request refused: nests deeper than 64 levels within its envelope"
+        );
+    }
+
+    #[test]
+    fn dates_of_every_epoch_arrive_as_a_node_member_delivers_them() {
+        // Each: notepack.io's encoding (or a timestamp it decodes), and what
+        // `JSON.stringify(decode(..))` gives in Node.
+        let cases = [
+            // new Date(-14182940000): the 96-bit form, before 1970.
+            (
+                "c70cff00000000ffffffffff2795e4",
+                json!("1969-07-20T20:17:40.000Z"),
+            ),
+            // new Date(-1).
+            (
+                "c70cff3b8b87c0ffffffffffffffff",
+                json!("1969-12-31T23:59:59.999Z"),
+            ),
+            ("d6ff00000000", json!("1970-01-01T00:00:00.000Z")),
+            // new Date(1234): the 64-bit form.
+            ("d7ff37ca3a0000000001", json!("1970-01-01T00:00:01.234Z")),
+            // new Date(2 ** 34 * 1000 + 5): past the 64-bit form's seconds.
+            (
+                "c70cff004c4b400000000400000000",
+                json!("2514-05-30T01:53:04.005Z"),
+            ),
+            // The latest and the earliest Date.
+            (
+                "c70cff00000000000007dba8218000",
+                json!("+275760-09-13T00:00:00.000Z"),
+            ),
+            (
+                "c70cff00000000fffff82457de8000",
+                json!("-271821-04-20T00:00:00.000Z"),
+            ),
+            // One second before 1970 and a nanosecond: the fraction is cut toward zero.
+            (
+                "c70cff00000001ffffffffffffffff",
+                json!("1969-12-31T23:59:59.001Z"),
+            ),
+            // A billion nanoseconds is one more second.
+            (
+                "c70cff3b9aca0000000000ffffffff",
+                json!("2106-02-07T06:28:16.000Z"),
+            ),
+            // Out of a Date's range: an invalid Date, which JSON writes null.
+            ("c70cff00000000f0000000ffffffff", json!(null)),
+        ];
+        for (hex, expected) in cases {
+            let b = decode(&broadcast_of(&unhex(hex))).unwrap_or_else(|e| panic!("{hex}: {e}"));
+            assert_eq!(b.args, [expected], "{hex}");
+        }
+        // Other extension types as notepack hands them over: `[type, Buffer]`.
+        let b = decode(&broadcast_of(&unhex("d5070102"))).unwrap();
+        assert_eq!(
+            b.args,
+            [Arg::Array(vec![
+                Arg::from(7u64),
+                Arg::Binary(bytes::Bytes::from_static(&[1, 2]))
+            ])]
+        );
+        // notepack's old encodings under type 0, and a timestamp notepack would read past.
+        assert!(decode(&broadcast_of(&unhex("d40001"))).is_err());
+        assert!(decode(&broadcast_of(&unhex("c703ff010203"))).is_err());
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_arrive_as_node_decodes_them() {
+        // `Buffer.from(hex, 'hex').toString('utf8')` in Node, which notepack.io uses.
+        let cases = [
+            ("eda080", "\u{fffd}\u{fffd}\u{fffd}"),
+            ("c0af", "\u{fffd}\u{fffd}"),
+            ("e282", "\u{fffd}"),
+            ("ff61", "\u{fffd}a"),
+            ("f4908080", "\u{fffd}\u{fffd}\u{fffd}\u{fffd}"),
+            ("e2822062", "\u{fffd} b"),
+            ("f0908080", "\u{10000}"),
+        ];
+        for (hex, expected) in cases {
+            let bytes = unhex(hex);
+            let mut arg = vec![0xa0 | bytes.len() as u8];
+            arg.extend(&bytes);
+            let b = decode(&broadcast_of(&arg)).unwrap();
+            assert_eq!(b.args, [Arg::from(expected)], "{hex}");
+            // As a map key too.
+            let mut map = vec![0x81];
+            map.extend(&arg);
+            map.push(0x01);
+            let b = decode(&broadcast_of(&map)).unwrap();
+            assert_eq!(b.args[0].get(expected), Some(&Arg::from(1u64)), "{hex}");
+        }
+    }
+
+    #[test]
+    fn a_string_with_a_lone_surrogate_is_refused_at_the_sender() {
+        let b = send_of(vec![Arg::from_utf16(vec![0x61, 0xd800])]);
+        let err = b.check_publishable().unwrap_err();
+        assert!(
+            err.0
+                .starts_with("argument 0 holds a string with a lone surrogate"),
+            "{err}"
+        );
     }
 
     #[test]

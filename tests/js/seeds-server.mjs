@@ -9,6 +9,9 @@
 // HTTP: POST /send {destination?, topic, data} → 204 (through the adapter: with REDIS_URL
 // set, `@socket.io/redis-adapter` carries it to every server on that Redis); GET /sockets
 // and GET /rooms: `io.fetchSockets()` and the adapter's `allRooms()`, fleet-wide.
+// POST /emit {via, destination?, topic, args} → 204: emits `args` as JavaScript values JSON
+// has no form for, `{"$buffer": [bytes]}` a Buffer and `{"$date": ms}` a Date, through the
+// adapter (`via: "adapter"`) or through `@socket.io/redis-emitter` (`via: "emitter"`).
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
 
@@ -20,6 +23,23 @@ const http = createServer((req, res) => {
     req.on('end', () => {
       const { destination, topic, data } = JSON.parse(body || '{}');
       if (topic && data) (destination ? io.to(destination) : io).emit(topic, data);
+      res.writeHead(204).end();
+    });
+    return;
+  }
+  if (req.method === 'POST' && req.url === '/emit') {
+    let body = '';
+    req.on('data', (chunk) => (body += chunk));
+    req.on('end', () => {
+      const revive = (_key, v) => {
+        if (v && typeof v === 'object' && '$buffer' in v) return Buffer.from(v.$buffer);
+        if (v && typeof v === 'object' && '$date' in v) return new Date(v.$date);
+        return v;
+      };
+      const { via, destination, topic, args } = JSON.parse(body, revive);
+      const from = via === 'emitter' ? emitter : io;
+      if (!from) return res.writeHead(400).end('no emitter without REDIS_URL');
+      (destination ? from.to(destination) : from).emit(topic, ...args);
       res.writeHead(204).end();
     });
     return;
@@ -45,6 +65,7 @@ const http = createServer((req, res) => {
   res.writeHead(404).end();
 });
 const io = new Server(http, { path: '/io' });
+let emitter;
 if (process.env.REDIS_URL) {
   const { createClient } = await import('redis');
   const { createAdapter } = await import('@socket.io/redis-adapter');
@@ -52,6 +73,8 @@ if (process.env.REDIS_URL) {
   const sub = pub.duplicate();
   await Promise.all([pub.connect(), sub.connect()]);
   io.adapter(createAdapter(pub, sub));
+  const { Emitter } = await import('@socket.io/redis-emitter');
+  emitter = new Emitter(pub);
 }
 const now = () => new Date().toISOString();
 
