@@ -318,7 +318,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
 
     /// Serves the namespace `path` (say `/admin`) beside the main namespace `/`: its sockets
     /// go through the same layers (authentication, rooms, limits…) and handlers as those of
-    /// `/`, which tell them apart by [`SocketRef::ns`](socketioxide::extract::SocketRef::ns),
+    /// `/`, which tell them apart by `socket.ns()` (socketioxide's [`Socket::ns`](socketioxide::socket::Socket::ns)),
     /// and the fan-out carries its broadcasts and requests on its own channels, as the
     /// JavaScript adapter's. Sends reach it with [`SendRequest::in_namespace`].
     pub fn namespace(mut self, path: impl Into<String>) -> Self {
