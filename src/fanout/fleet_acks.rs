@@ -154,3 +154,95 @@ impl<S: Stream<Item = AckStreamItem<AckError>>> FusedStream for FleetAckStream<S
         self.local_done && self.remote.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::fanout::fleet_wire;
+    use crate::fanout::pending_requests::PendingRequests;
+
+    fn answer(pending: &PendingRequests, bytes: &[u8]) {
+        assert!(pending.answer(fleet_wire::decode_response(bytes).unwrap()));
+    }
+
+    fn count(id: &str, n: u64) -> Vec<u8> {
+        fleet_wire::encode_client_count(id, n)
+    }
+
+    fn ack(id: &str, value: &str) -> Vec<u8> {
+        fleet_wire::encode_broadcast_ack(id, &Arg::from(value))
+    }
+
+    /// The remote items of a stream with no local sockets.
+    fn stream(
+        awaited: Awaited,
+        servers: usize,
+        timeout: Duration,
+    ) -> impl Stream<Item = AckStreamItem<AckError>> {
+        let local = futures_util::stream::empty::<AckStreamItem<AckError>>();
+        FleetAckStream::new(local, Some(RemoteAcks::new(awaited, servers, timeout)))
+    }
+
+    fn text(item: &AckStreamItem<AckError>) -> String {
+        match &item.1 {
+            Ok(socketioxide_core::Value::Str(s, _)) => s.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ends_once_every_server_has_counted_and_acknowledged_in_any_order() {
+        let pending = PendingRequests::default();
+        let awaited = pending.register("me");
+        let id = awaited.id.clone();
+        // One server's ack comes before its count; the other's count before its ack.
+        answer(&pending, &ack(&id, "a"));
+        answer(&pending, &count(&id, 1));
+        answer(&pending, &count(&id, 1));
+        answer(&pending, &ack(&id, "b"));
+        let started = tokio::time::Instant::now();
+        let items: Vec<_> = stream(awaited, 2, Duration::from_secs(5)).collect().await;
+        assert_eq!(
+            items.iter().map(text).collect::<Vec<_>>(),
+            [r#"["a"]"#, r#"["b"]"#]
+        );
+        assert!(items.iter().all(|(sid, _)| *sid == Sid::ZERO));
+        assert_eq!(started.elapsed(), Duration::ZERO, "complete, not timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_acknowledgements_time_out_and_a_silent_server_holds_nothing_past_the_timeout()
+    {
+        let pending = PendingRequests::default();
+        let awaited = pending.register("me");
+        let id = awaited.id.clone();
+        answer(&pending, &count(&id, 3));
+        answer(&pending, &ack(&id, "only"));
+        let started = tokio::time::Instant::now();
+        // Two servers asked: one counted 3 and acked once, the other never answers.
+        let items: Vec<_> = stream(awaited, 2, Duration::from_secs(2)).collect().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert_eq!(text(&items[0]), r#"["only"]"#);
+        assert!(
+            items[1..]
+                .iter()
+                .all(|(_, r)| matches!(r, Err(AckError::Timeout)))
+        );
+        assert_eq!(pending.len(), 0, "the request is forgotten with its stream");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn complete_at_once_when_every_server_reports_no_socket() {
+        let pending = PendingRequests::default();
+        let awaited = pending.register("me");
+        let id = awaited.id.clone();
+        answer(&pending, &count(&id, 0));
+        let started = tokio::time::Instant::now();
+        let items: Vec<_> = stream(awaited, 1, Duration::from_secs(60)).collect().await;
+        assert!(items.is_empty());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::args::{Arg, Args};
@@ -77,6 +77,23 @@ struct Inner {
     stop: watch::Sender<bool>,
     subscriber: Mutex<Option<JoinHandle<()>>>,
     refusals: Refusals,
+    /// Bounds the other servers' requests answered at once (acknowledged broadcasts,
+    /// server-side emits): each holds a task until it is done.
+    in_flight: Arc<Semaphore>,
+}
+
+/// The most requests of other servers answered at once; past it, new ones are refused
+/// (logged, throttled): whoever can publish on this Redis could otherwise pile up tasks.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
+
+/// The longest another server's acknowledged broadcast is awaited here, whatever its
+/// `timeout` says (a socket's pending acknowledgement is kept that long).
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn too_many() -> WireError {
+    WireError(format!(
+        "{MAX_REQUESTS_IN_FLIGHT} requests of other servers are being answered already"
+    ))
 }
 
 /// Logs the messages refused from Redis (the first ten, then at most once a second, with how
@@ -138,6 +155,7 @@ impl RedisFanout {
             stop,
             subscriber: Mutex::new(None),
             refusals: Refusals::default(),
+            in_flight: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
         });
         let task = tokio::spawn(receive(
             Arc::downgrade(&inner),
@@ -522,6 +540,14 @@ impl Inner {
             .strip_prefix(key)
             .is_some_and(|c| c.starts_with("-response#"))
         {
+            // Our request ids start with our uid: answers to other servers' questions (which
+            // come on the same channels) are skipped without decoding them.
+            if !payload
+                .windows(self.uid.len())
+                .any(|w| w == self.uid.as_bytes())
+            {
+                return;
+            }
             match fleet_wire::decode_response(payload) {
                 Ok(response) => {
                     self.pending.answer(response);
@@ -574,15 +600,34 @@ impl Inner {
             Ok(Some(FleetRequest::AckBroadcast(mut b))) if b.uid != self.uid => {
                 // For the namespace of the channel, as the JavaScript adapter reads it.
                 nsp.clone_into(&mut b.nsp);
+                b.timeout = Some(
+                    b.timeout
+                        .map_or(MAX_ACK_TIMEOUT, |t| t.min(MAX_ACK_TIMEOUT)),
+                );
                 // Answered in its own task: acknowledgements take up to the asker's timeout.
-                tokio::spawn(self.clone().answer_ack_broadcast(b));
+                match self.in_flight.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let answering = self.clone().answer_ack_broadcast(b);
+                        tokio::spawn(async move {
+                            answering.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => report("an acknowledged broadcast", &too_many()),
+                }
                 return;
             }
             Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
-                if nsp == "/" {
-                    tokio::spawn(self.clone().on_server_side_emit(e));
-                } else {
+                if nsp != "/" {
                     tracing::debug!(nsp, "server-side emit of another namespace: ignored");
+                } else if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+                    let handling = self.clone().on_server_side_emit(e);
+                    tokio::spawn(async move {
+                        handling.await;
+                        drop(permit);
+                    });
+                } else {
+                    report("a server-side emit", &too_many());
                 }
                 return;
             }
