@@ -4,7 +4,7 @@
 //! emits (events for the servers themselves), with and without answers.
 //!
 //! ```no_run
-//! use socketio_stack::args::Arg;
+//! use socketio_stack::args::{Arg, Args};
 //! use socketio_stack::fanout::RedisFanout;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,7 +17,7 @@
 //!     println!("{} in {:?}, data {}", socket.id, socket.rooms, socket.data);
 //! }
 //! fanout.fleet().within("lobby").join(&["announcements"]).await?;
-//! let pongs = fanout.fleet().server_side_emit_with_ack("ping-servers", ()).await?;
+//! let pongs = fanout.fleet().server_side_emit_with_ack("ping-servers", Args::new()).await?;
 //! println!("{} servers answered", pongs.len());
 //! # Ok(()) }
 //! ```
