@@ -37,7 +37,14 @@
 //! [`LocalDelivery`](outbound::LocalDelivery), or, when instances share a Redis,
 //! [`RedisDelivery`](fanout::RedisDelivery) ([`fanout`], compatible with
 //! `@socket.io/redis-adapter` and `@socket.io/redis-emitter`); callers use [`Outbound`] /
-//! [`SocketServer::send`] either way.
+//! [`SocketServer::send`] either way. With the fan-out, a server is a full member of a Node
+//! fleet: [`RedisFanout::fleet`](fanout::RedisFanout::fleet) fetches the sockets and rooms of
+//! every server, makes them join, leave or disconnect, and sends server-side emits; the
+//! [`RedisAdapter`](fanout::RedisAdapter) carries socketioxide's own broadcasts, acknowledged
+//! ones included. Every namespace a server serves
+//! ([`namespace`](SocketServerBuilder::namespace),
+//! [`dynamic_namespace`](SocketServerBuilder::dynamic_namespace)) goes through the same
+//! layers and fans out on its own channels.
 //!
 //! Also here: [`serve`] (hyper serving with connection bounds) and [`client`] (a managed
 //! Socket.IO client, the seeds' client helper).

@@ -279,8 +279,8 @@ impl RedisAdapter {
 }
 
 /// The wire form of a socketioxide broadcast, as the JavaScript adapter publishes it (binary
-/// attachments in place); `None` for what the format cannot carry (acknowledged broadcasts),
-/// which then stays local (logged); an error for arguments that cannot be read back from
+/// attachments in place); `None` for what the format cannot carry (a packet that is no
+/// event), which then stays local (logged); an error for arguments that cannot be read back from
 /// socketioxide's encoding (nested past serde_json's 128 levels).
 fn to_wire(
     packet: &Packet,
@@ -291,7 +291,9 @@ fn to_wire(
     | PacketData::BinaryEvent(socketioxide_core::Value::Str(text, attachments), None)) =
         &packet.inner
     else {
-        tracing::warn!("an acknowledged broadcast is delivered on this instance only");
+        // socketioxide hands adapters event packets without an ack id (acknowledged
+        // broadcasts come through `broadcast_with_ack`); anything else is not a broadcast.
+        tracing::warn!("a packet that is no event broadcast is delivered on this instance only");
         return Ok(None);
     };
     let mut data = Args::from_packet(text.as_str(), attachments.as_ref(), false)
