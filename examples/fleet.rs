@@ -10,7 +10,8 @@
 //! A client connects with `auth: {name, room?}`, to `/`, `/admin` or any `/tenant/{id}` (a
 //! dynamic namespace), all through the same layers: its identity (socket.io's `socket.data`)
 //! is `{name}`, and it joins `room` when given. A client without a name is refused.
-//! Every route takes a `namespace` (`/` when unset) where it acts on sockets.
+//! Every route takes a `namespace` (`/` when unset) where it acts on sockets. In arguments
+//! and answers, `{"$hex": "00ff"}` stands for binary data.
 //!
 //! | route | what |
 //! | --- | --- |
@@ -71,6 +72,37 @@ async fn admit(hs: Arc<Handshake>) -> Result<Option<Member>, BoxError> {
         .map(|name| Member { name: name.into() }))
 }
 
+/// Arguments from JSON, where `{"$hex": "00ff"}` stands for binary data (JSON has none).
+fn from_json(values: Vec<Value>) -> Args {
+    fn arg(v: Value) -> Arg {
+        match v {
+            Value::Object(map) if map.len() == 1 && map.contains_key("$hex") => {
+                let hex = map["$hex"].as_str().unwrap_or_default();
+                let bytes = (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect::<Vec<u8>>();
+                Arg::Binary(bytes.into())
+            }
+            Value::Array(items) => Arg::Array(items.into_iter().map(arg).collect()),
+            Value::Object(map) => Arg::Object(map.into_iter().map(|(k, v)| (k, arg(v))).collect()),
+            other => Arg::from(other),
+        }
+    }
+    values.into_iter().map(arg).collect()
+}
+
+/// An argument as JSON, binary data as `{"$hex": ..}`.
+fn shown(arg: &Arg) -> Value {
+    match arg {
+        Arg::Binary(bytes) => {
+            json!({ "$hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+        }
+        Arg::Array(items) => Value::Array(items.iter().map(shown).collect()),
+        Arg::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shown(v))).collect()),
+        other => other.to_json().unwrap_or(Value::Null),
+    }
+}
+
 #[derive(Deserialize)]
 struct AckBroadcast {
     namespace: Option<String>,
@@ -95,7 +127,7 @@ async fn ack_broadcast(State(app): State<App>, Json(req): Json<AckBroadcast>) ->
         Some(room) => ns.to(room).timeout(timeout),
         None => ns.timeout(timeout),
     };
-    let args = Args::from(req.args);
+    let args = from_json(req.args);
     let acks = op.emit_with_ack::<_, Arg>(&req.event, &args).await;
     let acks = match acks {
         Ok(acks) => acks,
@@ -105,7 +137,7 @@ async fn ack_broadcast(State(app): State<App>, Json(req): Json<AckBroadcast>) ->
     let mut acks = std::pin::pin!(acks);
     while let Some((_, ack)) = acks.next().await {
         match ack {
-            Ok(arg) => responses.push(arg.to_json().unwrap_or(Value::Null)),
+            Ok(arg) => responses.push(shown(&arg)),
             Err(_) => timeouts += 1,
         }
     }
@@ -129,7 +161,7 @@ async fn emit(State(app): State<App>, Json(req): Json<Emit>) -> Response {
         Some(room) => ns.to(room),
         None => ns,
     };
-    match op.emit(&req.event, &Args::from(req.args)).await {
+    match op.emit(&req.event, &from_json(req.args)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
@@ -150,7 +182,7 @@ async fn server_side_emit(State(app): State<App>, Json(req): Json<ServerSideEmit
     if let Some(ms) = req.timeout_ms {
         fleet = fleet.timeout(Duration::from_millis(ms));
     }
-    let args = Args::from(req.args);
+    let args = from_json(req.args);
     if !req.ack {
         return match fleet.server_side_emit(&req.event, args).await {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -159,7 +191,7 @@ async fn server_side_emit(State(app): State<App>, Json(req): Json<ServerSideEmit
     }
     match fleet.server_side_emit_with_ack(&req.event, args).await {
         Ok(replies) => {
-            let responses: Vec<Value> = replies.iter().filter_map(Arg::to_json).collect();
+            let responses: Vec<Value> = replies.iter().map(shown).collect();
             Json(json!({ "responses": responses })).into_response()
         }
         Err(e) => failure(e),
@@ -173,7 +205,7 @@ fn failure(e: FleetError) -> Response {
         _ => StatusCode::BAD_GATEWAY,
     };
     let responses: Vec<Value> = match &e {
-        FleetError::TimedOut { replies, .. } => replies.iter().filter_map(Arg::to_json).collect(),
+        FleetError::TimedOut { replies, .. } => replies.iter().map(shown).collect(),
         _ => Vec::new(),
     };
     (
@@ -304,7 +336,7 @@ async fn run() -> Result<(), BoxError> {
     fanout.on_server_side_emit("whoami", move |args: Args| {
         let log = handler_log.clone();
         async move {
-            let arg = args.first().and_then(Arg::to_json).unwrap_or(Value::Null);
+            let arg = args.first().map(shown).unwrap_or(Value::Null);
             log.lock().unwrap().push(arg.clone());
             Arg::from(json!({ "server": "rust", "port": port, "arg": arg }))
         }

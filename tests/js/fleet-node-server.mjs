@@ -12,6 +12,17 @@ import { createClient } from 'redis';
 import { createAdapter } from '@socket.io/redis-adapter';
 
 const log = [];
+// In JSON bodies and answers, `{"$hex": "00ff"}` stands for binary data, as in the fleet example.
+const fromJson = (v) =>
+  Array.isArray(v) ? v.map(fromJson)
+  : v && typeof v === 'object' ? (Object.keys(v).length === 1 && typeof v.$hex === 'string' ? Buffer.from(v.$hex, 'hex')
+    : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, fromJson(x)])))
+  : v;
+const shown = (v) =>
+  Buffer.isBuffer(v) || v instanceof ArrayBuffer || ArrayBuffer.isView(v) ? { $hex: Buffer.from(v.buffer ?? v, v.byteOffset ?? 0, v.byteLength).toString('hex') }
+  : Array.isArray(v) ? v.map(shown)
+  : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shown(x)]))
+  : v;
 const json = (res, status, body) =>
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 
@@ -29,24 +40,24 @@ const http = createServer(async (req, res) => {
     if (req.method === 'POST' && url.pathname === '/ack-broadcast') {
       const { namespace, room, event, args = [], timeout_ms } = await body(req);
       const op = target(room, namespace);
-      op.timeout(timeout_ms).emit(event, ...args, (err, responses) =>
-        json(res, 200, { error: err ? String(err) : null, responses }),
+      op.timeout(timeout_ms).emit(event, ...fromJson(args), (err, responses) =>
+        json(res, 200, { error: err ? String(err) : null, responses: shown(responses) }),
       );
       return;
     }
     if (req.method === 'POST' && url.pathname === '/emit') {
       const { namespace, room, event, args = [] } = await body(req);
-      target(room, namespace).emit(event, ...args);
+      target(room, namespace).emit(event, ...fromJson(args));
       return res.writeHead(204).end();
     }
     if (req.method === 'POST' && url.pathname === '/server-side-emit') {
       const { event, args = [], ack } = await body(req);
       if (!ack) {
-        io.serverSideEmit(event, ...args);
+        io.serverSideEmit(event, ...fromJson(args));
         return res.writeHead(204).end();
       }
-      io.serverSideEmit(event, ...args, (err, responses) =>
-        json(res, err ? 504 : 200, { error: err ? String(err) : null, responses }),
+      io.serverSideEmit(event, ...fromJson(args), (err, responses) =>
+        json(res, err ? 504 : 200, { error: err ? String(err) : null, responses: shown(responses) }),
       );
       return;
     }
@@ -92,7 +103,7 @@ for (const nsp of [io.of('/'), io.of('/admin'), io.of(/^\/tenant\/\w+$/)]) {
   });
 }
 io.on('whoami', (arg, cb) => {
-  log.push(arg);
+  log.push(shown(arg));
   if (typeof cb === 'function') cb({ server: 'node', port: http.address().port, arg });
 });
 

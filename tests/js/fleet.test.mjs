@@ -49,7 +49,9 @@ async function nodeMember(redis, cleanups) {
 async function client(server, cleanups, { name, room, silent = false, nsp = '/' }) {
   const socket = io(`${server.url}${nsp}`, { path: '/io', auth: { name, room }, forceNew: true, reconnection: false });
   cleanups.push(() => socket.disconnect());
-  if (!silent) socket.on('question', (got, ack) => ack({ from: name, got }));
+  if (!silent) socket.on('question', (got, ack) => ack({ from: name, got: shown(got) }));
+  // Answers the bytes it got, reversed, as binary data.
+  socket.on('reverse', (got, ack) => ack(Buffer.from(got).reverse()));
   await new Promise((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('connect_error', reject);
@@ -87,6 +89,13 @@ async function eventually(probe, what) {
 async function fleetOf(rust, n) {
   await eventually(async () => (await get(rust, '/server-count')).body === n, `${n} servers`);
 }
+
+/** Binary data as `{$hex}` (what the servers' routes show it as). */
+const shown = (v) =>
+  Buffer.isBuffer(v) || v instanceof ArrayBuffer || ArrayBuffer.isView(v) ? { $hex: Buffer.from(v.buffer ?? v, v.byteOffset ?? 0, v.byteLength).toString('hex') }
+  : Array.isArray(v) ? v.map(shown)
+  : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shown(x)]))
+  : v;
 
 const froms = (responses) => responses.map((r) => r.from).sort();
 
@@ -305,4 +314,26 @@ test('every namespace fans out, a dynamic one\'s instances included, each throug
     await eventually(async () => (await get(node, '/fetch-sockets?namespace=/admin&room=ops')).body.length === 2, 'ops in /admin');
     assert.deepEqual((await get(node, '/fetch-sockets?room=ops')).body, []);
     void clients;
+  }));
+
+test('binary data crosses every fleet operation: acknowledged broadcasts (arguments and acks) and server-side emits, both ways', () =>
+  withCleanups(async (cleanups) => {
+    const { rust, node } = await mixedFleet(cleanups);
+    const bytes = { $hex: '00ff10' };
+    for (const asker of [node, rust]) {
+      const acks = await post(asker, '/ack-broadcast', { room: 'lobby', event: 'question', args: [{ nested: [bytes] }], timeout_ms: 4_000 });
+      assert.deepEqual(froms(acks.body.responses), ['ann', 'bob'], JSON.stringify(acks.body));
+      for (const r of acks.body.responses) assert.deepEqual(r.got, { nested: [bytes] }, `${r.from} got the bytes as binary`);
+      const reversed = await post(asker, '/ack-broadcast', { event: 'reverse', args: [bytes], timeout_ms: 4_000 });
+      assert.deepEqual(reversed.body.responses, Array(4).fill({ $hex: '10ff00' }), 'binary acks, from Node and Rust clients');
+    }
+    const toNode = await post(rust, '/server-side-emit', { event: 'whoami', args: [{ blob: bytes }], ack: true });
+    assert.equal(toNode.status, 200);
+    // Ours travels as MessagePack, so Node's listener gets a Buffer; its answer is JSON
+    // (the JavaScript adapter's), where a Buffer is what JSON.stringify writes.
+    assert.deepEqual((await get(node, '/server-side-log')).body.at(-1), { blob: bytes });
+    assert.deepEqual(toNode.body.responses[0].arg, { blob: { type: 'Buffer', data: [0, 255, 16] } });
+    const toRust = await post(node, '/server-side-emit', { event: 'whoami', args: [{ blob: bytes }], ack: true });
+    // Node writes a server-side emit as JSON: a Buffer travels as JSON.stringify writes it.
+    assert.deepEqual(toRust.body.responses[0].arg, { blob: { type: 'Buffer', data: [0, 255, 16] } });
   }));
