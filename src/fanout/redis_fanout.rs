@@ -86,6 +86,11 @@ struct Inner {
 /// (logged, throttled): whoever can publish on this Redis could otherwise pile up tasks.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
 
+/// The most namespaces one instance subscribes (`/`, the static ones, and each instance of a
+/// dynamic one, which any client creates by connecting to a matching path: socketioxide
+/// keeps them all). Past it, a new namespace is served on this instance only (logged).
+pub const MAX_NAMESPACES: usize = 10_000;
+
 /// The longest another server's acknowledged broadcast is awaited here, whatever its
 /// `timeout` says (a socket's pending acknowledgement is kept that long).
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -243,12 +248,25 @@ impl RedisFanout {
     /// Covers namespace `nsp` too: its broadcasts, requests and answers from now on (and
     /// after every reconnection). Done by the server for the namespaces it serves.
     pub(crate) fn serve_namespace(&self, nsp: &str) {
-        let added = self
-            .inner
-            .namespaces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(nsp.to_owned());
+        let added = {
+            let mut namespaces = self
+                .inner
+                .namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if namespaces.len() >= MAX_NAMESPACES && !namespaces.contains(nsp) {
+                static REFUSED: LogThrottle = LogThrottle::new();
+                if let Some(refused) = REFUSED.hit(1) {
+                    tracing::warn!(
+                        nsp,
+                        refused,
+                        "{MAX_NAMESPACES} namespaces fan out already; this one stays on this instance"
+                    );
+                }
+                return;
+            }
+            namespaces.insert(nsp.to_owned())
+        };
         if added {
             self.inner.new_namespaces.send(nsp.to_owned()).ok();
         }
