@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { io } from 'socket.io-client';
 import { startRedis, startServer } from './processes.mjs';
+import { next, withCleanups } from './helpers.mjs';
 
 const SECRET = 'test-secret';
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -26,25 +27,6 @@ function jwt(claims, secret = SECRET) {
 }
 
 const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
-
-function next(socket, event, ms = 5_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "${event}" within ${ms} ms`)), ms);
-    socket.once(event, (data) => {
-      clearTimeout(timer);
-      resolve(data);
-    });
-  });
-}
-
-async function withCleanups(body) {
-  const cleanups = [];
-  try {
-    await body(cleanups);
-  } finally {
-    for (const cleanup of cleanups.reverse()) await cleanup();
-  }
-}
 
 async function chatServer(cleanups, env = {}) {
   const server = await startServer(chatBin(), [], { JWT_SECRET: SECRET, ...env });

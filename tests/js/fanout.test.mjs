@@ -11,6 +11,7 @@ import { io } from 'socket.io-client';
 import { createClient } from 'redis';
 import { Emitter } from '@socket.io/redis-emitter';
 import { startRedis, startServer } from './processes.mjs';
+import { next, withCleanups } from './helpers.mjs';
 
 const TOKEN = 'demo-token';
 
@@ -18,17 +19,6 @@ function bins() {
   const { DEMO_BIN, EMITTER_BIN } = process.env;
   assert.ok(DEMO_BIN && EMITTER_BIN, 'set DEMO_BIN and EMITTER_BIN (scripts/test.sh does)');
   return { demo: DEMO_BIN, emitter: EMITTER_BIN };
-}
-
-/** Resolves with the first argument of the next `event` (rejects after 5 s). */
-function next(socket, event) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "${event}" within 5 s`)), 5_000);
-    socket.once(event, (data) => {
-      clearTimeout(timer);
-      resolve(data);
-    });
-  });
 }
 
 /** A socket.io-client connected and authenticated (so in `io-default`) to `server`. */
@@ -102,16 +92,6 @@ async function mixedFleet(cleanups) {
   const ours = await ourServer(redis, cleanups);
   const node = await nodeServer(redis, cleanups);
   return { redis, ours, node, onOurs: await authenticated(ours, cleanups), onNode: await authenticated(node, cleanups) };
-}
-
-/** Runs `body(cleanups)` and then every cleanup, last first. */
-async function withCleanups(body) {
-  const cleanups = [];
-  try {
-    await body(cleanups);
-  } finally {
-    for (const cleanup of cleanups.reverse()) await cleanup();
-  }
 }
 
 test('a Node @socket.io/redis-emitter reaches clients of our servers (room, socket id, everyone)', () =>

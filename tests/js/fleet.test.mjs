@@ -7,21 +7,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import { startRedis, startServer } from './processes.mjs';
+import { next, withCleanups } from './helpers.mjs';
 
 function fleetBin() {
   const { FLEET_BIN } = process.env;
   assert.ok(FLEET_BIN, 'set FLEET_BIN (scripts/test.sh does)');
   return FLEET_BIN;
-}
-
-/** Runs `body(cleanups)` and then every cleanup, last first. */
-async function withCleanups(body) {
-  const cleanups = [];
-  try {
-    await body(cleanups);
-  } finally {
-    for (const cleanup of cleanups.reverse()) await cleanup();
-  }
 }
 
 async function ownRedis(cleanups) {
@@ -256,17 +247,6 @@ test('two of our servers and a Node one: each of ours answers the other as a Nod
     assert.deepEqual(answers.body.responses.map((r) => r.server).sort(), ['node', 'rust']);
     assert.equal(answers.body.responses.find((r) => r.server === 'rust').port, second.port);
   }));
-
-/** Resolves with the first argument of the next `event` on `socket` (rejects after 5 s). */
-function next(socket, event) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "${event}" within 5 s`)), 5_000);
-    socket.once(event, (data) => {
-      clearTimeout(timer);
-      resolve(data);
-    });
-  });
-}
 
 test('every namespace fans out, a dynamic one\'s instances included, each through the layer stack', () =>
   withCleanups(async (cleanups) => {
