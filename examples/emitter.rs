@@ -6,7 +6,8 @@
 //! cargo run --example emitter -- --redis redis://127.0.0.1:6379 everyone '"to all"'
 //! ```
 //!
-//! `--to` may repeat (several rooms, or socket ids); `--except ROOM` leaves a room out. The
+//! `--to` may repeat (several rooms, or socket ids); `--except ROOM` leaves a room out;
+//! `--of NSP` addresses the sockets of namespace NSP instead of `/`. The
 //! data is JSON. `--join ROOM` (instead of an event) makes the targeted sockets join ROOM
 //! (the JavaScript emitter's `socketsJoin`). It reaches clients of socketio-stack servers with the fan-out and of Node
 //! servers using `@socket.io/redis-adapter` alike. Exit status: 0 published, 1 Redis error,
@@ -16,19 +17,20 @@ mod support;
 
 use socketio_stack::fanout::Emitter;
 
-const USAGE: &str =
-    "usage: emitter --redis URL [--to ROOM]... [--except ROOM]... (EVENT JSON | --join ROOM)";
+const USAGE: &str = "usage: emitter --redis URL [--of NSP] [--to ROOM]... [--except ROOM]... (EVENT JSON | --join ROOM)";
 
 #[tokio::main]
 async fn main() {
     support::init_logging();
     let mut redis = None;
     let mut join = None;
+    let mut nsp = "/".to_owned();
     let (mut to, mut except, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis = args.next(),
+            "--of" => nsp = args.next().unwrap_or_else(|| exit(2, USAGE)),
             "--to" => to.extend(args.next()),
             "--except" => except.extend(args.next()),
             "--join" => join = args.next(),
@@ -43,12 +45,9 @@ async fn main() {
         Ok(emitter) => emitter,
         Err(e) => exit(1, &e.to_string()),
     };
-    let mut target = match to.split_first() {
-        Some((first, more)) => more
-            .iter()
-            .fold(emitter.to(first.clone()), |t, room| t.to(room.clone())),
-        None => emitter.everyone(),
-    };
+    let mut target = to
+        .iter()
+        .fold(emitter.of(nsp), |t, room| t.to(room.clone()));
     for room in except {
         target = target.except(room);
     }

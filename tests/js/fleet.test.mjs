@@ -2,10 +2,14 @@
 // @socket.io/redis-adapter (fleet-node-server.mjs), driven alike over HTTP, with clients of
 // the official socket.io-client on each. Every operation that crosses the fleet, both ways.
 //
-//   FLEET_BIN=… node --test fleet.test.mjs   (scripts/test.sh sets it)
+//   FLEET_BIN=… EMITTER_BIN=… node --test fleet.test.mjs   (scripts/test.sh sets both)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { createClient } from 'redis';
+import { Emitter } from '@socket.io/redis-emitter';
 import { startRedis, startServer } from './processes.mjs';
 import { next, withCleanups } from './helpers.mjs';
 
@@ -13,6 +17,12 @@ function fleetBin() {
   const { FLEET_BIN } = process.env;
   assert.ok(FLEET_BIN, 'set FLEET_BIN (scripts/test.sh does)');
   return FLEET_BIN;
+}
+
+function emitterBin() {
+  const { EMITTER_BIN } = process.env;
+  assert.ok(EMITTER_BIN, 'set EMITTER_BIN (scripts/test.sh does)');
+  return EMITTER_BIN;
 }
 
 async function ownRedis(cleanups) {
@@ -250,7 +260,7 @@ test('two of our servers and a Node one: each of ours answers the other as a Nod
 
 test('every namespace fans out, a dynamic one\'s instances included, each through the layer stack', () =>
   withCleanups(async (cleanups) => {
-    const { rust, node, clients } = await mixedFleet(cleanups);
+    const { redis, rust, node, clients } = await mixedFleet(cleanups);
     // The layers apply to /admin too: no name, no entry.
     const nameless = io(`${rust.url}/admin`, { path: '/io', auth: {}, forceNew: true, reconnection: false });
     cleanups.push(() => nameless.disconnect());
@@ -289,6 +299,18 @@ test('every namespace fans out, a dynamic one\'s instances included, each throug
     const main = (await servers('/')).map((s) => s.data.name).sort();
     assert.deepEqual(main, ['ann', 'bob', 'carl', 'dora']);
     assert.deepEqual((await servers('/tenant/8')).map((s) => s.data.name), ['tenant-other']);
+    // The emitters address namespaces too: Node's `emitter.of(nsp)` reaches ours, and ours
+    // (`Emitter::of`, the emitter example's `--of`) reaches Node's.
+    const redisClient = createClient({ url: redis.url });
+    await redisClient.connect();
+    cleanups.push(() => redisClient.quit());
+    const fromNodeEmitter = next(admins.ann, 'memo');
+    new Emitter(redisClient).of('/admin').to('lobby').emit('memo', 'from the Node emitter');
+    assert.equal(await fromNodeEmitter, 'from the Node emitter');
+    const fromOurEmitter = next(tenants.bob, 'memo');
+    await promisify(execFile)(emitterBin(), ['--redis', redis.url, '--of', '/tenant/7', 'memo', '"from our emitter"']);
+    assert.equal(await fromOurEmitter, 'from our emitter');
+
     // Remote joins in a namespace reach only its sockets.
     assert.equal((await post(rust, '/join', { namespace: '/admin', rooms: ['ops'] })).status, 204);
     await eventually(async () => (await get(node, '/fetch-sockets?namespace=/admin&room=ops')).body.length === 2, 'ops in /admin');
