@@ -1,15 +1,16 @@
 //! Sharded pub/sub (Redis 7 `SSUBSCRIBE`, `SPUBLISH`, `PUBSUB SHARDNUMSUB`) through the redis
 //! client's cluster connection, on a three-node Redis Cluster the test starts, carrying
 //! messages of `fanout::sharded_wire`: what the fan-out's sharded mode (issue 12, item 4) is to
-//! stand on, checked before it is built, down to a channel's slot moving to another node.
+//! stand on, checked before it is built, down to a channel's slot moving to another node; and
+//! the same on one redis-server 7, which has sharded pub/sub too, through a plain connection.
 
 mod common;
 
 use common::WAIT;
-use common::redis_server::RedisCluster;
+use common::redis_server::{RedisCluster, RedisServer};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
-use redis::{AsyncCommands, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{AsyncCommands, AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use socketio_stack::args::Arg;
 use socketio_stack::fanout::sharded_wire::{self, Body, Broadcast, Flags, Message, Target};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -213,4 +214,46 @@ async fn a_sharded_subscription_through_the_cluster_connection_survives_its_slot
             .sum::<usize>(),
         1
     );
+}
+
+#[tokio::test]
+async fn one_redis_server_has_sharded_pub_sub_through_a_plain_resp3_connection() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(format!("{}?protocol=3", server.url())).unwrap();
+    let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscriber = client
+        .get_multiplexed_async_connection_with_config(
+            &AsyncConnectionConfig::new().set_push_sender(tx),
+        )
+        .await
+        .unwrap();
+    // No method for it on a plain connection: the command as it is, whose confirmation the
+    // connection reads as the reply.
+    let main = sharded_wire::main_channel("socket.io", "/");
+    let () = redis::cmd("SSUBSCRIBE")
+        .arg(&main)
+        .query_async(&mut subscriber)
+        .await
+        .unwrap();
+    next_push(&mut pushes, PushKind::SSubscribe, &main).await;
+    assert_eq!(shard_subscribers(server.port, &main).await, 1);
+
+    let message = broadcast("c81d1484cdcdde13", 1);
+    let receivers: usize = node(server.port)
+        .await
+        .spublish(&main, sharded_wire::encode(&message).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1);
+    let push = next_push(&mut pushes, PushKind::SMessage, &main).await;
+    let [_, Value::BulkString(bytes)] = push.data.as_slice() else {
+        panic!("an smessage of {:?}", push.data);
+    };
+    assert_eq!(sharded_wire::decode(bytes).unwrap(), Some(message));
+    // The same connection still answers commands between the pushes (RESP3).
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut subscriber)
+        .await
+        .unwrap();
+    assert_eq!(pong, "PONG");
 }
