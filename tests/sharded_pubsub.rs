@@ -167,6 +167,14 @@ async fn a_sharded_subscription_through_the_cluster_connection_survives_its_slot
     let counts = on_every_node(&cluster, &main).await;
     assert_eq!(counts.iter().sum::<usize>(), 1, "{counts:?}");
     let source = counts.iter().position(|&c| c == 1).unwrap();
+    // The cluster connection asks every node and adds their counts up itself.
+    let total: std::collections::HashMap<String, usize> = redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg(&main)
+        .query_async(&mut publisher)
+        .await
+        .unwrap();
+    assert_eq!(total, [(main.clone(), 1)].into());
 
     // The slot of the main channel moves to another master: its old owner drops the
     // subscription and says so with an `sunsubscribe` push.
