@@ -14,6 +14,8 @@
 //! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
 //! - [`Fleet`]: every server and socket of the fleet from Rust: fetching sockets and rooms,
 //!   remote joins, server-side emits ([`fleet_wire`]: their format).
+//! - [`sharded_wire`]: the format of `createShardedAdapter` (Redis 7 sharded pub/sub), which
+//!   this crate does not speak to Redis yet.
 
 pub mod adapter;
 pub mod connect_error;
@@ -26,6 +28,7 @@ mod local_server;
 pub mod options;
 mod pending_requests;
 pub mod redis_fanout;
+pub mod sharded_wire;
 pub mod wire;
 
 pub use adapter::RedisAdapter;

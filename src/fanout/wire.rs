@@ -55,7 +55,8 @@ pub const MAX_DECODED_BYTES: usize = 64 << 20;
 /// than have every receiver drop it.
 pub const MAX_DEPTH: usize = 64;
 /// The levels a message takes around its arguments: `[uid, {data: [event, ...args]}, opts]`
-/// (and a request's `{data: [...]}` or `{opts: {rooms: [...]}}`, within the same).
+/// (and a request's `{data: [...]}` or `{opts: {rooms: [...]}}`, within the same). Another
+/// wire passes its own to [`decode_message_within`].
 const ENVELOPE_DEPTH: usize = 3;
 /// Socket.IO packet type EVENT.
 const EVENT: u64 = 2;
@@ -218,7 +219,8 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
         )));
     }
     let value: Value = if bytes.first() == Some(&b'{') {
-        check_json(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
+        check_json(bytes, ENVELOPE_DEPTH)
+            .map_err(|e| WireError(format!("request refused: {e}")))?;
         serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?
     } else {
         let mp = read_msgpack(bytes).map_err(|e| WireError(format!("request refused: {e}")))?;
@@ -252,6 +254,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
 /// `{`, MessagePack otherwise, as the JavaScript adapter tells them apart) to one value,
 /// within the same bounds as broadcasts; `what` names it in errors.
 pub(crate) fn decode_message(bytes: &[u8], what: &str) -> Result<Arg, WireError> {
+    decode_message_within(bytes, what, ENVELOPE_DEPTH)
+}
+
+/// [`decode_message`] for a wire that puts its arguments `envelope` levels deep (arrays and
+/// maps around them), rather than this one's 3: the message may nest [`MAX_DEPTH`] levels
+/// more. What nests within that bound is for the caller to check argument by argument
+/// ([`check_args`]) where its arguments sit less deep.
+pub(crate) fn decode_message_within(
+    bytes: &[u8],
+    what: &str,
+    envelope: usize,
+) -> Result<Arg, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
             "{what} of {} bytes is over the bound",
@@ -259,12 +273,13 @@ pub(crate) fn decode_message(bytes: &[u8], what: &str) -> Result<Arg, WireError>
         )));
     }
     if bytes.first() == Some(&b'{') {
-        check_json(bytes).map_err(|e| WireError(format!("{what} refused: {e}")))?;
+        check_json(bytes, envelope).map_err(|e| WireError(format!("{what} refused: {e}")))?;
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| WireError(format!("not JSON: {e}")))?;
         Ok(Arg::from(value))
     } else {
-        let mp = read_msgpack(bytes).map_err(|e| WireError(format!("{what} refused: {e}")))?;
+        let mp = read_msgpack_within(bytes, envelope)
+            .map_err(|e| WireError(format!("{what} refused: {e}")))?;
         mp_to_arg(&mp)
     }
 }
@@ -316,7 +331,7 @@ pub fn decode_query(bytes: &[u8]) -> Result<Option<(Option<String>, Query)>, Wir
     if bytes.first() != Some(&b'{') {
         return Ok(None);
     }
-    check_json(bytes).map_err(|e| WireError(format!("query refused: {e}")))?;
+    check_json(bytes, ENVELOPE_DEPTH).map_err(|e| WireError(format!("query refused: {e}")))?;
     let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
         return Ok(None);
     };
@@ -875,10 +890,15 @@ fn head(bytes: &[u8], at: usize) -> Result<(Head, usize), WireError> {
 
 /// The first MessagePack value of `bytes`, once [`check_msgpack`] let it through.
 pub(crate) fn read_msgpack(bytes: &[u8]) -> Result<Mp, WireError> {
-    check_msgpack(bytes)?;
+    read_msgpack_within(bytes, ENVELOPE_DEPTH)
+}
+
+/// [`read_msgpack`] for a message whose arguments sit `envelope` levels deep.
+fn read_msgpack_within(bytes: &[u8], envelope: usize) -> Result<Mp, WireError> {
+    check_msgpack(bytes, envelope)?;
     // rmpv counts two levels for each array or map and three for a string, binary or
     // extension value; the walk has bounded the nesting already, one level each.
-    let max_depth = 2 * (MAX_DEPTH + ENVELOPE_DEPTH) + 3;
+    let max_depth = 2 * (MAX_DEPTH + envelope) + 3;
     let mut reader = bytes;
     rmpv::decode::read_value_with_max_depth(&mut reader, max_depth)
         .map_err(|e| WireError(format!("not MessagePack: {e}")))
@@ -889,7 +909,7 @@ pub(crate) fn read_msgpack(bytes: &[u8]) -> Result<Mp, WireError> {
 /// [`MAX_DECODED_BYTES`], nests arrays and maps deeper than [`MAX_DEPTH`] levels within its
 /// envelope, or announces more than there is: the decoder would find that out only after
 /// building it. Each value takes at least one byte, so the walk is linear.
-fn check_msgpack(bytes: &[u8]) -> Result<(), WireError> {
+fn check_msgpack(bytes: &[u8], envelope: usize) -> Result<(), WireError> {
     let mut tally = Tally::default();
     tally.add(1, VALUE_COST)?;
     // The values announced but not yet read: each element, map key and map value.
@@ -905,7 +925,7 @@ fn check_msgpack(bytes: &[u8]) -> Result<(), WireError> {
         }
         let (head, start) = head(bytes, at)?;
         if let Head::Array(_) | Head::Map(_) = head
-            && open.len() == MAX_DEPTH + ENVELOPE_DEPTH
+            && open.len() == MAX_DEPTH + envelope
         {
             return Err(WireError(format!(
                 "nests deeper than {MAX_DEPTH} levels within its envelope"
@@ -954,7 +974,7 @@ fn check_msgpack(bytes: &[u8]) -> Result<(), WireError> {
 /// one pass without parsing it. A value starts at the first byte after `[`, `{`, `,`, `:` or
 /// the start that is neither blank nor a closing bracket (object keys count as values); for
 /// text that is not JSON, what is counted is at least what the parser builds before failing.
-fn check_json(bytes: &[u8]) -> Result<(), WireError> {
+fn check_json(bytes: &[u8], envelope: usize) -> Result<(), WireError> {
     const JSON_VALUE_COST: usize = size_of::<Value>();
     let mut tally = Tally::default();
     let mut expect_value = true;
@@ -980,7 +1000,7 @@ fn check_json(bytes: &[u8]) -> Result<(), WireError> {
             }
             b'[' | b'{' => {
                 depth += 1;
-                if depth > MAX_DEPTH + ENVELOPE_DEPTH {
+                if depth > MAX_DEPTH + envelope {
                     return Err(WireError(format!(
                         "nests deeper than {MAX_DEPTH} levels within its envelope"
                     )));
