@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The Redis fan-out of two revisions side by side: two demo instances of each on one Redis,
+# 1,000 clients and 200 sends at 200/s (bench-load.sh's fan-out), runs interleaved so that
+# both see the same machine.
+#
+#   bash scripts/bench-fanout-ab.sh BASE_REV [RUNS]   # RUNS=3 by default; BASE_REV against HEAD's tree
+#
+# Per-run lines go to target/bench-fanout-ab/runs.jsonl, the summaries (median, min, max, by
+# label `base` and `head`) to stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=${1:?usage: bench-fanout-ab.sh BASE_REV [RUNS]}
+RUNS=${2:-3}
+OUT=target/bench-fanout-ab
+mkdir -p "$OUT/base" "$OUT/head"
+: > "$OUT/runs.jsonl"
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
+
+cargo build --release --example demo --example load
+cp target/release/examples/demo target/release/examples/load "$OUT/head/"
+tree=$(mktemp -d)
+git worktree add -q --detach "$tree" "$BASE"
+# The same target directory: only this crate and its examples are rebuilt.
+target="$PWD/target"
+(cd "$tree" && CARGO_TARGET_DIR="$target" cargo build --release --example demo)
+cp target/release/examples/demo "$OUT/base/"
+git worktree remove --force "$tree"
+# Cargo keeps the base's build apart but copies its binary over HEAD's: put HEAD's back.
+cp "$OUT/head/demo" target/release/examples/demo
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --save '' --appendonly no > /dev/null 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+# start BIN: a demo on Redis on an ephemeral port; sets PORT and PID.
+start() {
+    local log; log=$(mktemp)
+    env PORT=0 RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$1" > "$log" 2>/dev/null &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.05; done
+    PORT=$(sed -n 's/^listening on //p' "$log")
+    rm -f "$log"
+    [ -n "$PORT" ] || { echo "$1 did not start" >&2; exit 1; }
+}
+
+for run in $(seq "$RUNS"); do
+    echo "bench-fanout-ab: run $run/$RUNS" >&2
+    for label in base head; do
+        start "$OUT/$label/demo"; A=$PORT; PA=$PID
+        start "$OUT/$label/demo"; B=$PORT; PB=$PID
+        "$OUT/head/load" --url "http://127.0.0.1:$A" --url "http://127.0.0.1:$B" --label "$label" \
+            --scenario fanout --clients 1000 --messages 200 --rate 200 | grep -v '"runs":' >> "$OUT/runs.jsonl"
+        kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true
+    done
+done
+"$OUT/head/load" --summarize "$OUT/runs.jsonl"
