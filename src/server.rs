@@ -413,21 +413,29 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             match namespace {
                 Namespace::Static(path) => {
                     if let Some(fanout) = &self.fanout {
-                        fanout.serve_namespace(&path);
+                        fanout
+                            .want_namespace(&path)
+                            .map_err(|reason| BuildError::InvalidNamespace(path.clone(), reason))?;
                     }
                     io.ns(path, bridge.clone()).spawn();
                 }
                 Namespace::Dynamic(pattern) => {
-                    // Each instance is subscribed as its first socket comes.
+                    // Each instance is subscribed as its first admitted socket comes, before
+                    // that socket is connected (so that nothing sent to it passes it by).
                     let bridge = match &self.fanout {
                         Some(fanout) => {
                             let fanout = fanout.downgrade();
                             bridge
                                 .clone()
                                 .namespace_seen(std::sync::Arc::new(move |nsp: &str| {
-                                    if let Some(fanout) = fanout.upgrade() {
-                                        fanout.serve_namespace(nsp);
-                                    }
+                                    let fanout = fanout.upgrade();
+                                    let nsp = nsp.to_owned();
+                                    Box::pin(async move {
+                                        match fanout {
+                                            Some(fanout) => fanout.serve_namespace(&nsp).await,
+                                            None => Ok(()),
+                                        }
+                                    })
                                 }))
                         }
                         None => bridge.clone(),

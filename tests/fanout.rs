@@ -1229,3 +1229,41 @@ async fn values_arrive_exactly_on_local_delivery_too() {
         (format!(r#"42["sent",{values}]"#), vec![])
     );
 }
+
+#[tokio::test]
+async fn a_fan_out_without_a_server_answers_the_fleet_as_a_server_without_sockets() {
+    let redis = RedisServer::start();
+    let server_side = RedisFanout::connect(&redis.url()).await.unwrap();
+    let a = SocketServer::builder()
+        .fanout(server_side.clone())
+        .layer(AuthLayer::new(authenticate))
+        .build()
+        .unwrap();
+    let a = serve(a).await;
+    let (_on_a, id_a) = TestClient::authenticated(&a.url()).await;
+    // A worker: subscribed (so counted as a server), no Socket.IO server attached.
+    let worker = RedisFanout::connect(&redis.url()).await.unwrap();
+    worker.on_server_side_emit("status", async |_args: Args| json!("worker ok").into());
+    let fleet = || server_side.fleet().timeout(Duration::from_secs(3));
+    assert_eq!(fleet().server_count().await.unwrap(), 2);
+    let started = Instant::now();
+    let sockets = fleet()
+        .fetch_sockets()
+        .await
+        .expect("the worker answers, with no socket");
+    assert_eq!(
+        sockets.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        [id_a.clone()]
+    );
+    // Each socket is in the room of its id.
+    assert_eq!(fleet().rooms().await.unwrap(), [id_a]);
+    let answers = fleet()
+        .server_side_emit_with_ack("status", Args::new())
+        .await
+        .unwrap();
+    assert_eq!(answers, [json!("worker ok")]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "nobody waited for a timeout"
+    );
+}

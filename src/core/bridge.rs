@@ -116,14 +116,16 @@ pub struct Bridge<S, A> {
     queue_bytes: usize,
     total: Arc<TotalQueue>,
     transports: Transports,
-    /// Told of the namespace of each socket (set for dynamic namespaces, whose instances the
-    /// fan-out learns of this way).
+    /// Asked, for each socket its handshake admitted, whether its namespace may be served
+    /// (set for dynamic namespaces, whose instances the fan-out learns of this way); a
+    /// refusal refuses the CONNECT with its message.
     namespace_seen: Option<NamespaceSeen>,
     _adapter: PhantomData<fn() -> A>,
 }
 
-/// What a bridge tells of the namespace of each socket it connects.
-pub(crate) type NamespaceSeen = Arc<dyn Fn(&str) + Send + Sync>;
+/// What a bridge asks of the namespace of each socket it connects.
+pub(crate) type NamespaceSeen =
+    Arc<dyn Fn(&str) -> crate::plumbing::BoxFuture<Result<(), String>> + Send + Sync>;
 
 /// The bytes of events waiting in every socket's queue, and their bound.
 struct TotalQueue {
@@ -205,7 +207,8 @@ impl<S, A> Bridge<S, A> {
         self
     }
 
-    /// Tells `seen` the namespace of each socket, before it connects.
+    /// Asks `seen` about the namespace of each socket its handshake admitted, before it
+    /// connects.
     pub(crate) fn namespace_seen(mut self, seen: NamespaceSeen) -> Self {
         self.namespace_seen = Some(seen);
         self
@@ -243,9 +246,7 @@ where
             Err(_) => serde_json::Value::Null,
         };
         let socket = SocketRef::from(s);
-        if let Some(seen) = &self.namespace_seen {
-            seen(socket.ns());
-        }
+        let namespace_seen = self.namespace_seen.clone();
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
         session.attach_transports(self.transports.clone());
         socket.extensions.insert(session.clone());
@@ -285,7 +286,7 @@ where
             )
             .await;
             let session = &lane.session;
-            let refusal = match (session.take_connect_refusal(), handled) {
+            let mut refusal = match (session.take_connect_refusal(), handled) {
                 (Some(message), _) => Some(message),
                 (None, Ok(true)) if !session.is_disconnecting() => None,
                 (None, Ok(true)) => Some("the server refused the connection".to_owned()),
@@ -295,6 +296,11 @@ where
                     Some("the server failed to accept the connection".to_owned())
                 }
             };
+            // Only once the handshake admitted it: a refused client makes the fan-out serve
+            // nothing.
+            if let (None, Some(seen)) = (&refusal, namespace_seen) {
+                refusal = seen(socket.ns()).await.err();
+            }
             if let Some(message) = refusal {
                 tracing::info!(socket = %socket.id, %message, "CONNECT refused");
                 // Its Engine.IO session goes on, with its CONNECT budget.

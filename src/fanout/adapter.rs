@@ -29,7 +29,8 @@
 //! - **acknowledged broadcasts** (`io.to(room).timeout(..).emit_with_ack(..)`): the stream
 //!   yields the acknowledgements of every server's sockets, Node's included, and ends once
 //!   all have come (see [`fleet_acks`](super::fleet_acks) for what a remote item carries);
-//! - **`io.rooms()`** (without rooms or exceptions): every server's rooms;
+//! - **`io.rooms()`** (without rooms or exceptions): every server's rooms (this one's alone,
+//!   with a warning, when another does not answer in time);
 //! - **the server count** (`PUBSUB NUMSUB` of the request channel, as the JavaScript adapter).
 //!
 //! socketioxide's own `fetch_sockets()` stays on this instance: its remote sockets are a
@@ -71,10 +72,6 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
     type InitRes = ();
 
     fn new(state: &WeakFanout, local: CoreLocalAdapter<SocketsOfNamespace>) -> Self {
-        // Every namespace has one (a dynamic one's instances too): subscribe its channels.
-        if let Some(fanout) = state.upgrade() {
-            fanout.serve_namespace(local.path());
-        }
         Self {
             local,
             fanout: state.clone(),

@@ -160,7 +160,8 @@ impl Fleet<'_> {
         self
     }
 
-    /// How many servers the fleet has, this one included.
+    /// How many servers serve this namespace (the subscribers of its request channel), this
+    /// one included when it serves it.
     pub async fn server_count(&self) -> Result<usize, FleetError> {
         Ok(self.fanout.server_count(&self.nsp).await?)
     }
@@ -344,7 +345,11 @@ impl Fleet<'_> {
         self.fanout
             .publish_on_request_channel(&self.nsp, message)
             .await?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        // A timeout too long to add (`Duration::MAX`, "no timeout") waits for a year.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let mut taken = Vec::with_capacity(expected);
         for answered in 0..expected {
             match tokio::time::timeout_at(deadline, awaited.next()).await {

@@ -38,6 +38,9 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// The most sockets one server's count may announce (more than one process serves).
+const MAX_CLIENT_COUNT: i64 = 1 << 20;
+
 /// What the other servers still owe.
 pub(crate) struct RemoteAcks {
     awaited: Awaited,
@@ -83,12 +86,16 @@ impl RemoteAcks {
             match self.awaited.poll_next(cx) {
                 Poll::Ready(Some(answer)) => match answer.kind {
                     Some(BROADCAST_CLIENT_COUNT) => {
+                        // Bounded: whoever can publish on Redis could announce any count, and
+                        // each one owed becomes an item at the timeout.
                         let count = answer.get("clientCount").and_then(Arg::as_i64);
                         self.unreported = self.unreported.saturating_sub(1);
-                        self.owed += count.unwrap_or(0).max(0);
+                        self.owed = self
+                            .owed
+                            .saturating_add(count.unwrap_or(0).clamp(0, MAX_CLIENT_COUNT));
                     }
                     Some(BROADCAST_ACK) => {
-                        self.owed -= 1;
+                        self.owed = self.owed.saturating_sub(1);
                         let value = answer.get("packet").cloned().unwrap_or_default();
                         // Encoded as socketioxide's own acknowledgements are, so that the
                         // caller decodes both alike.

@@ -38,8 +38,12 @@ pub(crate) trait LocalServer: Send + Sync + 'static {
     fn socket_ids(&self, nsp: &str, rooms: Vec<String>) -> Vec<String>;
     /// Every room of `nsp` with a socket in it.
     fn rooms(&self, nsp: &str) -> BoxFuture<Vec<String>>;
-    /// Sends an acknowledged broadcast; one item per socket it was meant for.
-    fn ack_broadcast(&self, broadcast: AckBroadcast) -> BoxFuture<BoxStream<'static, LocalAck>>;
+    /// Sends an acknowledged broadcast: how many sockets it is sent to (counted as it is sent,
+    /// as the JavaScript adapter counts), and one item per socket.
+    fn ack_broadcast(
+        &self,
+        broadcast: AckBroadcast,
+    ) -> BoxFuture<(u64, BoxStream<'static, LocalAck>)>;
 }
 
 impl<A: Adapter> LocalServer for SocketIo<A> {
@@ -115,10 +119,13 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
         })
     }
 
-    fn ack_broadcast(&self, broadcast: AckBroadcast) -> BoxFuture<BoxStream<'static, LocalAck>> {
+    fn ack_broadcast(
+        &self,
+        broadcast: AckBroadcast,
+    ) -> BoxFuture<(u64, BoxStream<'static, LocalAck>)> {
         let io = self.clone();
         Box::pin(async move {
-            let none = || futures_util::stream::empty().boxed();
+            let none = || (0, futures_util::stream::empty().boxed());
             if crate::event::names::is_reserved(&broadcast.event) {
                 tracing::warn!(event = %broadcast.event, "acknowledged broadcast with a reserved event name dropped");
                 return none();
@@ -133,13 +140,15 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
             if !broadcast.except.is_empty() {
                 op = op.except(broadcast.except);
             }
+            let count = u64::try_from(op.clone().sockets().len()).unwrap_or(u64::MAX);
             if let Some(timeout) = broadcast.timeout {
                 op = op.timeout(timeout);
             }
             let args = Args::from(broadcast.args);
             match op.emit_with_ack::<_, Arg>(&broadcast.event, &args).await {
-                Ok(acks) => acks
-                    .map(|(_, ack)| match ack {
+                Ok(acks) => (
+                    count,
+                    acks.map(|(_, ack)| match ack {
                         Ok(value) => LocalAck::Answered(value),
                         Err(socketioxide::AckError::Timeout) => LocalAck::TimedOut,
                         // Answered with what is no argument: answered all the same.
@@ -147,6 +156,7 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
                         Err(socketioxide::AckError::Socket(_)) => LocalAck::NotSent,
                     })
                     .boxed(),
+                ),
                 Err(e) => {
                     tracing::warn!(event = %broadcast.event, error = %e, "acknowledged broadcast not sent here");
                     none()

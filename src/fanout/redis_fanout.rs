@@ -67,11 +67,16 @@ struct Inner {
     local: OnceLock<Arc<dyn LocalServer>>,
     /// The questions this instance asked the fleet, awaiting answers.
     pending: PendingRequests,
-    server_side: RwLock<HashMap<String, ServerSideHandler>>,
+    /// By namespace and event.
+    server_side: RwLock<HashMap<(String, String), ServerSideHandler>>,
     /// The namespaces whose channels the subscription covers (`/` and those served here).
     namespaces: Mutex<BTreeSet<String>>,
     /// Those of `namespaces` whose subscription is in place.
     active: Mutex<BTreeSet<String>>,
+    /// Woken when `active` changes.
+    active_changed: tokio::sync::Notify,
+    /// How long a new namespace's first socket waits for its subscription.
+    subscribe_wait: Duration,
     /// Tells the subscription of a namespace to add.
     new_namespaces: mpsc::UnboundedSender<String>,
     stop: watch::Sender<bool>,
@@ -87,13 +92,17 @@ struct Inner {
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 1024;
 
 /// The most namespaces one instance subscribes (`/`, the static ones, and each instance of a
-/// dynamic one, which any client creates by connecting to a matching path: socketioxide
-/// keeps them all). Past it, a new namespace is served on this instance only (logged).
+/// dynamic one a client was admitted to: socketioxide keeps them all). Past it, a socket of
+/// a new namespace is refused (`connect_error`), and so is a server built with more.
 pub const MAX_NAMESPACES: usize = 10_000;
 
 /// The longest another server's acknowledged broadcast is awaited here, whatever its
 /// `timeout` says (a socket's pending acknowledgement is kept that long).
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The longest a server-side emit's handler may run; past it, it answers nothing (its asker
+/// gave up long before: the JavaScript adapter's default is 5 s).
+pub const SERVER_SIDE_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn too_many() -> WireError {
     WireError(format!(
@@ -155,6 +164,8 @@ impl RedisFanout {
             pending: PendingRequests::default(),
             server_side: RwLock::default(),
             active: Mutex::new(namespaces.clone()),
+            active_changed: tokio::sync::Notify::new(),
+            subscribe_wait: keepalive.timeout,
             namespaces: Mutex::new(namespaces),
             new_namespaces,
             stop,
@@ -229,10 +240,22 @@ impl RedisFanout {
     /// `io.serverSideEmit(event, ...args)`, ours from [`Fleet::server_side_emit`]): `handler`
     /// gets their arguments, and what it returns answers an emit that awaits answers
     /// (ignored otherwise). One handler per event; a later one replaces it. A handler that
-    /// panics answers nothing (the asker times out) and is logged.
+    /// panics, or takes longer than [`SERVER_SIDE_HANDLER_TIMEOUT`], answers nothing (the
+    /// asker times out) and is logged. For namespace `/` (socket.io's `io.on(event)`); see
+    /// [`on_server_side_emit_in`](Self::on_server_side_emit_in) for the others.
     ///
     /// [`Fleet::server_side_emit`]: crate::fanout::Fleet::server_side_emit
     pub fn on_server_side_emit<F, Fut>(&self, event: &str, handler: F)
+    where
+        F: Fn(Args) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Arg> + Send + 'static,
+    {
+        self.on_server_side_emit_in("/", event, handler);
+    }
+
+    /// [`on_server_side_emit`](Self::on_server_side_emit) for the server-side emits of
+    /// namespace `nsp` (socket.io's `io.of(nsp).on(event)`).
+    pub fn on_server_side_emit_in<F, Fut>(&self, nsp: &str, event: &str, handler: F)
     where
         F: Fn(Args) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Arg> + Send + 'static,
@@ -242,33 +265,50 @@ impl RedisFanout {
             .server_side
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(event.to_owned(), handler);
+            .insert((nsp.to_owned(), event.to_owned()), handler);
     }
 
-    /// Covers namespace `nsp` too: its broadcasts, requests and answers from now on (and
-    /// after every reconnection). Done by the server for the namespaces it serves.
-    pub(crate) fn serve_namespace(&self, nsp: &str) {
-        let added = {
-            let mut namespaces = self
-                .inner
-                .namespaces
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if namespaces.len() >= MAX_NAMESPACES && !namespaces.contains(nsp) {
-                static REFUSED: LogThrottle = LogThrottle::new();
-                if let Some(refused) = REFUSED.hit(1) {
-                    tracing::warn!(
-                        nsp,
-                        refused,
-                        "{MAX_NAMESPACES} namespaces fan out already; this one stays on this instance"
-                    );
-                }
-                return;
+    /// Covers namespace `nsp` too, its broadcasts, requests and answers, from the moment the
+    /// subscription has taken it (and after every reconnection); `Ok(true)` when it is new.
+    /// Refused past [`MAX_NAMESPACES`].
+    pub(crate) fn want_namespace(&self, nsp: &str) -> Result<bool, String> {
+        let mut namespaces = self
+            .inner
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if namespaces.contains(nsp) {
+            return Ok(false);
+        }
+        if namespaces.len() >= MAX_NAMESPACES {
+            return Err(format!(
+                "this server fans out {MAX_NAMESPACES} namespaces already"
+            ));
+        }
+        namespaces.insert(nsp.to_owned());
+        self.inner.new_namespaces.send(nsp.to_owned()).ok();
+        Ok(true)
+    }
+
+    /// [`want_namespace`](Self::want_namespace), then waits (at most the keepalive's
+    /// timeout) until the subscription covers it: a socket of `nsp` connected before would
+    /// miss what is sent to it meanwhile. An error past [`MAX_NAMESPACES`].
+    pub(crate) async fn serve_namespace(&self, nsp: &str) -> Result<(), String> {
+        self.want_namespace(nsp)?;
+        let deadline = tokio::time::Instant::now() + self.inner.subscribe_wait;
+        loop {
+            let changed = self.inner.active_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.inner.lock_active().contains(nsp) {
+                return Ok(());
             }
-            namespaces.insert(nsp.to_owned())
-        };
-        if added {
-            self.inner.new_namespaces.send(nsp.to_owned()).ok();
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                // Redis is slow or down: the socket may in; sends fail while the subscription
+                // is down anyway.
+                tracing::warn!(nsp, "namespace not subscribed in time; serving it anyway");
+                return Ok(());
+            }
         }
     }
 
@@ -364,12 +404,15 @@ async fn subscribe(
         // Every namespace's answers, those this instance asks in namespaces it does not serve
         // included (a pattern: the JavaScript adapter counts servers by the subscribers of
         // request channels only).
-        pubsub.psubscribe(response_pattern(key)).await?;
-        for nsp in namespaces {
-            let (pattern, channel) = namespace_channels(key, nsp);
-            pubsub.psubscribe(pattern).await?;
-            pubsub.subscribe(channel).await?;
-        }
+        // One command for each kind, however many namespaces: a reconnection subscribes them
+        // all within its timeout.
+        let (mut patterns, channels): (Vec<String>, Vec<String>) = namespaces
+            .iter()
+            .map(|nsp| namespace_channels(key, nsp))
+            .unzip();
+        patterns.push(response_pattern(key));
+        pubsub.psubscribe(&patterns).await?;
+        pubsub.subscribe(&channels).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match tokio::time::timeout(timeout, open).await {
@@ -449,6 +492,7 @@ async fn receive(
                     if let Some(inner) = inner.upgrade() {
                         inner.subscribed.store(true, Ordering::Release);
                         *inner.lock_active() = namespaces;
+                        inner.active_changed.notify_waiters();
                     }
                     pubsub = Some(p);
                     delay = Duration::from_millis(100);
@@ -532,6 +576,7 @@ async fn keep_alive(
                         tracing::debug!(nsp, "namespace subscribed");
                         if let Some(inner) = inner.upgrade() {
                             inner.lock_active().insert(nsp);
+                            inner.active_changed.notify_waiters();
                         }
                     }
                     // The reconnection subscribes it with the others.
@@ -618,10 +663,9 @@ impl Inner {
             Ok(Some(FleetRequest::AckBroadcast(mut b))) if b.uid != self.uid => {
                 // For the namespace of the channel, as the JavaScript adapter reads it.
                 nsp.clone_into(&mut b.nsp);
-                b.timeout = Some(
-                    b.timeout
-                        .map_or(MAX_ACK_TIMEOUT, |t| t.min(MAX_ACK_TIMEOUT)),
-                );
+                // Without a timeout the asker waits for nothing (JavaScript's `setTimeout` of
+                // `undefined` fires at once): socketioxide's default ack timeout then.
+                b.timeout = b.timeout.map(|t| t.min(MAX_ACK_TIMEOUT));
                 // Answered in its own task: acknowledgements take up to the asker's timeout.
                 match self.in_flight.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -636,10 +680,8 @@ impl Inner {
                 return;
             }
             Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
-                if nsp != "/" {
-                    tracing::debug!(nsp, "server-side emit of another namespace: ignored");
-                } else if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
-                    let handling = self.clone().on_server_side_emit(e);
+                if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+                    let handling = self.clone().on_server_side_emit(nsp.to_owned(), e);
                     tokio::spawn(async move {
                         handling.await;
                         drop(permit);
@@ -680,21 +722,31 @@ impl Inner {
     }
 
     /// The answer of this server to another's question, as the JavaScript adapter writes it.
+    /// A fan-out with no server attached (yet) answers as a server without sockets: it is
+    /// subscribed, so the asker counts it.
     async fn answer(&self, nsp: &str, query: Query) -> Option<Vec<u8>> {
-        let local = self.local.get()?;
+        let local = self.local.get();
         let answer = match query {
             Query::Sockets { request_id, rooms } => {
-                serde_json::json!({ "requestId": request_id, "sockets": local.socket_ids(nsp, rooms) })
+                let ids = local.map(|l| l.socket_ids(nsp, rooms)).unwrap_or_default();
+                serde_json::json!({ "requestId": request_id, "sockets": ids })
             }
             Query::AllRooms { request_id } => {
-                serde_json::json!({ "requestId": request_id, "rooms": local.rooms(nsp).await })
+                let rooms = match local {
+                    Some(local) => local.rooms(nsp).await,
+                    None => Vec::new(),
+                };
+                serde_json::json!({ "requestId": request_id, "rooms": rooms })
             }
             Query::Fetch {
                 request_id,
                 rooms,
                 except,
             } => {
-                serde_json::json!({ "requestId": request_id, "sockets": local.fetch(nsp, rooms, except) })
+                let sockets = local
+                    .map(|l| l.fetch(nsp, rooms, except))
+                    .unwrap_or_default();
+                serde_json::json!({ "requestId": request_id, "sockets": sockets })
             }
         };
         Some(answer.to_string().into_bytes())
@@ -711,56 +763,58 @@ impl Inner {
     /// with each acknowledgement as it comes, then with how many sockets got it (the asker
     /// completes once it has every server's count and as many acknowledgements).
     async fn answer_ack_broadcast(self: Arc<Self>, broadcast: AckBroadcast) {
-        let Some(local) = self.local.get().cloned() else {
-            return;
-        };
         let (request_id, nsp) = (broadcast.request_id.clone(), broadcast.nsp.clone());
-        let mut acks = local.ack_broadcast(broadcast).await;
-        let mut reached = 0u64;
-        while let Some(ack) = acks.next().await {
-            match ack {
-                LocalAck::Answered(value) => {
-                    reached += 1;
-                    let answer = fleet_wire::encode_broadcast_ack(&request_id, &value);
-                    if let Err(e) = self.publish_answer(&nsp, answer).await {
-                        tracing::warn!(error = %e, "an acknowledgement not passed on");
-                    }
-                }
-                LocalAck::TimedOut => reached += 1,
-                LocalAck::NotSent => {}
-            }
-        }
+        // Without a server attached, this instance has no socket to count.
+        let (reached, mut acks) = match self.local.get().cloned() {
+            Some(local) => local.ack_broadcast(broadcast).await,
+            None => (0, futures_util::stream::empty().boxed()),
+        };
+        // The count first, as the JavaScript adapter sends it: the asker needs every server's
+        // to know how many acknowledgements to wait for, and which ones are missing at its
+        // timeout.
         let count = fleet_wire::encode_client_count(&request_id, reached);
         if let Err(e) = self.publish_answer(&nsp, count).await {
             tracing::warn!(error = %e, "an acknowledged broadcast's client count not passed on");
+        }
+        while let Some(ack) = acks.next().await {
+            if let LocalAck::Answered(value) = ack {
+                let answer = fleet_wire::encode_broadcast_ack(&request_id, &value);
+                if let Err(e) = self.publish_answer(&nsp, answer).await {
+                    tracing::warn!(error = %e, "an acknowledgement not passed on");
+                }
+            }
         }
     }
 
     /// Runs this server's handler of a server-side emit, and answers with what it returns
     /// when the emitter awaits answers.
-    async fn on_server_side_emit(self: Arc<Self>, emit: ServerSideEmit) {
+    async fn on_server_side_emit(self: Arc<Self>, nsp: String, emit: ServerSideEmit) {
         let handler = self
             .server_side
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&emit.event)
+            .get(&(nsp.clone(), emit.event.clone()))
             .cloned();
         let Some(handler) = handler else {
-            tracing::debug!(event = %emit.event, "server-side emit without a handler here");
+            tracing::debug!(nsp, event = %emit.event, "server-side emit without a handler here");
             return;
         };
         let args = Args::from(emit.args);
-        let answer = match catch_panic_call(|| handler(args)).await {
-            Ok(answer) => answer,
-            Err(panic) => {
-                tracing::error!(event = %emit.event, panic = %panic, "server-side emit handler panicked");
+        let handling = catch_panic_call(|| handler(args));
+        let answer = match tokio::time::timeout(SERVER_SIDE_HANDLER_TIMEOUT, handling).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(panic)) => {
+                tracing::error!(nsp, event = %emit.event, panic = %panic, "server-side emit handler panicked");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(nsp, event = %emit.event, "server-side emit handler timed out");
                 return;
             }
         };
-        let nsp = "/";
         if let Some(request_id) = emit.request_id {
             let answer = fleet_wire::encode_server_side_answer(&request_id, &answer);
-            if let Err(e) = self.publish_answer(nsp, answer).await {
+            if let Err(e) = self.publish_answer(&nsp, answer).await {
                 tracing::warn!(error = %e, "a server-side emit's answer not passed on");
             }
         }

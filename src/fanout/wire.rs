@@ -208,9 +208,10 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
 }
 
 /// Decodes a request (JSON text, or MessagePack as the adapter also accepts), within the same
-/// bounds as broadcasts. `Ok(None)` for the request types this crate does not serve yet
-/// (fetching sockets and rooms, server-side emits, requests aimed at one socket id of another
-/// adapter).
+/// bounds as broadcasts. `Ok(None)` for the other request types (questions: [`decode_query`];
+/// server-side emits and acknowledged broadcasts:
+/// [`decode_fleet_request`](crate::fanout::fleet_wire::decode_fleet_request); requests aimed
+/// at one socket id of another adapter, which only adapters of older versions send).
 pub fn decode_request(bytes: &[u8]) -> Result<Option<Request>, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError(format!(
