@@ -1251,10 +1251,8 @@ async fn a_fan_out_without_a_server_answers_the_fleet_as_a_server_without_socket
         .fetch_sockets()
         .await
         .expect("the worker answers, with no socket");
-    assert_eq!(
-        sockets.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
-        [id_a.clone()]
-    );
+    let ids: Vec<&str> = sockets.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [id_a.as_str()]);
     // Each socket is in the room of its id.
     assert_eq!(fleet().rooms().await.unwrap(), [id_a]);
     let answers = fleet()
