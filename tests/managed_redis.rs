@@ -422,3 +422,64 @@ async fn the_demo_takes_a_rediss_url_with_an_acl_user_and_redis_ca_file() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_the_acl_user_may_not_subscribe_is_refused_and_the_others_go_on() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    // The least privilege above: namespace `/` only.
+    let mut args = vec!["--user", "default", "off", "--user", "fleet"];
+    args.extend(FANOUT_ACL);
+    let redis = RedisServer::start_with(&args);
+    let options = RedisOptions::new(format!("redis://fleet:s3cret@127.0.0.1:{}", redis.port));
+    let server = |fanout| {
+        SocketServer::builder()
+            .fanout(fanout)
+            .dynamic_namespace("/tenant/{id}")
+            .layer(AuthLayer::new(authenticate))
+            .layer(RoomsLayer::new().validate(allow_public))
+            .build()
+            .unwrap()
+    };
+    let a = serve(server(
+        RedisFanout::connect_with_options(options.clone())
+            .await
+            .unwrap(),
+    ))
+    .await;
+    let b = serve(server(
+        RedisFanout::connect_with_options(options.clone())
+            .await
+            .unwrap(),
+    ))
+    .await;
+
+    // A CONNECT to a namespace whose channels the user lacks: refused, with why.
+    let mut ws = raw_ws(a.addr, None).await;
+    ws.send(Message::text(format!(
+        "40/tenant/1,{}",
+        json!({ "token": TOKEN })
+    )))
+    .await
+    .unwrap();
+    let answer = loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let text = msg.to_text().unwrap_or_default().to_owned();
+        if text.starts_with("40/tenant/1,") || text.starts_with("44/tenant/1,") {
+            break text;
+        }
+    };
+    assert!(
+        answer.starts_with("44/tenant/1,")
+            && answer.contains("Redis refused to carry this namespace"),
+        "{answer}"
+    );
+    // The fan-out of `/` goes on.
+    let emitter = Emitter::connect_with_options(&options).await.unwrap();
+    delivers_between(&a, &b, &emitter).await;
+}

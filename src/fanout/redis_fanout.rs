@@ -303,6 +303,15 @@ impl RedisFanout {
             if self.inner.lock_active().contains(nsp) {
                 return Ok(());
             }
+            let wanted = self
+                .inner
+                .namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(nsp);
+            if !wanted {
+                return Err("Redis refused to carry this namespace".to_owned());
+            }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 // Redis is slow or down: the socket may in; sends fail while the subscription
                 // is down anyway.
@@ -579,7 +588,24 @@ async fn keep_alive(
                             inner.active_changed.notify_waiters();
                         }
                     }
-                    // The reconnection subscribes it with the others.
+                    // Redis answered, and refused (an ACL user without this namespace's
+                    // channels): this namespace is not served, the others go on.
+                    Ok(Err(e)) if !e.is_io_error() && !e.is_connection_dropped() => {
+                        tracing::error!(nsp, error = %e, "Redis refused the subscription of a namespace; its sockets are refused");
+                        // Its pattern may have been taken before its channel was refused.
+                        let (pattern, _) = namespace_channels(&key, &nsp);
+                        let leaving = sink.punsubscribe(pattern);
+                        tokio::time::timeout(keepalive.timeout, leaving).await.ok();
+                        if let Some(inner) = inner.upgrade() {
+                            inner
+                                .namespaces
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&nsp);
+                            inner.active_changed.notify_waiters();
+                        }
+                    }
+                    // The connection failed: the reconnection subscribes it with the others.
                     Ok(Err(e)) => return Cause::of(e),
                     Err(_) => return Cause::timed_out("subscription of a namespace", keepalive.timeout),
                 }
