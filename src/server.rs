@@ -409,6 +409,27 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .queue_bytes(self.queue_bytes, self.total_queue_bytes)
             .transports(transports.clone());
         io.ns("/", bridge.clone()).spawn();
+        // With the fan-out, a namespace's sockets are connected once its subscription is in
+        // place (a dynamic one's instance is subscribed as its first admitted socket comes),
+        // so that nothing sent to them passes them by, and refused when Redis refuses it.
+        let fanned_out = |bridge: &Bridge<InboundService<A>, A>| match &self.fanout {
+            Some(fanout) => {
+                let fanout = fanout.downgrade();
+                bridge
+                    .clone()
+                    .namespace_seen(std::sync::Arc::new(move |nsp: &str| {
+                        let fanout = fanout.upgrade();
+                        let nsp = nsp.to_owned();
+                        Box::pin(async move {
+                            match fanout {
+                                Some(fanout) => fanout.serve_namespace(&nsp).await,
+                                None => Ok(()),
+                            }
+                        })
+                    }))
+            }
+            None => bridge.clone(),
+        };
         for namespace in self.namespaces {
             match namespace {
                 Namespace::Static(path) => {
@@ -417,30 +438,10 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
                             .want_namespace(&path)
                             .map_err(|reason| BuildError::InvalidNamespace(path.clone(), reason))?;
                     }
-                    io.ns(path, bridge.clone()).spawn();
+                    io.ns(path, fanned_out(&bridge)).spawn();
                 }
                 Namespace::Dynamic(pattern) => {
-                    // Each instance is subscribed as its first admitted socket comes, before
-                    // that socket is connected (so that nothing sent to it passes it by).
-                    let bridge = match &self.fanout {
-                        Some(fanout) => {
-                            let fanout = fanout.downgrade();
-                            bridge
-                                .clone()
-                                .namespace_seen(std::sync::Arc::new(move |nsp: &str| {
-                                    let fanout = fanout.upgrade();
-                                    let nsp = nsp.to_owned();
-                                    Box::pin(async move {
-                                        match fanout {
-                                            Some(fanout) => fanout.serve_namespace(&nsp).await,
-                                            None => Ok(()),
-                                        }
-                                    })
-                                }))
-                        }
-                        None => bridge.clone(),
-                    };
-                    io.dyn_ns(pattern.clone(), bridge)
+                    io.dyn_ns(pattern.clone(), fanned_out(&bridge))
                         .map_err(|e| BuildError::InvalidNamespace(pattern, e.to_string()))?;
                 }
             }

@@ -71,6 +71,9 @@ struct Inner {
     server_side: RwLock<HashMap<(String, String), ServerSideHandler>>,
     /// The namespaces whose channels the subscription covers (`/` and those served here).
     namespaces: Mutex<BTreeSet<String>>,
+    /// The namespaces whose subscription Redis refused (kept, so that their sockets are
+    /// refused without asking Redis again).
+    refused: Mutex<BTreeSet<String>>,
     /// Those of `namespaces` whose subscription is in place.
     active: Mutex<BTreeSet<String>>,
     /// Woken when `active` changes.
@@ -103,6 +106,9 @@ pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest a server-side emit's handler may run; past it, it answers nothing (its asker
 /// gave up long before: the JavaScript adapter's default is 5 s).
 pub const SERVER_SIDE_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a socket of a namespace Redis refused to subscribe is refused.
+const REFUSED_NAMESPACE: &str = "Redis refused to carry this namespace";
 
 fn too_many() -> WireError {
     WireError(format!(
@@ -163,6 +169,7 @@ impl RedisFanout {
             local: OnceLock::new(),
             pending: PendingRequests::default(),
             server_side: RwLock::default(),
+            refused: Mutex::default(),
             active: Mutex::new(namespaces.clone()),
             active_changed: tokio::sync::Notify::new(),
             subscribe_wait: keepalive.timeout,
@@ -272,6 +279,15 @@ impl RedisFanout {
     /// subscription has taken it (and after every reconnection); `Ok(true)` when it is new.
     /// Refused past [`MAX_NAMESPACES`].
     pub(crate) fn want_namespace(&self, nsp: &str) -> Result<bool, String> {
+        if self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(nsp)
+        {
+            return Err(REFUSED_NAMESPACE.to_owned());
+        }
         let mut namespaces = self
             .inner
             .namespaces
@@ -310,7 +326,7 @@ impl RedisFanout {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(nsp);
             if !wanted {
-                return Err("Redis refused to carry this namespace".to_owned());
+                return Err(REFUSED_NAMESPACE.to_owned());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 // Redis is slow or down: the socket may in; sends fail while the subscription
@@ -597,6 +613,11 @@ async fn keep_alive(
                         let leaving = sink.punsubscribe(pattern);
                         tokio::time::timeout(keepalive.timeout, leaving).await.ok();
                         if let Some(inner) = inner.upgrade() {
+                            let mut refused = inner.refused.lock().unwrap_or_else(|e| e.into_inner());
+                            if refused.len() < MAX_NAMESPACES {
+                                refused.insert(nsp.clone());
+                            }
+                            drop(refused);
                             inner
                                 .namespaces
                                 .lock()
