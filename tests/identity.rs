@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use socketio_stack::core::extract::{Extension, State};
 use socketio_stack::layers::auth::INVALID_TOKEN_MESSAGE;
@@ -136,18 +136,7 @@ async fn a_handler_asking_for_what_the_socket_has_not_is_not_called_and_others_g
 /// A raw CONNECT with `auth`: the server's answer to it, as text (`40…` or `44…`).
 async fn raw_connect(t: &TestServer, auth: Value) -> String {
     let mut ws = raw_ws(t.addr, None).await;
-    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an answer to the CONNECT")
-            .unwrap()
-            .unwrap();
-        let text = msg.to_text().unwrap_or_default().to_owned();
-        if text.starts_with("40") || text.starts_with("44") {
-            return text;
-        }
-    }
+    raw_connect_answer(&mut ws, "/", &auth).await
 }
 
 #[tokio::test]

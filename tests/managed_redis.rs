@@ -425,9 +425,6 @@ async fn the_demo_takes_a_rediss_url_with_an_acl_user_and_redis_ca_file() {
 
 #[tokio::test]
 async fn a_namespace_the_acl_user_may_not_subscribe_is_refused_and_the_others_go_on() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-
     // The least privilege above: namespace `/` only.
     let mut args = vec!["--user", "default", "off", "--user", "fleet"];
     args.extend(FANOUT_ACL);
@@ -460,23 +457,7 @@ async fn a_namespace_the_acl_user_may_not_subscribe_is_refused_and_the_others_go
     // second is refused without asking Redis again): refused, with why.
     for nsp in ["/tenant/1", "/admin", "/tenant/1"] {
         let mut ws = raw_ws(a.addr, None).await;
-        ws.send(Message::text(format!(
-            "40{nsp},{}",
-            json!({ "token": TOKEN })
-        )))
-        .await
-        .unwrap();
-        let answer = loop {
-            let msg = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            let text = msg.to_text().unwrap_or_default().to_owned();
-            if text.starts_with(&format!("40{nsp},")) || text.starts_with(&format!("44{nsp},")) {
-                break text;
-            }
-        };
+        let answer = raw_connect_answer(&mut ws, nsp, &json!({ "token": TOKEN })).await;
         assert!(
             answer.starts_with(&format!("44{nsp},"))
                 && answer.contains("Redis refused to carry this namespace"),

@@ -262,7 +262,7 @@ impl Fleet<'_> {
         event: &str,
         args: impl Into<Args>,
     ) -> Result<(), FleetError> {
-        let emit = self.server_side(event, args.into(), None)?;
+        let emit = self.server_side(event, args.into())?;
         self.fanout
             .publish_on_request_channel(&self.nsp, fleet_wire::encode_server_side_emit(&emit))
             .await?;
@@ -277,18 +277,12 @@ impl Fleet<'_> {
         event: &str,
         args: impl Into<Args>,
     ) -> Result<Vec<Arg>, FleetError> {
-        let args = args.into();
-        let event = event.to_owned();
-        let uid = self.fanout.uid().to_owned();
-        names_reserved(&event)?;
-        carried(&args)?;
+        let emit = self.server_side(event, args.into())?;
         self.ask(
             "serverSideEmit",
             |request_id| ServerSideEmit {
-                uid,
                 request_id: Some(request_id),
-                event,
-                args: args.into_vec(),
+                ..emit
             },
             |answer| Some(answer.get("data").cloned().unwrap_or_default()),
             |replies| replies,
@@ -296,17 +290,14 @@ impl Fleet<'_> {
         .await
     }
 
-    fn server_side(
-        &self,
-        event: &str,
-        args: Args,
-        request_id: Option<String>,
-    ) -> Result<ServerSideEmit, FleetError> {
+    /// A server-side emit of this server, checked (a reserved name, or what would not cross
+    /// as sent, is refused); awaiting no answer.
+    fn server_side(&self, event: &str, args: Args) -> Result<ServerSideEmit, FleetError> {
         names_reserved(event)?;
         carried(&args)?;
         Ok(ServerSideEmit {
             uid: self.fanout.uid().to_owned(),
-            request_id,
+            request_id: None,
             event: event.to_owned(),
             args: args.into_vec(),
         })

@@ -288,11 +288,7 @@ impl RedisFanout {
         {
             return Err(REFUSED_NAMESPACE.to_owned());
         }
-        let mut namespaces = self
-            .inner
-            .namespaces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut namespaces = self.inner.lock_namespaces();
         if namespaces.contains(nsp) {
             return Ok(false);
         }
@@ -319,12 +315,7 @@ impl RedisFanout {
             if self.inner.lock_active().contains(nsp) {
                 return Ok(());
             }
-            let wanted = self
-                .inner
-                .namespaces
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(nsp);
+            let wanted = self.inner.lock_namespaces().contains(nsp);
             if !wanted {
                 return Err(REFUSED_NAMESPACE.to_owned());
             }
@@ -459,15 +450,7 @@ fn namespace_channels(key: &str, nsp: &str) -> (String, String) {
 /// The pattern of every response channel: the shared one of each namespace, and each
 /// server's own (which JavaScript adapters answer on with `publishOnSpecificResponseChannel`).
 fn response_pattern(key: &str) -> String {
-    let mut pattern: String = key
-        .chars()
-        .flat_map(|c| {
-            let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
-            escape.into_iter().chain([c])
-        })
-        .collect();
-    pattern.push_str("-response#*");
-    pattern
+    format!("{}-response#*", wire::glob_literal(key))
 }
 
 /// Resolves once the fan-out is shut down (and yields nothing that is not `Send`).
@@ -501,11 +484,7 @@ async fn receive(
             let key = strong.key.clone();
             // Namespaces added from now on come through `added` as well (subscribing twice
             // is harmless).
-            let namespaces = strong
-                .namespaces
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let namespaces = strong.lock_namespaces().clone();
             drop(strong);
             let attempt = tokio::select! {
                 attempt = subscribe(&client, &key, &namespaces, timeout) => attempt,
@@ -618,10 +597,7 @@ async fn keep_alive(
                                 refused.insert(nsp.clone());
                             }
                             drop(refused);
-                            inner
-                                .namespaces
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
+                            inner.lock_namespaces()
                                 .remove(&nsp);
                             inner.active_changed.notify_waiters();
                         }
@@ -638,6 +614,23 @@ async fn keep_alive(
 impl Inner {
     fn lock_active(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_namespaces(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.namespaces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs an answer to another server's request in a task of its own, within
+    /// [`MAX_REQUESTS_IN_FLIGHT`]; `false` when there are that many already.
+    fn spawn_bounded(&self, answering: impl Future<Output = ()> + Send + 'static) -> bool {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return false;
+        };
+        tokio::spawn(async move {
+            answering.await;
+            drop(permit);
+        });
+        true
     }
 
     /// Handles one message from Redis: a broadcast is delivered to the local sockets, a
@@ -714,26 +707,13 @@ impl Inner {
                 // `undefined` fires at once): socketioxide's default ack timeout then.
                 b.timeout = b.timeout.map(|t| t.min(MAX_ACK_TIMEOUT));
                 // Answered in its own task: acknowledgements take up to the asker's timeout.
-                match self.in_flight.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let answering = self.clone().answer_ack_broadcast(b);
-                        tokio::spawn(async move {
-                            answering.await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => report("an acknowledged broadcast", &too_many()),
+                if !self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
+                    report("an acknowledged broadcast", &too_many());
                 }
                 return;
             }
             Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
-                if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
-                    let handling = self.clone().on_server_side_emit(nsp.to_owned(), e);
-                    tokio::spawn(async move {
-                        handling.await;
-                        drop(permit);
-                    });
-                } else {
+                if !self.spawn_bounded(self.clone().on_server_side_emit(nsp.to_owned(), e)) {
                     report("a server-side emit", &too_many());
                 }
                 return;

@@ -371,15 +371,19 @@ pub fn channel(key: &str, nsp: &str, rooms: &[String]) -> String {
 /// The pattern a node subscribes to for the broadcasts of `nsp` (glob characters of the key
 /// and the namespace escaped, so that `/a*` covers itself only).
 pub fn pattern(key: &str, nsp: &str) -> String {
-    let mut pattern = String::with_capacity(key.len() + nsp.len() + 3);
-    for c in key.chars().chain(['#']).chain(nsp.chars()) {
+    format!("{}#*", glob_literal(&format!("{key}#{nsp}")))
+}
+
+/// `text` as a Redis glob pattern matching only itself.
+pub(crate) fn glob_literal(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len());
+    for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            pattern.push('\\');
+            literal.push('\\');
         }
-        pattern.push(c);
+        literal.push(c);
     }
-    pattern.push_str("#*");
-    pattern
+    literal
 }
 
 /// Encodes a broadcast as the JavaScript packages do.

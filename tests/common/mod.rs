@@ -427,6 +427,33 @@ pub async fn raw_ws_namespace(ws: &mut RawWs, auth: &Value) -> String {
     }
 }
 
+/// Sends `ws` a CONNECT to namespace `nsp` with `auth`; the server's answer to it, as text
+/// (`40…` accepted, `44…` refused).
+pub async fn raw_connect_answer(ws: &mut RawWs, nsp: &str, auth: &Value) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // `/` goes without its name, as socket.io-client writes it.
+    let prefix = if nsp == "/" {
+        String::new()
+    } else {
+        format!("{nsp},")
+    };
+    ws.send(Message::text(format!("40{prefix}{auth}")))
+        .await
+        .unwrap();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer to the CONNECT")
+            .unwrap()
+            .unwrap();
+        let text = msg.to_text().unwrap_or_default().to_owned();
+        if text.starts_with(&format!("40{prefix}")) || text.starts_with(&format!("44{prefix}")) {
+            return text;
+        }
+    }
+}
+
 /// `target/<profile>/examples/<name>`, next to this test's own binary (`.../deps/`).
 pub fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
