@@ -11,6 +11,8 @@
 //! | HOST | 127.0.0.1 | listen address |
 //! | IO_PATH | /io | Socket.IO path |
 //! | REDIS_URL | unset | `redis://[user:password@]host:port` or `rediss://…` (TLS): deliver through Redis (every instance on it); unset: local delivery |
+//! | REDIS_SHARDED | 0 | `1`: speak `createShardedAdapter`'s wire on Redis 7's sharded pub/sub (a Redis Cluster node's URL, or one redis-server 7) |
+//! | REDIS_SUBSCRIPTION_MODE | dynamic | with `REDIS_SHARDED=1`: `static`, `dynamic` or `dynamic-private`, as the fleet's Node servers |
 //! | REDIS_CA_FILE | unset | a PEM file of the authorities that signed a `rediss://` server's certificate (unset: the system's) |
 //! | AUTH_TOKEN | demo-token | the accepted token (`auth.token` or `authorization: Bearer`); `boom` fails |
 //! | AUTH_AT | event | `event`: the seeds' `authenticate` event; `handshake`: at the CONNECT (socket.io's `io.use`), a bad token refused with `connect_error` |
@@ -41,6 +43,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use socketio_stack::fanout::sharded_wire::SubscriptionMode;
 use socketio_stack::fanout::{RedisFanout, RedisOptions};
 use socketio_stack::layers::rate_limit::Bucket;
 use socketio_stack::layers::{
@@ -55,6 +58,7 @@ use tower_http::trace::TraceLayer;
 struct Config {
     redis_url: Option<String>,
     redis_ca_file: Option<String>,
+    redis_sharded: Option<SubscriptionMode>,
     header_timeout: Duration,
     max_connections: Option<usize>,
     write_timeout: Duration,
@@ -89,6 +93,11 @@ fn config() -> Result<Config, String> {
         redis_ca_file: std::env::var("REDIS_CA_FILE")
             .ok()
             .filter(|v| !v.is_empty()),
+        redis_sharded: match env_or("REDIS_SHARDED", "0").as_str() {
+            "0" => None,
+            "1" => Some(env_or("REDIS_SUBSCRIPTION_MODE", "dynamic").parse()?),
+            other => return Err(format!("REDIS_SHARDED must be 0 or 1, got {other:?}")),
+        },
         header_timeout: Duration::from_millis(env_number("HEADER_TIMEOUT_MS", 10_000)?),
         max_connections: match std::env::var("MAX_CONNECTIONS") {
             Ok(_) => Some(env_number("MAX_CONNECTIONS", 0)? as usize),
@@ -178,9 +187,12 @@ async fn run() -> Result<(), BoxError> {
             let pem = std::fs::read(path).map_err(|e| format!("REDIS_CA_FILE {path}: {e}"))?;
             options = options.root_certificates_pem(pem);
         }
+        if let Some(mode) = config.redis_sharded {
+            options = options.sharded(mode);
+        }
         // Fails, and the demo does not start, when Redis is unreachable or refuses the login.
         builder = builder.fanout(RedisFanout::connect_with_options(options).await?);
-        tracing::info!("delivering through Redis");
+        tracing::info!(sharded = ?config.redis_sharded, "delivering through Redis");
     }
     let server = builder
         .path(config.io_path)

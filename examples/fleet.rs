@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379 PORT=0 cargo run --example fleet
+//! REDIS_URL=redis://127.0.0.1:7000 REDIS_SHARDED=dynamic PORT=0 cargo run --example fleet
 //! ```
+//!
+//! `REDIS_SHARDED` (`static`, `dynamic` or `dynamic-private`) speaks the wire of
+//! `createShardedAdapter` in that subscription mode, on a Redis Cluster (the URL of one of its
+//! nodes) or one redis-server 7.
 //!
 //! A client connects with `auth: {name, room?}`, to `/`, `/admin` or any `/tenant/{id}` (a
 //! dynamic namespace), all through the same layers: its identity (socket.io's `socket.data`)
@@ -43,7 +48,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketio_stack::args::{Arg, Args};
-use socketio_stack::fanout::{FleetError, RedisAdapter, RedisFanout};
+use socketio_stack::fanout::{FleetError, RedisAdapter, RedisFanout, RedisOptions};
 use socketio_stack::layers::HandshakeAuthLayer;
 use socketio_stack::serve::{ServeConfig, bind, serve_until};
 use socketio_stack::{BoxError, Handshake, Session, SocketServer};
@@ -314,7 +319,11 @@ async fn run() -> Result<(), BoxError> {
         .map(|p| p.parse())
         .transpose()?
         .unwrap_or(3000);
-    let fanout = RedisFanout::connect(&url).await?;
+    let mut options = RedisOptions::new(url);
+    if let Ok(mode) = std::env::var("REDIS_SHARDED") {
+        options = options.sharded(mode.parse()?);
+    }
+    let fanout = RedisFanout::connect_with_options(options).await?;
     let server = SocketServer::builder_with_redis_adapter(fanout.clone())
         .namespace("/admin")
         .dynamic_namespace("/tenant/{id}")

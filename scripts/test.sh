@@ -27,9 +27,9 @@ cargo test --all-targets --features test-util
 echo "== Rust: doc tests"
 cargo test --doc
 
-echo "== JavaScript interop: socket.io-client against the demo, the chat example and the protocol suite's reference server; one Redis fleet with the npm Redis packages"
+echo "== JavaScript interop: socket.io-client against the demo, the chat example and the protocol suite's reference server; Redis fleets (classic, and sharded on a Redis Cluster) with the npm Redis packages"
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 (cd tests/js && DEMO_BIN="$target_dir/debug/examples/demo" EMITTER_BIN="$target_dir/debug/examples/emitter" \
   CONFORMANCE_BIN="$target_dir/debug/examples/protocol_conformance" CHAT_BIN="$target_dir/debug/examples/chat" \
   FLEET_BIN="$target_dir/debug/examples/fleet" \
-  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs)
+  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs sharded.test.mjs)

@@ -52,8 +52,8 @@ use socketioxide_core::packet::{Packet, PacketData};
 
 use crate::fanout::FanoutError;
 use crate::fanout::fleet_acks::{FleetAckStream, RemoteAcks};
-use crate::fanout::fleet_wire::{self, AckBroadcast};
-use crate::fanout::redis_fanout::WeakFanout;
+use crate::fanout::fleet_wire::AckBroadcast;
+use crate::fanout::redis_fanout::{Question, WeakFanout};
 use crate::fanout::wire::{Broadcast, Flags, RemoteOp, Request, WireError};
 
 /// The adapter; see the [module docs](self). Its state is the instance's
@@ -123,6 +123,9 @@ impl CoreAdapter<SocketsOfNamespace> for RedisAdapter {
         let rooms: Vec<String> = rooms.into_room_iter().map(|r| r.to_string()).collect();
         self.remote(&opts, RemoteOp::Join(rooms.clone())).await;
         self.local.add_sockets(opts, rooms);
+        if let Some(fanout) = self.fanout.upgrade() {
+            fanout.rooms_may_have_changed();
+        }
         Ok(())
     }
 
@@ -237,9 +240,8 @@ impl RedisAdapter {
             except: broadcast.except,
             timeout: Some(timeout),
         };
-        let message = fleet_wire::encode_ack_broadcast(&request);
         fanout
-            .publish_on_request_channel(self.local.path(), message)
+            .publish_question(self.local.path(), Question::AckBroadcast(request))
             .await?;
         Ok(Some(RemoteAcks::new(awaited, servers, timeout)))
     }

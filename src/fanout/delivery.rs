@@ -21,7 +21,11 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
+use crate::fanout::connect_error::FanoutError;
 use crate::fanout::emitter::Emitter;
+use crate::fanout::redis_fanout::RoomCheck;
+use crate::fanout::sharded_connections::ShardedPublisher;
+use crate::fanout::sharded_messages;
 use crate::fanout::wire::Broadcast;
 use crate::outbound::{SendError, SendRequest};
 use crate::plumbing::BoxFuture;
@@ -33,16 +37,55 @@ use crate::plumbing::BoxFuture;
 /// [`RedisFanout::delivery`](crate::fanout::RedisFanout::delivery); cheap to clone.
 #[derive(Clone)]
 pub struct RedisDelivery {
-    emitter: Emitter,
+    publishing: Publishing,
     /// The instance's subscription state, shared with its subscription loop.
     subscribed: Arc<AtomicBool>,
 }
 
+/// Which wire a send is published on.
+#[derive(Clone)]
+pub(crate) enum Publishing {
+    /// The classic adapter's, as `@socket.io/redis-emitter` publishes.
+    Classic(Emitter),
+    /// The sharded adapter's (uid `emitter` too, so that every instance delivers it).
+    Sharded(ShardedPublisher, RoomCheck),
+}
+
 impl RedisDelivery {
-    pub(crate) fn new(emitter: Emitter, subscribed: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(publishing: Publishing, subscribed: Arc<AtomicBool>) -> Self {
         Self {
-            emitter,
+            publishing,
             subscribed,
+        }
+    }
+}
+
+impl Publishing {
+    /// Publishes `broadcast`: how many subscribers got it, and whether this instance is one
+    /// of them for certain (not on a room's own channel of the sharded wire, which has none
+    /// when no server holds the room).
+    async fn publish(&self, broadcast: &Broadcast) -> Result<(u64, bool), FanoutError> {
+        match self {
+            Self::Classic(emitter) => Ok((emitter.publish(broadcast).await?, true)),
+            Self::Sharded(publisher, rooms) => {
+                if crate::event::names::is_reserved(&broadcast.event) {
+                    return Err(FanoutError::ReservedEvent(broadcast.event.clone()));
+                }
+                broadcast
+                    .check_publishable()
+                    .map_err(FanoutError::Unpublishable)?;
+                let message = sharded_messages::broadcast(&broadcast.uid, broadcast);
+                // A room this instance holds sockets in but has not subscribed yet (joined
+                // since the last sweep): the main channel reaches them.
+                let to_main = match broadcast.rooms.as_slice() {
+                    [room] => !rooms.room_channel_reaches_us(&broadcast.nsp, room),
+                    _ => false,
+                };
+                if to_main {
+                    return publisher.publish_to_main(&message).await;
+                }
+                publisher.publish(&message).await
+            }
         }
     }
 }
@@ -50,7 +93,13 @@ impl RedisDelivery {
 impl std::fmt::Debug for RedisDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisDelivery")
-            .field("emitter", &self.emitter)
+            .field(
+                "wire",
+                &match self.publishing {
+                    Publishing::Classic(_) => "classic",
+                    Publishing::Sharded(..) => "sharded",
+                },
+            )
             .field("subscribed", &self.subscribed.load(Ordering::Relaxed))
             .finish()
     }
@@ -66,7 +115,7 @@ impl Service<SendRequest> for RedisDelivery {
     }
 
     fn call(&mut self, req: SendRequest) -> Self::Future {
-        let emitter = self.emitter.clone();
+        let publishing = self.publishing.clone();
         let subscribed = self.subscribed.clone();
         Box::pin(async move {
             if !subscribed.load(Ordering::Acquire) {
@@ -75,10 +124,10 @@ impl Service<SendRequest> for RedisDelivery {
                 ));
             }
             let broadcast = Broadcast::of_send(req);
-            match emitter.publish(&broadcast).await {
+            match publishing.publish(&broadcast).await {
                 // This instance is always subscribed: nobody received it means Redis dropped
                 // our subscription without our noticing yet.
-                Ok(0) => Err(SendError::Delivery(
+                Ok((0, true)) => Err(SendError::Delivery(
                     "no server instance received the message (the subscription is down)".into(),
                 )),
                 Ok(_) => Ok(()),

@@ -195,7 +195,10 @@ impl Emitter {
     }
 
     /// Runs one command on a pooled connection, waiting for its turn.
-    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, FanoutError> {
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, FanoutError> {
         let pool = self
             .pool
             .read()

@@ -35,7 +35,8 @@ use serde_json::Value;
 use crate::args::{Arg, Args};
 use crate::fanout::RedisFanout;
 use crate::fanout::connect_error::FanoutError;
-use crate::fanout::fleet_wire::{self, Response, ServerSideEmit};
+use crate::fanout::fleet_wire::{Response, ServerSideEmit};
+use crate::fanout::redis_fanout::Question;
 use crate::fanout::wire::{Query, RemoteOp, Request};
 
 /// How long a question to the fleet waits for every server's answer, as the JavaScript
@@ -178,10 +179,12 @@ impl Fleet<'_> {
         let remote = self
             .ask(
                 "fetchSockets",
-                |request_id| Query::Fetch {
-                    request_id,
-                    rooms,
-                    except,
+                |request_id| {
+                    Question::Query(Query::Fetch {
+                        request_id,
+                        rooms,
+                        except,
+                    })
                 },
                 |answer| {
                     let list = answer.get("sockets")?.to_json()?;
@@ -197,6 +200,15 @@ impl Fleet<'_> {
     /// The ids of the sockets of every server in the rooms (`except` does not apply, as in
     /// the JavaScript adapter's `sockets(rooms)`).
     pub async fn socket_ids(self) -> Result<Vec<String>, FleetError> {
+        if self.fanout.is_sharded() {
+            // The sharded wire has no such question: the fetched sockets answer it.
+            let fleet = Fleet {
+                except: Vec::new(),
+                ..self
+            };
+            let ids = fleet.fetch_sockets().await?.into_iter().map(|s| s.id);
+            return Ok(union(ids.collect(), Vec::new()));
+        }
         let ids = self
             .fanout
             .local_server()
@@ -206,7 +218,7 @@ impl Fleet<'_> {
         let remote = self
             .ask(
                 "sockets",
-                |request_id| Query::Sockets { request_id, rooms },
+                |request_id| Question::Query(Query::Sockets { request_id, rooms }),
                 |answer| names(answer.get("sockets")?),
                 |_| Vec::new(),
             )
@@ -217,6 +229,16 @@ impl Fleet<'_> {
     /// Every room of every server (the JavaScript adapter's `allRooms()`; the rooms and
     /// exceptions of this `Fleet` do not apply), each once.
     pub async fn rooms(self) -> Result<Vec<String>, FleetError> {
+        if self.fanout.is_sharded() {
+            // As for `socket_ids`: the rooms of every fetched socket.
+            let fleet = Fleet {
+                rooms: Vec::new(),
+                except: Vec::new(),
+                ..self
+            };
+            let rooms = fleet.fetch_sockets().await?.into_iter().map(|s| s.rooms);
+            return Ok(union(Vec::new(), rooms.collect()));
+        }
         let rooms = match self.fanout.local_server() {
             Some(local) => local.rooms(&self.nsp).await,
             None => Vec::new(),
@@ -224,7 +246,7 @@ impl Fleet<'_> {
         let remote = self
             .ask(
                 "allRooms",
-                |request_id| Query::AllRooms { request_id },
+                |request_id| Question::Query(Query::AllRooms { request_id }),
                 |answer| names(answer.get("rooms")?),
                 |_| Vec::new(),
             )
@@ -264,7 +286,7 @@ impl Fleet<'_> {
     ) -> Result<(), FleetError> {
         let emit = self.server_side(event, args.into())?;
         self.fanout
-            .publish_on_request_channel(&self.nsp, fleet_wire::encode_server_side_emit(&emit))
+            .publish_question(&self.nsp, Question::ServerSideEmit(emit))
             .await?;
         Ok(())
     }
@@ -280,9 +302,11 @@ impl Fleet<'_> {
         let emit = self.server_side(event, args.into())?;
         self.ask(
             "serverSideEmit",
-            |request_id| ServerSideEmit {
-                request_id: Some(request_id),
-                ..emit
+            |request_id| {
+                Question::ServerSideEmit(ServerSideEmit {
+                    request_id: Some(request_id),
+                    ..emit
+                })
             },
             |answer| Some(answer.get("data").cloned().unwrap_or_default()),
             |replies| replies,
@@ -312,6 +336,7 @@ impl Fleet<'_> {
         };
         if let Some(local) = self.fanout.local_server() {
             local.apply(&self.nsp, request.clone()).await;
+            self.fanout.rooms_may_have_changed();
         }
         self.fanout.publish_request_in(&self.nsp, &request).await?;
         Ok(())
@@ -320,10 +345,10 @@ impl Fleet<'_> {
     /// Asks every other server, and collects what `take` makes of each answer until every
     /// server has answered or the timeout passes (then [`FleetError::TimedOut`], with what
     /// `keep` keeps of the answers that came).
-    async fn ask<Q: Question, T>(
+    async fn ask<T>(
         &self,
         what: &'static str,
-        question: impl FnOnce(String) -> Q,
+        question: impl FnOnce(String) -> Question,
         take: impl Fn(&Response) -> Option<T>,
         keep: impl FnOnce(Vec<T>) -> Vec<Arg>,
     ) -> Result<Vec<T>, FleetError> {
@@ -332,9 +357,8 @@ impl Fleet<'_> {
             return Ok(Vec::new());
         }
         let mut awaited = self.fanout.register_request();
-        let message = question(awaited.id.clone()).encode(self.fanout.uid());
         self.fanout
-            .publish_on_request_channel(&self.nsp, message)
+            .publish_question(&self.nsp, question(awaited.id.clone()))
             .await?;
         // A timeout too long to add (`Duration::MAX`, "no timeout") waits for a year.
         let now = tokio::time::Instant::now();
@@ -356,23 +380,6 @@ impl Fleet<'_> {
             }
         }
         Ok(taken)
-    }
-}
-
-/// What a question is written as on the request channel.
-trait Question {
-    fn encode(self, uid: &str) -> Vec<u8>;
-}
-
-impl Question for Query {
-    fn encode(self, uid: &str) -> Vec<u8> {
-        fleet_wire::encode_query(uid, &self)
-    }
-}
-
-impl Question for ServerSideEmit {
-    fn encode(self, _: &str) -> Vec<u8> {
-        fleet_wire::encode_server_side_emit(&self)
     }
 }
 

@@ -14,8 +14,8 @@
 //! - [`RedisAdapter`]: socketioxide's own broadcast operators, fanned out the same way.
 //! - [`Fleet`]: every server and socket of the fleet from Rust: fetching sockets and rooms,
 //!   remote joins, server-side emits ([`fleet_wire`]: their format).
-//! - [`sharded_wire`]: the format of `createShardedAdapter` (Redis 7 sharded pub/sub), which
-//!   this crate does not speak to Redis yet.
+//! - [`sharded_wire`]: the format of `createShardedAdapter` (Redis 7 sharded pub/sub), spoken
+//!   with [`RedisOptions::sharded`], on a Redis Cluster or one redis-server 7.
 
 pub mod adapter;
 pub mod connect_error;
@@ -28,6 +28,8 @@ mod local_server;
 pub mod options;
 mod pending_requests;
 pub mod redis_fanout;
+mod sharded_connections;
+mod sharded_messages;
 pub mod sharded_wire;
 pub mod wire;
 

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crate::fanout::connect_error::{Cause, FanoutError};
 use crate::fanout::emitter::DEFAULT_CONNECT_TIMEOUT;
+use crate::fanout::sharded_wire::SubscriptionMode;
 use crate::fanout::wire;
 
 /// How often the subscription's connection is PINGed by default.
@@ -45,6 +46,7 @@ pub struct RedisOptions {
     root_certificates: Option<Vec<u8>>,
     client_certificate: Option<(Vec<u8>, Vec<u8>)>,
     keepalive: KeepAlive,
+    sharded: Option<SubscriptionMode>,
 }
 
 /// The subscription's keepalive: a PING every `interval`; no answer within `timeout` and the
@@ -70,7 +72,21 @@ impl RedisOptions {
                 interval: DEFAULT_KEEPALIVE_INTERVAL,
                 timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             },
+            sharded: None,
         }
+    }
+
+    /// Speaks the wire of `createShardedAdapter` of `@socket.io/redis-adapter` on Redis 7's
+    /// sharded pub/sub (`SSUBSCRIBE` / `SPUBLISH`) instead of the classic adapter's, in the
+    /// subscription mode `mode` (the JavaScript `subscriptionMode`; every member of a fleet
+    /// uses the same, see [`sharded_wire`](crate::fanout::sharded_wire)). On a Redis Cluster
+    /// (found out when connecting), each channel lives on the node owning its slot, so a
+    /// broadcast costs one node instead of every node; on one redis-server 7 it works the
+    /// same. The classic channels are not heard then: `@socket.io/redis-emitter` (which
+    /// publishes on them only) does not reach a sharded fleet, in Node as here.
+    pub fn sharded(mut self, mode: SubscriptionMode) -> Self {
+        self.sharded = Some(mode);
+        self
     }
 
     /// The channel prefix (the JavaScript `key` option); every member of a fleet uses the same.
@@ -119,6 +135,46 @@ impl RedisOptions {
         self
     }
 
+    /// The subscription mode of the sharded wire, when it is the one spoken.
+    pub(crate) fn sharded_mode(&self) -> Option<SubscriptionMode> {
+        self.sharded
+    }
+
+    /// The client of a Redis Cluster whose node the URL names, with the same credentials
+    /// and certificates; `pushes` gets what the nodes push (RESP3), the sharded messages
+    /// among them.
+    pub(crate) fn cluster_client(
+        &self,
+        pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> Result<redis::cluster::ClusterClient, FanoutError> {
+        let config = |e| FanoutError::Config(Cause::of(e));
+        let mut builder = redis::cluster::ClusterClientBuilder::new(vec![self.url.as_str()])
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.connect_timeout);
+        if let Some(pushes) = pushes {
+            builder = builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(pushes);
+        }
+        if self.root_certificates.is_some() || self.client_certificate.is_some() {
+            builder = builder.certs(self.certificates());
+        }
+        builder.build().map_err(config)
+    }
+
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client_certificate
+                .clone()
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+            root_cert: self.root_certificates.clone(),
+        }
+    }
+
     pub(crate) fn channel_key(&self) -> &str {
         &self.key
     }
@@ -139,9 +195,25 @@ impl RedisOptions {
 
     /// The client for these options: the URL, with the certificates when there are any.
     pub(crate) fn client(&self) -> Result<redis::Client, FanoutError> {
+        self.client_speaking(redis::ProtocolVersion::RESP2)
+    }
+
+    /// [`client`](Self::client) speaking RESP3, whose pushes carry sharded messages.
+    pub(crate) fn resp3_client(&self) -> Result<redis::Client, FanoutError> {
+        self.client_speaking(redis::ProtocolVersion::RESP3)
+    }
+
+    fn client_speaking(
+        &self,
+        protocol: redis::ProtocolVersion,
+    ) -> Result<redis::Client, FanoutError> {
         let config = |e| FanoutError::Config(Cause::of(e));
-        let info =
+        let mut info =
             redis::IntoConnectionInfo::into_connection_info(self.url.as_str()).map_err(config)?;
+        if protocol != redis::ProtocolVersion::RESP2 {
+            let settings = info.redis_settings().clone().set_protocol(protocol);
+            info = info.set_redis_settings(settings);
+        }
         if let redis::ConnectionAddr::TcpTls { insecure, .. } = info.addr() {
             // redis would refuse it only when connecting, as if Redis were unreachable.
             if *insecure {
@@ -156,17 +228,7 @@ impl RedisOptions {
         if self.root_certificates.is_none() && self.client_certificate.is_none() {
             return redis::Client::open(info).map_err(config);
         }
-        let certificates = redis::TlsCertificates {
-            client_tls: self
-                .client_certificate
-                .clone()
-                .map(|(client_cert, client_key)| redis::ClientTlsConfig {
-                    client_cert,
-                    client_key,
-                }),
-            root_cert: self.root_certificates.clone(),
-        };
-        redis::Client::build_with_tls(info, certificates).map_err(config)
+        redis::Client::build_with_tls(info, self.certificates()).map_err(config)
     }
 }
 
@@ -179,6 +241,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("root_certificates", &self.root_certificates.is_some())
             .field("client_certificate", &self.client_certificate.is_some())
             .field("keepalive", &self.keepalive)
+            .field("sharded", &self.sharded)
             .finish_non_exhaustive()
     }
 }

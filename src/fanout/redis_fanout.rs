@@ -30,14 +30,19 @@ use tokio::task::JoinHandle;
 
 use crate::args::{Arg, Args};
 use crate::fanout::connect_error::{Cause, FanoutError, check_reachable};
-use crate::fanout::delivery::RedisDelivery;
+use crate::fanout::delivery::{Publishing, RedisDelivery};
 use crate::fanout::emitter::Emitter;
 use crate::fanout::fleet_wire::{self, AckBroadcast, FleetRequest, ServerSideEmit};
 use crate::fanout::local_server::{LocalAck, LocalServer};
 use crate::fanout::options::{KeepAlive, RedisOptions};
 use crate::fanout::pending_requests::{Awaited, PendingRequests};
+use crate::fanout::sharded_connections::{self, ShardedPublisher, ShardedSubscriber, Topology};
+use crate::fanout::sharded_messages;
+use crate::fanout::sharded_wire::Body as ShardedBody;
 use crate::fanout::wire::{self, Broadcast, Query, Request, WireError};
 use crate::plumbing::{BoxFuture, LogThrottle, catch_panic_call};
+
+mod sharded_subscription;
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
 /// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]
@@ -82,6 +87,15 @@ struct Inner {
     subscribe_wait: Duration,
     /// Tells the subscription of a namespace to add.
     new_namespaces: mpsc::UnboundedSender<String>,
+    /// The sharded wire's publisher, when this instance speaks it (the classic wire's
+    /// otherwise).
+    sharded: Option<ShardedPublisher>,
+    /// Woken when this instance's rooms may have changed (the sharded wire's dynamic modes
+    /// subscribe a channel per room).
+    rooms_changed: Arc<tokio::sync::Notify>,
+    /// The channels the sharded subscription holds (room channels among them), as of its
+    /// last sweep.
+    room_channels: Mutex<std::collections::HashSet<String>>,
     stop: watch::Sender<bool>,
     subscriber: Mutex<Option<JoinHandle<()>>>,
     refusals: Refusals,
@@ -155,9 +169,27 @@ impl RedisFanout {
         let client = options.client()?;
         let emitter = Emitter::connect_with_options(&options).await?;
         let adapter_pub = Emitter::connect_with_options(&options).await?;
-        let uid = instance_uid();
         let namespaces = BTreeSet::from(["/".to_owned()]);
-        let pubsub = subscribe(&client, key, &namespaces, timeout).await?;
+        let (uid, sharded, subscription) = match options.sharded_mode() {
+            None => {
+                let pubsub = subscribe(&client, key, &namespaces, timeout).await?;
+                (instance_uid(), None, Subscription::Classic(client, pubsub))
+            }
+            Some(mode) => {
+                let topology = sharded_connections::topology(&client, timeout).await?;
+                let publisher =
+                    ShardedPublisher::connect(&options, mode, topology, adapter_pub.clone())
+                        .await?;
+                let uid = sharded_uid();
+                let subscriber =
+                    sharded_subscription::open(&options, topology, &uid, &namespaces).await?;
+                (
+                    uid,
+                    Some(publisher),
+                    Subscription::Sharded(topology, subscriber),
+                )
+            }
+        };
         let (new_namespaces, added) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -175,20 +207,36 @@ impl RedisFanout {
             subscribe_wait: keepalive.timeout,
             namespaces: Mutex::new(namespaces),
             new_namespaces,
+            sharded,
+            rooms_changed: Arc::default(),
+            room_channels: Mutex::default(),
             stop,
             subscriber: Mutex::new(None),
             refusals: Refusals::default(),
             in_flight: Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
         });
-        let task = tokio::spawn(receive(
-            Arc::downgrade(&inner),
-            client,
-            pubsub,
-            stopped,
-            timeout,
-            keepalive,
-            added,
-        ));
+        let task = match subscription {
+            Subscription::Classic(client, pubsub) => tokio::spawn(receive(
+                Arc::downgrade(&inner),
+                client,
+                pubsub,
+                stopped,
+                timeout,
+                keepalive,
+                added,
+            )),
+            Subscription::Sharded(topology, subscriber) => {
+                tokio::spawn(sharded_subscription::receive(
+                    Arc::downgrade(&inner),
+                    options.clone(),
+                    topology,
+                    subscriber,
+                    stopped,
+                    keepalive,
+                    added,
+                ))
+            }
+        };
         *inner.subscriber.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(Self { inner })
     }
@@ -199,10 +247,23 @@ impl RedisFanout {
     ///
     /// [`LocalDelivery`]: crate::outbound::LocalDelivery
     pub fn delivery(&self) -> RedisDelivery {
-        RedisDelivery::new(self.inner.emitter.clone(), self.inner.subscribed.clone())
+        let publishing = match &self.inner.sharded {
+            Some(publisher) => {
+                Publishing::Sharded(publisher.clone(), RoomCheck(Arc::downgrade(&self.inner)))
+            }
+            None => Publishing::Classic(self.inner.emitter.clone()),
+        };
+        RedisDelivery::new(publishing, self.inner.subscribed.clone())
     }
 
-    /// An emitter publishing on the same Redis.
+    /// Whether this instance speaks the sharded adapter's wire
+    /// ([`RedisOptions::sharded`]).
+    pub fn is_sharded(&self) -> bool {
+        self.inner.sharded.is_some()
+    }
+
+    /// An emitter publishing on the same Redis, on the classic channels (which a sharded
+    /// fleet does not hear: see [`RedisOptions::sharded`]).
     pub fn emitter(&self) -> Emitter {
         self.inner.emitter.clone()
     }
@@ -223,12 +284,21 @@ impl RedisFanout {
     /// Publishes a broadcast on the adapter's connections (the adapter's path; `send` goes
     /// through [`RedisDelivery`] and the emitter's).
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
-        self.inner.adapter_pub.publish(broadcast).await
+        match &self.inner.sharded {
+            Some(publisher) => {
+                broadcast
+                    .check_publishable()
+                    .map_err(FanoutError::Unpublishable)?;
+                let message = sharded_messages::broadcast(&self.inner.uid, broadcast);
+                Ok(publisher.publish(&message).await?.0)
+            }
+            None => self.inner.adapter_pub.publish(broadcast).await,
+        }
     }
 
     /// Publishes a request (remote join, leave, disconnect) for namespace `/`.
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
-        self.inner.adapter_pub.publish_request(request).await
+        self.publish_request_in("/", request).await
     }
 
     /// Publishes a request for the sockets of namespace `nsp`.
@@ -237,10 +307,18 @@ impl RedisFanout {
         nsp: &str,
         request: &Request,
     ) -> Result<u64, FanoutError> {
-        self.inner
-            .adapter_pub
-            .publish_request_in(nsp, request)
-            .await
+        let Some(publisher) = &self.inner.sharded else {
+            return self
+                .inner
+                .adapter_pub
+                .publish_request_in(nsp, request)
+                .await;
+        };
+        request
+            .check_publishable()
+            .map_err(FanoutError::Unpublishable)?;
+        let message = sharded_messages::request_message(&self.inner.uid, nsp, request);
+        Ok(publisher.publish(&message).await?.0)
     }
 
     /// Handles the server-side emits of `event` from the other servers of the fleet (Node's
@@ -336,8 +414,13 @@ impl RedisFanout {
     /// How many servers of the fleet serve namespace `nsp` (the subscribers of its request
     /// channel, as the JavaScript adapter counts them), this one included when it does.
     pub(crate) async fn server_count(&self, nsp: &str) -> Result<usize, FanoutError> {
-        let channel = wire::request_channel(&self.inner.key, nsp);
-        let n = self.inner.adapter_pub.subscribers(channel).await?;
+        let n = match &self.inner.sharded {
+            Some(publisher) => publisher.server_count(nsp).await?,
+            None => {
+                let channel = wire::request_channel(&self.inner.key, nsp);
+                self.inner.adapter_pub.subscribers(channel).await?
+            }
+        };
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -353,14 +436,37 @@ impl RedisFanout {
         self.inner.pending.register(&self.inner.uid)
     }
 
-    /// Publishes an encoded request or question on the request channel of `nsp`.
-    pub(crate) async fn publish_on_request_channel(
+    /// Publishes a question (or a server-side emit) to the other servers of `nsp`.
+    pub(crate) async fn publish_question(
         &self,
         nsp: &str,
-        message: Vec<u8>,
+        question: Question,
     ) -> Result<u64, FanoutError> {
-        let channel = wire::request_channel(&self.inner.key, nsp);
-        self.inner.adapter_pub.publish_raw(channel, message).await
+        let uid = self.inner.uid.as_str();
+        let Some(publisher) = &self.inner.sharded else {
+            let message = match question {
+                Question::Query(q) => fleet_wire::encode_query(uid, &q),
+                Question::ServerSideEmit(e) => fleet_wire::encode_server_side_emit(&e),
+                Question::AckBroadcast(b) => fleet_wire::encode_ack_broadcast(&b),
+            };
+            let channel = wire::request_channel(&self.inner.key, nsp);
+            return self.inner.adapter_pub.publish_raw(channel, message).await;
+        };
+        let message = match question {
+            Question::Query(q) => sharded_messages::query(uid, nsp, q),
+            Question::ServerSideEmit(e) => sharded_messages::server_side_emit(uid, nsp, e),
+            Question::AckBroadcast(b) => sharded_messages::ack_broadcast(uid, nsp, b),
+        };
+        Ok(publisher.publish(&message).await?.0)
+    }
+
+    /// This instance's rooms may have changed (a remote join, a join through the adapter):
+    /// the sharded wire's dynamic modes subscribe their channels now rather than at the next
+    /// sweep.
+    pub(crate) fn rooms_may_have_changed(&self) {
+        if self.inner.sharded.is_some() {
+            self.inner.rooms_changed.notify_one();
+        }
     }
 
     /// Stops the subscription and closes the connections (publishing fails from then on);
@@ -368,6 +474,9 @@ impl RedisFanout {
     pub async fn shutdown(&self) {
         self.inner.emitter.close();
         self.inner.adapter_pub.close();
+        if let Some(publisher) = &self.inner.sharded {
+            publisher.close();
+        }
         self.inner.stop.send_replace(true);
         let task = self
             .inner
@@ -378,6 +487,20 @@ impl RedisFanout {
         if let Some(task) = task {
             task.await.ok();
         }
+    }
+}
+
+/// Tells a send on the sharded wire whether a room's own channel reaches this instance (see
+/// [`sharded_subscription`]); weak, as the delivery is held by the server the fan-out
+/// delivers into.
+#[derive(Clone)]
+pub(crate) struct RoomCheck(std::sync::Weak<Inner>);
+
+impl RoomCheck {
+    pub(crate) fn room_channel_reaches_us(&self, nsp: &str, room: &str) -> bool {
+        self.0
+            .upgrade()
+            .is_none_or(|inner| inner.room_channel_reaches_us(nsp, room))
     }
 }
 
@@ -405,6 +528,30 @@ impl std::fmt::Debug for RedisFanout {
             .field("key", &self.inner.key)
             .finish_non_exhaustive()
     }
+}
+
+/// What this instance answers to another server's acknowledged broadcast or server-side emit.
+enum Reply {
+    /// How many of its sockets the broadcast reached.
+    ClientCount(u64),
+    /// One socket's acknowledgement.
+    Ack(Arg),
+    /// The handler's answer.
+    ServerSide(Arg),
+}
+
+/// What this instance asks of (or emits to) the other servers of a namespace.
+pub(crate) enum Question {
+    /// Its sockets, socket ids or rooms.
+    Query(Query),
+    ServerSideEmit(ServerSideEmit),
+    AckBroadcast(AckBroadcast),
+}
+
+/// The first subscription of an instance, by wire.
+enum Subscription {
+    Classic(redis::Client, redis::aio::PubSub),
+    Sharded(Topology, ShardedSubscriber),
 }
 
 /// Subscribes to the broadcasts, the requests and the answers of each of `namespaces`.
@@ -592,14 +739,7 @@ async fn keep_alive(
                         let leaving = sink.punsubscribe(pattern);
                         tokio::time::timeout(keepalive.timeout, leaving).await.ok();
                         if let Some(inner) = inner.upgrade() {
-                            let mut refused = inner.refused.lock().unwrap_or_else(|e| e.into_inner());
-                            if refused.len() < MAX_NAMESPACES {
-                                refused.insert(nsp.clone());
-                            }
-                            drop(refused);
-                            inner.lock_namespaces()
-                                .remove(&nsp);
-                            inner.active_changed.notify_waiters();
+                            inner.refuse_namespace(nsp);
                         }
                     }
                     // The connection failed: the reconnection subscribes it with the others.
@@ -612,6 +752,22 @@ async fn keep_alive(
 }
 
 impl Inner {
+    /// Redis refused to subscribe `nsp`: its sockets are refused from now on (remembered, up
+    /// to [`MAX_NAMESPACES`]), and those waiting for it are told.
+    fn refuse_namespace(&self, nsp: String) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        self.lock_namespaces().remove(&nsp);
+        if refused.len() < MAX_NAMESPACES {
+            refused.insert(nsp);
+        }
+        drop(refused);
+        self.active_changed.notify_waiters();
+    }
+
+    fn lock_room_channels(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.room_channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_active(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -786,11 +942,44 @@ impl Inner {
         self.adapter_pub.publish_raw(channel, answer).await
     }
 
+    /// Publishes an answer to the request `request_id` of the server `asker`: on the shared
+    /// response channel of `nsp` (classic wire), or on the asker's own (sharded).
+    async fn publish_reply(
+        &self,
+        nsp: &str,
+        asker: &str,
+        request_id: &str,
+        reply: Reply,
+    ) -> Result<u64, FanoutError> {
+        let Some(publisher) = &self.sharded else {
+            let answer = match &reply {
+                Reply::ClientCount(n) => fleet_wire::encode_client_count(request_id, *n),
+                Reply::Ack(value) => fleet_wire::encode_broadcast_ack(request_id, value),
+                Reply::ServerSide(value) => {
+                    fleet_wire::encode_server_side_answer(request_id, value)
+                }
+            };
+            return self.publish_answer(nsp, answer).await;
+        };
+        let request_id = request_id.to_owned();
+        let body = match reply {
+            Reply::ClientCount(client_count) => ShardedBody::BroadcastClientCount {
+                request_id,
+                client_count,
+            },
+            Reply::Ack(value) => ShardedBody::BroadcastAck { request_id, value },
+            Reply::ServerSide(value) => ShardedBody::ServerSideEmitResponse { request_id, value },
+        };
+        let message = sharded_messages::message(&self.uid, nsp, body);
+        publisher.answer(asker, &message).await
+    }
+
     /// Sends another server's acknowledged broadcast to this instance's sockets, and answers
     /// with each acknowledgement as it comes, then with how many sockets got it (the asker
     /// completes once it has every server's count and as many acknowledgements).
     async fn answer_ack_broadcast(self: Arc<Self>, broadcast: AckBroadcast) {
         let (request_id, nsp) = (broadcast.request_id.clone(), broadcast.nsp.clone());
+        let asker = broadcast.uid.clone();
         // Without a server attached, this instance has no socket to count.
         let (reached, mut acks) = match self.local.get().cloned() {
             Some(local) => local.ack_broadcast(broadcast).await,
@@ -799,14 +988,14 @@ impl Inner {
         // The count first, as the JavaScript adapter sends it: the asker needs every server's
         // to know how many acknowledgements to wait for, and which ones are missing at its
         // timeout.
-        let count = fleet_wire::encode_client_count(&request_id, reached);
-        if let Err(e) = self.publish_answer(&nsp, count).await {
+        let count = Reply::ClientCount(reached);
+        if let Err(e) = self.publish_reply(&nsp, &asker, &request_id, count).await {
             tracing::warn!(error = %e, "an acknowledged broadcast's client count not passed on");
         }
         while let Some(ack) = acks.next().await {
             if let LocalAck::Answered(value) = ack {
-                let answer = fleet_wire::encode_broadcast_ack(&request_id, &value);
-                if let Err(e) = self.publish_answer(&nsp, answer).await {
+                let answer = Reply::Ack(value);
+                if let Err(e) = self.publish_reply(&nsp, &asker, &request_id, answer).await {
                     tracing::warn!(error = %e, "an acknowledgement not passed on");
                 }
             }
@@ -840,12 +1029,24 @@ impl Inner {
             }
         };
         if let Some(request_id) = emit.request_id {
-            let answer = fleet_wire::encode_server_side_answer(&request_id, &answer);
-            if let Err(e) = self.publish_answer(&nsp, answer).await {
+            let answer = Reply::ServerSide(answer);
+            if let Err(e) = self
+                .publish_reply(&nsp, &emit.uid, &request_id, answer)
+                .await
+            {
                 tracing::warn!(error = %e, "a server-side emit's answer not passed on");
             }
         }
     }
+}
+
+/// A 16-hex-digit id for this instance, as the sharded JavaScript adapter makes one (its
+/// response channels are named after it).
+fn sharded_uid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(instance_uid().as_bytes());
+    format!("{:016x}", h.finish())
 }
 
 /// A 6-character id for this instance, as the JavaScript adapter makes one per server.

@@ -8,8 +8,8 @@
 //!
 //! In Rust, a [`Message`] is one of them ([`Body`]: what it says, by type), [`encode`] and
 //! [`decode`] write and read it, and [`publish_channel`], [`response_channel`] and
-//! [`SubscriptionMode::subscribes_to_room`] say where it travels. Nothing connects it to
-//! Redis yet.
+//! [`SubscriptionMode::subscribes_to_room`] say where it travels. The fan-out speaks it with
+//! [`RedisOptions::sharded`](crate::fanout::RedisOptions::sharded).
 //!
 //! # Channels
 //!
@@ -177,6 +177,22 @@ impl SubscriptionMode {
             Self::Static => false,
             Self::Dynamic => !own_socket_id,
             Self::DynamicPrivate => true,
+        }
+    }
+}
+
+/// Reads the JavaScript option's values: `static`, `dynamic`, `dynamic-private`.
+impl std::str::FromStr for SubscriptionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "static" => Ok(Self::Static),
+            "dynamic" => Ok(Self::Dynamic),
+            "dynamic-private" => Ok(Self::DynamicPrivate),
+            other => Err(format!(
+                "a subscription mode is static, dynamic or dynamic-private, not {other:?}"
+            )),
         }
     }
 }

@@ -4,12 +4,16 @@
 // `allRooms`, `socketsJoin`…), so that fleet.test.mjs can drive both alike.
 //
 //   REDIS_URL=redis://… node fleet-node-server.mjs     # prints `listening on <port>`
+//   REDIS_URL=redis://… REDIS_SHARDED=dynamic REDIS_CLUSTER=1 node fleet-node-server.mjs
+//
+// REDIS_SHARDED (`static`, `dynamic`, `dynamic-private`): `createShardedAdapter` in that
+// subscription mode, on a Redis Cluster with REDIS_CLUSTER=1 (REDIS_URL: one of its nodes).
 //
 // A client connects with `auth: {name, room?}`: `socket.data` is `{name}`, and it joins `room`.
 import { createServer } from 'node:http';
 import { Server } from 'socket.io';
-import { createClient } from 'redis';
-import { createAdapter } from '@socket.io/redis-adapter';
+import { createClient, createCluster } from 'redis';
+import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 
 const log = [];
 // In JSON bodies and answers, `{"$hex": "00ff"}` stands for binary data, as in the fleet example.
@@ -84,10 +88,13 @@ const http = createServer(async (req, res) => {
 });
 
 const io = new Server(http, { path: '/io' });
-const pub = createClient({ url: process.env.REDIS_URL });
+const { REDIS_URL, REDIS_SHARDED, REDIS_CLUSTER } = process.env;
+const pub = REDIS_CLUSTER ? createCluster({ rootNodes: [{ url: REDIS_URL }] }) : createClient({ url: REDIS_URL });
 const sub = pub.duplicate();
 await Promise.all([pub.connect(), sub.connect()]);
-io.adapter(createAdapter(pub, sub));
+io.adapter(
+  REDIS_SHARDED ? createShardedAdapter(pub, sub, { subscriptionMode: REDIS_SHARDED }) : createAdapter(pub, sub),
+);
 
 // `/`, `/admin` and every `/tenant/<id>`, alike.
 for (const nsp of [io.of('/'), io.of('/admin'), io.of(/^\/tenant\/\w+$/)]) {

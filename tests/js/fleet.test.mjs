@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { createClient } from 'redis';
 import { Emitter } from '@socket.io/redis-emitter';
 import { startRedis, startServer } from './processes.mjs';
-import { next, withCleanups } from './helpers.mjs';
+import { client, fourClients, eventually, froms, get, next, post, shown, withCleanups } from './helpers.mjs';
 
 function fleetBin() {
   const { FLEET_BIN } = process.env;
@@ -43,62 +43,11 @@ async function nodeMember(redis, cleanups) {
   return server;
 }
 
-/**
- * A client named `name` on namespace `nsp` of `server` (in `room` when given) that
- * acknowledges `question` with `{from, got}` unless `silent`.
- */
-async function client(server, cleanups, { name, room, silent = false, nsp = '/' }) {
-  const socket = io(`${server.url}${nsp}`, { path: '/io', auth: { name, room }, forceNew: true, reconnection: false });
-  cleanups.push(() => socket.disconnect());
-  if (!silent) socket.on('question', (got, ack) => ack({ from: name, got: shown(got) }));
-  // Answers the bytes it got, reversed, as binary data.
-  socket.on('reverse', (got, ack) => ack(Buffer.from(got).reverse()));
-  await new Promise((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('connect_error', reject);
-  });
-  return socket;
-}
-
-async function post(server, path, body) {
-  const res = await fetch(`${server.url}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
-
-async function get(server, path) {
-  const res = await fetch(`${server.url}${path}`);
-  return { status: res.status, body: await res.json() };
-}
-
-/** Polls `probe` every 50 ms until it returns a truthy value (5 s at most). */
-async function eventually(probe, what) {
-  const until = Date.now() + 5_000;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > until) throw new Error(`not within 5 s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 /** Resolves once the fleet has `n` servers (each has subscribed), as Redis counts them. */
 async function fleetOf(rust, n) {
   await eventually(async () => (await get(rust, '/server-count')).body === n, `${n} servers`);
 }
 
-/** Binary data as `{$hex}` (what the servers' routes show it as). */
-const shown = (v) =>
-  Buffer.isBuffer(v) || v instanceof ArrayBuffer || ArrayBuffer.isView(v) ? { $hex: Buffer.from(v.buffer ?? v, v.byteOffset ?? 0, v.byteLength).toString('hex') }
-  : Array.isArray(v) ? v.map(shown)
-  : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shown(x)]))
-  : v;
-
-const froms = (responses) => responses.map((r) => r.from).sort();
 
 /** One Redis, a Rust member and a Node member, two clients on each. */
 async function mixedFleet(cleanups) {
@@ -106,12 +55,7 @@ async function mixedFleet(cleanups) {
   const rust = await rustMember(redis, cleanups);
   const node = await nodeMember(redis, cleanups);
   await fleetOf(rust, 2);
-  const clients = {
-    ann: await client(rust, cleanups, { name: 'ann', room: 'lobby' }),
-    carl: await client(rust, cleanups, { name: 'carl' }),
-    bob: await client(node, cleanups, { name: 'bob', room: 'lobby' }),
-    dora: await client(node, cleanups, { name: 'dora', room: 'node-only' }),
-  };
+  const clients = await fourClients(rust, node, cleanups);
   return { redis, rust, node, clients };
 }
 

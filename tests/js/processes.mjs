@@ -58,16 +58,7 @@ export async function startRedis() {
     stdio: 'ignore',
   });
   children.add(child);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => resolve(socket.end() && true));
-      socket.on('error', () => resolve(false));
-    });
-    if (up) break;
-    if (Date.now() > deadline) throw new Error('redis-server did not start');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await waitForPort(port);
   const stop = async () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
@@ -75,4 +66,54 @@ export async function startRedis() {
     children.delete(child);
   };
   return { port, url: `redis://127.0.0.1:${port}`, stop };
+}
+
+// A Redis Cluster of three masters on free ports (redis-cli --cluster create), ready once every
+// node says `cluster_state:ok`; `url` names its first node.
+export async function startRedisCluster() {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { execFileSync } = await import('node:child_process');
+  const dir = mkdtempSync(join(tmpdir(), 'socketio-stack-cluster-'));
+  const nodes = [];
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`)], { stdio: 'ignore', cwd: dir });
+    children.add(child);
+    nodes.push({ port, child });
+  }
+  for (const { port } of nodes) await waitForPort(port);
+  execFileSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { stdio: 'ignore' });
+  const deadline = Date.now() + 20_000;
+  for (const { port } of nodes) {
+    while (!execFileSync('redis-cli', ['-p', String(port), 'cluster', 'info']).toString().includes('cluster_state:ok')) {
+      if (Date.now() > deadline) throw new Error('the Redis Cluster did not become ready');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  const stop = async () => {
+    for (const { child } of nodes) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      children.delete(child);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { ports: nodes.map((n) => n.port), url: `redis://127.0.0.1:${nodes[0].port}`, stop };
+}
+
+async function waitForPort(port) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => resolve(socket.end() && true));
+      socket.on('error', () => resolve(false));
+    });
+    if (up) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
