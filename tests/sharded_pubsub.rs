@@ -60,14 +60,6 @@ async fn shard_subscribers(port: u16, channel: &str) -> usize {
     count
 }
 
-async fn on_every_node(cluster: &RedisCluster, channel: &str) -> Vec<usize> {
-    let mut counts = Vec::new();
-    for n in &cluster.nodes {
-        counts.push(shard_subscribers(n.port, channel).await);
-    }
-    counts
-}
-
 /// A broadcast as a Node sharded adapter of uid `uid` writes it.
 fn broadcast(uid: &str, n: u64) -> Message {
     Message {
@@ -83,39 +75,6 @@ fn broadcast(uid: &str, n: u64) -> Message {
             target: Target::default(),
             flags: Flags::default(),
         }),
-    }
-}
-
-/// Moves `slot` from the node `source` to `target` (indexes in `cluster.nodes`) as
-/// `redis-cli --cluster reshard` does for a slot without keys: importing, migrating, then the
-/// new owner set on every node.
-async fn move_slot(cluster: &RedisCluster, slot: u16, source: usize, target: usize) {
-    let mut ids = Vec::new();
-    for n in &cluster.nodes {
-        let id: String = redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query_async(&mut node(n.port).await)
-            .await
-            .unwrap();
-        ids.push(id);
-    }
-    let setslot = |at: usize, args: &[&str]| {
-        let port = cluster.nodes[at].port;
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        async move {
-            let () = redis::cmd("CLUSTER")
-                .arg("SETSLOT")
-                .arg(slot)
-                .arg(&args)
-                .query_async(&mut node(port).await)
-                .await
-                .unwrap();
-        }
-    };
-    setslot(target, &["IMPORTING", &ids[source]]).await;
-    setslot(source, &["MIGRATING", &ids[target]]).await;
-    for at in [target, source, 3 - source - target] {
-        setslot(at, &["NODE", &ids[target]]).await;
     }
 }
 
@@ -164,7 +123,7 @@ async fn a_sharded_subscription_through_the_cluster_connection_survives_its_slot
 
     // The server count as the Node adapter takes it: one node, the owner, counts the
     // subscriber; the others none.
-    let counts = on_every_node(&cluster, &main).await;
+    let counts = cluster.shard_subscribers(&main);
     assert_eq!(counts.iter().sum::<usize>(), 1, "{counts:?}");
     let source = counts.iter().position(|&c| c == 1).unwrap();
     // The cluster connection asks every node and adds their counts up itself.
@@ -178,16 +137,11 @@ async fn a_sharded_subscription_through_the_cluster_connection_survives_its_slot
 
     // The slot of the main channel moves to another master: its old owner drops the
     // subscription and says so with an `sunsubscribe` push.
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(&main)
-        .query_async(&mut node(cluster.nodes[0].port).await)
-        .await
-        .unwrap();
+    let slot = cluster.slot_of(&main);
     let target = (source + 1) % 3;
-    move_slot(&cluster, slot, source, target).await;
+    cluster.move_slot(slot, source, target);
     next_push(&mut pushes, PushKind::SUnsubscribe, &main).await;
-    assert_eq!(on_every_node(&cluster, &main).await, [0, 0, 0]);
+    assert_eq!(cluster.shard_subscribers(&main), [0, 0, 0]);
     // The client forgot the channel with that push, and nothing resubscribes it: a publish,
     // sent on to the new owner after its MOVED, reaches nobody.
     let lost: usize = publisher
@@ -202,7 +156,7 @@ async fn a_sharded_subscription_through_the_cluster_connection_survives_its_slot
     next_push(&mut pushes, PushKind::SSubscribe, &main).await;
     let mut expected = vec![0; 3];
     expected[target] = 1;
-    assert_eq!(on_every_node(&cluster, &main).await, expected);
+    assert_eq!(cluster.shard_subscribers(&main), expected);
     let third = broadcast("c81d1484cdcdde13", 3);
     let receivers: usize = publisher
         .spublish(&main, sharded_wire::encode(&third).unwrap())
@@ -215,13 +169,7 @@ async fn a_sharded_subscription_through_the_cluster_connection_survives_its_slot
     };
     assert_eq!(sharded_wire::decode(bytes).unwrap(), Some(third));
     // The answers' channel, in a slot that did not move, kept its subscription.
-    assert_eq!(
-        on_every_node(&cluster, &answers)
-            .await
-            .iter()
-            .sum::<usize>(),
-        1
-    );
+    assert_eq!(cluster.shard_subscribers(&answers).iter().sum::<usize>(), 1);
 }
 
 #[tokio::test]

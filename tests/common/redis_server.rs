@@ -179,6 +179,53 @@ impl RedisCluster {
         }
         Self { nodes, dir }
     }
+
+    /// `redis-cli -p <port of node at> args…`, its output trimmed.
+    pub fn cli(&self, at: usize, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.nodes[at].port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli on PATH");
+        assert!(out.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The slot of `key` (a channel's name hashes as a key's).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        self.cli(0, &["CLUSTER", "KEYSLOT", key]).parse().unwrap()
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel` on each node: its sharded subscribers there.
+    pub fn shard_subscribers(&self, channel: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .map(|at| {
+                let out = self.cli(at, &["PUBSUB", "SHARDNUMSUB", channel]);
+                out.lines().nth(1).unwrap().trim().parse().unwrap()
+            })
+            .collect()
+    }
+
+    /// Moves `slot` from the node `source` to `target` (indexes in `nodes`) as
+    /// `redis-cli --cluster reshard` does for a slot without keys: importing, migrating, then
+    /// the new owner set on every node. Its old owner drops the sharded subscriptions of its
+    /// channels (with an `sunsubscribe` push to each subscriber).
+    pub fn move_slot(&self, slot: u16, source: usize, target: usize) {
+        let ids: Vec<String> = (0..self.nodes.len())
+            .map(|at| self.cli(at, &["CLUSTER", "MYID"]))
+            .collect();
+        let slot = slot.to_string();
+        let setslot = |at: usize, args: &[&str]| {
+            let mut all = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+            all.extend_from_slice(args);
+            assert_eq!(self.cli(at, &all), "OK");
+        };
+        setslot(target, &["IMPORTING", &ids[source]]);
+        setslot(source, &["MIGRATING", &ids[target]]);
+        for at in [target, source, 3 - source - target] {
+            setslot(at, &["NODE", &ids[target]]);
+        }
+    }
 }
 
 impl Drop for RedisCluster {

@@ -1,0 +1,187 @@
+//! The fan-out in sharded mode (`RedisOptions::sharded`), our instances alone, against a real
+//! redis-server 7 and a real Redis Cluster the tests start: sends and room channels, garbage
+//! on its channels, Redis going away and coming back, and a channel's slot moving to another
+//! node of the cluster. (Node's sharded servers in the same fleet: tests/js/sharded.test.mjs.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis_server::{RedisCluster, RedisServer};
+use common::*;
+use serde_json::json;
+use socketio_stack::fanout::sharded_wire::SubscriptionMode;
+use socketio_stack::fanout::{RedisFanout, RedisOptions};
+use socketio_stack::layers::{AuthLayer, RoomsLayer};
+use socketio_stack::{Delivery, SendRequest, SocketServer};
+
+async fn instance(url: &str, mode: SubscriptionMode) -> TestServer {
+    let options = RedisOptions::new(url)
+        .sharded(mode)
+        .keepalive(Duration::from_millis(500), Duration::from_millis(500));
+    let fanout = RedisFanout::connect_with_options(options)
+        .await
+        .expect("fan-out connects");
+    assert!(fanout.is_sharded());
+    let server = SocketServer::builder()
+        .fanout(fanout)
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new().validate(allow_public))
+        .on("sync", sync_handler)
+        .build()
+        .unwrap();
+    serve(server).await
+}
+
+/// Sends `n, n+1, …` until one arrives at `c` (Redis coming back, a subscription being made
+/// again), failing after [`WAIT`]; returns the one that arrived.
+async fn until_delivered(from: &TestServer, c: &mut TestClient, event: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    for n in 0u64.. {
+        if from
+            .server
+            .send(SendRequest::broadcast(event, json!(n)))
+            .await
+            .is_ok()
+        {
+            let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;
+            if let Ok(Received::Event(name, value)) = got {
+                assert_eq!(name, event);
+                return value;
+            }
+        }
+        assert!(Instant::now() < deadline, "{event} never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn two_instances_on_one_redis_server_fan_out_on_the_sharded_wire_and_shrug_off_garbage() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = instance(&url, SubscriptionMode::Dynamic).await;
+    let b = instance(&url, SubscriptionMode::Dynamic).await;
+    let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+
+    assert_eq!(
+        a.server
+            .send(SendRequest::to("io-default", "hello", json!({"from": "a"})))
+            .await,
+        Ok(Delivery::Sent)
+    );
+    assert_eq!(on_a.expect_event("hello").await, json!({"from": "a"}));
+    assert_eq!(on_b.expect_event("hello").await, json!({"from": "a"}));
+
+    // A room joined on B and sent to from A at once: A publishes on the room's channel, which
+    // B subscribes once it has seen the join (its sweep), so the send is retried until then.
+    on_b.emit("join", json!({"rooms": ["public-x"]})).await;
+    on_b.sync().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    eventually("B subscribes the room's channel", || {
+        cli(&["PUBSUB", "SHARDNUMSUB", "socket.io#/#public-x#"]).ends_with('1')
+    })
+    .await;
+    a.server
+        .send(SendRequest::to("public-x", "x", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(on_b.expect_event("x").await, json!(1));
+
+    // Garbage on every kind of channel: each is logged and dropped, and what follows arrives.
+    for channel in ["socket.io#/#", "socket.io#/#public-x#"] {
+        for payload in [
+            "not json",
+            "{\"type\":3}",
+            "\u{93}\u{a1}x",
+            "{\"type\":3,\"uid\":\"z\",\"nsp\":\"/\",\"data\":{\"packet\":{\"type\":2,\"data\":[\"connect\"]},\"opts\":{\"rooms\":[],\"except\":[],\"flags\":{}}}}",
+        ] {
+            cli(&["SPUBLISH", channel, payload]);
+        }
+    }
+    // A namespace nobody serves, and one message claiming another namespace than its channel's.
+    cli(&[
+        "SPUBLISH",
+        "socket.io#/nobody#",
+        "{\"type\":3,\"uid\":\"z\",\"nsp\":\"/nobody\",\"data\":{\"packet\":{\"type\":2,\"data\":[\"ghost\"]},\"opts\":{\"rooms\":[],\"except\":[],\"flags\":{}}}}",
+    ]);
+    cli(&[
+        "SPUBLISH",
+        "socket.io#/#",
+        "{\"type\":3,\"uid\":\"z\",\"nsp\":\"/other\",\"data\":{\"packet\":{\"type\":2,\"data\":[\"ghost\"]},\"opts\":{\"rooms\":[],\"except\":[],\"flags\":{}}}}",
+    ]);
+    b.server
+        .send(SendRequest::broadcast("after", json!("garbage")))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.next_non_ping().await,
+        Received::Event("after".into(), json!("garbage"))
+    );
+    // The Node adapter's broadcast of a good message still arrives, `except` honoured.
+    cli(&[
+        "SPUBLISH",
+        "socket.io#/#",
+        "{\"type\":3,\"uid\":\"z\",\"nsp\":\"/\",\"data\":{\"packet\":{\"type\":2,\"data\":[\"node\",1]},\"opts\":{\"rooms\":[\"io-default\"],\"except\":[],\"flags\":{}}}}",
+    ]);
+    assert_eq!(on_a.expect_event("node").await, json!(1));
+    assert_eq!(on_b.expect_event("node").await, json!(1));
+}
+
+#[tokio::test]
+async fn a_redis_restart_fails_sharded_sends_visibly_then_delivery_resumes() {
+    let mut redis = RedisServer::start();
+    let a = instance(&redis.url(), SubscriptionMode::Static).await;
+    let (mut c, _) = TestClient::authenticated(&a.url()).await;
+    until_delivered(&a, &mut c, "before").await;
+    redis.kill();
+    let started = Instant::now();
+    let err = a
+        .server
+        .send(SendRequest::broadcast("lost", json!(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the failure took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_string().contains("Redis is unavailable")
+            || err.to_string().contains("subscription is down"),
+        "{err}"
+    );
+    redis.restart();
+    until_delivered(&a, &mut c, "back").await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_main_channel_moving_to_another_node_is_subscribed_again() {
+    let cluster = RedisCluster::start();
+    let url = cluster.nodes[0].url();
+    let a = instance(&url, SubscriptionMode::Dynamic).await;
+    let b = instance(&url, SubscriptionMode::Dynamic).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+    until_delivered(&a, &mut on_b, "before").await;
+
+    let main = "socket.io#/#";
+    let counts = cluster.shard_subscribers(main);
+    assert_eq!(counts.iter().sum::<usize>(), 2, "{counts:?}");
+    let source = counts.iter().position(|&c| c == 2).unwrap();
+    let target = (source + 1) % 3;
+    cluster.move_slot(cluster.slot_of(main), source, target);
+    // Both instances take the channel again, on its new node.
+    eventually("both subscribe the main channel on its new node", || {
+        cluster.shard_subscribers(main)[target] == 2
+    })
+    .await;
+    until_delivered(&a, &mut on_b, "after the move").await;
+}
