@@ -185,3 +185,49 @@ async fn on_a_cluster_the_main_channel_moving_to_another_node_is_subscribed_agai
     .await;
     until_delivered(&a, &mut on_b, "after the move").await;
 }
+
+#[tokio::test]
+async fn an_acl_user_with_the_least_the_sharded_mode_needs_delivers() {
+    // What the README lists: exact channel names under the prefix (no patterns in sharded
+    // pub/sub), and `info` for the topology.
+    let redis = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "fleet",
+        "on",
+        ">s3cret",
+        "resetchannels",
+        "&socket.io#*",
+        "-@all",
+        "+ping",
+        "+info",
+        "+spublish",
+        "+ssubscribe",
+        "+sunsubscribe",
+        "+pubsub|shardnumsub",
+    ]);
+    let url = format!("redis://fleet:s3cret@127.0.0.1:{}", redis.port);
+    let a = instance(&url, SubscriptionMode::Dynamic).await;
+    let b = instance(&url, SubscriptionMode::Dynamic).await;
+    let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
+    until_delivered(&a, &mut on_b, "allowed").await;
+    // A room's channel too (subscribed by the sweep, under the same pattern).
+    on_b.emit("join", json!({"rooms": ["public-acl"]})).await;
+    on_b.sync().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        a.server
+            .send(SendRequest::to("public-acl", "in-room", json!(1)))
+            .await
+            .unwrap();
+        if let Ok(Received::Event(name, _)) =
+            tokio::time::timeout(Duration::from_millis(300), on_b.next_non_ping()).await
+        {
+            assert_eq!(name, "in-room");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the room's send never arrived");
+    }
+}

@@ -43,6 +43,7 @@ use crate::fanout::wire::{self, Broadcast, Query, Request, WireError};
 use crate::plumbing::{BoxFuture, LogThrottle, catch_panic_call};
 
 mod sharded_subscription;
+pub use sharded_subscription::ROOM_SWEEP_INTERVAL;
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
 /// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]
