@@ -96,6 +96,16 @@ async fn two_instances_on_one_redis_server_fan_out_on_the_sharded_wire_and_shrug
         .unwrap();
     assert_eq!(on_b.expect_event("x").await, json!(1));
 
+    // A room joined on A and sent to from A at once, before A's sweep has subscribed its
+    // channel: A's own send goes on the main channel, so the first one arrives.
+    on_a.emit("join", json!({"rooms": ["public-fresh"]})).await;
+    on_a.sync().await;
+    a.server
+        .send(SendRequest::to("public-fresh", "fresh", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(on_a.expect_event("fresh").await, json!(1));
+
     // Garbage on every kind of channel: each is logged and dropped, and what follows arrives.
     for channel in ["socket.io#/#", "socket.io#/#public-x#"] {
         for payload in [
