@@ -29,7 +29,8 @@
 //! `{destination?, topic, data, volatile?}` (or `args: [...]` for several arguments in place of
 //! `data`) → 204 (also when dropped for a missing or falsy
 //! topic or data), 400 for a reserved topic such as `disconnect`; `GET /health` → `ok`,
-//! `GET /stats` → `{clients, rss, cpu_us}`.
+//! `GET /stats` → `{clients, rss, cpu_us}`, `GET /metrics` → every layer's metrics in Prometheus'
+//! text format (`socketio_stack::telemetry`).
 //! Prints `listening on <port>` on stdout when ready; logs go to stderr.
 
 mod support;
@@ -40,9 +41,11 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use socketio_stack::fanout::sharded_wire::SubscriptionMode;
 use socketio_stack::fanout::{RedisFanout, RedisOptions};
 use socketio_stack::layers::rate_limit::Bucket;
@@ -174,8 +177,33 @@ async fn main() {
     }
 }
 
+/// Installs the Prometheus recorder every layer reports to: histograms with buckets (so that
+/// `histogram_quantile` works across instances), kept up to date by a task of their own.
+fn install_metrics() -> Result<PrometheusHandle, BoxError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_owned()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )?
+        .install_recorder()?;
+    socketio_stack::telemetry::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
 async fn run() -> Result<(), BoxError> {
     let config = config()?;
+    let metrics = install_metrics()?;
     if let Err(e) = raise_open_file_limit() {
         tracing::warn!("could not raise the open-file limit: {e}");
     }
@@ -219,6 +247,13 @@ async fn run() -> Result<(), BoxError> {
         .route("/send", post(send))
         .route("/health", get(|| async { "ok" }))
         .route("/stats", get(stats))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
         .with_state(server.clone())
         .layer(TraceLayer::new_for_http());
     // Socket.IO in front of the router rather than inside it (`Router::layer`): axum keeps a

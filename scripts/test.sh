@@ -2,8 +2,8 @@
 # Every test of the project, from a fresh clone: the Rust suites (unit, integration against a
 # real server and client, doc tests, the examples' own tests) and the JavaScript interop
 # suite (the official socket.io-client against the demo server).
-# Installs what it needs: the npm packages of the interop suites, and Node and redis-server
-# through apt-get where they are missing.
+# Installs what it needs: the npm packages of the interop suites, and Node, redis-server and
+# promtool (Debian's prometheus) through apt-get where they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ missing=()
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # The fan-out tests start their own redis-server on free ports.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# tests/js/metrics.test.mjs checks the demo's /metrics with Prometheus' promtool.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (apt-get)"
   apt-get update -qq
@@ -32,4 +34,4 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";pro
 (cd tests/js && DEMO_BIN="$target_dir/debug/examples/demo" EMITTER_BIN="$target_dir/debug/examples/emitter" \
   CONFORMANCE_BIN="$target_dir/debug/examples/protocol_conformance" CHAT_BIN="$target_dir/debug/examples/chat" \
   FLEET_BIN="$target_dir/debug/examples/fleet" \
-  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs sharded.test.mjs)
+  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs sharded.test.mjs metrics.test.mjs)

@@ -99,6 +99,7 @@ mod plumbing;
 pub mod serve;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 mod transport;
 mod write_stall;
 

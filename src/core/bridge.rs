@@ -61,6 +61,7 @@ use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
 use crate::plumbing::{LogThrottle, catch_panic, catch_panic_now};
 use crate::session::Session;
+use crate::telemetry::{self, DropReason};
 use crate::transport::Transports;
 
 /// How many events of one socket may wait while an earlier one is being handled.
@@ -326,6 +327,7 @@ where
             return;
         };
         socket.join(socket.id.to_string());
+        telemetry::socket_connected();
         // A transport that closed before the socket was connected: socketioxide cleaned the
         // socket up itself; only the session is left to close.
         if !socket.connected() {
@@ -568,6 +570,7 @@ where
         )
         .await;
         session.clear_timers();
+        telemetry::socket_disconnected();
     }
 }
 
@@ -592,9 +595,11 @@ where
     S::Future: Send + 'static,
 {
     fn call(&self, s: Arc<Socket<A>>, mut v: WireValue, ack_id: Option<i64>) {
+        telemetry::event_received();
         let name = match Event::from_message_parts(&s, &mut v, &ack_id) {
             Ok(Event(name)) => name,
             Err(e) => {
+                telemetry::event_dropped(DropReason::Unreadable);
                 tracing::warn!(socket = %s.id, "event without a readable name dropped: {e}");
                 return;
             }
@@ -616,6 +621,7 @@ where
                 None
             };
             if let Some(bound) = full {
+                telemetry::event_dropped(DropReason::QueueFull);
                 // Throttled: a flooding client must not flood the log too.
                 if let Some(dropped) = pending.dropped.hit(1) {
                     tracing::warn!(socket = %s.id, event = %name, bytes, bound, dropped, "event queue full, events dropped");
@@ -733,6 +739,7 @@ where
     let fut = match catch_panic_now(|| svc.call(req)) {
         Ok(fut) => fut,
         Err(panic) => {
+            telemetry::handler_panicked();
             tracing::error!(socket = %id, request = label, "the stack panicked: {panic}");
             return false;
         }
@@ -756,13 +763,17 @@ fn report<E: Display>(id: Sid, label: &str, res: Result<Result<(), E>, String>) 
     match res {
         Ok(Ok(())) => return true,
         Ok(Err(e)) => tracing::error!(socket = %id, request = label, "request failed: {e}"),
-        Err(panic) => tracing::error!(socket = %id, request = label, "the stack panicked: {panic}"),
+        Err(panic) => {
+            telemetry::handler_panicked();
+            tracing::error!(socket = %id, request = label, "the stack panicked: {panic}");
+        }
     }
     false
 }
 
 fn log_panic(id: Sid, what: &str, res: Result<(), String>) {
     if let Err(panic) = res {
+        telemetry::handler_panicked();
         tracing::error!(socket = %id, "{what} panicked: {panic}");
     }
 }

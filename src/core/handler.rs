@@ -29,6 +29,7 @@ use socketioxide::extract::{AckSender, SocketRef};
 use crate::args::{Args, ArgsError};
 use crate::plumbing::{BoxFuture, catch_panic, catch_panic_now};
 use crate::session::Session;
+use crate::telemetry;
 
 /// Everything an extractor may take its value from.
 pub struct EventParts<'a, A: Adapter> {
@@ -267,6 +268,7 @@ pub(crate) fn boxed<A: Adapter, T, H: EventHandler<A, T>>(handler: H) -> BoxedHa
                 Err(panic) => Err(panic),
             };
             if let Err(panic) = outcome {
+                telemetry::handler_panicked();
                 tracing::error!(%socket, event = %name, "event handler panicked: {panic}");
             }
         })

@@ -26,6 +26,7 @@ use crate::event::names;
 use crate::fanout::connect_error::{Cause, FanoutError};
 use crate::fanout::options::RedisOptions;
 use crate::fanout::wire::{self, Broadcast, Flags, RemoteOp, Request};
+use crate::telemetry::{self, RedisOp};
 
 /// How long connecting (and each publish's wait for a connection) may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -182,7 +183,7 @@ impl Emitter {
     async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<u64, FanoutError> {
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(channel).arg(payload);
-        self.run(publish).await
+        timed_publish(self.run(publish)).await
     }
 
     /// How many connections are subscribed to `channel` (`PUBSUB NUMSUB`): on a request
@@ -220,6 +221,19 @@ impl Emitter {
             .await
             .map_err(|e| FanoutError::Unavailable(Cause::of(e)))
     }
+}
+
+/// Reports a publish's duration, or its failure, to the metrics.
+pub(crate) async fn timed_publish(
+    publishing: impl Future<Output = Result<u64, FanoutError>>,
+) -> Result<u64, FanoutError> {
+    let started = std::time::Instant::now();
+    let outcome = publishing.await;
+    match &outcome {
+        Ok(_) => telemetry::redis_publish_duration(started.elapsed()),
+        Err(_) => telemetry::redis_error(RedisOp::Publish),
+    }
+    outcome
 }
 
 /// A broadcast being addressed: namespace, rooms, exceptions, flags.

@@ -41,6 +41,7 @@ use crate::fanout::sharded_messages;
 use crate::fanout::sharded_wire::Body as ShardedBody;
 use crate::fanout::wire::{self, Broadcast, Query, Request, WireError};
 use crate::plumbing::{BoxFuture, LogThrottle, catch_panic_call};
+use crate::telemetry::{self, FanoutResult, RedisOp};
 
 mod sharded_subscription;
 pub use sharded_subscription::ROOM_SWEEP_INTERVAL;
@@ -138,6 +139,19 @@ struct Refusals(LogThrottle);
 
 impl Refusals {
     fn report(&self, channel: &str, bytes: usize, what: &str, error: &WireError) {
+        self.report_as(FanoutResult::Malformed, channel, bytes, what, error);
+    }
+
+    /// [`report`](Self::report), counted as `result` (a bound's refusal is not garbage).
+    fn report_as(
+        &self,
+        result: FanoutResult,
+        channel: &str,
+        bytes: usize,
+        what: &str,
+        error: &WireError,
+    ) {
+        telemetry::fanout_received(result);
         if let Some(refused) = self.0.hit(1) {
             tracing::warn!(channel, bytes, refused, "ignored {what}: {error}");
         }
@@ -641,6 +655,7 @@ async fn receive(
             match attempt {
                 Ok(p) => {
                     tracing::info!("Redis subscription restored");
+                    telemetry::redis_subscription_reconnected();
                     if let Some(inner) = inner.upgrade() {
                         inner.subscribed.store(true, Ordering::Release);
                         *inner.lock_active() = namespaces;
@@ -650,7 +665,8 @@ async fn receive(
                     delay = Duration::from_millis(100);
                 }
                 Err(e) => {
-                    tracing::warn!("Redis subscription still down: {e}");
+                    telemetry::redis_error(RedisOp::Subscribe);
+                    tracing::warn!(error = %e, "Redis subscription still down");
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
@@ -667,6 +683,7 @@ async fn receive(
                         inner.deliver(message.get_channel_name(), message.get_payload_bytes()).await;
                     }
                     None => {
+                        telemetry::redis_error(RedisOp::Subscribe);
                         tracing::warn!("Redis subscription lost; reconnecting");
                         if let Some(inner) = inner.upgrade() {
                             inner.subscribed.store(false, Ordering::Release);
@@ -675,7 +692,8 @@ async fn receive(
                     }
                 },
                 cause = &mut silent => {
-                    tracing::warn!("Redis subscription unresponsive ({cause}); reconnecting");
+                    telemetry::redis_error(RedisOp::Subscribe);
+                    tracing::warn!(cause = %cause, "Redis subscription unresponsive; reconnecting");
                     if let Some(inner) = inner.upgrade() {
                         inner.subscribed.store(false, Ordering::Release);
                     }
@@ -806,10 +824,12 @@ impl Inner {
                 .windows(self.uid.len())
                 .any(|w| w == self.uid.as_bytes())
             {
+                telemetry::fanout_received(FanoutResult::OtherServer);
                 return;
             }
             match fleet_wire::decode_response(payload) {
                 Ok(response) => {
+                    telemetry::fanout_received(FanoutResult::Delivered);
                     self.pending.answer(response);
                 }
                 Err(e) => self
@@ -844,9 +864,13 @@ impl Inner {
             .and_then(|c| c.strip_prefix('#'))
             .and_then(|c| c.strip_prefix(broadcast.nsp.as_str()))
             .is_some_and(|c| c.starts_with('#'));
-        if broadcast.uid == self.uid || !own_channel {
-            return;
+        if broadcast.uid == self.uid {
+            return telemetry::fanout_received(FanoutResult::Own);
         }
+        if !own_channel {
+            return telemetry::fanout_received(FanoutResult::OtherNamespace);
+        }
+        telemetry::fanout_received(FanoutResult::Delivered);
         if let Some(local) = self.local.get() {
             local.deliver(broadcast).await;
         }
@@ -856,6 +880,14 @@ impl Inner {
         let report = |what: &str, e: &WireError| {
             self.refusals.report(channel, payload.len(), what, e);
         };
+        let refuse = |what: &str| {
+            let bytes = payload.len();
+            let e = too_many();
+            self.refusals
+                .report_as(FanoutResult::Refused, channel, bytes, what, &e);
+        };
+        let own = || telemetry::fanout_received(FanoutResult::Own);
+        let taken = || telemetry::fanout_received(FanoutResult::Delivered);
         match fleet_wire::decode_fleet_request(payload) {
             Ok(Some(FleetRequest::AckBroadcast(mut b))) if b.uid != self.uid => {
                 // For the namespace of the channel, as the JavaScript adapter reads it.
@@ -864,34 +896,40 @@ impl Inner {
                 // `undefined` fires at once): socketioxide's default ack timeout then.
                 b.timeout = b.timeout.map(|t| t.min(MAX_ACK_TIMEOUT));
                 // Answered in its own task: acknowledgements take up to the asker's timeout.
-                if !self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
-                    report("an acknowledged broadcast", &too_many());
+                if self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
+                    taken();
+                } else {
+                    refuse("an acknowledged broadcast");
                 }
                 return;
             }
             Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
-                if !self.spawn_bounded(self.clone().on_server_side_emit(nsp.to_owned(), e)) {
-                    report("a server-side emit", &too_many());
+                if self.spawn_bounded(self.clone().on_server_side_emit(nsp.to_owned(), e)) {
+                    taken();
+                } else {
+                    refuse("a server-side emit");
                 }
                 return;
             }
-            Ok(Some(_)) => return,
+            Ok(Some(_)) => return own(),
             Ok(None) => {}
             Err(e) => return report("a malformed request", &e),
         }
         match wire::decode_request(payload) {
             Ok(Some(request)) if request.uid.as_deref() != Some(self.uid.as_str()) => {
+                taken();
                 if let Some(local) = self.local.get() {
                     local.apply(nsp, request).await;
                 }
                 return;
             }
-            Ok(Some(_)) => return,
+            Ok(Some(_)) => return own(),
             Ok(None) => {}
             Err(e) => return report("a malformed request", &e),
         }
         match wire::decode_query(payload) {
             Ok(Some((uid, query))) if uid.as_deref() != Some(self.uid.as_str()) => {
+                taken();
                 let Some(answer) = self.answer(nsp, query).await else {
                     return;
                 };
@@ -899,8 +937,11 @@ impl Inner {
                     tracing::warn!(error = %e, "could not answer a query");
                 }
             }
-            Ok(Some(_)) => {}
-            Ok(None) => tracing::debug!(channel, "request type not served: ignored"),
+            Ok(Some(_)) => own(),
+            Ok(None) => {
+                telemetry::fanout_received(FanoutResult::Malformed);
+                tracing::debug!(channel, "request type not served: ignored");
+            }
             Err(e) => report("a malformed query", &e),
         }
     }

@@ -14,7 +14,7 @@ use redis::{AsyncConnectionConfig, PushInfo, RedisResult};
 use tokio::sync::mpsc;
 
 use crate::fanout::connect_error::{Cause, FanoutError};
-use crate::fanout::emitter::Emitter;
+use crate::fanout::emitter::{Emitter, timed_publish};
 use crate::fanout::options::RedisOptions;
 use crate::fanout::sharded_wire::{self, Message, SubscriptionMode, publish_channel};
 
@@ -155,7 +155,7 @@ impl ShardedPublisher {
     async fn spublish(&self, channel: String, payload: Vec<u8>) -> Result<u64, FanoutError> {
         let mut cmd = redis::cmd("SPUBLISH");
         cmd.arg(channel).arg(payload);
-        self.run(cmd).await
+        timed_publish(self.run(cmd)).await
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, FanoutError> {

@@ -73,6 +73,7 @@ use crate::layers::ResponseFuture;
 use crate::plumbing::BoxFuture;
 use crate::plumbing::{catch_panic_call, catch_panic_now};
 use crate::session::{ClientState, Session};
+use crate::telemetry::{self, AuthResult, DropReason};
 
 /// The message of `unauthenticated` when the authenticate function answered `false`.
 pub const INVALID_TOKEN_MESSAGE: &str = "Invalid token to authenticate! Please login again!";
@@ -195,6 +196,7 @@ where
                 if allowed {
                     ResponseFuture::inner(self.inner.call(req))
                 } else {
+                    telemetry::event_dropped(DropReason::NotAuthenticated);
                     tracing::debug!(socket = %req.socket.id, event = %ev.name, state = %req.session.state(), "event from a socket that is not authenticated dropped");
                     ResponseFuture::done()
                 }
@@ -259,6 +261,7 @@ async fn authenticate_socket<A: Adapter, E>(
     }
     let handshake = session.handshake().clone();
     let answer = catch_panic_call(move || authenticate(handshake));
+    let started = std::time::Instant::now();
     let outcome = tokio::select! {
         biased;
         outcome = answer => outcome,
@@ -268,23 +271,35 @@ async fn authenticate_socket<A: Adapter, E>(
             return Ok(());
         }
     };
-    match outcome {
+    telemetry::auth_duration(started.elapsed());
+    // Closed by the deadline while the function ran: counted as a timeout there.
+    let counted = !session.is_closed();
+    let result = match outcome {
         Ok(Ok(admission)) => match catch_panic_now(|| admission(&session)) {
-            Ok(true) => {}
-            Ok(false) => reject(&socket, &session, INVALID_TOKEN_MESSAGE),
+            Ok(true) => AuthResult::Ok,
+            Ok(false) => {
+                reject(&socket, &session, INVALID_TOKEN_MESSAGE);
+                AuthResult::Refused
+            }
             Err(panic) => {
-                tracing::error!(socket = %socket.id, "keeping the identity panicked: {panic}");
+                tracing::error!(socket = %socket.id, panic = %panic, "keeping the identity panicked");
                 reject(&socket, &session, AUTH_FAILED_MESSAGE);
+                AuthResult::Error
             }
         },
         Ok(Err(e)) => {
-            tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
+            tracing::error!(socket = %socket.id, error = %e, "authenticate function failed");
             reject(&socket, &session, AUTH_FAILED_MESSAGE);
+            AuthResult::Error
         }
         Err(panic) => {
-            tracing::error!(socket = %socket.id, "authenticate function panicked: {panic}");
+            tracing::error!(socket = %socket.id, panic = %panic, "authenticate function panicked");
             reject(&socket, &session, AUTH_FAILED_MESSAGE);
+            AuthResult::Error
         }
+    };
+    if counted {
+        telemetry::auth(result);
     }
     Ok(())
 }

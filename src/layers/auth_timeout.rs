@@ -29,6 +29,7 @@ use crate::error::{BuildError, check_duration};
 use crate::event::{RequestKind, SocketRequest};
 use crate::layers::ResponseFuture;
 use crate::session::ClientState;
+use crate::telemetry::{self, AuthResult};
 
 /// The seeds' default deadline: 10 s.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,6 +107,7 @@ where
                     tokio::time::sleep(timeout).await;
                     if session.state() != ClientState::Authenticated && !session.is_closed() {
                         tracing::info!(socket = %socket.id, ?timeout, state = %session.state(), "not authenticated in time, disconnecting");
+                        telemetry::auth(AuthResult::Timeout);
                         session.disconnect(&socket);
                     }
                 });

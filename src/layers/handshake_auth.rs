@@ -62,6 +62,7 @@ use crate::layers::auth::{
 use crate::layers::auth_timeout::DEFAULT_AUTH_TIMEOUT;
 use crate::plumbing::{catch_panic_call, catch_panic_now};
 use crate::session::ClientState;
+use crate::telemetry::{self, AuthResult, DropReason};
 
 /// Adds authentication at the handshake; see the [module docs](self).
 #[derive(Clone)]
@@ -165,6 +166,7 @@ where
             // Never expected (a socket refused at its CONNECT sends nothing), but should a
             // layer above have dropped the Handshake request after the claim, fail closed.
             RequestKind::Event(ev) if req.session.state() != ClientState::Authenticated => {
+                telemetry::event_dropped(DropReason::NotAuthenticated);
                 tracing::debug!(socket = %req.socket.id, event = %ev.name, "event from a socket not authenticated at the handshake dropped");
                 ResponseFuture::done()
             }
@@ -184,28 +186,35 @@ async fn admitted<A: Adapter>(
     session.set_state(ClientState::Authenticating);
     let handshake = session.handshake().clone();
     let answer = tokio::time::timeout(timeout, catch_panic_call(move || authenticate(handshake)));
-    let refusal = match answer.await {
+    let started = std::time::Instant::now();
+    let answer = answer.await;
+    telemetry::auth_duration(started.elapsed());
+    let (result, refusal) = match answer {
         Ok(Ok(Ok(admission))) => match catch_panic_now(|| admission(session)) {
-            Ok(true) => return true,
-            Ok(false) => INVALID_TOKEN_MESSAGE,
+            Ok(true) => {
+                telemetry::auth(AuthResult::Ok);
+                return true;
+            }
+            Ok(false) => (AuthResult::Refused, INVALID_TOKEN_MESSAGE),
             Err(panic) => {
-                tracing::error!(socket = %socket.id, "keeping the identity panicked: {panic}");
-                AUTH_FAILED_MESSAGE
+                tracing::error!(socket = %socket.id, panic = %panic, "keeping the identity panicked");
+                (AuthResult::Error, AUTH_FAILED_MESSAGE)
             }
         },
         Ok(Ok(Err(e))) => {
-            tracing::error!(socket = %socket.id, "authenticate function failed: {e}");
-            AUTH_FAILED_MESSAGE
+            tracing::error!(socket = %socket.id, error = %e, "authenticate function failed");
+            (AuthResult::Error, AUTH_FAILED_MESSAGE)
         }
         Ok(Err(panic)) => {
-            tracing::error!(socket = %socket.id, "authenticate function panicked: {panic}");
-            AUTH_FAILED_MESSAGE
+            tracing::error!(socket = %socket.id, panic = %panic, "authenticate function panicked");
+            (AuthResult::Error, AUTH_FAILED_MESSAGE)
         }
         Err(_) => {
             tracing::error!(socket = %socket.id, ?timeout, "authenticate function did not answer in time");
-            AUTH_FAILED_MESSAGE
+            (AuthResult::Timeout, AUTH_FAILED_MESSAGE)
         }
     };
+    telemetry::auth(result);
     session.set_state(ClientState::Unauthorized);
     session.refuse_connection(refusal);
     false

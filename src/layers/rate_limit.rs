@@ -40,6 +40,7 @@ use crate::error::BuildError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::layers::ResponseFuture;
 use crate::plumbing::LogThrottle;
+use crate::telemetry::{self, DropReason};
 
 /// The event a client gets before a rate-limit disconnect.
 pub const RATE_LIMITED: &str = "rate_limited";
@@ -217,6 +218,7 @@ where
         if allowed {
             return ResponseFuture::inner(self.inner.call(req));
         }
+        telemetry::event_dropped(DropReason::RateLimited);
         if req.session.is_disconnecting() || !req.socket.connected() {
             // Already cut off (events queued before the disconnect still pass by): quietly.
             return ResponseFuture::done();

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::args::{Arg, Args};
+use crate::telemetry::{self, JoinResult};
 use socketioxide::adapter::Adapter;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -247,6 +248,9 @@ where
         let socket = req.socket;
         let session = req.session;
         if session.state() != ClientState::Authenticated {
+            if !is_leave {
+                telemetry::room_join(JoinResult::Refused);
+            }
             tracing::debug!(socket = %socket.id, event = name, "room request before authentication ignored");
             return ResponseFuture::done();
         }
@@ -261,6 +265,9 @@ where
             Ok(rooms) if rooms.is_empty() => return ResponseFuture::done(),
             Ok(rooms) => rooms,
             Err(why) => {
+                if !is_leave {
+                    telemetry::room_join(JoinResult::Refused);
+                }
                 if let Some(count) = session.count_refusal() {
                     tracing::warn!(socket = %socket.id, event = %name, refused = count, "room request refused: {why}");
                 }
@@ -275,6 +282,7 @@ where
             return ResponseFuture::done();
         }
         let Some(validate) = self.layer.validate.clone() else {
+            telemetry::room_join(JoinResult::Refused);
             tracing::warn!(socket = %socket.id, "join refused: no validate function is configured");
             return ResponseFuture::done();
         };
@@ -304,15 +312,23 @@ where
                         .filter(|r| !current.iter().any(|c| c == *r))
                         .count();
                     if current.len() + new > limits.per_socket {
+                        telemetry::room_join(JoinResult::Refused);
                         tracing::warn!(socket = %socket.id, rooms = current.len(), asked = new, max = limits.per_socket, "join refused: too many rooms for one socket");
-                    } else if !session.is_closed() && !allowed.is_empty() {
+                    } else if allowed.is_empty() {
+                        telemetry::room_join(JoinResult::Refused);
+                    } else if !session.is_closed() {
+                        telemetry::room_join(JoinResult::Ok);
                         tracing::debug!(socket = %socket.id, count = allowed.len(), "joining rooms");
                         socket.join(allowed);
                     }
                 }
-                Ok(Err(e)) => tracing::error!(socket = %socket.id, "validate function failed: {e}"),
+                Ok(Err(e)) => {
+                    telemetry::room_join(JoinResult::Error);
+                    tracing::error!(socket = %socket.id, error = %e, "validate function failed");
+                }
                 Err(panic) => {
-                    tracing::error!(socket = %socket.id, "validate function panicked: {panic}")
+                    telemetry::room_join(JoinResult::Error);
+                    tracing::error!(socket = %socket.id, panic = %panic, "validate function panicked");
                 }
             }
             Ok(())

@@ -8,6 +8,7 @@ use tower_service::Service;
 use crate::args::Arg;
 use crate::event::names;
 use crate::outbound::request::{SendError, SendRequest};
+use crate::telemetry::{self, SendOutcome};
 
 /// What happened to a send that did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,16 @@ impl Outbound {
     /// [`SendError::ReservedTopic`] and sends nothing, as the JavaScript emitter throws. The
     /// silent drops come first, in the seeds' order.
     pub async fn send(&self, req: SendRequest) -> Result<Delivery, SendError> {
+        let outcome = self.send_counted(req).await;
+        telemetry::send(match &outcome {
+            Ok(Delivery::Sent) => SendOutcome::Sent,
+            Ok(Delivery::Dropped(_)) => SendOutcome::Dropped,
+            Err(_) => SendOutcome::Failed,
+        });
+        outcome
+    }
+
+    async fn send_counted(&self, req: SendRequest) -> Result<Delivery, SendError> {
         if req.topic.is_empty() {
             tracing::trace!("send dropped: no topic");
             return Ok(Delivery::Dropped(DropReason::NoTopic));
@@ -84,7 +95,8 @@ impl Outbound {
         if matches!(outcome, Ok(Delivery::Sent))
             && let Err(panic) = crate::plumbing::catch_panic_now(callback)
         {
-            tracing::error!("send callback panicked: {panic}");
+            telemetry::handler_panicked();
+            tracing::error!(panic = %panic, "send callback panicked");
         }
         outcome
     }

@@ -79,6 +79,7 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
                         .filter(|e| matches!(e, SocketError::InternalChannelFull))
                         .count();
                     if full > 0 {
+                        crate::telemetry::send_missed(full as u64, req.volatile);
                         report_missed(full, &req.topic);
                     }
                     Ok(())

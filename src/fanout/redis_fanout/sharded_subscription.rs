@@ -27,6 +27,7 @@ use crate::fanout::options::{KeepAlive, RedisOptions};
 use crate::fanout::sharded_connections::{ShardedSubscriber, Topology};
 use crate::fanout::sharded_messages::{self, Incoming};
 use crate::fanout::sharded_wire::{self, SubscriptionMode};
+use crate::telemetry::{self, FanoutResult, RedisOp};
 
 /// How often the dynamic modes compare this instance's rooms with the room channels it
 /// subscribes.
@@ -120,6 +121,7 @@ pub(super) async fn receive(
             match attempt {
                 Ok(s) => {
                     tracing::info!("Redis sharded subscription restored");
+                    telemetry::redis_subscription_reconnected();
                     held = Held::default();
                     for nsp in &namespaces {
                         held.channels.extend(namespace_channels(&key, nsp, &uid));
@@ -135,7 +137,8 @@ pub(super) async fn receive(
                     delay = Duration::from_millis(100);
                 }
                 Err(e) => {
-                    tracing::warn!("Redis sharded subscription still down: {e}");
+                    telemetry::redis_error(RedisOp::Subscribe);
+                    tracing::warn!(error = %e, "Redis sharded subscription still down");
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
@@ -229,7 +232,8 @@ pub(super) async fn receive(
                 () = until_stopped(&mut stopped) => return,
             }
         };
-        tracing::warn!("Redis sharded subscription lost ({lost}); reconnecting");
+        telemetry::redis_error(RedisOp::Subscribe);
+        tracing::warn!(cause = %lost, "Redis sharded subscription lost; reconnecting");
         if let Some(inner) = inner.upgrade() {
             inner.subscribed.store(false, Ordering::Release);
         }
@@ -309,7 +313,8 @@ impl Inner {
     pub(super) async fn deliver_sharded(self: &Arc<Self>, channel: &str, payload: &[u8]) {
         let message = match sharded_wire::decode(payload) {
             Ok(Some(message)) => message,
-            Ok(None) => return,
+            // A type this adapter never sends (the heartbeats of another cluster adapter).
+            Ok(None) => return telemetry::fanout_received(FanoutResult::Malformed),
             Err(e) => {
                 return self.refusals.report(
                     channel,
@@ -324,20 +329,27 @@ impl Inner {
             .and_then(|c| c.strip_prefix('#'))
             .and_then(|c| c.strip_prefix(message.nsp.as_str()))
             .is_some_and(|c| c.starts_with('#'));
-        if message.uid == self.uid || !own_channel || !self.lock_active().contains(&message.nsp) {
-            return;
+        if message.uid == self.uid {
+            return telemetry::fanout_received(FanoutResult::Own);
+        }
+        if !own_channel || !self.lock_active().contains(&message.nsp) {
+            return telemetry::fanout_received(FanoutResult::OtherNamespace);
         }
         let nsp = message.nsp.clone();
         match sharded_messages::incoming(message) {
             Incoming::Broadcast(b) => {
+                telemetry::fanout_received(FanoutResult::Delivered);
                 if let Some(local) = self.local.get() {
                     local.deliver(b).await;
                 }
             }
             Incoming::AckBroadcast(mut b) => {
                 b.timeout = b.timeout.map(|t| t.min(super::MAX_ACK_TIMEOUT));
-                if !self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
-                    self.refusals.report(
+                if self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
+                    telemetry::fanout_received(FanoutResult::Delivered);
+                } else {
+                    self.refusals.report_as(
+                        FanoutResult::Refused,
                         channel,
                         payload.len(),
                         "an acknowledged broadcast",
@@ -346,6 +358,7 @@ impl Inner {
                 }
             }
             Incoming::Request(r) => {
+                telemetry::fanout_received(FanoutResult::Delivered);
                 if let Some(local) = self.local.get() {
                     local.apply(&nsp, r).await;
                     self.rooms_changed.notify_one();
@@ -356,6 +369,7 @@ impl Inner {
                 request_id,
                 target,
             } => {
+                telemetry::fanout_received(FanoutResult::Delivered);
                 let sockets = self
                     .local
                     .get()
@@ -373,8 +387,11 @@ impl Inner {
                 }
             }
             Incoming::ServerSideEmit(e) => {
-                if !self.spawn_bounded(self.clone().on_server_side_emit(nsp, e)) {
-                    self.refusals.report(
+                if self.spawn_bounded(self.clone().on_server_side_emit(nsp, e)) {
+                    telemetry::fanout_received(FanoutResult::Delivered);
+                } else {
+                    self.refusals.report_as(
+                        FanoutResult::Refused,
                         channel,
                         payload.len(),
                         "a server-side emit",
@@ -383,6 +400,7 @@ impl Inner {
                 }
             }
             Incoming::Answer(response) => {
+                telemetry::fanout_received(FanoutResult::Delivered);
                 self.pending.answer(response);
             }
         }
