@@ -172,7 +172,7 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
                 let io = match on_upgrade.await {
                     Ok(upgraded) => TokioIo::new(upgraded),
                     Err(e) => {
-                        tracing::debug!("websocket upgrade failed: {e}");
+                        tracing::debug!(error = %e, "websocket upgrade failed");
                         return;
                     }
                 };
@@ -193,7 +193,7 @@ impl<S: Clone + Send + 'static, A: Adapter> IoService<S, A> {
                     io
                 };
                 if let Err(e) = websocket.oneshot((io, head)).await {
-                    tracing::debug!("websocket refused: {e}");
+                    tracing::debug!(error = %e, "websocket refused");
                 }
             });
         })

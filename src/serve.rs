@@ -231,7 +231,7 @@ where
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -315,7 +315,7 @@ where
                 }
             };
             if let Err(e) = result {
-                tracing::debug!(%remote, "connection ended with an error: {e}");
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });
     };

@@ -589,7 +589,7 @@ impl<A: Adapter> SocketServer<A> {
             Some(session) => session.disconnect(&socket),
             None => {
                 if let Err(e) = socket.disconnect() {
-                    tracing::debug!(socket = %sid, "disconnect: {e}");
+                    tracing::debug!(sid = %sid, error = %e, "disconnect");
                 }
             }
         }

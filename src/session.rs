@@ -148,10 +148,10 @@ impl Session {
             Err(SocketError::InternalChannelFull) => match self.0.transports.get() {
                 Some(transports) => {
                     transports.cut(socket);
-                    tracing::info!(socket = %socket.id, "outgoing buffer full: transport closed instead of sending DISCONNECT");
+                    tracing::info!(sid = %socket.id, "outgoing buffer full: transport closed instead of sending DISCONNECT");
                 }
                 None => {
-                    tracing::warn!(socket = %socket.id, "outgoing buffer full and no transport to close (the stack was not built by SocketServer): socket left connected");
+                    tracing::warn!(sid = %socket.id, "outgoing buffer full and no transport to close (the stack was not built by SocketServer): socket left connected");
                 }
             },
         }
@@ -227,7 +227,7 @@ impl Session {
     /// `data` is then `{}`, and that is logged.
     pub fn set_identity<T: IdentityValue>(&self, identity: T) {
         let data = serde_json::to_value(&identity).unwrap_or_else(|e| {
-            tracing::warn!(socket = %self.0.id, "identity not serializable as the socket's data: {e}");
+            tracing::warn!(sid = %self.0.id, error = %e, "identity not serializable as the socket's data");
             serde_json::Value::Object(Default::default())
         });
         self.0.extensions.insert(StoredIdentity {

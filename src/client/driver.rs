@@ -188,7 +188,7 @@ impl<D: Dial, E: Events> Driver<D, E> {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(client = %self.identifier, "connection failed: {e}");
+                    tracing::warn!(client = %self.identifier, error = %e, "connection failed");
                     failures += 1;
                     let exhausted = self
                         .options
@@ -314,7 +314,7 @@ impl<D: Dial, E: Events> Driver<D, E> {
                     Some(Ok(Message::Close(_))) | None => break Reason::TransportClose,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        tracing::debug!(client = %self.identifier, "transport error: {e}");
+                        tracing::debug!(client = %self.identifier, error = %e, "transport error");
                         break Reason::TransportError;
                     }
                 },

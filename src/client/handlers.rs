@@ -174,11 +174,11 @@ pub(crate) fn guarded<T: Send + 'static>(
         match outcome {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
-                tracing::error!("{what} failed: {e}");
+                tracing::error!(error = %e, "{what} failed");
                 None
             }
             Err(panic) => {
-                tracing::error!("{what} panicked: {panic}");
+                tracing::error!(panic = %panic, "{what} panicked");
                 None
             }
         }

@@ -63,6 +63,7 @@ use crate::plumbing::{LogThrottle, catch_panic, catch_panic_now};
 use crate::session::Session;
 use crate::telemetry::{self, DropReason};
 use crate::transport::Transports;
+use tracing::Instrument;
 
 /// How many events of one socket may wait while an earlier one is being handled.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
@@ -237,7 +238,7 @@ where
     ) -> Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>> {
         if let Err(refusal) = check_auth(auth) {
             // Answered with `connect_error` {message}; the Engine.IO session stays.
-            tracing::info!(socket = %s.id, "CONNECT refused: {refusal}");
+            tracing::info!(sid = %s.id, error = %refusal, "CONNECT refused");
             return Box::pin(std::future::ready(Err(
                 Box::new(refusal) as Box<dyn Display + Send>
             )));
@@ -251,8 +252,12 @@ where
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
         session.attach_transports(self.transports.clone());
         socket.extensions.insert(session.clone());
+        // Every request of this socket, its handlers' logs included, in one span: what a
+        // handler logs says which socket it is about.
+        let span = tracing::info_span!("socket", sid = %socket.id, ns = socket.ns());
         let lane = Lane {
             service: self.service.clone(),
+            span: span.clone(),
             session,
             pending: Arc::new(Pending {
                 state: Mutex::new(PendingState {
@@ -293,7 +298,7 @@ where
                 (None, Ok(true)) => Some("the server refused the connection".to_owned()),
                 (None, Ok(false)) => Some("the server failed to accept the connection".to_owned()),
                 (None, Err(_)) => {
-                    tracing::error!(socket = %socket.id, ?HANDSHAKE_DEADLINE, "the Handshake request did not end in time");
+                    tracing::error!(sid = %socket.id, ?HANDSHAKE_DEADLINE, "the Handshake request did not end in time");
                     Some("the server failed to accept the connection".to_owned())
                 }
             };
@@ -303,7 +308,7 @@ where
                 refusal = seen(socket.ns()).await.err();
             }
             if let Some(message) = refusal {
-                tracing::info!(socket = %socket.id, %message, "CONNECT refused");
+                tracing::info!(sid = %socket.id, %message, "CONNECT refused");
                 // Its Engine.IO session goes on, with its CONNECT budget.
                 session.mark_closed(DisconnectReason::ServerNSDisconnect);
                 return Err(Box::new(message) as Box<dyn Display + Send>);
@@ -314,7 +319,8 @@ where
             // Handed to `call`, which starts the worker once the socket is connected.
             socket.extensions.insert(lane);
             Ok(())
-        })
+        }
+        .instrument(span))
     }
 
     fn call(&self, s: Arc<Socket<A>>, _auth: Option<WireValue>) {
@@ -323,7 +329,7 @@ where
             unanswered.disarm();
         }
         let Some(lane) = socket.extensions.remove::<Lane<S, A>>() else {
-            tracing::error!(socket = %socket.id, "connected without the bridge's set-up");
+            tracing::error!(sid = %socket.id, "connected without the bridge's set-up");
             return;
         };
         socket.join(socket.id.to_string());
@@ -333,7 +339,8 @@ where
         if !socket.connected() {
             lane.session.close(DisconnectReason::TransportClose);
         }
-        tokio::spawn(lane.run(socket, true));
+        let span = lane.span.clone();
+        tokio::spawn(lane.run(socket, true).instrument(span));
     }
 }
 
@@ -378,6 +385,8 @@ impl Drop for UnansweredInner {
 /// needs to handle them.
 struct Lane<S, A: Adapter> {
     service: S,
+    /// The socket's span (`sid`, `ns`), around each of its requests.
+    span: tracing::Span,
     session: Session,
     pending: Arc<Pending<A>>,
 }
@@ -386,6 +395,7 @@ impl<S: Clone, A: Adapter> Clone for Lane<S, A> {
     fn clone(&self) -> Self {
         Self {
             service: self.service.clone(),
+            span: self.span.clone(),
             session: self.session.clone(),
             pending: self.pending.clone(),
         }
@@ -488,7 +498,8 @@ where
             !state.finished && !std::mem::replace(&mut state.worker, true)
         };
         if start {
-            tokio::spawn(self.clone().run(SocketRef::from(socket), false));
+            let worker = self.clone().run(SocketRef::from(socket), false);
+            tokio::spawn(worker.instrument(self.span.clone()));
         }
     }
 
@@ -500,6 +511,7 @@ where
             service,
             session,
             pending,
+            ..
         } = &mut self;
         if connect {
             dispatch(
@@ -538,7 +550,7 @@ where
                     if let Some(e) = unreadable
                         && let Some(count) = session.count_refusal()
                     {
-                        tracing::warn!(socket = %socket.id, event = %event.name, refused = count, "event arguments unreadable, handled as none: {e}");
+                        tracing::warn!(sid = %socket.id, event = %event.name, refused = count, error = %e, "event arguments unreadable, handled as none");
                     }
                     // What a socket sent before leaving is still handled, in order; each of
                     // these is detached if it does not finish at once (see module docs).
@@ -600,7 +612,7 @@ where
             Ok(Event(name)) => name,
             Err(e) => {
                 telemetry::event_dropped(DropReason::Unreadable);
-                tracing::warn!(socket = %s.id, "event without a readable name dropped: {e}");
+                tracing::warn!(sid = %s.id, error = %e, "event without a readable name dropped");
                 return;
             }
         };
@@ -624,7 +636,7 @@ where
                 telemetry::event_dropped(DropReason::QueueFull);
                 // Throttled: a flooding client must not flood the log too.
                 if let Some(dropped) = pending.dropped.hit(1) {
-                    tracing::warn!(socket = %s.id, event = %name, bytes, bound, dropped, "event queue full, events dropped");
+                    tracing::warn!(sid = %s.id, event = %name, bytes, bound, dropped, "event queue full, events dropped");
                 }
                 return;
             }
@@ -697,7 +709,8 @@ where
             biased;
             res = &mut task => log_panic(id, "after-request task", res),
             () = session.closed() => {
-                tokio::spawn(async move { log_panic(id, "after-request task", task.await) });
+                let finishing = async move { log_panic(id, "after-request task", task.await) };
+                tokio::spawn(finishing.in_current_span());
             }
         }
     }
@@ -731,7 +744,7 @@ where
     let svc = match service.ready().await {
         Ok(svc) => svc,
         Err(e) => {
-            tracing::error!(socket = %id, request = label, "service not ready: {e}");
+            tracing::error!(sid = %id, request = label, error = %e, "service not ready");
             return false;
         }
     };
@@ -740,7 +753,7 @@ where
         Ok(fut) => fut,
         Err(panic) => {
             telemetry::handler_panicked();
-            tracing::error!(socket = %id, request = label, "the stack panicked: {panic}");
+            tracing::error!(sid = %id, request = label, panic = %panic, "the stack panicked");
             return false;
         }
     };
@@ -752,7 +765,7 @@ where
         biased;
         res = &mut fut => report(id, label, res),
         () = session.closed() => {
-            tokio::spawn(async move { report(id, label, fut.await) });
+            tokio::spawn(async move { report(id, label, fut.await) }.in_current_span());
             false
         }
     }
@@ -762,10 +775,10 @@ where
 fn report<E: Display>(id: Sid, label: &str, res: Result<Result<(), E>, String>) -> bool {
     match res {
         Ok(Ok(())) => return true,
-        Ok(Err(e)) => tracing::error!(socket = %id, request = label, "request failed: {e}"),
+        Ok(Err(e)) => tracing::error!(sid = %id, request = label, "request failed: {e}"),
         Err(panic) => {
             telemetry::handler_panicked();
-            tracing::error!(socket = %id, request = label, "the stack panicked: {panic}");
+            tracing::error!(sid = %id, request = label, panic = %panic, "the stack panicked");
         }
     }
     false
@@ -774,7 +787,7 @@ fn report<E: Display>(id: Sid, label: &str, res: Result<Result<(), E>, String>) 
 fn log_panic(id: Sid, what: &str, res: Result<(), String>) {
     if let Err(panic) = res {
         telemetry::handler_panicked();
-        tracing::error!(socket = %id, "{what} panicked: {panic}");
+        tracing::error!(sid = %id, panic = %panic, "{what} panicked");
     }
 }
 

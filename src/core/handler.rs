@@ -231,7 +231,7 @@ macro_rules! impl_event_handler {
                     let $ty = match $ty::from_event_parts(&mut parts) {
                         Ok(v) => v,
                         Err(e) => {
-                            tracing::warn!(socket = %parts.socket.id, event = %parts.name, "handler not called: {e}");
+                            tracing::warn!(sid = %parts.socket.id, event = %parts.name, error = %e, "handler not called");
                             return Box::pin(async {});
                         }
                     };
@@ -269,7 +269,7 @@ pub(crate) fn boxed<A: Adapter, T, H: EventHandler<A, T>>(handler: H) -> BoxedHa
             };
             if let Err(panic) = outcome {
                 telemetry::handler_panicked();
-                tracing::error!(%socket, event = %name, "event handler panicked: {panic}");
+                tracing::error!(sid = %socket, event = %name, panic = %panic, "event handler panicked");
             }
         })
     })

@@ -185,7 +185,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
             RequestKind::Handshake => return Box::pin(async { Ok(()) }),
             RequestKind::Connect => {
                 if !self.registry.insert(socket.clone(), session.clone()) {
-                    tracing::debug!(socket = %socket.id, "connect of a tracked or gone socket ignored");
+                    tracing::debug!(sid = %socket.id, "connect of a tracked or gone socket ignored");
                     return Box::pin(async { Ok(()) });
                 }
                 self.handlers
@@ -196,7 +196,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
             RequestKind::Disconnect(reason) => {
                 session.clear_timers();
                 self.registry.remove_session(socket.id, &session);
-                tracing::debug!(socket = %socket.id, %reason, "client removed");
+                tracing::debug!(sid = %socket.id, %reason, "client removed");
                 self.handlers.on_disconnect.clone().map(|h| {
                     let reason = Args::from(Arg::String(reason.to_string()));
                     (h, "disconnect".to_owned(), reason, None)
@@ -226,7 +226,7 @@ impl<A: Adapter> Service<SocketRequest<A>> for CoreService<A> {
                     .or(self.handlers.fallback.as_ref())
                     .cloned();
                 if handler.is_none() {
-                    tracing::debug!(socket = %socket.id, event = %ev.name, "no handler for event");
+                    tracing::debug!(sid = %socket.id, event = %ev.name, "no handler for event");
                 }
                 handler.map(|h| (h, ev.name, ev.args, ev.ack))
             }

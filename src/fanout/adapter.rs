@@ -272,7 +272,7 @@ impl RedisAdapter {
             except: opts.except.iter().map(|r| r.to_string()).collect(),
         };
         if let Err(e) = fanout.publish_request_in(self.local.path(), &request).await {
-            tracing::warn!("remote operation not published, applied on this instance only: {e}");
+            tracing::warn!(error = %e, "remote operation not published, applied on this instance only");
         }
     }
 }

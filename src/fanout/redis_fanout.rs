@@ -153,7 +153,7 @@ impl Refusals {
     ) {
         telemetry::fanout_received(result);
         if let Some(refused) = self.0.hit(1) {
-            tracing::warn!(channel, bytes, refused, "ignored {what}: {error}");
+            tracing::warn!(channel, bytes, refused, error = %error, "ignored {what}");
         }
     }
 }

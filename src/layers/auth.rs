@@ -197,7 +197,7 @@ where
                     ResponseFuture::inner(self.inner.call(req))
                 } else {
                     telemetry::event_dropped(DropReason::NotAuthenticated);
-                    tracing::debug!(socket = %req.socket.id, event = %ev.name, state = %req.session.state(), "event from a socket that is not authenticated dropped");
+                    tracing::debug!(sid = %req.socket.id, event = %ev.name, state = %req.session.state(), "event from a socket that is not authenticated dropped");
                     ResponseFuture::done()
                 }
             }
@@ -237,9 +237,9 @@ where
         if first && !session.is_closed() {
             let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
             if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
-                tracing::warn!(socket = %socket.id, "could not send authenticated: {e}");
+                tracing::warn!(sid = %socket.id, error = %e, "could not send authenticated");
             }
-            tracing::info!(socket = %socket.id, "socket authenticated");
+            tracing::info!(sid = %socket.id, "socket authenticated");
         }
         Ok(())
     })
@@ -256,7 +256,7 @@ async fn authenticate_socket<A: Adapter, E>(
         return Ok(());
     }
     if !session.transition(ClientState::Unauthorized, ClientState::Authenticating) {
-        tracing::debug!(socket = %socket.id, state = %session.state(), "authenticate ignored");
+        tracing::debug!(sid = %socket.id, state = %session.state(), "authenticate ignored");
         return Ok(());
     }
     let handshake = session.handshake().clone();
@@ -267,7 +267,7 @@ async fn authenticate_socket<A: Adapter, E>(
         outcome = answer => outcome,
         () = session.closed() => {
             session.set_state(ClientState::Unauthorized);
-            tracing::debug!(socket = %socket.id, "socket disconnected during authentication");
+            tracing::debug!(sid = %socket.id, "socket disconnected during authentication");
             return Ok(());
         }
     };
@@ -282,18 +282,18 @@ async fn authenticate_socket<A: Adapter, E>(
                 AuthResult::Refused
             }
             Err(panic) => {
-                tracing::error!(socket = %socket.id, panic = %panic, "keeping the identity panicked");
+                tracing::error!(sid = %socket.id, panic = %panic, "keeping the identity panicked");
                 reject(&socket, &session, AUTH_FAILED_MESSAGE);
                 AuthResult::Error
             }
         },
         Ok(Err(e)) => {
-            tracing::error!(socket = %socket.id, error = %e, "authenticate function failed");
+            tracing::error!(sid = %socket.id, error = %e, "authenticate function failed");
             reject(&socket, &session, AUTH_FAILED_MESSAGE);
             AuthResult::Error
         }
         Err(panic) => {
-            tracing::error!(socket = %socket.id, panic = %panic, "authenticate function panicked");
+            tracing::error!(sid = %socket.id, panic = %panic, "authenticate function panicked");
             reject(&socket, &session, AUTH_FAILED_MESSAGE);
             AuthResult::Error
         }
@@ -310,9 +310,9 @@ fn reject<A: Adapter>(socket: &SocketRef<A>, session: &Session, message: &str) {
     session.set_state(ClientState::Unauthorized);
     let payload = json!({ "message": message, "time": clock::iso_now() });
     if let Err(e) = socket.emit(names::UNAUTHENTICATED, &payload) {
-        tracing::debug!(socket = %socket.id, "could not send unauthenticated: {e}");
+        tracing::debug!(sid = %socket.id, error = %e, "could not send unauthenticated");
     }
-    tracing::info!(socket = %socket.id, message, "socket refused");
+    tracing::info!(sid = %socket.id, message, "socket refused");
     session.disconnect(socket);
 }
 

@@ -106,7 +106,7 @@ where
                 let timer = tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
                     if session.state() != ClientState::Authenticated && !session.is_closed() {
-                        tracing::info!(socket = %socket.id, ?timeout, state = %session.state(), "not authenticated in time, disconnecting");
+                        tracing::info!(sid = %socket.id, ?timeout, state = %session.state(), "not authenticated in time, disconnecting");
                         telemetry::auth(AuthResult::Timeout);
                         session.disconnect(&socket);
                     }

@@ -19,7 +19,7 @@
 //! async fn admin_only(req: SocketRequest, next: Next) -> Result<(), BoxError> {
 //!     let admin = req.event_name().is_some_and(|n| n.starts_with("admin:"));
 //!     if admin && req.session.identity::<String>().as_deref() != Some("root") {
-//!         tracing::info!(socket = %req.socket.id, "admin event refused");
+//!         tracing::info!(sid = %req.socket.id, "admin event refused");
 //!         return Ok(());
 //!     }
 //!     next.run(req).await
@@ -29,7 +29,7 @@
 //!     .layer(from_fn(admin_only))
 //!     .layer(from_fn(async |req: SocketRequest, next: Next| {
 //!         if matches!(req.kind, RequestKind::Connect) {
-//!             tracing::info!(socket = %req.socket.id, "hello");
+//!             tracing::info!(sid = %req.socket.id, "hello");
 //!         }
 //!         next.run(req).await
 //!     }))

@@ -160,14 +160,14 @@ where
                 announce_authenticated(&mut self.inner, req)
             }
             RequestKind::Event(ev) if ev.name == names::AUTHENTICATE => {
-                tracing::debug!(socket = %req.socket.id, "authenticate ignored: authenticated at the handshake");
+                tracing::debug!(sid = %req.socket.id, "authenticate ignored: authenticated at the handshake");
                 ResponseFuture::done()
             }
             // Never expected (a socket refused at its CONNECT sends nothing), but should a
             // layer above have dropped the Handshake request after the claim, fail closed.
             RequestKind::Event(ev) if req.session.state() != ClientState::Authenticated => {
                 telemetry::event_dropped(DropReason::NotAuthenticated);
-                tracing::debug!(socket = %req.socket.id, event = %ev.name, "event from a socket not authenticated at the handshake dropped");
+                tracing::debug!(sid = %req.socket.id, event = %ev.name, "event from a socket not authenticated at the handshake dropped");
                 ResponseFuture::done()
             }
             _ => ResponseFuture::inner(self.inner.call(req)),
@@ -197,20 +197,20 @@ async fn admitted<A: Adapter>(
             }
             Ok(false) => (AuthResult::Refused, INVALID_TOKEN_MESSAGE),
             Err(panic) => {
-                tracing::error!(socket = %socket.id, panic = %panic, "keeping the identity panicked");
+                tracing::error!(sid = %socket.id, panic = %panic, "keeping the identity panicked");
                 (AuthResult::Error, AUTH_FAILED_MESSAGE)
             }
         },
         Ok(Ok(Err(e))) => {
-            tracing::error!(socket = %socket.id, error = %e, "authenticate function failed");
+            tracing::error!(sid = %socket.id, error = %e, "authenticate function failed");
             (AuthResult::Error, AUTH_FAILED_MESSAGE)
         }
         Ok(Err(panic)) => {
-            tracing::error!(socket = %socket.id, panic = %panic, "authenticate function panicked");
+            tracing::error!(sid = %socket.id, panic = %panic, "authenticate function panicked");
             (AuthResult::Error, AUTH_FAILED_MESSAGE)
         }
         Err(_) => {
-            tracing::error!(socket = %socket.id, ?timeout, "authenticate function did not answer in time");
+            tracing::error!(sid = %socket.id, ?timeout, "authenticate function did not answer in time");
             (AuthResult::Timeout, AUTH_FAILED_MESSAGE)
         }
     };

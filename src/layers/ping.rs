@@ -109,12 +109,12 @@ fn ping<A: Adapter>(
         return false;
     }
     if disconnect_unauthenticated && session.state() != ClientState::Authenticated {
-        tracing::info!(socket = %socket.id, "ping to a client that is not authenticated: disconnecting");
+        tracing::info!(sid = %socket.id, "ping to a client that is not authenticated: disconnecting");
         session.disconnect(socket);
         return false;
     }
     if let Err(e) = socket.emit(names::PING, &json!({ "time": clock::iso_now() })) {
-        tracing::debug!(socket = %socket.id, "ping not sent: {e}");
+        tracing::debug!(sid = %socket.id, error = %e, "ping not sent");
     }
     true
 }

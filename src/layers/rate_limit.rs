@@ -226,11 +226,11 @@ where
         match self.config.policy {
             ExcessPolicy::Drop => {
                 if let Some(dropped) = dropped {
-                    tracing::warn!(socket = %req.socket.id, event = %ev.name, dropped, "over the rate limit: events dropped");
+                    tracing::warn!(sid = %req.socket.id, event = %ev.name, dropped, "over the rate limit: events dropped");
                 }
             }
             ExcessPolicy::Disconnect => {
-                tracing::warn!(socket = %req.socket.id, event = %ev.name, "over the rate limit: disconnecting");
+                tracing::warn!(sid = %req.socket.id, event = %ev.name, "over the rate limit: disconnecting");
                 let payload = json!({
                     "message": "Too many events: rate limit exceeded, disconnecting.",
                     "time": clock::iso_now(),

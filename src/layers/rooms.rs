@@ -251,7 +251,7 @@ where
             if !is_leave {
                 telemetry::room_join(JoinResult::Refused);
             }
-            tracing::debug!(socket = %socket.id, event = name, "room request before authentication ignored");
+            tracing::debug!(sid = %socket.id, event = name, "room request before authentication ignored");
             return ResponseFuture::done();
         }
         let args = match req.kind {
@@ -269,7 +269,7 @@ where
                     telemetry::room_join(JoinResult::Refused);
                 }
                 if let Some(count) = session.count_refusal() {
-                    tracing::warn!(socket = %socket.id, event = %name, refused = count, "room request refused: {why}");
+                    tracing::warn!(sid = %socket.id, event = %name, refused = count, error = %why, "room request refused");
                 }
                 return ResponseFuture::done();
             }
@@ -277,13 +277,13 @@ where
         if is_leave {
             let own = socket.id.as_str();
             let rooms: Vec<String> = rooms.into_iter().filter(|r| r != own).collect();
-            tracing::debug!(socket = %socket.id, count = rooms.len(), "leaving rooms");
+            tracing::debug!(sid = %socket.id, count = rooms.len(), "leaving rooms");
             socket.leave(rooms);
             return ResponseFuture::done();
         }
         let Some(validate) = self.layer.validate.clone() else {
             telemetry::room_join(JoinResult::Refused);
-            tracing::warn!(socket = %socket.id, "join refused: no validate function is configured");
+            tracing::warn!(sid = %socket.id, "join refused: no validate function is configured");
             return ResponseFuture::done();
         };
         ResponseFuture::boxed(async move {
@@ -313,22 +313,22 @@ where
                         .count();
                     if current.len() + new > limits.per_socket {
                         telemetry::room_join(JoinResult::Refused);
-                        tracing::warn!(socket = %socket.id, rooms = current.len(), asked = new, max = limits.per_socket, "join refused: too many rooms for one socket");
+                        tracing::warn!(sid = %socket.id, rooms = current.len(), asked = new, max = limits.per_socket, "join refused: too many rooms for one socket");
                     } else if allowed.is_empty() {
                         telemetry::room_join(JoinResult::Refused);
                     } else if !session.is_closed() {
                         telemetry::room_join(JoinResult::Ok);
-                        tracing::debug!(socket = %socket.id, count = allowed.len(), "joining rooms");
+                        tracing::debug!(sid = %socket.id, count = allowed.len(), "joining rooms");
                         socket.join(allowed);
                     }
                 }
                 Ok(Err(e)) => {
                     telemetry::room_join(JoinResult::Error);
-                    tracing::error!(socket = %socket.id, error = %e, "validate function failed");
+                    tracing::error!(sid = %socket.id, error = %e, "validate function failed");
                 }
                 Err(panic) => {
                     telemetry::room_join(JoinResult::Error);
-                    tracing::error!(socket = %socket.id, panic = %panic, "validate function panicked");
+                    tracing::error!(sid = %socket.id, panic = %panic, "validate function panicked");
                 }
             }
             Ok(())
