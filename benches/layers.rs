@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! cargo bench --features test-util --bench layers
+//! # The metrics' cost: the feature off, then on with a Prometheus recorder installed.
+//! cargo bench --no-default-features --features test-util --bench layers -- layer/
+//! BENCH_RECORDER=prometheus cargo bench --features test-util --bench layers -- layer/
 //! ```
 
 use std::time::Duration;
@@ -31,7 +34,18 @@ async fn allow_all(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, BoxEr
     Ok(rooms)
 }
 
+/// With `BENCH_RECORDER=prometheus`, every report goes to a Prometheus recorder, as in an
+/// application that exports its metrics (without one, a report is an atomic load).
+fn install_recorder() {
+    if std::env::var("BENCH_RECORDER").as_deref() == Ok("prometheus") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the first recorder of this process");
+    }
+}
+
 fn layers(c: &mut Criterion) {
+    install_recorder();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
