@@ -213,6 +213,13 @@ fn layers(c: &mut Criterion) {
             })
         });
     }
+    // What the bridge adds to every event off the wire: one counter's report, the same macro
+    // call as src/telemetry.rs makes (the layers above add nothing for an event that passes).
+    #[cfg(feature = "metrics")]
+    group.bench_function("metrics: the report of one event received", |b| {
+        b.iter(|| metrics::counter!(socketio_stack::telemetry::names::EVENTS_RECEIVED).increment(1))
+    });
+
     group.finish();
 }
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The Redis fan-out of two revisions side by side: two demo instances of each on one Redis,
 # 1,000 clients and 200 sends at 200/s (bench-load.sh's fan-out), runs interleaved so that
-# both see the same machine.
+# both see the same machine. SCENARIO=connect (5,000 authenticated handshakes, 200 at once)
+# or SCENARIO=churn (200 workers connecting, authenticating and leaving for 5 s) compare one
+# instance each on local delivery instead, a fresh one per run.
 #
 #   bash scripts/bench-fanout-ab.sh BASE_REV [RUNS]   # RUNS=3 by default; BASE_REV against HEAD's tree
+#   SCENARIO=connect bash scripts/bench-fanout-ab.sh BASE_REV 5
 #
 # Per-run lines go to target/bench-fanout-ab/runs.jsonl, the summaries (median, min, max, by
 # label `base` and `head`) to stdout.
@@ -11,6 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?usage: bench-fanout-ab.sh BASE_REV [RUNS]}
 RUNS=${2:-3}
+SCENARIO=${SCENARIO:-fanout}
+case $SCENARIO in
+    fanout) ARGS=(--scenario fanout --clients 1000 --messages 200 --rate 200) ;;
+    connect) ARGS=(--scenario connect --clients 5000 --concurrency 200) ;;
+    churn) ARGS=(--scenario churn --workers 200 --duration-ms 5000) ;;
+    *) echo "SCENARIO is fanout, connect or churn" >&2; exit 1 ;;
+esac
 OUT=target/bench-fanout-ab
 mkdir -p "$OUT/base" "$OUT/head"
 : > "$OUT/runs.jsonl"
@@ -37,10 +47,12 @@ redis-server --port "$REDIS_PORT" --save '' --appendonly no > /dev/null 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
-# start BIN: a demo on Redis on an ephemeral port; sets PORT and PID.
+# start BIN: a demo on an ephemeral port (on Redis for the fan-out); sets PORT and PID.
 start() {
     local log; log=$(mktemp)
-    env PORT=0 RUST_LOG=warn REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$1" > "$log" 2>/dev/null &
+    local redis=()
+    [ "$SCENARIO" = fanout ] && redis=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+    env PORT=0 RUST_LOG=warn "${redis[@]}" "$1" > "$log" 2>/dev/null &
     PID=$!
     PIDS+=("$PID")
     for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.05; done
@@ -52,11 +64,12 @@ start() {
 for run in $(seq "$RUNS"); do
     echo "bench-fanout-ab: run $run/$RUNS" >&2
     for label in base head; do
-        start "$OUT/$label/demo"; A=$PORT; PA=$PID
-        start "$OUT/$label/demo"; B=$PORT; PB=$PID
-        "$OUT/head/load" --url "http://127.0.0.1:$A" --url "http://127.0.0.1:$B" --label "$label" \
-            --scenario fanout --clients 1000 --messages 200 --rate 200 | grep -v '"runs":' >> "$OUT/runs.jsonl"
-        kill "$PA" "$PB"; wait "$PA" "$PB" 2>/dev/null || true
+        start "$OUT/$label/demo"; A=$PORT; PA=$PID; URLS=(--url "http://127.0.0.1:$A"); STARTED=("$PA")
+        if [ "$SCENARIO" = fanout ]; then
+            start "$OUT/$label/demo"; URLS+=(--url "http://127.0.0.1:$PORT"); STARTED+=("$PID")
+        fi
+        "$OUT/head/load" "${URLS[@]}" --label "$label" "${ARGS[@]}" | grep -v '"runs":' >> "$OUT/runs.jsonl"
+        kill "${STARTED[@]}"; wait "${STARTED[@]}" 2>/dev/null || true
     done
 done
 "$OUT/head/load" --summarize "$OUT/runs.jsonl"
