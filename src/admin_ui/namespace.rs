@@ -571,11 +571,12 @@ impl<A: Adapter> AdminHub<A> {
 async fn report(mut queue: mpsc::Receiver<Outgoing>, delivery: DeliveryService, nsp: String) {
     let failed = LogThrottle::new();
     while let Some(Outgoing { event, args }) = queue.recv().await {
-        // Volatile: a UI that cannot keep up misses events rather than holding the server.
+        // Not volatile: socketioxide drops a volatile message whenever the transport is busy
+        // writing, so most of a burst would be lost. A UI that stops reading is cut off by
+        // the server's write timeout, as any client.
         let send = SendRequest::broadcast(event, Arg::Null)
             .with_args(args)
-            .in_namespace(nsp.clone())
-            .volatile();
+            .in_namespace(nsp.clone());
         if let Err(e) = delivery.clone().oneshot(send).await
             && let Some(failures) = failed.hit(1)
         {
