@@ -2,8 +2,8 @@
 # Every test of the project, from a fresh clone: the Rust suites (unit, integration against a
 # real server and client, doc tests, the examples' own tests) and the JavaScript interop
 # suite (the official socket.io-client against the demo server).
-# Installs what it needs: the npm packages of the interop suites, and Node and redis-server
-# through apt-get where they are missing.
+# Installs what it needs: the npm packages of the interop suites, and Node, redis-server and
+# Chromium (for the Admin UI in a browser) through apt-get where they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ missing=()
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # The fan-out tests start their own redis-server on free ports.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The Admin UI suite opens the UI in Debian's headless Chromium (puppeteer-core drives it).
+[ -n "${CHROMIUM_BIN:-}" ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (apt-get)"
   apt-get update -qq
@@ -27,9 +29,10 @@ cargo test --all-targets --features test-util
 echo "== Rust: doc tests"
 cargo test --doc
 
-echo "== JavaScript interop: socket.io-client against the demo, the chat example and the protocol suite's reference server; Redis fleets (classic, and sharded on a Redis Cluster) with the npm Redis packages"
+echo "== JavaScript interop: socket.io-client against the demo, the chat example and the protocol suite's reference server; Redis fleets (classic, and sharded on a Redis Cluster) with the npm Redis packages; the Admin UI in headless Chromium"
 target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 (cd tests/js && DEMO_BIN="$target_dir/debug/examples/demo" EMITTER_BIN="$target_dir/debug/examples/emitter" \
   CONFORMANCE_BIN="$target_dir/debug/examples/protocol_conformance" CHAT_BIN="$target_dir/debug/examples/chat" \
   FLEET_BIN="$target_dir/debug/examples/fleet" \
-  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs sharded.test.mjs)
+  node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs sharded.test.mjs \
+    admin-ui.test.mjs)
