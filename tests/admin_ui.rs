@@ -254,7 +254,7 @@ async fn sockets_are_reported_as_they_come_authenticate_join_send_and_go() {
     let mut admin = Admin::connect(t.addr).await;
     admin.expect("all_sockets").await;
 
-    let (mut app, id) = member(&t.url()).await;
+    let (app, id) = member(&t.url()).await;
     let connected = admin
         .expect_where("socket_connected", |a| a[0]["nsp"] == "/")
         .await;

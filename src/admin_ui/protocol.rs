@@ -204,9 +204,12 @@ pub const PACKETS_IN: &str = "packetsIn";
 /// type and reason fit many times over; past it, counts of new entries are lost.
 const MAX_COUNTED: usize = 1024;
 
+/// What is counted: the second (ms since the epoch), the type, the sub-type.
+type CountKey = (u64, &'static str, Option<&'static str>);
+
 /// The counts of [`AggregatedEvent`]s since they were last taken.
 #[derive(Debug, Default)]
-pub(crate) struct EventCounts(Mutex<IndexMap<(u64, &'static str, Option<&'static str>), u64>>);
+pub(crate) struct EventCounts(Mutex<IndexMap<CountKey, u64>>);
 
 impl EventCounts {
     /// Counts one `kind` (of `sub_type`) now.
