@@ -1,7 +1,8 @@
 //! The Admin UI's server side (`admin-ui` feature) with a raw Socket.IO client on `/admin`,
 //! speaking the protocol as the UI does: the login and its refusals, what a UI is sent at its
 //! connect and as sockets come and go, the commands (and their absence when read-only),
-//! production mode, and two instances on one real redis-server seen by one UI.
+//! production mode, and three instances on one real redis-server (two with the fan-out, one
+//! on the Redis adapter) seen by one UI.
 
 mod common;
 
@@ -13,7 +14,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use socketio_stack::admin_ui::{AdminUi, Mode};
-use socketio_stack::fanout::RedisFanout;
+use socketio_stack::fanout::{RedisAdapter, RedisFanout};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
 use socketio_stack::{BoxError, Handshake, SocketServer};
 use tokio_tungstenite::tungstenite::Message;
@@ -44,6 +45,27 @@ async fn server(admin: AdminUi, fanout: Option<RedisFanout>) -> TestServer {
         .build()
         .unwrap();
     serve(server).await
+}
+
+/// The same stack on the Redis adapter (`builder_with_redis_adapter`), served here.
+async fn adapter_server(
+    admin: AdminUi,
+    fanout: RedisFanout,
+) -> (TestServer, SocketServer<RedisAdapter>) {
+    let server = SocketServer::builder_with_redis_adapter(fanout)
+        .admin_ui(admin)
+        .layer(AuthLayer::new(identify))
+        .layer(RoomsLayer::new().validate(allow_public))
+        .build()
+        .unwrap();
+    let app = axum::Router::new().layer(server.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (
+        TestServer::external(addr, format!("http://{addr}/io/")),
+        server,
+    )
 }
 
 fn basic(id: &str) -> AdminUi {
@@ -323,6 +345,20 @@ async fn commands_join_leave_and_disconnect_unless_read_only() {
     admin.expect("room_left").await;
     assert!(!rooms_of(&t, &id).contains(&"ops".to_owned()));
 
+    admin
+        .emit(
+            "emit",
+            &[
+                json!("/"),
+                json!(id),
+                json!("announce"),
+                json!({ "hi": 1 }),
+                json!(2),
+            ],
+        )
+        .await;
+    assert_eq!(app.expect_event("announce").await, json!({ "hi": 1 }));
+
     // Junk arguments are ignored, and the admin socket goes on.
     admin.emit("join", &[json!(1), json!({}), json!([])]).await;
     admin.emit("join", &[]).await;
@@ -405,7 +441,7 @@ async fn production_mode_sends_only_session_config_and_stats() {
 }
 
 #[tokio::test]
-async fn two_instances_on_one_redis_appear_as_two_servers_in_one_ui() {
+async fn instances_on_one_redis_appear_as_servers_of_one_ui_whatever_their_adapter() {
     let redis = RedisServer::start();
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let a = server(
@@ -418,7 +454,10 @@ async fn two_instances_on_one_redis_appear_as_two_servers_in_one_ui() {
         Some(RedisFanout::connect(&url).await.unwrap()),
     )
     .await;
+    let (c, _server_c) =
+        adapter_server(basic("srv-c"), RedisFanout::connect(&url).await.unwrap()).await;
     let (mut on_b, b_id) = member(&b.url()).await;
+    let (_on_c, c_id) = TestClient::authenticated(&c.url()).await;
 
     let mut admin = Admin::connect(a.addr).await;
     let sockets = admin.expect("all_sockets").await;
@@ -437,12 +476,21 @@ async fn two_instances_on_one_redis_appear_as_two_servers_in_one_ui() {
             .contains(&json!("public-a"))
     );
 
+    assert!(
+        sockets[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == c_id.as_str()),
+        "the adapter instance's socket in {sockets:?}"
+    );
+
     let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 2 {
+    while seen.len() < 3 {
         let stats = admin.expect("server_stats").await;
         seen.insert(stats[0]["serverId"].as_str().unwrap().to_owned());
     }
-    assert_eq!(seen, ["srv-a".to_owned(), "srv-b".to_owned()].into());
+    assert_eq!(seen, ["srv-a", "srv-b", "srv-c"].map(String::from).into());
 
     // A's UI moves B's socket, and sees B's events.
     admin

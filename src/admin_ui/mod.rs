@@ -53,8 +53,15 @@
 //! the UIs wait in a queue of 1,024, then are dropped, and an `event_received` shows the
 //! arguments only when they take at most 16 KiB.
 //!
-//! Not reported (socketioxide does not show them): `event_sent`, transport upgrades, and the
-//! Engine.IO traffic in bytes; the sockets' Engine.IO ids (see
+//! In development mode, each request of a socket costs a copy of its rooms before and after
+//! (for `room_joined`/`room_left`) and each event a copy of its arguments (for
+//! `event_received`); production mode costs a count per request.
+//!
+//! Differences from the JavaScript package: `session` comes right after the CONNECT answer,
+//! where Node sends it just before (so the UI, whose listeners are set once it is connected,
+//! never sees Node's), and `server_stats` is also sent at a UI's connect. Not reported
+//! (socketioxide does not show them): `event_sent`, transport upgrades, the Engine.IO
+//! traffic in bytes, and the sockets' Engine.IO ids (see
 //! [`SerializedSocket::client_id`](protocol::SerializedSocket::client_id)).
 
 mod namespace;
