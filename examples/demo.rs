@@ -22,6 +22,12 @@
 //! | MAX_CONNECTIONS | unset | connections served at once; past it, `503` (unset: no cap) |
 //! | WRITE_TIMEOUT_MS | 30000 | a write to a client may make no progress this long, then its connection is shut down |
 //! | IDLE_TIMEOUT_MS | 30000 | a connection (HTTP/1 or HTTP/2) with no request in flight this long is closed |
+//! | ADMIN_UI | 0 | `1`: serve the Socket.IO Admin UI's namespace `/admin` (`@socket.io/admin-ui`; see the README) |
+//! | ADMIN_USER | admin | with `ADMIN_UI=1`: the UI's user name |
+//! | ADMIN_PASSWORD_HASH | unset | with `ADMIN_UI=1`, required: the bcrypt hash of the UI's password (`$2a$`/`$2b$`, as bcryptjs or `htpasswd -nbBC 10 "" password` make it) |
+//! | ADMIN_READONLY | 0 | with `ADMIN_UI=1`: `1` ignores the UI's commands (join, leave, disconnect) |
+//! | ADMIN_PRODUCTION | 0 | with `ADMIN_UI=1`: `1` sends the UI only the servers' stats |
+//! | ADMIN_SERVER_ID | host name | with `ADMIN_UI=1`: this instance's id in the UI (instances on one machine need their own) |
 //!
 //! Each client may send 100 events/s (bursts of 200) and 20 `authenticate`/`join`/`leave` per
 //! second (bursts of 40); beyond that its events are dropped. Rooms starting with `public-`
@@ -46,6 +52,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use socketio_stack::admin_ui::{AdminUi, Mode};
 use socketio_stack::fanout::sharded_wire::SubscriptionMode;
 use socketio_stack::fanout::{RedisFanout, RedisOptions};
 use socketio_stack::layers::rate_limit::Bucket;
@@ -73,6 +80,7 @@ struct Config {
     auth_at_handshake: bool,
     auth_timeout: Duration,
     ping_interval: Duration,
+    admin_ui: Option<AdminUi>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -87,6 +95,42 @@ fn env_number(name: &str, default: u64) -> Result<u64, String> {
             .map_err(|_| format!("{name} must be a whole number, got {v:?}")),
         Err(_) => Ok(default),
     }
+}
+
+/// `0` or `1` (unset: `0`).
+fn env_flag(name: &str) -> Result<bool, String> {
+    match env_or(name, "0").as_str() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(format!("{name} must be 0 or 1, got {other:?}")),
+    }
+}
+
+/// The Admin UI, with `ADMIN_UI=1`: its password hash is required.
+fn admin_ui() -> Result<Option<AdminUi>, String> {
+    if !env_flag("ADMIN_UI")? {
+        return Ok(None);
+    }
+    let hash = std::env::var("ADMIN_PASSWORD_HASH")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(
+            "ADMIN_UI=1 needs ADMIN_PASSWORD_HASH, the bcrypt hash of the UI's password \
+             (e.g. htpasswd -nbBC 10 \"\" secret | cut -c2-)",
+        )?;
+    let mut admin = AdminUi::new()
+        .basic_auth(env_or("ADMIN_USER", "admin"), hash)
+        .readonly(env_flag("ADMIN_READONLY")?);
+    if env_flag("ADMIN_PRODUCTION")? {
+        admin = admin.mode(Mode::Production);
+    }
+    if let Some(id) = std::env::var("ADMIN_SERVER_ID")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        admin = admin.server_id(id);
+    }
+    Ok(Some(admin))
 }
 
 fn config() -> Result<Config, String> {
@@ -125,6 +169,7 @@ fn config() -> Result<Config, String> {
         },
         auth_timeout: Duration::from_millis(env_number("AUTH_TIMEOUT_MS", 10_000)?),
         ping_interval: Duration::from_millis(env_number("PING_INTERVAL_MS", 30_000)?),
+        admin_ui: admin_ui()?,
     })
 }
 
@@ -221,6 +266,10 @@ async fn run() -> Result<(), BoxError> {
         // Fails, and the demo does not start, when Redis is unreachable or refuses the login.
         builder = builder.fanout(RedisFanout::connect_with_options(options).await?);
         tracing::info!(sharded = ?config.redis_sharded, "delivering through Redis");
+    }
+    if let Some(admin) = config.admin_ui {
+        tracing::info!(?admin, "serving the Admin UI");
+        builder = builder.admin_ui(admin);
     }
     let server = builder
         .path(config.io_path)

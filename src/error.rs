@@ -33,6 +33,10 @@ pub enum BuildError {
     /// A namespace path is refused (it must start with `/`; a dynamic one must be a
     /// socketioxide path pattern); the second field says why.
     InvalidNamespace(String, String),
+    /// The Admin UI's configuration is refused ([`AdminUi`](crate::admin_ui::AdminUi)); the
+    /// field says why.
+    #[cfg(feature = "admin-ui")]
+    InvalidAdminUi(String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -57,6 +61,8 @@ impl std::fmt::Display for BuildError {
                 write!(f, "invalid {what} {value}: it must be a positive number")
             }
             Self::InvalidNamespace(ns, reason) => write!(f, "invalid namespace {ns:?}: {reason}"),
+            #[cfg(feature = "admin-ui")]
+            Self::InvalidAdminUi(reason) => write!(f, "invalid Admin UI configuration: {reason}"),
             Self::FanoutTwice => f.write_str(
                 "a server has one fan-out: builder_with_redis_adapter already sets it, or fanout() was called twice",
             ),

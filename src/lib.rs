@@ -80,6 +80,8 @@
 //! }
 //! ```
 
+#[cfg(feature = "admin-ui")]
+pub mod admin_ui;
 pub mod args;
 pub mod authentication;
 pub mod client;

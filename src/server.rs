@@ -101,6 +101,8 @@ pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAda
     connect_limit: ConnectLimit,
     write_timeout: Option<Duration>,
     namespaces: Vec<Namespace>,
+    #[cfg(feature = "admin-ui")]
+    admin_ui: Option<crate::admin_ui::AdminUi>,
 }
 
 /// A namespace served beside `/`, through the same layers and handlers.
@@ -145,6 +147,8 @@ impl<A: Adapter> SocketServerBuilder<Identity, Identity, A> {
             connect_limit: ConnectLimit::default(),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             namespaces: Vec::new(),
+            #[cfg(feature = "admin-ui")]
+            admin_ui: None,
         }
     }
 }
@@ -174,6 +178,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             connect_limit: self.connect_limit,
             write_timeout: self.write_timeout,
             namespaces: self.namespaces,
+            #[cfg(feature = "admin-ui")]
+            admin_ui: self.admin_ui,
         }
     }
 
@@ -229,6 +235,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             connect_limit: self.connect_limit,
             write_timeout: self.write_timeout,
             namespaces: self.namespaces,
+            #[cfg(feature = "admin-ui")]
+            admin_ui: self.admin_ui,
         }
     }
 
@@ -342,6 +350,16 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
+    /// Serves the [Socket.IO Admin UI](crate::admin_ui) on its own namespace (`/admin` by
+    /// default), outside the layers added with [`layer`](Self::layer): it has its own login.
+    /// Every socket of the other namespaces is observed from the top of the stack. A second
+    /// call replaces the first.
+    #[cfg(feature = "admin-ui")]
+    pub fn admin_ui(mut self, config: crate::admin_ui::AdminUi) -> Self {
+        self.admin_ui = Some(config);
+        self
+    }
+
     /// Checks the configuration and assembles the server.
     pub fn build(self) -> Result<SocketServer<A>, BuildError>
     where
@@ -395,6 +413,27 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             }
             None => BoxCloneSyncService::new(LocalDelivery::new(io.clone())),
         };
+        #[cfg(feature = "admin-ui")]
+        let admin =
+            match self.admin_ui {
+                Some(config) => {
+                    if self.namespaces.iter().any(
+                        |n| matches!(n, Namespace::Static(p) if *p == config_namespace(&config)),
+                    ) {
+                        return Err(BuildError::InvalidAdminUi(format!(
+                            "namespace {:?} is served by the application too",
+                            config_namespace(&config)
+                        )));
+                    }
+                    Some(crate::admin_ui::AdminHub::install(
+                        config,
+                        &io,
+                        self.fanout.as_ref(),
+                        delivery.clone(),
+                    )?)
+                }
+                None => None,
+            };
         let outbound = Outbound::new(self.outbound.layer(delivery));
         let registry = ClientRegistry::new();
         let core = self
@@ -404,6 +443,14 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .build()?;
         let inbound: InboundService<A> =
             BoxCloneSyncService::new(self.inbound.layer(core).map_err(Into::into));
+        // Outermost: it sees every request before any policy does.
+        #[cfg(feature = "admin-ui")]
+        let inbound: InboundService<A> = match &admin {
+            Some((hub, _)) => BoxCloneSyncService::new(
+                crate::admin_ui::AdminObserverLayer::new(hub.clone()).layer(inbound),
+            ),
+            None => inbound,
+        };
         let bridge = Bridge::new(inbound)
             .queue_capacity(self.queue_capacity)
             .queue_bytes(self.queue_bytes, self.total_queue_bytes)
@@ -453,8 +500,15 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             outbound,
             fanout: self.fanout,
             path: self.path,
+            #[cfg(feature = "admin-ui")]
+            admin_tasks: admin.map(|(_, tasks)| std::sync::Arc::new(tasks)),
         })
     }
+}
+
+#[cfg(feature = "admin-ui")]
+fn config_namespace(config: &crate::admin_ui::AdminUi) -> String {
+    config.namespace_path().to_owned()
 }
 
 fn check_namespace(path: &str) -> Result<(), BuildError> {
@@ -481,6 +535,9 @@ pub struct SocketServer<A: Adapter = LocalAdapter> {
     outbound: Outbound,
     fanout: Option<RedisFanout>,
     path: String,
+    /// The Admin UI's tasks, ended with the last handle.
+    #[cfg(feature = "admin-ui")]
+    admin_tasks: Option<std::sync::Arc<crate::admin_ui::AdminTasks>>,
 }
 
 impl<A: Adapter> std::fmt::Debug for SocketServer<A> {
@@ -501,6 +558,8 @@ impl<A: Adapter> Clone for SocketServer<A> {
             outbound: self.outbound.clone(),
             fanout: self.fanout.clone(),
             path: self.path.clone(),
+            #[cfg(feature = "admin-ui")]
+            admin_tasks: self.admin_tasks.clone(),
         }
     }
 }
@@ -600,6 +659,11 @@ impl<A: Adapter> SocketServer<A> {
     /// the client map emptied, the Socket.IO server closed, then the Redis connections;
     /// resolves when all are.
     pub async fn shutdown(&self) {
+        // No more stats for UIs that are about to go.
+        #[cfg(feature = "admin-ui")]
+        if let Some(tasks) = &self.admin_tasks {
+            tasks.stop();
+        }
         for client in self.registry.drain() {
             client.session.clear_timers();
             client.session.disconnect(&client.socket);

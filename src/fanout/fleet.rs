@@ -175,6 +175,12 @@ impl Fleet<'_> {
             .local_server()
             .map(|local| local.fetch(&self.nsp, self.rooms.clone(), self.except.clone()))
             .unwrap_or_default();
+        sockets.extend(self.fetch_remote_sockets().await?);
+        Ok(sockets)
+    }
+
+    /// [`fetch_sockets`](Self::fetch_sockets) of the other servers only.
+    pub(crate) async fn fetch_remote_sockets(&self) -> Result<Vec<FleetSocket>, FleetError> {
         let (rooms, except) = (self.rooms.clone(), self.except.clone());
         let remote = self
             .ask(
@@ -193,8 +199,7 @@ impl Fleet<'_> {
                 |_| Vec::new(),
             )
             .await?;
-        sockets.extend(remote.into_iter().flatten());
-        Ok(sockets)
+        Ok(remote.into_iter().flatten().collect())
     }
 
     /// The ids of the sockets of every server in the rooms (`except` does not apply, as in

@@ -167,7 +167,7 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
 }
 
 /// A handshake as socket.io's `socket.handshake` object.
-fn handshake_json(h: &crate::handshake::Handshake) -> Value {
+pub(crate) fn handshake_json(h: &crate::handshake::Handshake) -> Value {
     let headers: serde_json::Map<String, Value> = h
         .headers
         .iter()

@@ -24,7 +24,7 @@ pub mod emitter;
 pub mod fleet;
 pub mod fleet_acks;
 pub mod fleet_wire;
-mod local_server;
+pub(crate) mod local_server;
 pub mod options;
 mod pending_requests;
 pub mod redis_fanout;
