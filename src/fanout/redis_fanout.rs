@@ -795,17 +795,25 @@ impl Inner {
         self.namespaces.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs an answer to another server's request in a task of its own, within
-    /// [`MAX_REQUESTS_IN_FLIGHT`]; `false` when there are that many already.
-    fn spawn_bounded(&self, answering: impl Future<Output = ()> + Send + 'static) -> bool {
+    /// Runs the answer to another server's request `what` (that came on `channel`, `bytes`
+    /// long) in a task of its own, within [`MAX_REQUESTS_IN_FLIGHT`]; when there are that
+    /// many already, it is refused (logged, throttled). Counted either way.
+    fn answer_bounded(
+        &self,
+        answering: impl Future<Output = ()> + Send + 'static,
+        (channel, bytes, what): (&str, usize, &str),
+    ) {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return false;
+            let e = too_many();
+            return self
+                .refusals
+                .report_as(FanoutResult::Refused, channel, bytes, what, &e);
         };
+        telemetry::fanout_received(FanoutResult::Delivered);
         tokio::spawn(async move {
             answering.await;
             drop(permit);
         });
-        true
     }
 
     /// Handles one message from Redis: a broadcast is delivered to the local sockets, a
@@ -880,12 +888,6 @@ impl Inner {
         let report = |what: &str, e: &WireError| {
             self.refusals.report(channel, payload.len(), what, e);
         };
-        let refuse = |what: &str| {
-            let bytes = payload.len();
-            let e = too_many();
-            self.refusals
-                .report_as(FanoutResult::Refused, channel, bytes, what, &e);
-        };
         let own = || telemetry::fanout_received(FanoutResult::Own);
         let taken = || telemetry::fanout_received(FanoutResult::Delivered);
         match fleet_wire::decode_fleet_request(payload) {
@@ -896,20 +898,13 @@ impl Inner {
                 // `undefined` fires at once): socketioxide's default ack timeout then.
                 b.timeout = b.timeout.map(|t| t.min(MAX_ACK_TIMEOUT));
                 // Answered in its own task: acknowledgements take up to the asker's timeout.
-                if self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
-                    taken();
-                } else {
-                    refuse("an acknowledged broadcast");
-                }
-                return;
+                let what = (channel, payload.len(), "an acknowledged broadcast");
+                return self.answer_bounded(self.clone().answer_ack_broadcast(b), what);
             }
             Ok(Some(FleetRequest::ServerSideEmit(e))) if e.uid != self.uid => {
-                if self.spawn_bounded(self.clone().on_server_side_emit(nsp.to_owned(), e)) {
-                    taken();
-                } else {
-                    refuse("a server-side emit");
-                }
-                return;
+                let what = (channel, payload.len(), "a server-side emit");
+                return self
+                    .answer_bounded(self.clone().on_server_side_emit(nsp.to_owned(), e), what);
             }
             Ok(Some(_)) => return own(),
             Ok(None) => {}
@@ -1155,9 +1150,11 @@ mod tests {
             lines >= 10 && lines <= 11 + seconds,
             "{lines} lines:\n{log}"
         );
-        assert!(log.lines().next().unwrap().ends_with("refused=1"), "{log}");
+        let first = log.lines().next().unwrap();
+        assert!(first.contains("ignored a message "), "{log}");
+        // The error as a field, the count beside it.
         assert!(
-            log.contains("ignored a message: holds at least 2000001 values"),
+            first.contains("refused=1 error=holds at least 2000001 values"),
             "{log}"
         );
     }

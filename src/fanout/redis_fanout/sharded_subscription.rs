@@ -345,17 +345,8 @@ impl Inner {
             }
             Incoming::AckBroadcast(mut b) => {
                 b.timeout = b.timeout.map(|t| t.min(super::MAX_ACK_TIMEOUT));
-                if self.spawn_bounded(self.clone().answer_ack_broadcast(b)) {
-                    telemetry::fanout_received(FanoutResult::Delivered);
-                } else {
-                    self.refusals.report_as(
-                        FanoutResult::Refused,
-                        channel,
-                        payload.len(),
-                        "an acknowledged broadcast",
-                        &super::too_many(),
-                    );
-                }
+                let what = (channel, payload.len(), "an acknowledged broadcast");
+                self.answer_bounded(self.clone().answer_ack_broadcast(b), what);
             }
             Incoming::Request(r) => {
                 telemetry::fanout_received(FanoutResult::Delivered);
@@ -387,17 +378,8 @@ impl Inner {
                 }
             }
             Incoming::ServerSideEmit(e) => {
-                if self.spawn_bounded(self.clone().on_server_side_emit(nsp, e)) {
-                    telemetry::fanout_received(FanoutResult::Delivered);
-                } else {
-                    self.refusals.report_as(
-                        FanoutResult::Refused,
-                        channel,
-                        payload.len(),
-                        "a server-side emit",
-                        &super::too_many(),
-                    );
-                }
+                let what = (channel, payload.len(), "a server-side emit");
+                self.answer_bounded(self.clone().on_server_side_emit(nsp, e), what);
             }
             Incoming::Answer(response) => {
                 telemetry::fanout_received(FanoutResult::Delivered);
