@@ -11,6 +11,7 @@
 //! | HOST | 127.0.0.1 | listen address |
 //! | IO_PATH | /io | Socket.IO path |
 //! | REDIS_URL | unset | `redis://[user:password@]host:port` or `rediss://…` (TLS): deliver through Redis (every instance on it); unset: local delivery |
+//! | CORS_ORIGINS | unset | comma-separated origins (`https://app.example.com,http://localhost:8080`) whose pages may use the server: CORS on every route, Socket.IO's long-polling included, and a `403` for a request from any other origin, a WebSocket upgrade included (CORS does not cover those); unset: no CORS, no origin check |
 //! | REDIS_SHARDED | 0 | `1`: speak `createShardedAdapter`'s wire on Redis 7's sharded pub/sub (a Redis Cluster node's URL, or one redis-server 7) |
 //! | REDIS_SUBSCRIPTION_MODE | dynamic | with `REDIS_SHARDED=1`: `static`, `dynamic` or `dynamic-private`, as the fleet's Node servers |
 //! | REDIS_CA_FILE | unset | a PEM file of the authorities that signed a `rediss://` server's certificate (unset: the system's) |
@@ -47,8 +48,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
+use axum::http::{HeaderValue, Method, Request};
 use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -63,10 +66,14 @@ use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_unti
 use socketio_stack::{BoxError, Handshake, SendError, SendRequest, Session, SocketServer};
 use tower::Layer;
 use tower::util::Either;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::trace::TraceLayer;
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 struct Config {
     redis_url: Option<String>,
+    cors_origins: Option<Vec<HeaderValue>>,
     redis_ca_file: Option<String>,
     redis_sharded: Option<SubscriptionMode>,
     header_timeout: Duration,
@@ -106,6 +113,60 @@ fn env_flag(name: &str) -> Result<bool, String> {
     }
 }
 
+/// CORS_ORIGINS, each an origin as a browser sends it (`scheme://host[:port]`, no path).
+fn cors_origins() -> Result<Option<Vec<HeaderValue>>, String> {
+    let Ok(list) = std::env::var("CORS_ORIGINS") else {
+        return Ok(None);
+    };
+    let origins: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return Err("CORS_ORIGINS is set but names no origin".into());
+    }
+    origins
+        .into_iter()
+        .map(|origin| {
+            let url = origin
+                .strip_prefix("https://")
+                .or(origin.strip_prefix("http://"));
+            match url {
+                Some(host) if !host.is_empty() && !host.contains('/') => {
+                    HeaderValue::from_str(origin)
+                        .map_err(|_| format!("CORS_ORIGINS: {origin:?} is not a valid origin"))
+                }
+                _ => Err(format!(
+                    "CORS_ORIGINS: {origin:?} is not an origin (scheme://host[:port], no path)"
+                )),
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// Refuses (`403`) a request whose `Origin` is not one of CORS_ORIGINS: a page of another
+/// origin gets no CORS headers, but a WebSocket upgrade is not subject to CORS, so the browser
+/// would let it through. Requests without `Origin` (not from a browser page) pass.
+#[derive(Clone)]
+struct OriginCheck(Arc<[HeaderValue]>);
+
+impl<B> ValidateRequest<B> for OriginCheck {
+    type ResponseBody = axum::body::Body;
+
+    fn validate(&mut self, req: &mut Request<B>) -> Result<(), Response> {
+        match req.headers().get(ORIGIN) {
+            Some(origin) if !self.0.contains(origin) => {
+                let path = req.uri().path();
+                tracing::info!(?origin, path, "request from an origin not allowed");
+                Err((StatusCode::FORBIDDEN, "origin not allowed").into_response())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The Admin UI, with `ADMIN_UI=1`: its password hash is required.
 fn admin_ui() -> Result<Option<AdminUi>, String> {
     if !env_flag("ADMIN_UI")? {
@@ -137,6 +198,7 @@ fn config() -> Result<Config, String> {
     let port = env_number("PORT", 3000)?;
     Ok(Config {
         redis_url: std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty()),
+        cors_origins: cors_origins()?,
         redis_ca_file: std::env::var("REDIS_CA_FILE")
             .ok()
             .filter(|v| !v.is_empty()),
@@ -308,6 +370,22 @@ async fn run() -> Result<(), BoxError> {
     // Socket.IO in front of the router rather than inside it (`Router::layer`): axum keeps a
     // copy of each request's URI, which would pin every client's HTTP read buffer.
     let app = server.layer().layer(routes);
+    // Outermost, so that they cover the Socket.IO path too: the origin check, then CORS (its
+    // preflights answered here), over one body type.
+    let cors = config.cors_origins.map(|allowed| {
+        let headers = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed.clone()))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([CONTENT_TYPE, AUTHORIZATION]);
+        let check = ValidateRequestHeaderLayer::custom(OriginCheck(allowed.into()));
+        (check, headers)
+    });
+    let (check, headers) = cors.unzip();
+    let app = tower::ServiceBuilder::new()
+        .option_layer(check)
+        .option_layer(headers)
+        .layer(MapResponseBodyLayer::new(axum::body::Body::new))
+        .service(app);
 
     // Connection bounds: headers within HEADER_TIMEOUT_MS, at most MAX_CONNECTIONS at once
     // (the others get a 503), writes stalled at most WRITE_TIMEOUT_MS, idle connections

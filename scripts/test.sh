@@ -38,4 +38,4 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";pro
   CONFORMANCE_BIN="$target_dir/debug/examples/protocol_conformance" CHAT_BIN="$target_dir/debug/examples/chat" \
   FLEET_BIN="$target_dir/debug/examples/fleet" \
   node --test interop.test.mjs fanout.test.mjs conformance.test.mjs chat.test.mjs fleet.test.mjs sharded.test.mjs \
-    metrics.test.mjs admin-ui.test.mjs)
+    metrics.test.mjs admin-ui.test.mjs cors.test.mjs)

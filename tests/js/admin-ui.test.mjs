@@ -13,9 +13,8 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { io } from 'socket.io-client';
-import puppeteer from 'puppeteer-core';
 import { startRedis, startServer } from './processes.mjs';
-import { next, withCleanups } from './helpers.mjs';
+import { launchChromium, next, withCleanups } from './helpers.mjs';
 
 const TOKEN = 'demo-token';
 // `s3cret`, hashed by bcryptjs (`bcrypt.hashSync("s3cret", 4)`), as a user of the JavaScript
@@ -86,13 +85,7 @@ test('the Admin UI in headless Chromium shows both demos of one Redis and their 
     const ids = [await member(a, cleanups), await member(b, cleanups)];
     const ui = await serveUi(cleanups);
 
-    const browser = await puppeteer.launch({
-      executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-      headless: true,
-      // Root in a container: Chromium's sandbox needs namespaces it does not get.
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-    });
-    cleanups.push(() => browser.close());
+    const browser = await launchChromium(cleanups);
     const page = await browser.newPage();
     // Wide enough for the navigation drawer and desktop tables (below 1264 px they change).
     await page.setViewport({ width: 1400, height: 900 });

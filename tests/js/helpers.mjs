@@ -1,5 +1,6 @@
 // What the interop suites share besides child processes (processes.mjs).
 import { io } from 'socket.io-client';
+import puppeteer from 'puppeteer-core';
 
 /** Resolves with the first argument of the next `event` on `socket`; rejects after `ms`. */
 export function next(socket, event, ms = 5_000) {
@@ -83,4 +84,16 @@ export async function fourClients(rust, node, cleanups) {
     bob: await client(node, cleanups, { name: 'bob', room: 'lobby' }),
     dora: await client(node, cleanups, { name: 'dora', room: 'node-only' }),
   };
+}
+
+/** Debian's headless Chromium (CHROMIUM_BIN for another build), closed at cleanup. */
+export async function launchChromium(cleanups) {
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+    headless: true,
+    // Root in a container: Chromium's sandbox needs namespaces it does not get.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+  cleanups.push(() => browser.close());
+  return browser;
 }
