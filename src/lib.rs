@@ -80,6 +80,10 @@
 //! }
 //! ```
 
+// No unsafe code of our own: the system calls go through rlimit and socket2.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 #[cfg(feature = "admin-ui")]
 pub mod admin_ui;
 pub mod args;

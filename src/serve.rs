@@ -142,24 +142,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// (each connection is a file descriptor; the soft limit is often 1,024). Returns the limit in
 /// force afterwards.
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct given, which lives on
-    // this stack frame.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
+    rlimit::increase_nofile_limit(u64::MAX)
 }
 
 /// The connections being served, to drain at shutdown.
@@ -511,14 +494,9 @@ impl WriteDeadline {
                     peer = ?self.stream.peer_addr().ok(),
                     "connection closed: a write made no progress for {timeout:?}"
                 );
-                // SAFETY: shutdown(2) on a descriptor this stream owns; it only changes the
-                // socket's state, and the stream still closes it once.
-                unsafe {
-                    libc::shutdown(
-                        std::os::fd::AsRawFd::as_raw_fd(&self.stream),
-                        libc::SHUT_RDWR,
-                    );
-                }
+                // Both ways, so that the peer and hyper learn at once; the stream still
+                // closes the descriptor once, when dropped.
+                let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Both);
                 Poll::Ready(Err(Self::stalled()))
             }
         }

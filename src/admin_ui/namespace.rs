@@ -603,14 +603,13 @@ fn now() -> Arg {
     Arg::from(crate::clock::iso_string(SystemTime::now()))
 }
 
-/// The machine's host name (`os.hostname()`); empty if the system will not say.
+/// The machine's host name (`os.hostname()`): the kernel's on Linux, else `HOSTNAME` or
+/// `COMPUTERNAME` from the environment; empty if neither says.
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
 }

@@ -46,12 +46,14 @@ pin_project! {
     /// request is passed down untouched (no allocation on that path), an immediate result when
     /// the layer answered it itself, or a boxed future for the layer's asynchronous work.
     #[project = ResponseFutureProj]
+    // pin-project-lite takes no doc comments on fields: each variant says what its field is.
+    #[allow(missing_docs)]
     pub enum ResponseFuture<F, E> {
-        /// The request was passed down.
+        /// The request was passed down (`fut`: the inner service's future).
         Inner { #[pin] fut: F },
-        /// The layer answered at once.
+        /// The layer answered at once (`result`: its answer, until polled).
         Done { result: Option<Result<(), E>> },
-        /// The layer does asynchronous work of its own.
+        /// The layer does asynchronous work of its own (`fut`: that work).
         Boxed { fut: BoxFuture<Result<(), E>> },
     }
 }
