@@ -83,6 +83,8 @@
 // No unsafe code of our own: the system calls go through rlimit and socket2.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// docs.rs (nightly, `--cfg docsrs`): each item says which cargo features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "admin-ui")]
 pub mod admin_ui;
