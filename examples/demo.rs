@@ -38,7 +38,10 @@
 //! topic or data), 400 for a reserved topic such as `disconnect`; `GET /health` → `ok`,
 //! `GET /stats` → `{clients, rss, cpu_us}`, `GET /metrics` → every layer's metrics in Prometheus'
 //! text format (`socketio_stack::telemetry`).
-//! Prints `listening on <port>` on stdout when ready; logs go to stderr.
+//! Prints `listening on <port>` on stdout when ready; logs go to stderr. It raises its
+//! open-file limit to the hard limit at start, and on SIGINT or SIGTERM shuts down gracefully
+//! (its clients told, then Redis, then 5 s for the HTTP connections to finish). This header is
+//! the demo's contract: the black-box suites (tests/js, tests/examples.rs) rely on it.
 
 mod support;
 
@@ -312,7 +315,7 @@ async fn run() -> Result<(), BoxError> {
     let config = config()?;
     let metrics = install_metrics()?;
     if let Err(e) = raise_open_file_limit() {
-        tracing::warn!("could not raise the open-file limit: {e}");
+        tracing::warn!(error = %e, "could not raise the open-file limit");
     }
     let token: Arc<str> = config.token.into();
     let mut builder = SocketServer::builder();
