@@ -6,6 +6,19 @@
 //! helper of a TypeScript framework (the "seeds"): the same events, defaults, messages and
 //! order of steps, so JavaScript clients written for it work unchanged.
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `metrics` | on | every layer's metrics through the `metrics` facade ([`telemetry`]); off, the reports compile to nothing |
+//! | `admin-ui` | on | the server side of the Socket.IO Admin UI (`admin_ui`; bcrypt) |
+//! | `client` | on | the client helper (`client`, on tokio-tungstenite) |
+//! | `serve` | on | serving with hyper (`serve`: header deadline, connection cap, write timeout, backlog, open-file limit; hyper-util's server, rlimit, socket2) |
+//! | `test-util` | off | drive layers without a network (`testing`) |
+//!
+//! `default-features = false` keeps the core, the layers, the outbound stack and the Redis
+//! fan-out; mount the stack in your own server then (`axum::serve`, hyper-util, tonic).
+//!
 //! ## The shape
 //!
 //! Every thing that happens to a socket (connect, an event, the synthetic "authenticated",
@@ -90,6 +103,7 @@
 pub mod admin_ui;
 pub mod args;
 pub mod authentication;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
 pub mod connect_limit;
@@ -104,6 +118,7 @@ pub mod io_service;
 pub mod layers;
 pub mod outbound;
 mod plumbing;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod server;
 pub mod session;
