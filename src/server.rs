@@ -48,10 +48,13 @@ use crate::core::handler::EventHandler;
 use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::error::{BoxError, BuildError};
 use crate::event::SocketRequest;
+#[cfg(feature = "fanout")]
 use crate::fanout::{RedisAdapter, RedisFanout};
 use crate::io_service::{IoLayer, IoService};
 use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
 use crate::transport::Transports;
+#[cfg(not(feature = "fanout"))]
+use no_fanout::RedisFanout;
 use socketioxide_core::adapter::Spawnable;
 
 /// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
@@ -119,6 +122,7 @@ impl SocketServer<LocalAdapter> {
     }
 }
 
+#[cfg(feature = "fanout")]
 impl SocketServer<RedisAdapter> {
     /// A builder whose Socket.IO server uses the [`RedisAdapter`]: `send` and socketioxide's
     /// own broadcasts (`io.to(room).emit` in handlers, whose `SocketRef` is then
@@ -208,6 +212,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
     ///
     /// One fan-out per server: a second call (or one after
     /// [`SocketServer::builder_with_redis_adapter`], which sets it) makes `build` fail.
+    #[cfg(feature = "fanout")]
     pub fn fanout(mut self, fanout: RedisFanout) -> Self {
         if self.fanout.is_some() {
             self.errors.push(BuildError::FanoutTwice);
@@ -461,6 +466,8 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         // so that nothing sent to them passes them by, and refused when Redis refuses it.
         let fanned_out = |bridge: &Bridge<InboundService<A>, A>| match &self.fanout {
             Some(fanout) => {
+                // (Without the `fanout` feature, this arm is never reached.)
+                #[cfg_attr(not(feature = "fanout"), allow(unused_variables))]
                 let fanout = fanout.downgrade();
                 bridge
                     .clone()
@@ -781,6 +788,50 @@ mod tests {
                 err.to_string(),
                 format!("invalid Socket.IO path {path:?}: {reason}")
             );
+        }
+    }
+}
+
+/// Without the `fanout` feature, a server has no fan-out: this stand-in has no value, so every
+/// branch that would use one is unreachable, and the builder's code stays one for both.
+#[cfg(not(feature = "fanout"))]
+mod no_fanout {
+    use socketioxide::SocketIo;
+    use socketioxide::adapter::Adapter;
+
+    use crate::outbound::LocalDelivery;
+
+    /// No fan-out.
+    #[derive(Clone)]
+    pub(crate) enum RedisFanout {}
+
+    impl RedisFanout {
+        pub(crate) fn attach<A: Adapter>(&self, _io: SocketIo<A>) {
+            match *self {}
+        }
+
+        pub(crate) fn delivery(&self) -> LocalDelivery {
+            match *self {}
+        }
+
+        pub(crate) fn downgrade(&self) -> Self {
+            match *self {}
+        }
+
+        pub(crate) fn upgrade(&self) -> Option<Self> {
+            match *self {}
+        }
+
+        pub(crate) fn want_namespace(&self, _nsp: &str) -> Result<bool, String> {
+            match *self {}
+        }
+
+        pub(crate) async fn serve_namespace(&self, _nsp: &str) -> Result<(), String> {
+            match *self {}
+        }
+
+        pub(crate) async fn shutdown(&self) {
+            match *self {}
         }
     }
 }
