@@ -25,7 +25,22 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use socketioxide::socket::Sid;
 
-/// How many namespace CONNECTs an Engine.IO session may send; see the [module docs](self).
+/// How many namespace CONNECTs an Engine.IO session may send.
+///
+/// socketioxide answers every CONNECT itself, before any layer sees it: to a namespace that
+/// does not exist with a CONNECT_ERROR, and, when the client's write buffer is full, with an
+/// ERROR log line. A client that stopped reading and sends CONNECTs in a loop made the server
+/// write over 100,000 log lines a second, and each CONNECT to `/` makes a socket that goes
+/// through the whole stack. An official client sends one CONNECT per namespace it uses (again
+/// after a reconnection), so a session gets a burst of [`ConnectLimit::burst`] CONNECTs and
+/// then one per [`ConnectLimit::refill`]; past that its transport is ended (a WebSocket is cut
+/// before the excess packet is read, a long-polling session is refused) and one line is
+/// logged.
+///
+/// The packets are found before socketioxide parses anything: in the WebSocket frames as they
+/// are read (only each text frame's first two payload bytes are unmasked) and in the
+/// long-polling POST bodies as they stream. A Socket.IO CONNECT is an Engine.IO message
+/// (`4`) whose Socket.IO packet type is CONNECT (`0`): it starts with `40`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConnectLimit {
     /// CONNECTs allowed at once (default 16).

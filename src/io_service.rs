@@ -87,6 +87,33 @@ impl<S: Clone, A: Adapter> Layer<S> for IoLayer<A> {
 }
 
 /// The service of [`IoLayer`]: Socket.IO at the path, the wrapped service elsewhere.
+///
+/// copied out of the connection's read buffer.
+///
+/// hyper parses a request's URI and header values as slices of the connection's read
+/// buffer (8 to 16 KiB), and socketioxide keeps the handshake request's head for the whole
+/// life of the socket. Left as is, every idle client would pin its connection's read
+/// buffer: about 16 KiB per client, half of what an authenticated idle client costs. The
+/// copy (a few hundred bytes, once per Socket.IO HTTP request) frees it; requests outside
+/// the Socket.IO path are passed on untouched.
+///
+/// One copy is out of reach here: axum's `Router` stores the request's original URI in its
+/// extensions before a route's layers run, so `Router::layer(server.layer())` still pins the
+/// buffer. Mounted in front of the router instead, `server.layer().layer(router)` (as the
+/// demo does), Socket.IO requests never enter axum.
+///
+/// Every request reaches the wrapped service with its body in a
+/// `MeteredBody` (the same data and errors): a long-polling
+/// POST's packets are counted for the session's CONNECT bound as they stream, other bodies pass
+/// untouched.
+///
+/// A WebSocket upgrade is carried out here rather than by engineioxide, so that the
+/// connection engineioxide gets can be cut off by the server (see
+/// [`Session::disconnect`](crate::Session::disconnect)).
+/// engineioxide still checks the request and writes the `101 Switching Protocols` answer.
+///
+/// [`SocketServer::layer`](crate::SocketServer::layer) and
+/// [`SocketServer::service`](crate::SocketServer::service) return these types.
 pub struct IoService<S: Clone, A: Adapter = LocalAdapter> {
     inner: SocketIoService<S, A>,
     path: Arc<str>,

@@ -108,7 +108,7 @@ pub mod authentication;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
-pub mod connect_limit;
+mod connect_limit;
 pub mod core;
 pub mod error;
 pub mod event;
@@ -117,7 +117,7 @@ pub mod fanout;
 mod first_ping;
 pub mod handshake;
 pub mod identity;
-pub mod io_service;
+mod io_service;
 pub mod layers;
 pub mod outbound;
 mod plumbing;
@@ -132,10 +132,12 @@ mod write_stall;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use connect_limit::ConnectLimit;
 pub use error::{BoxError, BuildError};
 pub use event::{ClientEvent, RequestKind, SocketRequest};
 pub use handshake::{Handshake, PeerAddr};
 pub use identity::Identity;
+pub use io_service::{IoLayer, IoService};
 pub use outbound::{Delivery, Outbound, SendError, SendRequest};
 pub use server::{SocketServer, SocketServerBuilder};
 pub use session::{ClientState, Session};

@@ -303,7 +303,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
 
     /// How many namespace CONNECT packets one Engine.IO session may send (default: a burst of
     /// 16, then one every 2 s); past it the session's transport is ended. See
-    /// [`connect_limit`](crate::connect_limit).
+    /// [`ConnectLimit`].
     pub fn connect_limit(mut self, limit: ConnectLimit) -> Self {
         self.connect_limit = limit;
         self
@@ -588,7 +588,7 @@ impl<A: Adapter> SocketServer<A> {
     /// in front of the whole router, `server.layer().layer(router)`. The second is lighter on
     /// memory with many idle clients: inside a router, axum keeps a copy of each request's
     /// URI, which holds the connection's read buffer (about 16 KiB) for the socket's life;
-    /// see [`io_service`](crate::io_service).
+    /// see [`IoService`].
     pub fn layer(&self) -> IoLayer<A> {
         self.layer.clone()
     }

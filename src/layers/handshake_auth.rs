@@ -19,7 +19,7 @@
 //! The Engine.IO session stays open after a refusal, as in socket.io, until socketioxide's
 //! connect timeout (45 s after it opened, unless a CONNECT succeeds): the client may CONNECT
 //! again meanwhile (socket.io-client does not on its own; the application can, with another
-//! token), and a session's CONNECTs are bounded ([`connect_limit`](crate::connect_limit)),
+//! token), and a session's CONNECTs are bounded ([`ConnectLimit`](crate::ConnectLimit)),
 //! refused ones included. A client that leaves while its function runs costs that call, up to
 //! the timeout; the socket then goes no further.
 //!
