@@ -10,23 +10,13 @@ use common::*;
 use serde_json::{Value, json};
 use socketio_stack::args::Args;
 use socketio_stack::core::extract::Data;
-use socketio_stack::fanout::{Emitter, FanoutError, RedisAdapter, RedisFanout};
+use socketio_stack::fanout::{Emitter, FanoutError, RedisAdapter, RedisFanout, RedisOptions};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
 use socketio_stack::{Delivery, SendRequest, SocketServer};
 use socketioxide::extract::SocketRef;
 
 async fn instance(redis: &RedisServer) -> TestServer {
-    let fanout = RedisFanout::connect(&redis.url())
-        .await
-        .expect("fan-out connects");
-    let server = SocketServer::builder()
-        .fanout(fanout)
-        .layer(AuthLayer::new(authenticate))
-        .layer(RoomsLayer::new().validate(allow_public))
-        .on("sync", sync_handler)
-        .build()
-        .unwrap();
-    serve(server).await
+    fanout_instance(RedisOptions::new(redis.url())).await
 }
 
 /// The next event named `name` (others skipped).
@@ -539,27 +529,7 @@ async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
     c.sync().await;
     redis.restart();
     // Once the publisher and the subscription are back, a send goes through and arrives.
-    let deadline = Instant::now() + WAIT;
-    let mut n = 0;
-    loop {
-        n += 1;
-        let sent = a
-            .server
-            .send(SendRequest::broadcast("back", json!(n)))
-            .await;
-        if sent.is_ok() {
-            let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;
-            if let Ok(Received::Event(name, _)) = got {
-                assert_eq!(name, "back");
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery did not resume after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_delivered(&a, &mut c, "back").await;
 }
 
 #[tokio::test]

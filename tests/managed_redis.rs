@@ -18,17 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 async fn instance(options: RedisOptions) -> TestServer {
-    let fanout = RedisFanout::connect_with_options(options)
-        .await
-        .expect("fan-out connects");
-    let server = SocketServer::builder()
-        .fanout(fanout)
-        .layer(AuthLayer::new(authenticate))
-        .layer(RoomsLayer::new().validate(allow_public))
-        .on("sync", sync_handler)
-        .build()
-        .unwrap();
-    serve(server).await
+    fanout_instance(options).await
 }
 
 /// A send from `from` reaches a client of `to`, and the emitter's too.

@@ -12,8 +12,7 @@ use common::*;
 use serde_json::json;
 use socketio_stack::fanout::sharded_wire::SubscriptionMode;
 use socketio_stack::fanout::{RedisFanout, RedisOptions};
-use socketio_stack::layers::{AuthLayer, RoomsLayer};
-use socketio_stack::{Delivery, SendRequest, SocketServer};
+use socketio_stack::{Delivery, SendRequest};
 
 async fn instance(url: &str, mode: SubscriptionMode) -> TestServer {
     let options = RedisOptions::new(url)
@@ -23,37 +22,7 @@ async fn instance(url: &str, mode: SubscriptionMode) -> TestServer {
         .await
         .expect("fan-out connects");
     assert!(fanout.is_sharded());
-    let server = SocketServer::builder()
-        .fanout(fanout)
-        .layer(AuthLayer::new(authenticate))
-        .layer(RoomsLayer::new().validate(allow_public))
-        .on("sync", sync_handler)
-        .build()
-        .unwrap();
-    serve(server).await
-}
-
-/// Sends `n, n+1, …` until one arrives at `c` (Redis coming back, a subscription being made
-/// again), failing after [`WAIT`]; returns the one that arrived.
-async fn until_delivered(from: &TestServer, c: &mut TestClient, event: &str) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    for n in 0u64.. {
-        if from
-            .server
-            .send(SendRequest::broadcast(event, json!(n)))
-            .await
-            .is_ok()
-        {
-            let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;
-            if let Ok(Received::Event(name, value)) = got {
-                assert_eq!(name, event);
-                return value;
-            }
-        }
-        assert!(Instant::now() < deadline, "{event} never arrived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    unreachable!()
+    instance_on(fanout).await
 }
 
 #[tokio::test]

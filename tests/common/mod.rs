@@ -513,3 +513,46 @@ impl Drop for ServerProcess {
         self.child.wait().ok();
     }
 }
+
+/// The seeds' stack (auth, rooms, `sync`) fanning out through a Redis reached with `options`:
+/// one server instance of a fleet.
+pub async fn fanout_instance(options: socketio_stack::fanout::RedisOptions) -> TestServer {
+    let fanout = socketio_stack::fanout::RedisFanout::connect_with_options(options)
+        .await
+        .expect("fan-out connects");
+    instance_on(fanout).await
+}
+
+/// [`fanout_instance`] on a fan-out connected already.
+pub async fn instance_on(fanout: socketio_stack::fanout::RedisFanout) -> TestServer {
+    let server = SocketServer::builder()
+        .fanout(fanout)
+        .layer(AuthLayer::new(authenticate))
+        .layer(RoomsLayer::new().validate(allow_public))
+        .on("sync", sync_handler)
+        .build()
+        .unwrap();
+    serve(server).await
+}
+
+/// Sends `event` with `0, 1, …` from `from` until one reaches `c` (Redis coming back, a
+/// subscription being made again), failing after [`WAIT`]; the one that arrived.
+pub async fn until_delivered(from: &TestServer, c: &mut TestClient, event: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    for n in 0u64.. {
+        let sent = from
+            .server
+            .send(socketio_stack::SendRequest::broadcast(event, json!(n)))
+            .await;
+        if sent.is_ok() {
+            let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;
+            if let Ok(Received::Event(name, value)) = got {
+                assert_eq!(name, event);
+                return value;
+            }
+        }
+        assert!(Instant::now() < deadline, "{event} never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
+}

@@ -127,6 +127,8 @@ pub(super) async fn receive(
                         held.channels.extend(namespace_channels(&key, nsp, &uid));
                     }
                     if let Some(inner) = inner.upgrade() {
+                        // No room channel is held on the new connection until the sweep.
+                        inner.lock_room_channels().clear();
                         inner.subscribed.store(true, Ordering::Release);
                         *inner.lock_active() = namespaces;
                         inner.active_changed.notify_waiters();
@@ -272,6 +274,9 @@ async fn sync_rooms(
     };
     let namespaces = inner.lock_active().clone();
     held.rooms.retain(|nsp, _| namespaces.contains(nsp));
+    // Whether the channels held changed, so that the copy the sends read is made only then
+    // (not at every sweep).
+    let mut changed = false;
     for nsp in &namespaces {
         let mut now: HashSet<String> = local.rooms(nsp).await.into_iter().collect();
         if mode == SubscriptionMode::Dynamic {
@@ -283,9 +288,11 @@ async fn sync_rooms(
         let before = held.rooms.remove(nsp).unwrap_or_default();
         for room in now.difference(&before) {
             let channel = sharded_wire::room_channel(key, nsp, room);
-            if held.channels.insert(channel.clone())
-                && let Err(e) = subscriber.subscribe(&channel).await
-            {
+            if !held.channels.insert(channel.clone()) {
+                continue;
+            }
+            changed = true;
+            if let Err(e) = subscriber.subscribe(&channel).await {
                 if e.is_io_error() || e.is_connection_dropped() {
                     return Err(e);
                 }
@@ -298,11 +305,14 @@ async fn sync_rooms(
                 continue;
             }
             held.channels.remove(&channel);
+            changed = true;
             subscriber.unsubscribe(&channel).await?;
         }
         held.rooms.insert(nsp.clone(), now);
     }
-    inner.lock_room_channels().clone_from(&held.channels);
+    if changed {
+        inner.lock_room_channels().clone_from(&held.channels);
+    }
     Ok(())
 }
 
