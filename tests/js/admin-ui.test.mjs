@@ -12,11 +12,9 @@ import { createServer } from 'node:http';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { io } from 'socket.io-client';
 import { startRedis, startServer } from './processes.mjs';
-import { launchChromium, next, withCleanups } from './helpers.mjs';
+import { authenticated, launchChromium, withCleanups } from './helpers.mjs';
 
-const TOKEN = 'demo-token';
 // `s3cret`, hashed by bcryptjs (`bcrypt.hashSync("s3cret", 4)`), as a user of the JavaScript
 // package makes the hash.
 const PASSWORD = 's3cret';
@@ -44,13 +42,7 @@ async function serveUi(cleanups) {
 
 /** An authenticated socket.io-client on `server`; its socket id. */
 async function member(server, cleanups) {
-  const socket = io(server.url, { path: '/io', auth: { token: TOKEN }, forceNew: true, reconnection: false });
-  cleanups.push(() => socket.disconnect());
-  await next(socket, 'connect');
-  const ok = next(socket, 'authenticated');
-  socket.emit('authenticate');
-  await ok;
-  return socket.id;
+  return (await authenticated(server, cleanups)).id;
 }
 
 /** Polls `probe` until it returns a truthy value, `ms` at most (the UI renders what it gets). */

@@ -7,11 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { io } from 'socket.io-client';
 import { createClient } from 'redis';
 import { Emitter } from '@socket.io/redis-emitter';
 import { startRedis, startServer } from './processes.mjs';
-import { next, withCleanups } from './helpers.mjs';
+import { authenticated, next, withCleanups } from './helpers.mjs';
 
 const TOKEN = 'demo-token';
 
@@ -21,16 +20,6 @@ function bins() {
   return { demo: DEMO_BIN, emitter: EMITTER_BIN };
 }
 
-/** A socket.io-client connected and authenticated (so in `io-default`) to `server`. */
-async function authenticated(server, cleanups) {
-  const socket = io(server.url, { path: '/io', auth: { token: TOKEN }, forceNew: true, reconnection: false });
-  cleanups.push(() => socket.disconnect());
-  await next(socket, 'connect');
-  const ok = next(socket, 'authenticated');
-  socket.emit('authenticate');
-  await ok;
-  return socket;
-}
 
 async function postSend(server, body) {
   const res = await fetch(`${server.url}/send`, {

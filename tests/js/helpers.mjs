@@ -97,3 +97,15 @@ export async function launchChromium(cleanups) {
   cleanups.push(() => browser.close());
   return browser;
 }
+
+/** A socket.io-client connected to `server` with `token` and authenticated through the seeds'
+ * `authenticate` (so in `io-default`). */
+export async function authenticated(server, cleanups, token = 'demo-token') {
+  const socket = io(server.url, { path: '/io', auth: { token }, forceNew: true, reconnection: false });
+  cleanups.push(() => socket.disconnect());
+  await next(socket, 'connect');
+  const ok = next(socket, 'authenticated');
+  socket.emit('authenticate');
+  await ok;
+  return socket;
+}
