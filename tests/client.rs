@@ -710,7 +710,7 @@ async fn an_unreachable_host_reports_errors_with_backoff_not_a_busy_loop() {
 
 #[tokio::test]
 async fn invalid_urls_are_refused_at_build() {
-    for host in ["not a url", "ftp://x", "https://example.test", "http://"] {
+    for host in ["not a url", "ftp://x", "http://"] {
         let err = SocketClient::builder("bad", host).build().unwrap_err();
         assert_eq!(err.status(), 400, "{host}: {err}");
     }

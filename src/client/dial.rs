@@ -1,47 +1,88 @@
-//! Opening the WebSocket a connection runs over: the [`Dial`] seam of the connection loop,
-//! and its one real implementation, over TCP to the URL made from the host and the options.
+//! Opening the connection a client runs over: the [`Dial`] seam of the connection loop, and
+//! its one real implementation, a WebSocket (over TLS for `https://` and `wss://`) to the URL
+//! made from the host and the options.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::error::ClientError;
 use crate::client::options::ClientOptions;
+use crate::client::transport::{Transport, WebSocketTransport};
 
-/// Opens a WebSocket to the server, once per connection attempt.
+/// Opens a connection to the server, once per connection attempt.
 pub(crate) trait Dial: Send + Sync + 'static {
-    /// The byte stream under the WebSocket.
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// What the connection runs over.
+    type Transport: Transport;
 
-    /// A new WebSocket to the server, its HTTP upgrade done.
-    fn dial(&self) -> impl Future<Output = Result<WebSocketStream<Self::Io>, ClientError>> + Send;
+    /// A new connection to the server, its transport's own handshake done.
+    fn dial(&self) -> impl Future<Output = Result<Self::Transport, ClientError>> + Send;
 }
 
-/// A WebSocket over TCP to the Socket.IO endpoint, with the options' extra headers.
+/// A WebSocket to the Socket.IO endpoint, with the options' extra headers; over TLS
+/// (rustls) when the URL asks for it.
 pub(crate) struct WebSocketDial {
     url: String,
     headers: Vec<(String, String)>,
+    /// The TLS configuration of a `wss://` server whose authorities were given; `None`: the
+    /// system's (or no TLS).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl WebSocketDial {
-    /// Checks the URL made from `host` and the options, and the headers.
+    /// Checks the URL made from `host` and the options, the headers and the certificates.
     pub(crate) fn new(host: &str, options: &ClientOptions) -> Result<Self, ClientError> {
-        let url = websocket_url(host, options)?;
+        let (url, secure) = websocket_url(host, options)?;
         check_headers(&options.extra_headers)?;
+        if secure {
+            // rustls needs a process-wide crypto provider; the application may have installed
+            // its own (then this is a no-op), and otherwise `ring` is it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let tls = match (&options.root_certificates_pem, secure) {
+            (Some(pem), true) => Some(Arc::new(tls_config(pem)?)),
+            (Some(_), false) => {
+                return Err(ClientError::Tls(format!(
+                    "{host:?}: root certificates are for a TLS server (https:// or wss://)"
+                )));
+            }
+            (None, _) => None,
+        };
         Ok(Self {
             url,
             headers: options.extra_headers.clone(),
+            tls,
         })
     }
 }
 
-impl Dial for WebSocketDial {
-    type Io = MaybeTlsStream<TcpStream>;
+/// A client configuration trusting only the authorities in `pem`.
+fn tls_config(pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| ClientError::Tls(format!("root certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::Tls(format!("root certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls(
+            "root certificates: no CERTIFICATE block in the PEM".into(),
+        ));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
 
-    async fn dial(&self) -> Result<WebSocketStream<Self::Io>, ClientError> {
+impl Dial for WebSocketDial {
+    type Transport = WebSocketTransport<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    async fn dial(&self) -> Result<Self::Transport, ClientError> {
         let mut request = self
             .url
             .as_str()
@@ -54,10 +95,12 @@ impl Dial for WebSocketDial {
                 .map_err(|e| ClientError::InvalidUrl(format!("header {name}: {e}")))?;
             request.headers_mut().append(name, value);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Ok(ws)
+        let connector = self.tls.clone().map(Connector::Rustls);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(WebSocketTransport::new(ws))
     }
 }
 
@@ -72,21 +115,18 @@ fn check_headers(headers: &[(String, String)]) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// `ws://host[:port]<path>/?EIO=4&transport=websocket[&query]` from `http(s)://` or `ws://`.
-fn websocket_url(host: &str, options: &ClientOptions) -> Result<String, ClientError> {
+/// `ws(s)://host[:port]<path>/?EIO=4&transport=websocket[&query]` from `http(s)://` or
+/// `ws(s)://`, and whether it is over TLS.
+fn websocket_url(host: &str, options: &ClientOptions) -> Result<(String, bool), ClientError> {
     let uri: http::Uri = host
         .parse()
         .map_err(|e| ClientError::InvalidUrl(format!("{host:?}: {e}")))?;
     let scheme = match uri.scheme_str() {
         Some("http") | Some("ws") => "ws",
-        Some("https") | Some("wss") => {
-            return Err(ClientError::InvalidUrl(format!(
-                "{host:?}: TLS (https/wss) is not built into this client; put a TLS-terminating proxy in front or connect over plain ws"
-            )));
-        }
+        Some("https") | Some("wss") => "wss",
         _ => {
             return Err(ClientError::InvalidUrl(format!(
-                "{host:?}: the scheme must be http:// or ws://"
+                "{host:?}: the scheme must be http://, https://, ws:// or wss://"
             )));
         }
     };
@@ -107,7 +147,8 @@ fn websocket_url(host: &str, options: &ClientOptions) -> Result<String, ClientEr
         query.append_pair(k, v);
     }
     let path = options.path.trim_end_matches('/');
-    Ok(format!("{scheme}://{authority}{path}/?{}", query.finish()))
+    let url = format!("{scheme}://{authority}{path}/?{}", query.finish());
+    Ok((url, scheme == "wss"))
 }
 
 /// An in-memory [`Dial`] for the tests: each connection is a pipe whose server end comes out
@@ -123,6 +164,7 @@ pub(crate) mod memory {
 
     use super::Dial;
     use crate::client::error::ClientError;
+    use crate::client::transport::WebSocketTransport;
 
     /// The server's end of one connection.
     pub(crate) type ServerEnd = WebSocketStream<DuplexStream>;
@@ -140,15 +182,16 @@ pub(crate) mod memory {
     }
 
     impl Dial for MemoryDial {
-        type Io = DuplexStream;
+        type Transport = WebSocketTransport<DuplexStream>;
 
-        async fn dial(&self) -> Result<WebSocketStream<DuplexStream>, ClientError> {
+        async fn dial(&self) -> Result<Self::Transport, ClientError> {
             let (client, server) = tokio::io::duplex(64 * 1024);
             let server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
             self.0
                 .send(server)
                 .map_err(|_| ClientError::Transport("no server".into()))?;
-            Ok(WebSocketStream::from_raw_socket(client, Role::Client, None).await)
+            let ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            Ok(WebSocketTransport::new(ws))
         }
     }
 
@@ -161,6 +204,23 @@ pub(crate) mod memory {
         ws.send(Message::text(text))
             .await
             .expect("the client is there");
+    }
+
+    pub(crate) async fn send_binary(ws: &mut ServerEnd, bytes: &[u8]) {
+        ws.send(Message::binary(bytes.to_vec()))
+            .await
+            .expect("the client is there");
+    }
+
+    /// The next binary frame from the client; `None` once it has closed.
+    pub(crate) async fn recv_binary(ws: &mut ServerEnd) -> Option<Vec<u8>> {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => return Some(bytes.to_vec()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
     }
 
     /// The next text frame from the client; `None` once it has closed.

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::args::Args;
 use crate::client::driver::{Events, Reason};
 use crate::client::error::ClientError;
 use crate::client::handle::SocketClient;
-use crate::client::handlers::{Callback, guarded};
-use crate::client::protocol;
+use crate::client::handlers::{Callback, first_as_json, guarded};
+use crate::client::protocol::{self, Outgoing};
 use crate::client::state::Shared;
 use crate::event::names;
 use crate::session::ClientState;
@@ -59,7 +60,7 @@ impl Dispatcher {
 impl Events for Dispatcher {
     fn connected(
         &self,
-        writer: mpsc::UnboundedSender<String>,
+        writer: mpsc::UnboundedSender<Outgoing>,
         engine_id: String,
         socket_id: Option<String>,
     ) {
@@ -68,12 +69,12 @@ impl Events for Dispatcher {
     }
 
     /// The helper's own reactions, then the user's handlers.
-    fn event(&self, name: String, args: Vec<Value>, ack: Option<u64>) {
+    fn event(&self, name: String, args: Args, ack: Option<u64>) {
         let shared = &self.shared;
         if shared.shutting_down() {
             return;
         }
-        let data = args.into_iter().next().unwrap_or(Value::Null);
+        let data = first_as_json(&args);
         match name.as_str() {
             names::AUTHENTICATED => {
                 tracing::info!(client = %shared.identifier, data = %data, "authenticated");
@@ -115,18 +116,25 @@ impl Events for Dispatcher {
         }
         for handler in handlers {
             let what = format!("handler of event {name:?} (client {:?})", shared.identifier);
-            let data = data.clone();
-            let fut = guarded(what, move || handler(data));
+            let args = args.clone();
+            let fut = guarded(what, move || handler(args));
             let shared = shared.clone();
             self.shared.jobs.push(async move {
                 if let (Some(Some(answer)), Some(id)) = (fut.await, ack) {
-                    shared.send(protocol::ack(id, &answer)).ok();
+                    match protocol::ack(id, &answer) {
+                        Ok(packet) => {
+                            shared.send(packet).ok();
+                        }
+                        Err(e) => {
+                            tracing::error!(client = %shared.identifier, error = %e, "acknowledgement not sent")
+                        }
+                    }
                 }
             });
         }
     }
 
-    fn ack(&self, id: u64, args: Vec<Value>) {
+    fn ack(&self, id: u64, args: Args) {
         self.shared.resolve_ack(id, args);
     }
 
@@ -165,7 +173,7 @@ mod tests {
 
     /// A client's state and dispatcher with a running job runner, connected: the packets it
     /// sends come out of the receiver.
-    fn connected(callbacks: Callbacks) -> (Dispatcher, mpsc::UnboundedReceiver<String>) {
+    fn connected(callbacks: Callbacks) -> (Dispatcher, mpsc::UnboundedReceiver<Outgoing>) {
         let (queue, runner) = job_queue();
         let (desire, _) = watch::channel(Desire::Connected);
         let shared = Arc::new(Shared::new("t".into(), desire, queue));
@@ -176,11 +184,15 @@ mod tests {
         (dispatcher, sent)
     }
 
-    async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+    async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         tokio::time::timeout(NEVER, rx.recv())
             .await
             .expect("in time")
             .expect("open")
+    }
+
+    async fn next_text(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> String {
+        next(rx).await.text
     }
 
     /// Lifecycle callbacks that note what they are called with.
@@ -220,13 +232,13 @@ mod tests {
 
         client.authenticate();
         assert_eq!(client.state(), ClientState::Authenticating);
-        assert_eq!(next(&mut sent).await, r#"42["authenticate"]"#);
+        assert_eq!(next_text(&mut sent).await, r#"42["authenticate"]"#);
         client.authenticate();
         assert!(sent.try_recv().is_err(), "no second authenticate");
 
         dispatcher.event(
             names::AUTHENTICATED.into(),
-            vec![json!({"id": "s1", "time": "t"})],
+            vec![json!({"id": "s1", "time": "t"})].into(),
             None,
         );
         assert_eq!(client.state(), ClientState::Authenticated);
@@ -248,10 +260,10 @@ mod tests {
         dispatcher.connected(writer, "e2".into(), Some("s2".into()));
         assert_eq!(next(&mut noted).await, "connected");
         client.authenticate();
-        assert_eq!(next(&mut sent).await, r#"42["authenticate"]"#);
+        assert_eq!(next_text(&mut sent).await, r#"42["authenticate"]"#);
         dispatcher.event(
             names::UNAUTHENTICATED.into(),
-            vec![json!({"message": "bad token"})],
+            vec![json!({"message": "bad token"})].into(),
             None,
         );
         assert_eq!(client.state(), ClientState::Unauthorized);
@@ -291,15 +303,66 @@ mod tests {
             true,
         );
 
-        dispatcher.event("news".into(), vec![json!(1)], None);
+        dispatcher.event("news".into(), vec![json!(1)].into(), None);
         assert_eq!(next(&mut noted).await, "news 1");
-        dispatcher.event("ask".into(), vec![json!(2)], Some(9));
-        assert_eq!(next(&mut sent).await, r#"439[{"got":2}]"#);
-        dispatcher.event("news".into(), vec![json!(3)], None);
+        dispatcher.event("ask".into(), vec![json!(2)].into(), Some(9));
+        assert_eq!(next_text(&mut sent).await, r#"439[{"got":2}]"#);
+        dispatcher.event("news".into(), vec![json!(3)].into(), None);
         assert_eq!(next(&mut noted).await, "news 3");
         // The note comes from the handler's synchronous part: let the runner finish the rest.
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(client.running_tasks(), 0, "every handler has ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn binary_data_reaches_each_kind_of_handler_and_goes_back_in_answers() {
+        use bytes::Bytes;
+
+        use crate::args::Arg;
+
+        let (log, mut noted) = mpsc::unbounded_channel::<String>();
+        let (dispatcher, mut sent) = connected(Callbacks::default());
+        let client = dispatcher.handle();
+        let file = Bytes::from_static(&[0, 1, 0xff]);
+        let [a, b, c] = [(); 3].map(|()| log.clone());
+        let handlers = [
+            EventHandler::args(move |args: Args| {
+                a.send(format!("args {:?}", args.into_vec())).ok();
+                async {}
+            }),
+            EventHandler::typed("file", move |bytes: Bytes| {
+                b.send(format!("typed {:?}", bytes.to_vec())).ok();
+                async {}
+            }),
+            EventHandler::new(move |data| {
+                c.send(format!("json {data}")).ok();
+                async {}
+            }),
+        ];
+        for handler in handlers {
+            client.subscribe_handler("file", handler, false).unwrap();
+        }
+        client.subscribe_handler(
+            "echo",
+            EventHandler::answering_args(|args: Args| async move { Ok::<_, String>(args) }),
+            true,
+        );
+        let args = Args::from(vec![Arg::Binary(file.clone()), Arg::from("name")]);
+        dispatcher.event("file".into(), args.clone(), None);
+        assert_eq!(
+            next(&mut noted).await,
+            format!("args {:?}", args.clone().into_vec())
+        );
+        assert_eq!(next(&mut noted).await, "typed [0, 1, 255]");
+        assert_eq!(next(&mut noted).await, "json [0,1,255]");
+
+        dispatcher.event("echo".into(), args, Some(4));
+        let answer = next(&mut sent).await;
+        assert_eq!(
+            answer.text,
+            r#"461-4[{"_placeholder":true,"num":0},"name"]"#
+        );
+        assert_eq!(answer.attachments, [file]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -314,8 +377,8 @@ mod tests {
             async {}
         });
         dispatcher.shared.begin_shutdown();
-        dispatcher.event(names::AUTHENTICATED.into(), vec![], None);
-        dispatcher.event("news".into(), vec![], None);
+        dispatcher.event(names::AUTHENTICATED.into(), Args::new(), None);
+        dispatcher.event("news".into(), Args::new(), None);
         dispatcher.disconnected(Reason::ClientDisconnect);
         dispatcher.failed(ClientError::Timeout(Duration::from_secs(1)));
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -6,18 +6,17 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
+use crate::args::Args;
+use crate::client::attachments::Assembly;
 use crate::client::dial::Dial;
 use crate::client::error::ClientError;
 use crate::client::options::ClientOptions;
-use crate::client::protocol::{self, Open, Packet};
+use crate::client::protocol::{self, Frame, Open, Outgoing, Packet};
+use crate::client::transport::Transport;
 
 /// What the client is asked to be: the connection loop follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +43,14 @@ pub(crate) trait Events: Send + Sync + 'static {
     /// The connection is up: packets for the server go to `writer`.
     fn connected(
         &self,
-        writer: mpsc::UnboundedSender<String>,
+        writer: mpsc::UnboundedSender<Outgoing>,
         engine_id: String,
         socket_id: Option<String>,
     );
     /// An event from the server, with its ack id when the server wants an answer.
-    fn event(&self, name: String, args: Vec<Value>, ack: Option<u64>);
+    fn event(&self, name: String, args: Args, ack: Option<u64>);
     /// The server's answer to the emit of ack id `id`.
-    fn ack(&self, id: u64, args: Vec<Value>);
+    fn ack(&self, id: u64, args: Args);
     /// The connection is gone: nothing more goes out on it (its WebSocket is being closed).
     fn closed(&self);
     /// The connection ended for `reason`; whether another follows is decided already.
@@ -113,8 +112,8 @@ impl Jitter {
     }
 }
 
-struct Connection<Io> {
-    ws: WebSocketStream<Io>,
+struct Connection<T> {
+    transport: T,
     open: Open,
     sid: Option<String>,
 }
@@ -218,14 +217,18 @@ impl<D: Dial, E: Events> Driver<D, E> {
         }
     }
 
-    /// Opens the WebSocket, reads the Engine.IO open packet, connects to the default
+    /// Opens the transport, reads the Engine.IO open packet, connects to the default
     /// namespace.
-    async fn connect(&self) -> Result<Connection<D::Io>, ClientError> {
-        let mut ws = self.dial.dial().await?;
-        match self.handshake(&mut ws).await {
-            Ok((open, sid)) => Ok(Connection { ws, open, sid }),
+    async fn connect(&self) -> Result<Connection<D::Transport>, ClientError> {
+        let mut transport = self.dial.dial().await?;
+        match self.handshake(&mut transport).await {
+            Ok((open, sid)) => Ok(Connection {
+                transport,
+                open,
+                sid,
+            }),
             Err(e) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), transport.close()).await;
                 Err(e)
             }
         }
@@ -235,7 +238,7 @@ impl<D: Dial, E: Events> Driver<D, E> {
     /// id.
     async fn handshake(
         &self,
-        ws: &mut WebSocketStream<D::Io>,
+        ws: &mut D::Transport,
     ) -> Result<(Open, Option<String>), ClientError> {
         let open = loop {
             match next_packet(ws).await? {
@@ -266,10 +269,18 @@ impl<D: Dial, E: Events> Driver<D, E> {
     }
 
     /// Serves one connection until it ends; returns why.
-    async fn serve(&self, conn: Connection<D::Io>, desire: &mut watch::Receiver<Desire>) -> Reason {
-        let Connection { ws, open, sid } = conn;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    async fn serve(
+        &self,
+        conn: Connection<D::Transport>,
+        desire: &mut watch::Receiver<Desire>,
+    ) -> Reason {
+        let Connection {
+            transport,
+            open,
+            sid,
+        } = conn;
+        let (mut sink, mut stream) = transport.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tracing::info!(client = %self.identifier, "connected");
         self.events.connected(tx, open.sid.clone(), sid);
 
@@ -282,44 +293,49 @@ impl<D: Dial, E: Events> Driver<D, E> {
         // check and disconnect requests): every write has a deadline.
         let write_timeout = self.options.timeout;
         macro_rules! write {
-            ($text:expr) => {
+            ($outgoing:expr) => {
                 matches!(
-                    tokio::time::timeout(write_timeout, sink.send(Message::text($text))).await,
+                    tokio::time::timeout(write_timeout, write_packet(&mut sink, $outgoing)).await,
                     Ok(Ok(()))
                 )
             };
         }
+        let mut assembly = Assembly::default();
         let reason = loop {
             tokio::select! {
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => match protocol::decode(&text) {
-                        Packet::Ping => {
+                frame = stream.next() => {
+                    let packet = match frame {
+                        Some(Ok(Frame::Text(text))) => assembly.text(protocol::decode(&text)),
+                        Some(Ok(Frame::Binary(bytes))) => assembly.binary(bytes),
+                        None => break Reason::TransportClose,
+                        Some(Err(e)) => {
+                            tracing::debug!(client = %self.identifier, error = %e, "transport error");
+                            break Reason::TransportError;
+                        }
+                    };
+                    match packet {
+                        Some(Packet::Ping) => {
                             deadline.as_mut().reset(Instant::now() + heartbeat);
-                            if !write!(protocol::PONG) {
+                            if !write!(Outgoing::text(protocol::PONG)) {
                                 break Reason::TransportError;
                             }
                         }
-                        Packet::Close => break Reason::TransportClose,
-                        Packet::Disconnect => break Reason::ServerDisconnect,
-                        Packet::Event { name, args, ack } => self.events.event(name, args, ack),
-                        Packet::Ack { id, args } => self.events.ack(id, args),
-                        Packet::ConnectError(message) => {
+                        Some(Packet::Close) => break Reason::TransportClose,
+                        Some(Packet::Disconnect) => break Reason::ServerDisconnect,
+                        Some(Packet::Event { name, args, ack }) => self.events.event(name, args, ack),
+                        Some(Packet::Ack { id, args }) => self.events.ack(id, args),
+                        Some(Packet::ConnectError(message)) => {
                             tracing::warn!(client = %self.identifier, "connect_error: {message}");
                         }
-                        Packet::Unsupported(text) => {
+                        Some(Packet::Unsupported(text)) => {
                             tracing::debug!(client = %self.identifier, "unsupported packet ignored: {text}");
                         }
-                        Packet::Open(_) | Packet::Connect { .. } | Packet::Noop => {}
-                    },
-                    Some(Ok(Message::Close(_))) | None => break Reason::TransportClose,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::debug!(client = %self.identifier, error = %e, "transport error");
-                        break Reason::TransportError;
+                        Some(Packet::Open(_) | Packet::Connect { .. } | Packet::Noop | Packet::Binary(_))
+                        | None => {}
                     }
-                },
-                Some(text) = rx.recv() => {
-                    if !write!(text) {
+                }
+                Some(outgoing) = rx.recv() => {
+                    if !write!(outgoing) {
                         break Reason::TransportError;
                     }
                 }
@@ -328,66 +344,73 @@ impl<D: Dial, E: Events> Driver<D, E> {
                     if changed.is_err() || *desire.borrow() != Desire::Connected {
                         // What was emitted before the disconnect still goes out first.
                         rx.close();
-                        while let Ok(text) = rx.try_recv() {
-                            if !write!(text) {
+                        while let Ok(outgoing) = rx.try_recv() {
+                            if !write!(outgoing) {
                                 break;
                             }
                         }
-                        write!(protocol::DISCONNECT);
+                        write!(Outgoing::text(protocol::DISCONNECT));
                         break Reason::ClientDisconnect;
                     }
                 }
             }
         };
         self.events.closed();
-        // A proper WebSocket close, however the connection ended (bounded: the peer may be
-        // gone).
+        // A proper close (of the WebSocket), however the connection ended (bounded: the peer
+        // may be gone).
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         tracing::info!(client = %self.identifier, reason = reason.as_str(), "disconnected");
         reason
     }
 }
 
-async fn send<Io: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<Io>,
-    text: String,
-) -> Result<(), ClientError> {
-    ws.send(Message::text(text))
-        .await
-        .map_err(|e| ClientError::Transport(e.to_string()))
+/// A packet's frames, its attachments after its text, then a flush.
+async fn write_packet<S>(sink: &mut S, outgoing: Outgoing) -> Result<(), ClientError>
+where
+    S: Sink<Frame, Error = ClientError> + Unpin,
+{
+    for frame in outgoing.into_frames() {
+        sink.feed(frame).await?;
+    }
+    sink.flush().await
 }
 
-async fn next_packet<Io: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<Io>,
-) -> Result<Packet, ClientError> {
+async fn send<T: Transport>(transport: &mut T, text: String) -> Result<(), ClientError> {
+    transport.send(Frame::Text(text)).await
+}
+
+/// The next packet of the handshake (binary frames have no place in it and are let go).
+async fn next_packet<T: Transport>(transport: &mut T) -> Result<Packet, ClientError> {
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(protocol::decode(&text)),
-            Some(Ok(Message::Close(_))) | None => {
+        match transport.next().await {
+            Some(Ok(Frame::Text(text))) => return Ok(protocol::decode(&text)),
+            Some(Ok(Frame::Binary(_))) => continue,
+            None => {
                 return Err(ClientError::Transport(
                     "the server closed the connection".into(),
                 ));
             }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+            Some(Err(e)) => return Err(e),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use serde_json::json;
     use tokio::task::JoinHandle;
 
     use super::*;
+    use crate::args::Arg;
     use crate::client::dial::memory::{self, MemoryDial, ServerEnd};
 
     /// What the loop reported.
     #[derive(Debug)]
     enum Report {
-        Connected(mpsc::UnboundedSender<String>, String, Option<String>),
-        Event(String, Vec<Value>, Option<u64>),
-        Ack(u64, Vec<Value>),
+        Connected(mpsc::UnboundedSender<Outgoing>, String, Option<String>),
+        Event(String, Args, Option<u64>),
+        Ack(u64, Args),
         Closed,
         Disconnected(Reason),
         Failed(ClientError),
@@ -398,16 +421,16 @@ mod tests {
     impl Events for Recorder {
         fn connected(
             &self,
-            writer: mpsc::UnboundedSender<String>,
+            writer: mpsc::UnboundedSender<Outgoing>,
             eid: String,
             sid: Option<String>,
         ) {
             self.0.send(Report::Connected(writer, eid, sid)).ok();
         }
-        fn event(&self, name: String, args: Vec<Value>, ack: Option<u64>) {
+        fn event(&self, name: String, args: Args, ack: Option<u64>) {
             self.0.send(Report::Event(name, args, ack)).ok();
         }
-        fn ack(&self, id: u64, args: Vec<Value>) {
+        fn ack(&self, id: u64, args: Args) {
             self.0.send(Report::Ack(id, args)).ok();
         }
         fn closed(&self) {
@@ -469,7 +492,7 @@ mod tests {
         }
 
         /// The next attempt accepted; its server end and the writer the loop reported.
-        async fn connected(&mut self) -> (ServerEnd, mpsc::UnboundedSender<String>) {
+        async fn connected(&mut self) -> (ServerEnd, mpsc::UnboundedSender<Outgoing>) {
             let mut server = self.dialed().await;
             memory::accept(&mut server).await;
             match self.report().await {
@@ -648,6 +671,8 @@ mod tests {
             }
             other => panic!("reported {other:?}"),
         };
+        // An incomplete binary packet (the next text frame drops it), a stray attachment, and
+        // a whole binary event.
         for frame in [
             r#"42["news",{"a":1}]"#,
             r#"451-["binary",{}]"#,
@@ -657,24 +682,47 @@ mod tests {
         ] {
             memory::send(&mut server, frame).await;
         }
+        memory::send_binary(&mut server, b"stray").await;
+        memory::send(&mut server, r#"451-["file",{"_placeholder":true,"num":0}]"#).await;
+        memory::send_binary(&mut server, &[0, 0xff]).await;
         match h.report().await {
             Report::Event(name, args, None) => {
-                assert_eq!((name.as_str(), args), ("news", vec![json!({"a": 1})]))
+                assert_eq!(
+                    (name.as_str(), args),
+                    ("news", Args::from(vec![json!({"a": 1})]))
+                )
             }
             other => panic!("reported {other:?}"),
         }
         match h.report().await {
             Report::Event(name, args, Some(1)) => {
-                assert_eq!((name.as_str(), args), ("ask", vec![json!(2)]))
+                assert_eq!((name.as_str(), args), ("ask", Args::from(vec![json!(2)])))
             }
             other => panic!("reported {other:?}"),
         }
         match h.report().await {
-            Report::Ack(7, args) => assert_eq!(args, vec![json!("ok")]),
+            Report::Ack(7, args) => assert_eq!(args, Args::from(vec![json!("ok")])),
             other => panic!("reported {other:?}"),
         }
-        writer.send(r#"42["hi"]"#.into()).unwrap();
+        match h.report().await {
+            Report::Event(name, args, None) => {
+                assert_eq!(name, "file");
+                assert_eq!(
+                    args.into_vec(),
+                    [Arg::Binary(Bytes::from_static(&[0, 0xff]))]
+                );
+            }
+            other => panic!("reported {other:?}"),
+        }
+        writer.send(Outgoing::text(r#"42["hi"]"#)).unwrap();
         assert_eq!(memory::recv(&mut server).await.unwrap(), r#"42["hi"]"#);
+        let upload = protocol::event("up", &(Bytes::from_static(b"\x01\x02"),), None).unwrap();
+        writer.send(upload).unwrap();
+        assert_eq!(
+            memory::recv(&mut server).await.unwrap(),
+            r#"451-["up",{"_placeholder":true,"num":0}]"#
+        );
+        assert_eq!(memory::recv_binary(&mut server).await.unwrap(), [1, 2]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -684,7 +732,7 @@ mod tests {
         // Many, so that the loop cannot have written them all before it sees the disconnect.
         let written: Vec<String> = (0..50).map(|i| format!(r#"42["n",{i}]"#)).collect();
         for text in &written {
-            writer.send(text.clone()).unwrap();
+            writer.send(Outgoing::text(text.clone())).unwrap();
         }
         h.desire.send_replace(Desire::Disconnected);
         for expected in written
@@ -700,7 +748,10 @@ mod tests {
             h.report().await,
             Report::Disconnected(Reason::ClientDisconnect)
         ));
-        assert!(writer.send("late".into()).is_err(), "the writer is gone");
+        assert!(
+            writer.send(Outgoing::text("late")).is_err(),
+            "the writer is gone"
+        );
         h.quiet_for(secs(60)).await;
     }
 

@@ -16,6 +16,9 @@ pub enum ClientError {
     ReservedTopic(String),
     /// The host or path does not make a valid URL (400).
     InvalidUrl(String),
+    /// The TLS settings cannot be used: root certificates that do not parse, or given for a
+    /// server without TLS (400).
+    Tls(String),
     /// The connection could not be made or was lost (503).
     Transport(String),
     /// The server refused the Socket.IO connection (`connect_error`; 401).
@@ -24,7 +27,8 @@ pub enum ClientError {
     Timeout(Duration),
     /// No acknowledgement came in time (504).
     AckTimeout(Duration),
-    /// The data could not be encoded as JSON (400).
+    /// The data could not be encoded (400), or received data does not fit what it was asked
+    /// for (an acknowledgement holding binary data, read as JSON).
     Encode(String),
     /// The client has been shut down (410).
     Shutdown,
@@ -38,6 +42,7 @@ impl ClientError {
             | Self::MissingTopic
             | Self::ReservedTopic(_)
             | Self::InvalidUrl(_)
+            | Self::Tls(_)
             | Self::Encode(_) => 400,
             Self::Refused(_) => 401,
             Self::Shutdown => 410,
@@ -54,6 +59,7 @@ impl std::fmt::Display for ClientError {
             Self::MissingTopic => f.write_str("Topic is required to emit"),
             Self::ReservedTopic(t) => write!(f, "{t:?} is a reserved event name"),
             Self::InvalidUrl(e) => write!(f, "invalid server URL: {e}"),
+            Self::Tls(e) => write!(f, "invalid TLS settings: {e}"),
             Self::Transport(e) => write!(f, "connection failed: {e}"),
             Self::Refused(e) => write!(f, "the server refused the connection: {e}"),
             Self::Timeout(d) => write!(f, "could not connect within {d:?}"),

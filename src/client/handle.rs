@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::args::Args;
 use crate::client::driver::{Desire, settle};
 use crate::client::error::ClientError;
 use crate::client::handlers::{self, EventHandler, HandlerResult, guarded};
@@ -101,17 +102,16 @@ impl SocketClient {
             tracing::warn!(client = %self.inner.identifier, state = %self.state(), "authenticate: not unauthorized");
             return;
         }
-        if self
-            .inner
-            .send(protocol::event(names::AUTHENTICATE, None, None))
-            .is_err()
-        {
+        let sent = protocol::event(names::AUTHENTICATE, &Args::new(), None)
+            .and_then(|packet| self.inner.send(packet));
+        if sent.is_err() {
             self.inner.set_state(ClientState::Unauthorized);
         }
     }
 
-    /// Emits `topic` with `data`. Errors (status 400) when not connected, without a topic or
-    /// with a reserved one (`disconnect`...).
+    /// Emits `topic` with `data`, one argument: [`Bytes`](bytes::Bytes) anywhere in it (or
+    /// `serde_bytes`) goes as binary data, an attachment of the packet. Errors (status 400)
+    /// when not connected, without a topic or with a reserved one (`disconnect`...).
     pub fn emit<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<(), ClientError> {
         self.emit_with(topic, data, EmitOptions::default())
     }
@@ -123,10 +123,14 @@ impl SocketClient {
         data: &T,
         options: EmitOptions,
     ) -> Result<(), ClientError> {
-        let data = self.check_emit(topic, data)?;
-        self.inner.send(protocol::event(topic, Some(&data), None))?;
-        if options.log {
-            tracing::info!(client = %self.inner.identifier, topic, data = %data, "emitted");
+        self.check_emit(topic)?;
+        let packet = protocol::event(topic, &(data,), None)?;
+        let logged = options
+            .log
+            .then(|| (packet.text.clone(), packet.attachments.len()));
+        self.inner.send(packet)?;
+        if let Some((packet, attachments)) = logged {
+            tracing::info!(client = %self.inner.identifier, topic, packet, attachments, "emitted");
         }
         if let Some(callback) = options.callback {
             // Later, not within this call: the seeds run it through `setImmediate`.
@@ -144,14 +148,28 @@ impl SocketClient {
         Ok(())
     }
 
-    /// Emits and waits for the server's acknowledgement (its first argument).
+    /// Emits and waits for the server's acknowledgement: its first argument as JSON (binary
+    /// data in it as the array of its bytes; [`emit_with_ack_args`](Self::emit_with_ack_args)
+    /// gives the answer as it came).
     pub async fn emit_with_ack<T: Serialize + ?Sized>(
         &self,
         topic: &str,
         data: &T,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let data = self.check_emit(topic, data)?;
+        let answer = self.emit_with_ack_args(topic, data, timeout).await?;
+        Ok(handlers::first_as_json(&answer))
+    }
+
+    /// Emits and waits for the server's acknowledgement, all its arguments, binary data
+    /// included.
+    pub async fn emit_with_ack_args<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<Args, ClientError> {
+        self.check_emit(topic)?;
         let (id, rx) = self.inner.expect_ack();
         // Forgets the waiter however this call ends: answered, timed out, failed or dropped.
         struct Forget<'a>(&'a Shared, u64);
@@ -162,9 +180,9 @@ impl SocketClient {
         }
         let _forget = Forget(&self.inner, id);
         self.inner
-            .send(protocol::event(topic, Some(&data), Some(id)))?;
+            .send(protocol::event(topic, &(data,), Some(id))?)?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(args)) => Ok(args.into_iter().next().unwrap_or(Value::Null)),
+            Ok(Ok(args)) => Ok(args),
             Ok(Err(_)) => Err(ClientError::Transport(
                 "disconnected before the acknowledgement".into(),
             )),
@@ -172,11 +190,7 @@ impl SocketClient {
         }
     }
 
-    fn check_emit<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        data: &T,
-    ) -> Result<Value, ClientError> {
+    fn check_emit(&self, topic: &str) -> Result<(), ClientError> {
         if self.inner.shutting_down() {
             return Err(ClientError::Shutdown);
         }
@@ -189,11 +203,12 @@ impl SocketClient {
         if names::is_reserved(topic) {
             return Err(ClientError::ReservedTopic(topic.to_owned()));
         }
-        serde_json::to_value(data).map_err(|e| ClientError::Encode(e.to_string()))
+        Ok(())
     }
 
-    /// Subscribes `handler` (of the event's JSON data) to `event`, unless the event already
-    /// has a handler (the seeds' `ignoreDuplicate: true`): then a warning, and `None`.
+    /// Subscribes `handler` (of the event's data as JSON: see [`EventHandler::new`]) to
+    /// `event`, unless the event already has a handler (the seeds' `ignoreDuplicate: true`):
+    /// then a warning, and `None`.
     pub fn subscribe<F, Fut>(&self, event: &str, handler: F) -> Option<SubscriptionId>
     where
         F: Fn(Value) -> Fut + Send + Sync + 'static,
@@ -203,8 +218,8 @@ impl SocketClient {
         self.subscribe_handler(event, EventHandler::new(handler), true)
     }
 
-    /// [`subscribe`](Self::subscribe) with typed data: data of another shape is logged and
-    /// skipped, never fatal.
+    /// [`subscribe`](Self::subscribe) with typed data ([`Bytes`](bytes::Bytes) for binary
+    /// data): data of another shape is logged and skipped, never fatal.
     pub fn subscribe_typed<T, F, Fut>(&self, event: &str, handler: F) -> Option<SubscriptionId>
     where
         T: DeserializeOwned + Send + 'static,
@@ -213,6 +228,17 @@ impl SocketClient {
         Fut::Output: HandlerResult,
     {
         self.subscribe_handler(event, EventHandler::typed(event, handler), true)
+    }
+
+    /// [`subscribe`](Self::subscribe) with every argument of the event as it came, binary
+    /// data included.
+    pub fn subscribe_args<F, Fut>(&self, event: &str, handler: F) -> Option<SubscriptionId>
+    where
+        F: Fn(Args) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        self.subscribe_handler(event, EventHandler::args(handler), true)
     }
 
     /// Subscribes a handler; with `ignore_duplicate`, not if the event already has one.
@@ -237,8 +263,9 @@ impl SocketClient {
         id
     }
 
-    /// Subscribes `handler` to every event the server sends (name and data), after the
-    /// helper's own reactions and alongside the per-event handlers.
+    /// Subscribes `handler` to every event the server sends (name and data as JSON, as
+    /// [`EventHandler::new`] takes it), after the helper's own reactions and alongside the
+    /// per-event handlers.
     pub fn subscribe_any<F, Fut>(&self, handler: F) -> SubscriptionId
     where
         F: Fn(String, Value) -> Fut + Send + Sync + 'static,
@@ -295,13 +322,11 @@ impl SocketClient {
             return;
         }
         let rooms: Vec<&str> = rooms.iter().map(AsRef::as_ref).collect();
-        self.inner
-            .send(protocol::event(
-                event,
-                Some(&json!({ "rooms": rooms })),
-                None,
-            ))
-            .ok();
+        let sent = protocol::event(event, &(json!({ "rooms": rooms }),), None)
+            .and_then(|packet| self.inner.send(packet));
+        if let Err(e) = sent {
+            tracing::warn!(client = %self.inner.identifier, event, error = %e, "room request not sent");
+        }
     }
 
     /// Connects (after `auto_connect: false`, a `disconnect()`, or a server disconnect).
@@ -382,14 +407,11 @@ impl RawSocket<'_> {
         self.client.is_connected()
     }
 
-    /// Emits an event with any number of arguments, bypassing the helper's checks but the
-    /// connection's.
-    pub fn emit_args(&self, event: &str, args: Vec<Value>) -> Result<(), ClientError> {
-        let mut packet = vec![Value::String(event.to_owned())];
-        packet.extend(args);
-        self.client
-            .inner
-            .send(format!("42{}", Value::Array(packet)))
+    /// Emits an event with any number of arguments (JSON values, or [`Arg`](crate::args::Arg)s
+    /// with binary data), bypassing the helper's checks but the connection's.
+    pub fn emit_args(&self, event: &str, args: impl Into<Args>) -> Result<(), ClientError> {
+        let packet = protocol::event(event, &args.into(), None)?;
+        self.client.inner.send(packet)
     }
 }
 

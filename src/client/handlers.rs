@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::args::{Arg, Args};
 use crate::error::BoxError;
 use crate::plumbing::BoxFuture;
 
@@ -39,8 +40,12 @@ impl<E: Display + Send + 'static> HandlerResult for Result<(), E> {
 pub struct EventHandler(pub(crate) Handler);
 
 impl EventHandler {
-    /// A handler of the event's data as JSON; it may return `()` or a `Result` (an error is
-    /// logged).
+    /// A handler of the event's data (its first argument) as JSON; it may return `()` or a
+    /// `Result` (an error is logged). JSON has no binary type: binary data reaches it as an
+    /// array of its bytes' values (as serde_json writes bytes), a string with a lone
+    /// surrogate with U+FFFD in its place. For binary data, take [`Bytes`](bytes::Bytes) in
+    /// a [`typed`](Self::typed) handler, or every argument as it came with
+    /// [`args`](Self::args).
     pub fn new<F, Fut>(f: F) -> Self
     where
         F: Fn(Value) -> Fut + Send + Sync + 'static,
@@ -50,7 +55,9 @@ impl EventHandler {
         Self(handler(f))
     }
 
-    /// A handler of typed data; data of another shape is logged and skipped.
+    /// A handler of typed data (the event's first argument): binary data reads as
+    /// [`Bytes`](bytes::Bytes) (or `Vec<u8>` with `serde_bytes`); data of another shape is
+    /// logged and skipped.
     pub fn typed<T, F, Fut>(event: &str, f: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
@@ -68,14 +75,62 @@ impl EventHandler {
         Fut: Future<Output = Result<Value, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        Self(answering_handler(move |args: Args| {
+            let fut = f(first_as_json(&args));
+            async move { fut.await.map(|answer| Args::from(vec![Arg::from(answer)])) }
+        }))
+    }
+
+    /// A handler of all the event's arguments as they came, binary data included.
+    pub fn args<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Args) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        Self(Arc::new(move |args| {
+            let fut = f(args);
+            Box::pin(async move { fut.await.into_result().map(|()| None) })
+        }))
+    }
+
+    /// A handler of all the event's arguments whose answer, any arguments with binary data
+    /// among them, goes back to the server when it asked for an acknowledgement.
+    pub fn answering_args<F, Fut, E>(f: F) -> Self
+    where
+        F: Fn(Args) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Args, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         Self(answering_handler(f))
     }
 }
 
-/// A type-erased event handler: takes the event's first argument, answers what to send back
-/// when the server asked for an acknowledgement (`None`: no answer).
+/// The event's data as a JSON handler takes it: its first argument (`null` without one).
+pub(crate) fn first_as_json(args: &Args) -> Value {
+    args.first().map_or(Value::Null, json_of)
+}
+
+/// `arg` as JSON, binary data as the array of its bytes and a lone surrogate as U+FFFD.
+fn json_of(arg: &Arg) -> Value {
+    match arg {
+        Arg::Binary(bytes) => bytes.iter().map(|&b| Value::from(b)).collect(),
+        Arg::Utf16(units) => Value::String(String::from_utf16_lossy(units)),
+        Arg::Array(items) => items.iter().map(json_of).collect(),
+        Arg::Object(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), json_of(v)))
+                .collect(),
+        ),
+        other => other.to_json().unwrap_or(Value::Null),
+    }
+}
+
+/// A type-erased event handler: takes the event's arguments, answers what to send back when
+/// the server asked for an acknowledgement (`None`: no answer).
 pub(crate) type Handler =
-    Arc<dyn Fn(Value) -> BoxFuture<Result<Option<Value>, BoxError>> + Send + Sync>;
+    Arc<dyn Fn(Args) -> BoxFuture<Result<Option<Args>, BoxError>> + Send + Sync>;
 
 /// A type-erased catch-all handler: event name and data.
 pub(crate) type AnyHandler =
@@ -104,8 +159,8 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: HandlerResult,
 {
-    Arc::new(move |data| {
-        let fut = f(data);
+    Arc::new(move |args| {
+        let fut = f(first_as_json(&args));
         Box::pin(async move { fut.await.into_result().map(|()| None) })
     })
 }
@@ -119,27 +174,29 @@ where
     Fut::Output: HandlerResult,
 {
     let event = event.to_owned();
-    Arc::new(move |data| match serde_json::from_value::<T>(data) {
-        Ok(typed) => {
-            let fut = f(typed);
-            Box::pin(async move { fut.await.into_result().map(|()| None) })
-        }
-        Err(e) => {
-            let message = format!("event {event:?}: data of an unexpected shape skipped: {e}");
-            Box::pin(async move { Err(message.into()) })
-        }
-    })
+    Arc::new(
+        move |args| match args.first().unwrap_or(&Arg::Null).decode::<T>() {
+            Ok(typed) => {
+                let fut = f(typed);
+                Box::pin(async move { fut.await.into_result().map(|()| None) })
+            }
+            Err(e) => {
+                let message = format!("event {event:?}: data of an unexpected shape skipped: {e}");
+                Box::pin(async move { Err(message.into()) })
+            }
+        },
+    )
 }
 
 /// A handler whose answer is sent back when the server asks for an acknowledgement.
 fn answering_handler<F, Fut, E>(f: F) -> Handler
 where
-    F: Fn(Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, E>> + Send + 'static,
+    F: Fn(Args) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Args, E>> + Send + 'static,
     E: Display + Send + 'static,
 {
-    Arc::new(move |data| {
-        let fut = f(data);
+    Arc::new(move |args| {
+        let fut = f(args);
         Box::pin(async move { fut.await.map(Some).map_err(|e| e.to_string().into()) })
     })
 }

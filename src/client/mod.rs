@@ -1,10 +1,12 @@
 //! The client helper: a managed Socket.IO client with authentication state and safe
 //! subscriptions, the seeds' `SocketIOClientHelper` in Rust.
 //!
-//! It speaks Engine.IO v4 / Socket.IO v5 over WebSocket (no long-polling, no TLS: put a
-//! TLS-terminating proxy in front for `wss`), to a socketio-stack server or any server of the
-//! seeds' protocol (`authenticate` → `authenticated` / `unauthenticated`, `join` / `leave`,
-//! `ping`), including the original TypeScript one.
+//! It speaks Engine.IO v4 / Socket.IO v5 over WebSocket, plain (`http://`, `ws://`) or over
+//! TLS (`https://`, `wss://`, through rustls: the system's trust store, or the authorities of
+//! [`ClientOptions::root_certificates_pem`]), binary data included both ways, to a
+//! socketio-stack server or any server of the seeds' protocol (`authenticate` →
+//! `authenticated` / `unauthenticated`, `join` / `leave`, `ping`), including the original
+//! TypeScript one.
 //!
 //! - Lifecycle callbacks: `on_connected`, `on_disconnected(reason)`, `on_error(error)`,
 //!   `on_authenticated`, `on_unauthenticated(message)`, each given a handle to the client.
@@ -23,8 +25,13 @@
 //! tests' client. It stopped delivering events after an ack callback had run, returned from
 //! `connect()` before the namespace was connected, and swallows the event names `open`,
 //! `close`, `error` and `message`. The subset a service client needs is small: WebSocket,
-//! default namespace, text packets ([`protocol`]). It is built on `tokio-tungstenite`, which
-//! socketioxide already uses.
+//! the default namespace, text and binary packets. It is built on `tokio-tungstenite`, which
+//! socketioxide already uses, and encodes packets with socketioxide's own encoder.
+//!
+//! Binary data: [`Bytes`](bytes::Bytes) anywhere in what is emitted goes as an attachment
+//! (as a JavaScript `Buffer` would); received, it reaches [`SocketClient::subscribe_args`]
+//! handlers as [`Arg::Binary`](crate::args::Arg::Binary), typed handlers as `Bytes`, and
+//! JSON handlers as the array of its bytes.
 //!
 //! ```no_run
 //! use socketio_stack::client::SocketClient;
@@ -44,6 +51,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attachments;
 mod builder;
 mod dial;
 mod dispatcher;
@@ -53,8 +61,9 @@ mod handle;
 mod handlers;
 mod jobs;
 mod options;
-pub mod protocol;
+mod protocol;
 mod state;
+mod transport;
 
 pub use builder::SocketClientBuilder;
 pub use error::ClientError;

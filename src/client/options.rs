@@ -33,6 +33,13 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Connect as soon as the client is built (default true); otherwise call `connect()`.
     pub auto_connect: bool,
+    /// The certificate authorities (PEM, one or more `CERTIFICATE` blocks) trusted for an
+    /// `https://` or `wss://` server, in place of the system's: a server whose certificate a
+    /// private authority signed. `None` (default): the system's trust store. Given for a
+    /// plain `http://` server, or not parsing, the build fails with [`ClientError::Tls`].
+    ///
+    /// [`ClientError::Tls`]: crate::client::ClientError::Tls
+    pub root_certificates_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -49,6 +56,7 @@ impl Default for ClientOptions {
             randomization_factor: 0.5,
             timeout: Duration::from_secs(20),
             auto_connect: true,
+            root_certificates_pem: None,
         }
     }
 }

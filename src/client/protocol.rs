@@ -1,30 +1,57 @@
-//! The text packets of Engine.IO v4 and Socket.IO v5 that the client speaks, over WebSocket.
+//! The packets of Engine.IO v4 and Socket.IO v5 that the client speaks.
 //!
-//! Engine.IO: `0{open json}`, `1` close, `2` ping, `3` pong, `4<payload>` message, `6` noop.
-//! Socket.IO (inside a message): `0{auth}` connect, `1` disconnect, `2[...]` event,
-//! `3[...]` ack, `4{...}` connect error, each with an optional namespace (`/nsp,`) and, for
-//! events and acks, an optional ack id between the type and the data. Only the default
-//! namespace is used here; binary packets (`5`, `6`) are not supported and are reported as
-//! [`Packet::Unsupported`].
+//! Engine.IO: `0{open json}`, `1` close, `2` ping, `3` pong, `4<payload>` message, `6` noop,
+//! each a text [`Frame`]; a binary frame is an attachment of the Socket.IO packet before it.
+//! Socket.IO (inside a message): `0{auth}` connect, `1` disconnect, `2[...]` event, `3[...]`
+//! ack, `4{...}` connect error, and `5<n>-[...]` / `6<n>-[...]`, an event / ack whose `n`
+//! attachments follow as binary frames, each placeholder `{"_placeholder":true,"num":i}` in
+//! its data standing for attachment `i`. Each may name a namespace (`/nsp,`) and, events and
+//! acks, carry an ack id before the data. Only the default namespace is used here.
+//!
+//! Encoding is socketioxide's own (`socketioxide-parser-common`), so that what this client
+//! sends is exactly what a socketioxide server would send for the same data; decoding
+//! rebuilds the arguments with [`Args::from_packet`], as the server side does.
 
-use serde::Deserialize;
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use socketioxide_core::packet::Packet as WirePacket;
+use socketioxide_core::parser::Parse;
+use socketioxide_parser_common::CommonParser;
+
+use crate::args::{Arg, Args};
+use crate::client::error::ClientError;
+
+/// One Engine.IO packet as a transport carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Frame {
+    /// A text packet (type digit first).
+    Text(String),
+    /// A binary packet: an attachment.
+    Binary(Bytes),
+}
+
+/// The most attachments one packet may announce (socketioxide's own bound on what it takes
+/// from clients): a larger count is refused, not waited for.
+pub(crate) const MAX_ATTACHMENTS: usize = 10_000;
 
 /// The Engine.IO open packet's payload.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Open {
+pub(crate) struct Open {
     /// The Engine.IO session id.
-    pub sid: String,
+    pub(crate) sid: String,
     /// Milliseconds between the server's pings.
-    pub ping_interval: u64,
+    pub(crate) ping_interval: u64,
     /// Milliseconds the server waits for a pong.
-    pub ping_timeout: u64,
+    pub(crate) ping_timeout: u64,
 }
 
 /// A packet received from the server.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Packet {
+pub(crate) enum Packet {
     /// Engine.IO open.
     Open(Open),
     /// Engine.IO close.
@@ -34,36 +61,54 @@ pub enum Packet {
     /// Engine.IO noop, or pong.
     Noop,
     /// Socket.IO connect acknowledged, with the socket id.
-    Connect {
-        /// The Socket.IO socket id.
-        sid: Option<String>,
-    },
+    Connect { sid: Option<String> },
     /// Socket.IO disconnect from the server.
     Disconnect,
     /// Socket.IO event: name, arguments, ack id when the server asks for an answer.
     Event {
-        /// The event name.
         name: String,
-        /// Its arguments.
-        args: Vec<Value>,
-        /// The ack id, when the server asked for an acknowledgement.
+        args: Args,
         ack: Option<u64>,
     },
     /// Socket.IO ack of one of our emits.
-    Ack {
-        /// The ack id we sent.
-        id: u64,
-        /// The server's answer.
-        args: Vec<Value>,
-    },
+    Ack { id: u64, args: Args },
+    /// The head of a binary event or ack: its attachments come next, as binary frames.
+    Binary(BinaryHead),
     /// Socket.IO connect error, with the server's message.
     ConnectError(String),
-    /// Anything this client does not handle (binary packets, other namespaces, garbage).
+    /// Anything this client does not handle (other namespaces, garbage), for the log.
     Unsupported(String),
 }
 
-/// Parses one WebSocket text frame.
-pub fn decode(text: &str) -> Packet {
+/// A binary event or ack waiting for its attachments.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BinaryHead {
+    /// An ack (`6`) rather than an event (`5`).
+    is_ack: bool,
+    /// How many attachments follow.
+    pub(crate) attachments: usize,
+    ack: Option<u64>,
+    /// The JSON data, placeholders and all.
+    data: String,
+}
+
+impl BinaryHead {
+    /// The packet, its attachments in the order they came.
+    pub(crate) fn complete(self, attachments: &VecDeque<Bytes>) -> Packet {
+        match (self.is_ack, self.ack) {
+            (true, Some(id)) => match Args::from_packet(&self.data, Some(attachments), false) {
+                Ok(args) => Packet::Ack { id, args },
+                Err(e) => Packet::Unsupported(format!("binary ack: {e}")),
+            },
+            (true, None) => Packet::Unsupported("binary ack without an id".into()),
+            (false, ack) => decode_event(&self.data, Some(attachments), ack)
+                .unwrap_or_else(|| Packet::Unsupported(truncate(&self.data))),
+        }
+    }
+}
+
+/// Parses one text frame.
+pub(crate) fn decode(text: &str) -> Packet {
     let unsupported = || Packet::Unsupported(truncate(text));
     let mut chars = text.chars();
     match chars.next() {
@@ -76,9 +121,26 @@ pub fn decode(text: &str) -> Packet {
     }
 }
 
+/// The digits at the start of `text`, as a number, and what follows them.
+fn leading_number(text: &str) -> (Option<u64>, &str) {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let number = (digits > 0)
+        .then(|| text[..digits].parse::<u64>().ok())
+        .flatten();
+    (number, &text[digits..])
+}
+
 fn decode_socketio(text: &str) -> Option<Packet> {
     let kind = text.chars().next()?;
     let mut rest = &text[kind.len_utf8()..];
+    // A binary packet announces its attachments first: `5<n>-`.
+    let attachments = if matches!(kind, '5' | '6') {
+        let (count, after) = leading_number(rest);
+        rest = after.strip_prefix('-')?;
+        Some(usize::try_from(count?).ok()?)
+    } else {
+        None
+    };
     // A namespace other than the default one is not ours.
     if rest.starts_with('/') {
         let (nsp, after) = rest.split_once(',').unwrap_or((rest, ""));
@@ -87,13 +149,7 @@ fn decode_socketio(text: &str) -> Option<Packet> {
         }
         rest = after;
     }
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let ack = if digits > 0 {
-        rest[..digits].parse::<u64>().ok()
-    } else {
-        None
-    };
-    let data = &rest[digits..];
+    let (ack, data) = leading_number(rest);
     match kind {
         '0' => {
             let sid = serde_json::from_str::<Value>(data)
@@ -102,24 +158,11 @@ fn decode_socketio(text: &str) -> Option<Packet> {
             Some(Packet::Connect { sid })
         }
         '1' => Some(Packet::Disconnect),
-        '2' => {
-            let Value::Array(mut args) = serde_json::from_str(data).ok()? else {
-                return None;
-            };
-            if args.is_empty() {
-                return None;
-            }
-            let Value::String(name) = args.remove(0) else {
-                return None;
-            };
-            Some(Packet::Event { name, args, ack })
-        }
-        '3' => {
-            let Value::Array(args) = serde_json::from_str(data).ok()? else {
-                return None;
-            };
-            Some(Packet::Ack { id: ack?, args })
-        }
+        '2' => decode_event(data, None, ack),
+        '3' => Some(Packet::Ack {
+            id: ack?,
+            args: Args::from_packet(data, None, false).ok()?,
+        }),
         '4' => {
             let message = match serde_json::from_str::<Value>(data).ok()? {
                 Value::Object(map) => map
@@ -132,8 +175,40 @@ fn decode_socketio(text: &str) -> Option<Packet> {
             };
             Some(Packet::ConnectError(message))
         }
+        '5' | '6' => {
+            let attachments = attachments?;
+            if attachments > MAX_ATTACHMENTS {
+                return None;
+            }
+            Some(Packet::Binary(BinaryHead {
+                is_ack: kind == '6',
+                attachments,
+                ack,
+                data: data.to_owned(),
+            }))
+        }
         _ => None,
     }
+}
+
+/// An event from its data `[name, ...args]`.
+fn decode_event(
+    data: &str,
+    attachments: Option<&VecDeque<Bytes>>,
+    ack: Option<u64>,
+) -> Option<Packet> {
+    let mut args = Args::from_packet(data, attachments, false).ok()?.into_vec();
+    if args.is_empty() {
+        return None;
+    }
+    let Arg::String(name) = args.remove(0) else {
+        return None;
+    };
+    Some(Packet::Event {
+        name,
+        args: args.into(),
+        ack,
+    })
 }
 
 /// At most 200 characters of `text`, for logs.
@@ -144,11 +219,51 @@ fn truncate(text: &str) -> String {
     }
 }
 
+/// A packet to send: its text frame, then its attachments as binary frames.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outgoing {
+    /// The Engine.IO text packet.
+    pub(crate) text: String,
+    /// The attachments that follow it.
+    pub(crate) attachments: VecDeque<Bytes>,
+}
+
+impl Outgoing {
+    /// A packet of text only.
+    pub(crate) fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            attachments: VecDeque::new(),
+        }
+    }
+
+    /// Its frames, in order.
+    pub(crate) fn into_frames(self) -> impl Iterator<Item = Frame> {
+        std::iter::once(Frame::Text(self.text))
+            .chain(self.attachments.into_iter().map(Frame::Binary))
+    }
+}
+
+/// A Socket.IO packet as an Engine.IO message, by socketioxide's encoder.
+fn message(packet: WirePacket) -> Outgoing {
+    match CommonParser.encode(packet) {
+        socketioxide_core::Value::Str(text, attachments) => Outgoing {
+            text: format!("4{}", text.as_str()),
+            attachments: attachments.unwrap_or_default(),
+        },
+        // The common parser writes text only.
+        socketioxide_core::Value::Bytes(bytes) => Outgoing {
+            text: "4".to_owned(),
+            attachments: VecDeque::from([bytes]),
+        },
+    }
+}
+
 /// The Engine.IO pong.
-pub const PONG: &str = "3";
+pub(crate) const PONG: &str = "3";
 
 /// Socket.IO connect to the default namespace, with the `auth` payload if any.
-pub fn connect(auth: Option<&Value>) -> String {
+pub(crate) fn connect(auth: Option<&Value>) -> String {
     match auth {
         Some(auth) => format!("40{auth}"),
         None => "40".to_owned(),
@@ -156,29 +271,48 @@ pub fn connect(auth: Option<&Value>) -> String {
 }
 
 /// Socket.IO disconnect from the default namespace.
-pub const DISCONNECT: &str = "41";
+pub(crate) const DISCONNECT: &str = "41";
 
-/// A Socket.IO event, with an ack id when an answer is wanted; `data: None` sends the event
-/// without arguments (as `socket.emit('authenticate')` does).
-pub fn event(name: &str, data: Option<&Value>, ack: Option<u64>) -> String {
-    let mut args = vec![Value::String(name.to_owned())];
-    args.extend(data.cloned());
-    let args = Value::Array(args);
-    match ack {
-        Some(id) => format!("42{id}{args}"),
-        None => format!("42{args}"),
+/// A Socket.IO event whose arguments are `args` (a tuple or [`Args`]: one argument per
+/// element), with an ack id when an answer is wanted. [`Bytes`] anywhere in them become
+/// attachments.
+pub(crate) fn event<T: Serialize + ?Sized>(
+    name: &str,
+    args: &T,
+    ack: Option<u64>,
+) -> Result<Outgoing, ClientError> {
+    let data = CommonParser
+        .encode_value(args, Some(name))
+        .map_err(|e| ClientError::Encode(e.to_string()))?;
+    let mut packet = WirePacket::event("/", data);
+    if let Some(id) = ack {
+        packet.inner.set_ack_id(ack_id(id)?);
     }
+    Ok(message(packet))
 }
 
-/// A Socket.IO ack answering the server's ack id.
-pub fn ack(id: u64, data: &Value) -> String {
-    format!("43{id}{}", Value::Array(vec![data.clone()]))
+/// A Socket.IO ack answering the server's ack id with `args`.
+pub(crate) fn ack(id: u64, args: &Args) -> Result<Outgoing, ClientError> {
+    let data = CommonParser
+        .encode_value(args, None)
+        .map_err(|e| ClientError::Encode(e.to_string()))?;
+    Ok(message(WirePacket::ack("/", data, ack_id(id)?)))
+}
+
+/// socketioxide's ack ids are `i64`; ours count up from 0 and the server's come from the
+/// wire, where one past `i64::MAX` is no id socket.io would make.
+fn ack_id(id: u64) -> Result<i64, ClientError> {
+    i64::try_from(id).map_err(|_| ClientError::Encode(format!("ack id {id} out of range")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn args(values: Vec<Value>) -> Args {
+        Args::from(values)
+    }
 
     #[test]
     fn decodes_the_server_packets() {
@@ -204,7 +338,7 @@ mod tests {
             decode(r#"42["ping",{"time":"t"}]"#),
             Packet::Event {
                 name: "ping".into(),
-                args: vec![json!({"time": "t"})],
+                args: args(vec![json!({"time": "t"})]),
                 ack: None
             }
         );
@@ -212,7 +346,7 @@ mod tests {
             decode(r#"4212["ask",1,2]"#),
             Packet::Event {
                 name: "ask".into(),
-                args: vec![json!(1), json!(2)],
+                args: args(vec![json!(1), json!(2)]),
                 ack: Some(12)
             }
         );
@@ -220,7 +354,7 @@ mod tests {
             decode(r#"437["ok"]"#),
             Packet::Ack {
                 id: 7,
-                args: vec![json!("ok")]
+                args: args(vec![json!("ok")])
             }
         );
         assert_eq!(
@@ -231,10 +365,62 @@ mod tests {
             decode(r#"42/,["x"]"#),
             Packet::Event {
                 name: "x".into(),
-                args: vec![],
+                args: Args::new(),
                 ack: None
             }
         );
+        // A lone surrogate is kept, as JavaScript holds it.
+        let Packet::Event { args, .. } = decode(r#"42["s","\ud800"]"#) else {
+            panic!()
+        };
+        assert_eq!(args[0], Arg::Utf16(vec![0xD800]));
+    }
+
+    #[test]
+    fn rebuilds_binary_events_and_acks_from_their_attachments() {
+        let Packet::Binary(head) = decode(
+            r#"452-["file",{"_placeholder":true,"num":1},{"a":{"_placeholder":true,"num":0}}]"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(head.attachments, 2);
+        let attachments =
+            VecDeque::from([Bytes::from_static(b"zero"), Bytes::from_static(&[1, 0xff])]);
+        let Packet::Event { name, args, ack } = head.complete(&attachments) else {
+            panic!()
+        };
+        assert_eq!((name.as_str(), ack), ("file", None));
+        assert_eq!(args[0], Arg::Binary(Bytes::from_static(&[1, 0xff])));
+        assert_eq!(
+            args[1].get("a"),
+            Some(&Arg::Binary(Bytes::from_static(b"zero")))
+        );
+
+        // With a namespace and an ack id, socket.io-parser's order: count, namespace, id.
+        let Packet::Binary(head) = decode(r#"451-/,9["q",{"_placeholder":true,"num":0}]"#) else {
+            panic!()
+        };
+        let one = VecDeque::from([Bytes::from_static(b"x")]);
+        assert!(matches!(
+            head.complete(&one),
+            Packet::Event { ack: Some(9), .. }
+        ));
+
+        let Packet::Binary(head) = decode(r#"461-7[{"_placeholder":true,"num":0}]"#) else {
+            panic!()
+        };
+        assert_eq!(
+            head.complete(&one),
+            Packet::Ack {
+                id: 7,
+                args: Args::from(vec![Arg::Binary(Bytes::from_static(b"x"))])
+            }
+        );
+        // A placeholder naming an attachment that did not come.
+        let Packet::Binary(head) = decode(r#"451-["f",{"_placeholder":true,"num":3}]"#) else {
+            panic!()
+        };
+        assert!(matches!(head.complete(&one), Packet::Unsupported(_)));
     }
 
     #[test]
@@ -249,7 +435,11 @@ mod tests {
             "42[1]",
             "42{",
             r#"42/admin,["x"]"#,
-            "451-[\"bin\",{}]",
+            r#"451-/admin,["x",{"_placeholder":true,"num":0}]"#,
+            r#"45["no count"]"#,
+            r#"45x-["bad count"]"#,
+            r#"4599999999999999999999-["huge count"]"#,
+            r#"4510001-["too many"]"#,
             "43[\"no id\"]",
             "0{bad",
         ] {
@@ -263,15 +453,37 @@ mod tests {
     }
 
     #[test]
-    fn encodes_the_client_packets() {
+    fn encodes_the_client_packets_as_socketioxide_does() {
         assert_eq!(connect(Some(&json!({"token": "t"}))), r#"40{"token":"t"}"#);
         assert_eq!(connect(None), "40");
+        let join = event("join", &(json!({"rooms": ["a"]}),), None).unwrap();
+        assert_eq!(join, Outgoing::text(r#"42["join",{"rooms":["a"]}]"#));
+        assert_eq!(event("q", &(1,), Some(3)).unwrap().text, r#"423["q",1]"#);
         assert_eq!(
-            event("join", Some(&json!({"rooms": ["a"]})), None),
-            r#"42["join",{"rooms":["a"]}]"#
+            event("authenticate", &Args::new(), None).unwrap().text,
+            r#"42["authenticate"]"#
         );
-        assert_eq!(event("q", Some(&json!(1)), Some(3)), r#"423["q",1]"#);
-        assert_eq!(event("authenticate", None, None), r#"42["authenticate"]"#);
-        assert_eq!(ack(5, &json!({"ok": true})), r#"435[{"ok":true}]"#);
+        assert_eq!(
+            ack(5, &args(vec![json!({"ok": true})])).unwrap().text,
+            r#"435[{"ok":true}]"#
+        );
+    }
+
+    #[test]
+    fn encodes_binary_data_as_attachments() {
+        let file = Bytes::from_static(&[0, 1, 2, 0xff]);
+        let sent = event("upload", &("a.bin", file.clone()), Some(2)).unwrap();
+        assert_eq!(
+            sent.text,
+            r#"451-2["upload","a.bin",{"_placeholder":true,"num":0}]"#
+        );
+        assert_eq!(sent.attachments, VecDeque::from([file.clone()]));
+        let frames: Vec<Frame> = sent.into_frames().collect();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1], Frame::Binary(file.clone()));
+
+        let answer = ack(4, &Args::from(vec![Arg::Binary(file.clone())])).unwrap();
+        assert_eq!(answer.text, r#"461-4[{"_placeholder":true,"num":0}]"#);
+        assert_eq!(answer.attachments, VecDeque::from([file]));
     }
 }

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::args::Args;
 use crate::client::driver::Desire;
 use crate::client::error::ClientError;
 use crate::client::handlers::{AnyHandler, Handler};
 use crate::client::jobs::JobQueue;
+use crate::client::protocol::Outgoing;
 use crate::session::ClientState;
 
 /// The id of one subscription, to remove that handler alone.
@@ -27,12 +28,12 @@ pub(crate) struct Shared {
     connected: AtomicBool,
     /// The Engine.IO and the Socket.IO ids, while connected.
     ids: Mutex<(Option<String>, Option<String>)>,
-    writer: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    writer: Mutex<Option<mpsc::UnboundedSender<Outgoing>>>,
     handlers: RwLock<HashMap<String, Vec<(SubscriptionId, Handler)>>>,
     any: RwLock<Vec<(SubscriptionId, AnyHandler)>>,
     /// Subscription and ack ids.
     next_id: AtomicU64,
-    acks: Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<Args>>>,
     pub(crate) desire: watch::Sender<Desire>,
     pub(crate) jobs: JobQueue,
     shutting_down: AtomicBool,
@@ -120,7 +121,7 @@ impl Shared {
 
     pub(crate) fn connected_with(
         &self,
-        writer: mpsc::UnboundedSender<String>,
+        writer: mpsc::UnboundedSender<Outgoing>,
         engine_id: String,
         socket_id: Option<String>,
     ) {
@@ -140,13 +141,13 @@ impl Shared {
     }
 
     /// Hands a packet to the connection.
-    pub(crate) fn send(&self, text: String) -> Result<(), ClientError> {
+    pub(crate) fn send(&self, packet: Outgoing) -> Result<(), ClientError> {
         if self.shutting_down() {
             return Err(ClientError::Shutdown);
         }
         match &*lock(&self.writer) {
             Some(writer) if self.is_connected() => {
-                writer.send(text).map_err(|_| ClientError::NotConnected)
+                writer.send(packet).map_err(|_| ClientError::NotConnected)
             }
             _ => Err(ClientError::NotConnected),
         }
@@ -157,7 +158,7 @@ impl Shared {
     }
 
     /// A new ack id, and where its answer will come.
-    pub(crate) fn expect_ack(&self) -> (u64, oneshot::Receiver<Vec<Value>>) {
+    pub(crate) fn expect_ack(&self) -> (u64, oneshot::Receiver<Args>) {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         lock(&self.acks).insert(id, tx);
@@ -168,7 +169,7 @@ impl Shared {
         lock(&self.acks).remove(&id);
     }
 
-    pub(crate) fn resolve_ack(&self, id: u64, args: Vec<Value>) {
+    pub(crate) fn resolve_ack(&self, id: u64, args: Args) {
         if let Some(waiter) = lock(&self.acks).remove(&id) {
             waiter.send(args).ok();
         }
