@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
+use socketio_stack::args::{Arg, Args};
 use socketio_stack::client::{ClientError, ClientOptions, EmitOptions, EventHandler, SocketClient};
 use socketio_stack::layers::AuthLayer;
 use socketio_stack::{ClientState, SendRequest, SocketServer};
@@ -891,4 +893,234 @@ async fn disconnect_during_backoff_stops_the_attempts_and_connect_resumes_them()
         (err, 410),
         (ClientError::Shutdown, ClientError::Shutdown.status())
     );
+}
+
+/// A server answering `upload` with every argument it got, binary data included, and
+/// sending them back as `blob` for `relay`.
+fn echo_server() -> SocketServer {
+    SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .layer(socketio_stack::layers::RoomsLayer::new())
+        .on(
+            "upload",
+            async |ack: socketioxide::extract::AckSender, args: Args| {
+                ack.send(&args).ok();
+            },
+        )
+        .on(
+            "relay",
+            async |socket: socketioxide::extract::SocketRef, args: Args| {
+                socket.emit("blob", &args).ok();
+            },
+        )
+        .build()
+        .unwrap()
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct File {
+    name: String,
+    data: Bytes,
+}
+
+#[tokio::test]
+async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
+    let t = serve(echo_server()).await;
+    let (c, mut seen) = authenticated(&t).await;
+    let (tx, mut blobs) = mpsc::unbounded_channel();
+    let typed = tx.clone();
+    c.subscribe_args("blob", move |args: Args| {
+        tx.send(format!("args:{:?}", args.into_vec())).ok();
+        async {}
+    });
+    c.subscribe_typed("file", move |file: File| {
+        typed
+            .send(format!("file:{}:{:?}", file.name, file.data))
+            .ok();
+        async {}
+    });
+
+    // Client to server and back: one buffer, an empty one, 256 KiB, and one inside an object.
+    let every_byte = Bytes::from((0..=255u8).collect::<Vec<_>>());
+    let answer = c
+        .emit_with_ack_args("upload", &every_byte, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(answer.into_vec(), vec![Arg::from(every_byte.clone())]);
+    let answer = c.emit_with_ack_args("upload", &Bytes::new(), WAIT).await;
+    assert_eq!(answer.unwrap().into_vec(), vec![Arg::from(Bytes::new())]);
+    let big = Bytes::from(vec![7u8; 256 * 1024]);
+    let answer = c.emit_with_ack_args("upload", &big, WAIT).await.unwrap();
+    assert_eq!(answer.into_vec()[0].as_bytes(), Some(&big));
+    let file = File {
+        name: "a.bin".into(),
+        data: every_byte.clone(),
+    };
+    let answer = c.emit_with_ack_args("upload", &file, WAIT).await.unwrap();
+    assert_eq!(answer.decode::<(File,)>().unwrap().0, file);
+    // The JSON view of an answer shows binary data as its bytes.
+    let two = Bytes::from_static(&[1, 2]);
+    let json = c.emit_with_ack("upload", &two, WAIT).await.unwrap();
+    assert_eq!(json, json!([1, 2]));
+
+    // Several arguments, text and binary mixed, and back as an event.
+    let mixed = vec![Arg::from("x"), Arg::from(Bytes::from_static(b"\0\xff"))];
+    c.raw().emit_args("relay", mixed.clone()).unwrap();
+    let line = tokio::time::timeout(WAIT, blobs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, format!("args:{mixed:?}"));
+
+    // Server to client: an event of two attachments, and a typed one.
+    t.server
+        .send(
+            SendRequest::to("io-default", "blob", json!(null)).with_args(vec![
+                Arg::from(Bytes::from_static(b"one")),
+                Arg::from("between"),
+                Arg::from(Bytes::from_static(b"two")),
+            ]),
+        )
+        .await
+        .unwrap();
+    let line = tokio::time::timeout(WAIT, blobs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "args:{:?}",
+            vec![
+                Arg::from(Bytes::from_static(b"one")),
+                Arg::from("between"),
+                Arg::from(Bytes::from_static(b"two")),
+            ]
+        )
+    );
+    let data = Args::from_serialize(&(&file,)).unwrap();
+    t.server
+        .send(SendRequest::to("io-default", "file", json!(null)).with_args(data))
+        .await
+        .unwrap();
+    let line = tokio::time::timeout(WAIT, blobs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, format!("file:a.bin:{every_byte:?}"));
+    assert!(c.is_connected());
+    assert!(seen.drain().iter().all(|l| !l.starts_with("error")));
+    c.shutdown().await;
+}
+
+/// Terminates TLS for `backend` with the test authority's certificate for 127.0.0.1, as a
+/// load balancer in front of the server would; returns its address.
+async fn tls_front(ca: &tls::TestCa, backend: std::net::SocketAddr) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = CertificateDer::pem_file_iter(ca.path("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(ca.path("server-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to relay.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut plain = tokio::net::TcpStream::connect(backend).await.unwrap();
+                tokio::io::copy_bidirectional(&mut tls, &mut plain)
+                    .await
+                    .ok();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn wss_reaches_a_server_behind_tls_with_the_authorities_given() {
+    let t = serve(echo_server()).await;
+    let ca = tls::TestCa::new("client wss test");
+    let front = tls_front(&ca, t.addr).await;
+    for scheme in ["https", "wss"] {
+        let (c, mut seen) = client(
+            &format!("{scheme}://127.0.0.1:{}", front.port()),
+            ClientOptions {
+                root_certificates_pem: Some(ca.pem().into_bytes()),
+                ..options(TOKEN)
+            },
+        );
+        seen.expect("connected").await;
+        c.authenticate();
+        seen.expect("authenticated").await;
+        let data = Bytes::from_static(b"\x00over tls\xff");
+        let answer = c.emit_with_ack_args("upload", &data, WAIT).await.unwrap();
+        assert_eq!(answer.into_vec(), vec![Arg::from(data)]);
+        c.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn wss_refuses_a_certificate_of_an_authority_not_trusted() {
+    let t = serve(echo_server()).await;
+    let ca = tls::TestCa::new("the server's authority");
+    let front = tls_front(&ca, t.addr).await;
+    let other = tls::TestCa::new("another authority");
+    let host = format!("wss://127.0.0.1:{}", front.port());
+    // Neither the system's authorities nor another one trust the test's.
+    for roots in [None, Some(other.pem().into_bytes())] {
+        let (c, mut seen) = client(
+            &host,
+            ClientOptions {
+                root_certificates_pem: roots,
+                reconnection: false,
+                ..options(TOKEN)
+            },
+        );
+        let error = seen.expect("error:").await;
+        assert!(error.starts_with("error:503:"), "{error}");
+        assert!(error.contains("certificate"), "{error}");
+        assert!(!c.is_connected());
+        c.shutdown().await;
+    }
+    assert_eq!(t.server.client_count(), 0);
+}
+
+#[test]
+fn bad_root_certificates_are_refused_at_build() {
+    let ca = tls::TestCa::new("build test");
+    let cases = [
+        ("wss://127.0.0.1:1", b"not a certificate".to_vec()),
+        ("wss://127.0.0.1:1", Vec::new()),
+        (
+            "wss://127.0.0.1:1",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),
+        ),
+        // Authorities for a server that is not behind TLS: a mistake, said at once.
+        ("http://127.0.0.1:1", ca.pem().into_bytes()),
+        ("ws://127.0.0.1:1", ca.pem().into_bytes()),
+    ];
+    for (host, pem) in cases {
+        let err = SocketClient::builder("bad", host)
+            .options(ClientOptions {
+                root_certificates_pem: Some(pem.clone()),
+                ..Default::default()
+            })
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Tls(_)), "{host} {pem:?}: {err}");
+        assert_eq!(err.status(), 400, "{err}");
+    }
 }
