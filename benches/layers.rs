@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use socketio_stack::SendRequest;
-use socketio_stack::core::CoreService;
+use socketio_stack::OutboundMessage;
 use socketio_stack::fanout::wire::{self, Broadcast};
-use socketio_stack::layers::rate_limit::Bucket;
+use socketio_stack::layers::event_rate_limit::Bucket;
 use socketio_stack::layers::{
-    AuthLayer, AuthTimeoutLayer, HandshakeAuthLayer, Next, PingLayer, RateLimitLayer, RoomsLayer,
-    from_fn,
+    AuthLayer, AuthTimeoutLayer, EventRateLimitLayer, HandshakeAuthLayer, Next, PingLayer,
+    RoomsLayer, from_fn,
 };
+use socketio_stack::socket_core::CoreService;
 use socketio_stack::testing::{Noop, TestSocket, event};
 use socketio_stack::{BoxError, ClientState, Identity, RequestKind, Session, SocketRequest};
 use socketioxide::socket::DisconnectReason;
@@ -156,7 +156,7 @@ fn layers(c: &mut Criterion) {
         },
     );
 
-    let rate = RateLimitLayer::default()
+    let rate = EventRateLimitLayer::default()
         .events(Bucket::new(1e12, u32::MAX).unwrap())
         .layer(Noop);
     group.bench_function("rate limit: event within the budget", |b| {
@@ -234,7 +234,7 @@ fn send_encoding(c: &mut Criterion) {
     });
     group.bench_function("Redis publish encoding (msgpack broadcast)", |b| {
         b.iter(|| {
-            let req = SendRequest::to("io-default", "news", data.clone());
+            let req = OutboundMessage::to("io-default", "news", data.clone());
             let broadcast = Broadcast::of_send(req);
             wire::encode(&broadcast)
         })

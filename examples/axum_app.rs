@@ -11,7 +11,7 @@
 //! - a user event handler, `.on("chat", on_chat)`, written with the crate's extractors
 //!   (`Data`, `SocketRef`, `AckSender`), which relays a chat message to a room;
 //! - `.on_authenticated(...)`, run once per socket after authentication;
-//! - an HTTP route that talks to the sockets through `server.send(SendRequest::broadcast(..))`.
+//! - an HTTP route that talks to the sockets through `server.send(OutboundMessage::broadcast(..))`.
 //!
 //! Run it:
 //!
@@ -65,9 +65,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use socketio_stack::core::extract::Data;
+use socketio_stack::extract::Data;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
-use socketio_stack::{BoxError, Delivery, Handshake, PeerAddr, SendRequest, Session, SocketServer};
+use socketio_stack::{
+    BoxError, Delivery, Handshake, OutboundMessage, PeerAddr, Session, SocketServer,
+};
 use socketioxide::extract::{AckSender, SocketRef};
 use tower::ServiceBuilder;
 
@@ -166,7 +168,7 @@ async fn announce(
     State(server): State<SocketServer>,
     Json(body): Json<Announcement>,
 ) -> impl IntoResponse {
-    let req = SendRequest::broadcast("announcement", json!({ "text": body.text }));
+    let req = OutboundMessage::broadcast("announcement", json!({ "text": body.text }));
     match server.send(req).await {
         Ok(Delivery::Sent) => (StatusCode::ACCEPTED, Json(json!({ "sent": true }))),
         // The seeds silently drop a send with an empty topic or falsy data (`null`, `0`,

@@ -50,12 +50,13 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use socketio_stack::core::extract::{State, TryData};
+use socketio_stack::event::iso_now;
+use socketio_stack::extract::{State, TryData};
 use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::serve::{ServeConfig, bind, serve_until};
 use socketio_stack::{
-    BoxError, Handshake, Identity, Outbound, SendRequest, Session, SocketServer, clock,
+    BoxError, Handshake, Identity, Outbound, OutboundMessage, Session, SocketServer,
 };
 use socketioxide::extract::{AckSender, SocketRef};
 use tower::Layer;
@@ -147,10 +148,9 @@ async fn relay(
     if !socket.rooms().iter().any(|r| *r == room) {
         return Err(format!("not a member of room {room:?}"));
     }
-    let payload: Value =
-        json!({ "from": user.sub, "room": room, "text": text, "time": clock::iso_now() });
+    let payload: Value = json!({ "from": user.sub, "room": room, "text": text, "time": iso_now() });
     outbound
-        .send(SendRequest::to(room, "chat", payload))
+        .send(OutboundMessage::to(room, "chat", payload))
         .await
         .map(drop)
         .map_err(|e| {
@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn only_well_signed_unexpired_tokens_with_a_user_verify() {
         let key = DecodingKey::from_secret(b"k");
-        let later = clock::unix_millis(std::time::SystemTime::now()) / 1000 + 60;
+        let later = std::time::UNIX_EPOCH.elapsed().unwrap().as_secs() + 60;
         assert_eq!(verify(&key, &token("k", "ann", later)).unwrap().sub, "ann");
         assert!(
             verify(&key, &token("other", "ann", later)).is_err(),

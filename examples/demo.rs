@@ -59,14 +59,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use socketio_stack::admin_ui::{AdminUi, Mode};
-use socketio_stack::fanout::sharded_wire::SubscriptionMode;
+use socketio_stack::fanout::SubscriptionMode;
 use socketio_stack::fanout::{RedisFanout, RedisOptions};
-use socketio_stack::layers::rate_limit::Bucket;
+use socketio_stack::layers::event_rate_limit::Bucket;
 use socketio_stack::layers::{
-    AuthLayer, AuthTimeoutLayer, HandshakeAuthLayer, PingLayer, RateLimitLayer, RoomsLayer,
+    AuthLayer, AuthTimeoutLayer, EventRateLimitLayer, HandshakeAuthLayer, PingLayer, RoomsLayer,
 };
 use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
-use socketio_stack::{BoxError, Handshake, SendError, SendRequest, Session, SocketServer};
+use socketio_stack::{BoxError, Handshake, OutboundMessage, SendError, Session, SocketServer};
 use tower::Layer;
 use tower::util::Either;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -257,7 +257,7 @@ async fn validate(_session: Session, rooms: Vec<String>) -> Result<Vec<String>, 
 
 async fn send(
     State(server): State<SocketServer>,
-    Json(req): Json<SendRequest>,
+    Json(req): Json<OutboundMessage>,
 ) -> impl IntoResponse {
     match server.send(req).await {
         // Sent, or dropped as the seeds drop a send without topic or data.
@@ -340,7 +340,7 @@ async fn run() -> Result<(), BoxError> {
         .path(config.io_path)
         // First, so that it bounds everything a client sends, authentication included.
         .layer(
-            RateLimitLayer::default()
+            EventRateLimitLayer::default()
                 .events(Bucket::new(100.0, 200)?)
                 .control(Bucket::new(20.0, 40)?),
         )

@@ -56,7 +56,7 @@ use futures_util::FutureExt;
 use rust_socketio::Payload;
 use rust_socketio::asynchronous::ClientBuilder;
 use serde_json::{Value, json};
-use socketio_stack::core::extract::Data;
+use socketio_stack::extract::Data;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer};
 use socketio_stack::{BoxError, Handshake, SocketServer};
 use socketioxide::extract::AckSender;

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use socketio_stack::args::{Arg, Args};
-//! use socketio_stack::core::CoreService;
+//! use socketio_stack::socket_core::CoreService;
 //! use socketioxide::adapter::LocalAdapter;
 //! use socketioxide::extract::{AckSender, SocketRef};
 //!

@@ -16,6 +16,13 @@ use socketioxide::socket::DisconnectReason;
 use crate::args::Args;
 use crate::session::Session;
 
+/// The current time as the seeds' payloads carry it (their `time` field, JavaScript's
+/// `new Date().toISOString()`): `2026-11-22T09:30:00.123Z`, UTC, milliseconds. For payloads of
+/// your own that clients of the seeds' shape parse with `new Date(time)`.
+pub fn iso_now() -> String {
+    crate::clock::iso_now()
+}
+
 /// Events the seeds define, by name.
 pub mod names {
     /// Client → server: asks to be authenticated.

@@ -29,7 +29,7 @@
 //!
 //! | layer | seeds counterpart | default |
 //! | --- | --- | --- |
-//! | [`RateLimitLayer`](layers::RateLimitLayer) | (none) | 50 events/s, burst 100; 5/s, burst 10 for `authenticate`/`join`/`leave` |
+//! | [`EventRateLimitLayer`](layers::EventRateLimitLayer) | (none) | 50 events/s, burst 100; 5/s, burst 10 for `authenticate`/`join`/`leave` |
 //! | [`AuthLayer`](layers::AuthLayer) | `authenticateFn`, `authenticate` / `authenticated` / `unauthenticated` | no default: you give the function |
 //! | [`HandshakeAuthLayer`](layers::HandshakeAuthLayer) | (instead of `AuthLayer`: socket.io's `io.use`) | refuses a bad CONNECT with `connect_error` |
 //! | [`AuthTimeoutLayer`](layers::AuthTimeoutLayer) | `authenticateTimeout` | 10 s |
@@ -43,12 +43,12 @@
 //! ([`identity`]): layers read it from the [`Session`], handlers with the [`Identity`]
 //! extractor, the fleet as the socket's `data`.
 //!
-//! At the bottom, the [`CoreService`](core::CoreService) tracks clients and runs your
+//! At the bottom, the [`CoreService`](socket_core::CoreService) tracks clients and runs your
 //! handlers. Leave a layer out and the rest still work (without [`AuthLayer`](layers::AuthLayer),
 //! sockets count as authenticated at connect, so rooms and ping start then); replace one with
 //! your own `tower::Layer` over [`SocketRequest`].
 //!
-//! Messages to clients go through a second stack: [`SendRequest`] → outbound layers →
+//! Messages to clients go through a second stack: [`OutboundMessage`] → outbound layers →
 //! [`LocalDelivery`](outbound::LocalDelivery), or, when instances share a Redis,
 //! [`RedisDelivery`](fanout::RedisDelivery) ([`fanout`], compatible with
 //! `@socket.io/redis-adapter` and `@socket.io/redis-emitter`); callers use [`Outbound`] /
@@ -107,9 +107,8 @@ pub mod args;
 pub mod authentication;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod clock;
+mod clock;
 mod connect_limit;
-pub mod core;
 pub mod error;
 pub mod event;
 #[cfg(feature = "fanout")]
@@ -119,12 +118,14 @@ pub mod handshake;
 pub mod identity;
 mod io_service;
 pub mod layers;
+pub mod limits;
 pub mod outbound;
 mod plumbing;
 #[cfg(feature = "serve")]
 pub mod serve;
-pub mod server;
+mod server;
 pub mod session;
+pub mod socket_core;
 pub mod telemetry;
 mod transport;
 mod write_stall;
@@ -138,6 +139,7 @@ pub use event::{ClientEvent, RequestKind, SocketRequest};
 pub use handshake::{Handshake, PeerAddr};
 pub use identity::Identity;
 pub use io_service::{IoLayer, IoService};
-pub use outbound::{Delivery, Outbound, SendError, SendRequest};
-pub use server::{SocketServer, SocketServerBuilder};
+pub use outbound::{Delivery, Outbound, OutboundMessage, SendError};
+pub use server::{DeliveryService, InboundService, NotFound, SocketServer, SocketServerBuilder};
 pub use session::{ClientState, Session};
+pub use socket_core::extract;

@@ -1,34 +1,6 @@
 //! The server helper: a builder that assembles the stack and checks its inputs, and the
-//! handle to run it (the seeds' `SocketIOServerHelper`).
-//!
-//! ```no_run
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//! use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
-//! use socketio_stack::{Handshake, SendRequest, Session, SocketServer};
-//!
-//! async fn authenticate(hs: Arc<Handshake>) -> Result<bool, std::io::Error> {
-//!     Ok(hs.auth_field("token") == Some("secret"))
-//! }
-//! async fn validate(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, std::io::Error> {
-//!     Ok(rooms.into_iter().filter(|r| r.starts_with("public-")).collect())
-//! }
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let server = SocketServer::builder()
-//!     .path("/io")
-//!     .layer(AuthLayer::new(authenticate))
-//!     .try_layer(AuthTimeoutLayer::new(Duration::from_secs(10)))
-//!     .try_layer(PingLayer::new(Duration::from_secs(30)))
-//!     .layer(RoomsLayer::new().validate(validate))
-//!     .build()?;
-//!
-//! // Mount beside other routes: `axum::Router::new().route(..).layer(server.layer())`,
-//! // or stand alone: `server.service_with_fallback(other_service)`.
-//! server.send(SendRequest::to("io-default", "hello", serde_json::json!({"n": 1}))).await?;
-//! server.shutdown().await;
-//! # Ok(()) }
-//! ```
+//! handle to run it (the seeds' `SocketIOServerHelper`). Both are re-exported at the crate's
+//! root, where their docs are.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -41,54 +13,36 @@ use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
 use crate::connect_limit::ConnectLimit;
-use crate::core::bridge::{
-    Bridge, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES,
-};
-use crate::core::handler::EventHandler;
-use crate::core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::error::{BoxError, BuildError};
 use crate::event::SocketRequest;
 #[cfg(feature = "fanout")]
 use crate::fanout::{RedisAdapter, RedisFanout};
 use crate::io_service::{IoLayer, IoService};
-use crate::outbound::{Delivery, LocalDelivery, Outbound, SendError, SendRequest};
+use crate::limits::{
+    DEFAULT_MAX_PAYLOAD, DEFAULT_PATH, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_SOCKET_BUFFER, DEFAULT_TOTAL_QUEUE_BYTES, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_WS_READ_BUFFER,
+};
+use crate::outbound::{Delivery, LocalDelivery, Outbound, OutboundMessage, SendError};
+use crate::socket_core::EventHandler;
+use crate::socket_core::bridge::Bridge;
+use crate::socket_core::{Client, ClientRegistry, CoreService, CoreServiceBuilder};
 use crate::transport::Transports;
 #[cfg(not(feature = "fanout"))]
 use no_fanout::RedisFanout;
 use socketioxide_core::adapter::Spawnable;
 
-/// The seeds' examples mount Socket.IO at `/io` (socketioxide's own default is `/socket.io`).
-pub const DEFAULT_PATH: &str = "/io";
-
-/// The largest message a client may send, on either transport, unless
-/// [`SocketServerBuilder::configure_io`] says otherwise: socket.io's `maxHttpBufferSize`
-/// default. A bigger one closes that client's connection, as in socket.io.
-pub const DEFAULT_MAX_PAYLOAD: u64 = 1_000_000;
-
-/// How many packets may wait to be written to one client (socketioxide's default is 128).
-/// A send to a client whose buffer is full is dropped for that client (and logged), so a
-/// burst bigger than the buffer would lose messages for a client that reads normally; the
-/// buffer's memory is only taken while packets wait.
-pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
-
-pub use crate::write_stall::DEFAULT_WRITE_TIMEOUT;
-
-/// Bytes read from a WebSocket at a time (socketioxide's default: 4096). The buffer is
-/// allocated for every client, idle or not, so its size is a per-client cost; frames larger
-/// than it are still read whole, over more reads.
-pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
-
 /// The bottom of the outbound stack: [`LocalDelivery`], or [`RedisDelivery`] with a fan-out.
 ///
 /// [`RedisDelivery`]: crate::fanout::RedisDelivery
-pub type DeliveryService = BoxCloneSyncService<SendRequest, (), SendError>;
+pub type DeliveryService = BoxCloneSyncService<OutboundMessage, (), SendError>;
 
 /// The inbound stack, type-erased so the bridge has one concrete type.
 pub type InboundService<A = LocalAdapter> = BoxCloneSyncService<SocketRequest<A>, (), BoxError>;
 
 type ConfigureIo = Box<dyn FnOnce(SocketIoBuilder) -> SocketIoBuilder + Send>;
 
-/// Assembles a [`SocketServer`]; see the [module docs](self).
+/// Assembles a [`SocketServer`] (an example there).
 pub struct SocketServerBuilder<L = Identity, O = Identity, A: Adapter = LocalAdapter> {
     path: String,
     fanout: Option<RedisFanout>,
@@ -252,7 +206,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         self
     }
 
-    /// Gives handlers `value` through the [`State`](crate::core::extract::State) extractor
+    /// Gives handlers `value` through the [`State`](crate::socket_core::extract::State) extractor
     /// (one value of each type); the server's [`Outbound`] is always there.
     pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.core = self.core.with_state(value);
@@ -322,7 +276,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
     }
 
     /// How many bytes of events may wait, per socket (default 2 MB) and for all sockets
-    /// together (default 256 MiB); see [`Bridge::queue_bytes`].
+    /// together (default 256 MiB); see [`queue_capacity`](Self::queue_capacity).
     pub fn queue_bytes(mut self, per_socket: usize, total: usize) -> Self {
         self.queue_bytes = per_socket;
         self.total_queue_bytes = total;
@@ -333,7 +287,7 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
     /// go through the same layers (authentication, rooms, limits…) and handlers as those of
     /// `/`, which tell them apart by `socket.ns()` (socketioxide's [`Socket::ns`](socketioxide::socket::Socket::ns)),
     /// and the fan-out carries its broadcasts and requests on its own channels, as the
-    /// JavaScript adapter's. Sends reach it with [`SendRequest::in_namespace`].
+    /// JavaScript adapter's. Sends reach it with [`OutboundMessage::in_namespace`].
     pub fn namespace(mut self, path: impl Into<String>) -> Self {
         let path = path.into();
         match check_namespace(&path) {
@@ -374,9 +328,12 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
         <L::Service as Service<SocketRequest<A>>>::Error: Into<BoxError>,
         <L::Service as Service<SocketRequest<A>>>::Future: Send + 'static,
         O: Layer<DeliveryService>,
-        O::Service:
-            Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
-        <O::Service as Service<SendRequest>>::Future: Send + 'static,
+        O::Service: Service<OutboundMessage, Response = (), Error = SendError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <O::Service as Service<OutboundMessage>>::Future: Send + 'static,
     {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
@@ -535,6 +492,35 @@ fn check_namespace(path: &str) -> Result<(), BuildError> {
 }
 
 /// A running Socket.IO stack: mount it, send through it, inspect and shut it down.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+/// use socketio_stack::{Handshake, OutboundMessage, Session, SocketServer};
+///
+/// async fn authenticate(hs: Arc<Handshake>) -> Result<bool, std::io::Error> {
+///     Ok(hs.auth_field("token") == Some("secret"))
+/// }
+/// async fn validate(_s: Session, rooms: Vec<String>) -> Result<Vec<String>, std::io::Error> {
+///     Ok(rooms.into_iter().filter(|r| r.starts_with("public-")).collect())
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = SocketServer::builder()
+///     .path("/io")
+///     .layer(AuthLayer::new(authenticate))
+///     .try_layer(AuthTimeoutLayer::new(Duration::from_secs(10)))
+///     .try_layer(PingLayer::new(Duration::from_secs(30)))
+///     .layer(RoomsLayer::new().validate(validate))
+///     .build()?;
+///
+/// // Mount beside other routes: `axum::Router::new().route(..).layer(server.layer())`,
+/// // or stand alone: `server.service_with_fallback(other_service)`.
+/// server.send(OutboundMessage::to("io-default", "hello", serde_json::json!({"n": 1}))).await?;
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct SocketServer<A: Adapter = LocalAdapter> {
     io: SocketIo<A>,
     layer: IoLayer<A>,
@@ -625,14 +611,14 @@ impl<A: Adapter> SocketServer<A> {
     }
 
     /// Sends a message (the seeds' `send()`); see [`Outbound::send`].
-    pub async fn send(&self, req: SendRequest) -> Result<Delivery, SendError> {
+    pub async fn send(&self, req: OutboundMessage) -> Result<Delivery, SendError> {
         self.outbound.send(req).await
     }
 
     /// Sends, then calls `callback`; see [`Outbound::send_then`].
     pub async fn send_then<F: FnOnce() + Send + 'static>(
         &self,
-        req: SendRequest,
+        req: OutboundMessage,
         callback: F,
     ) -> Result<Delivery, SendError> {
         self.outbound.send_then(req, callback).await

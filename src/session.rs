@@ -6,7 +6,7 @@
 //! `ISocketIOClient` minus the socket: `state`, and the timers (`interval`,
 //! `authenticateTimeout`) keyed by a type each layer owns. It is the one home for per-socket
 //! state: a layer keeps its own in the [`Extensions`] (as `http::Extensions`, by type), and
-//! handlers read it with the [`Extension`](crate::core::extract::Extension) extractor.
+//! handlers read it with the [`Extension`](crate::socket_core::extract::Extension) extractor.
 //! Everything in it is per socket (atomics and per-socket mutexes), so no global lock sits on
 //! the hot path.
 

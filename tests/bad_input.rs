@@ -9,12 +9,12 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
-use socketio_stack::{BoxError, SendRequest, SocketServer};
+use socketio_stack::{BoxError, OutboundMessage, SocketServer};
 
 /// An onlooker in `io-default` that must keep receiving promptly whatever the others do.
 async fn assert_onlooker_served(t: &TestServer, onlooker: &mut TestClient, n: u64) {
     t.server
-        .send(SendRequest::to(
+        .send(OutboundMessage::to(
             "io-default",
             "still-there",
             json!({"n": n}),
@@ -84,7 +84,7 @@ async fn ten_thousand_or_a_hundred_thousand_rooms_in_one_join_are_refused_whole(
     c.sync().await;
     assert_eq!(rooms_of(&t, &id).len(), before.len() + 100);
     t.server
-        .send(SendRequest::to("public-99", "deep", json!(1)))
+        .send(OutboundMessage::to("public-99", "deep", json!(1)))
         .await
         .unwrap();
     assert_eq!(c.expect_event("deep").await, json!(1));
@@ -298,7 +298,7 @@ async fn five_hundred_sockets_connecting_at_once_are_all_served() {
         .collect();
     assert_eq!(t.server.client_count(), 500);
     t.server
-        .send(SendRequest::to("io-default", "all-500", json!(true)))
+        .send(OutboundMessage::to("io-default", "all-500", json!(true)))
         .await
         .unwrap();
     for (c, _) in &mut clients {

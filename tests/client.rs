@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use socketio_stack::args::{Arg, Args};
 use socketio_stack::client::{ClientError, ClientOptions, EmitOptions, EventHandler, SocketClient};
 use socketio_stack::layers::AuthLayer;
-use socketio_stack::{ClientState, SendRequest, SocketServer};
+use socketio_stack::{ClientState, OutboundMessage, SocketServer};
 use tokio::sync::mpsc;
 
 /// What the client's callbacks and handlers saw, in order.
@@ -333,7 +333,7 @@ async fn subscribe_protects_against_duplicates() {
 
     let send = |topic: &'static str| {
         t.server
-            .send(SendRequest::to("io-default", topic, json!({"n": 1})))
+            .send(OutboundMessage::to("io-default", topic, json!({"n": 1})))
     };
     send("tick").await.unwrap();
     send("news").await.unwrap(); // barrier: handlers of one message all start before the next
@@ -416,7 +416,7 @@ async fn failing_and_panicking_handlers_and_callbacks_never_take_the_client_down
         for topic in ["boom-sync", "boom-async", "boom-err", "good"] {
             let data = json!({ "round": round });
             t.server
-                .send(SendRequest::to("io-default", topic, data))
+                .send(OutboundMessage::to("io-default", topic, data))
                 .await
                 .unwrap();
         }
@@ -436,7 +436,7 @@ async fn emit_errors_and_acknowledgements() {
         .on(
             "echo",
             async |ack: socketioxide::extract::AckSender,
-                   socketio_stack::core::extract::Data(v): socketio_stack::core::extract::Data<
+                   socketio_stack::extract::Data(v): socketio_stack::extract::Data<
                 Value,
             >| {
                 ack.send(&json!({ "echo": v })).ok();
@@ -528,11 +528,11 @@ async fn join_and_leave_show_in_what_the_server_sends() {
     .await;
     assert!(!rooms_of(&t, &id).contains(&"private-b".to_owned()));
     t.server
-        .send(SendRequest::to("private-b", "news", json!("private")))
+        .send(OutboundMessage::to("private-b", "news", json!("private")))
         .await
         .unwrap();
     t.server
-        .send(SendRequest::to("public-a", "news", json!("public")))
+        .send(OutboundMessage::to("public-a", "news", json!("public")))
         .await
         .unwrap();
     assert_eq!(seen.expect("event:news").await, "event:news:\"public\"");
@@ -542,11 +542,11 @@ async fn join_and_leave_show_in_what_the_server_sends() {
     })
     .await;
     t.server
-        .send(SendRequest::to("public-a", "news", json!("gone")))
+        .send(OutboundMessage::to("public-a", "news", json!("gone")))
         .await
         .unwrap();
     t.server
-        .send(SendRequest::to(id.clone(), "news", json!("barrier")))
+        .send(OutboundMessage::to(id.clone(), "news", json!("barrier")))
         .await
         .unwrap();
     assert_eq!(seen.expect("event:news").await, "event:news:\"barrier\"");
@@ -574,7 +574,7 @@ async fn a_typed_handler_skips_data_of_another_shape() {
         json!({"title": "ok"}),
     ] {
         t.server
-            .send(SendRequest::to("io-default", "headline", data))
+            .send(OutboundMessage::to("io-default", "headline", data))
             .await
             .unwrap();
     }
@@ -584,7 +584,7 @@ async fn a_typed_handler_skips_data_of_another_shape() {
         .unwrap();
     assert_eq!(title, "ok");
     t.server
-        .send(SendRequest::to("io-default", "news", json!(1)))
+        .send(OutboundMessage::to("io-default", "news", json!(1)))
         .await
         .unwrap();
     seen.expect("event:news").await;
@@ -738,12 +738,12 @@ async fn handlers_start_in_the_order_events_arrive() {
     });
     for n in 1..=300u64 {
         t.server
-            .send(SendRequest::to("io-default", "seq", json!(n)))
+            .send(OutboundMessage::to("io-default", "seq", json!(n)))
             .await
             .unwrap();
     }
     t.server
-        .send(SendRequest::to("io-default", "news", json!("done")))
+        .send(OutboundMessage::to("io-default", "news", json!("done")))
         .await
         .unwrap();
     seen.expect("event:news").await;
@@ -975,7 +975,7 @@ async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
     // Server to client: an event of two attachments, and a typed one.
     t.server
         .send(
-            SendRequest::to("io-default", "blob", json!(null)).with_args(vec![
+            OutboundMessage::to("io-default", "blob", json!(null)).with_args(vec![
                 Arg::from(Bytes::from_static(b"one")),
                 Arg::from("between"),
                 Arg::from(Bytes::from_static(b"two")),
@@ -1000,7 +1000,7 @@ async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
     );
     let data = Args::from_serialize(&(&file,)).unwrap();
     t.server
-        .send(SendRequest::to("io-default", "file", json!(null)).with_args(data))
+        .send(OutboundMessage::to("io-default", "file", json!(null)).with_args(data))
         .await
         .unwrap();
     let line = tokio::time::timeout(WAIT, blobs.recv())

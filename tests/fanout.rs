@@ -9,10 +9,10 @@ use common::redis_server::RedisServer;
 use common::*;
 use serde_json::{Value, json};
 use socketio_stack::args::Args;
-use socketio_stack::core::extract::Data;
+use socketio_stack::extract::Data;
 use socketio_stack::fanout::{Emitter, FanoutError, RedisAdapter, RedisFanout, RedisOptions};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
-use socketio_stack::{Delivery, SendRequest, SocketServer};
+use socketio_stack::{Delivery, OutboundMessage, SocketServer};
 use socketioxide::extract::SocketRef;
 
 async fn instance(redis: &RedisServer) -> TestServer {
@@ -33,7 +33,11 @@ async fn two_instances_deliver_each_others_sends() {
 
     assert_eq!(
         a.server
-            .send(SendRequest::to("io-default", "room", json!({"from": "a"})))
+            .send(OutboundMessage::to(
+                "io-default",
+                "room",
+                json!({"from": "a"})
+            ))
             .await,
         Ok(Delivery::Sent)
     );
@@ -42,11 +46,11 @@ async fn two_instances_deliver_each_others_sends() {
 
     // To one socket id on the other instance, then a broadcast as a barrier.
     b.server
-        .send(SendRequest::to(id_a.clone(), "direct", json!("to a")))
+        .send(OutboundMessage::to(id_a.clone(), "direct", json!("to a")))
         .await
         .unwrap();
     b.server
-        .send(SendRequest::broadcast("all", json!("barrier")))
+        .send(OutboundMessage::broadcast("all", json!("barrier")))
         .await
         .unwrap();
     assert_eq!(
@@ -66,11 +70,11 @@ async fn two_instances_deliver_each_others_sends() {
     on_b.emit("join", json!({"rooms": ["public-x"]})).await;
     on_b.sync().await;
     a.server
-        .send(SendRequest::to("public-x", "x", json!(1)))
+        .send(OutboundMessage::to("public-x", "x", json!(1)))
         .await
         .unwrap();
     a.server
-        .send(SendRequest::to(id_b.clone(), "barrier", json!(2)))
+        .send(OutboundMessage::to(id_b.clone(), "barrier", json!(2)))
         .await
         .unwrap();
     assert_eq!(
@@ -86,7 +90,7 @@ async fn two_instances_deliver_each_others_sends() {
 }
 
 /// The Redis delivery is the bottom of the outbound stack: an outbound layer wraps it as it
-/// would wrap local delivery, and it is a `Service<SendRequest>` of its own.
+/// would wrap local delivery, and it is a `Service<OutboundMessage>` of its own.
 #[tokio::test]
 async fn outbound_layers_wrap_the_redis_delivery() {
     use tower::ServiceExt;
@@ -94,10 +98,12 @@ async fn outbound_layers_wrap_the_redis_delivery() {
     let fanout = RedisFanout::connect(&redis.url()).await.unwrap();
     let server = SocketServer::builder()
         .fanout(fanout.clone())
-        .outbound_layer(tower::util::MapRequestLayer::new(|mut req: SendRequest| {
-            req.topic.push_str("-tagged");
-            req
-        }))
+        .outbound_layer(tower::util::MapRequestLayer::new(
+            |mut req: OutboundMessage| {
+                req.topic.push_str("-tagged");
+                req
+            },
+        ))
         .layer(AuthLayer::new(authenticate))
         .build()
         .unwrap();
@@ -107,7 +113,7 @@ async fn outbound_layers_wrap_the_redis_delivery() {
     let (mut on_b, _) = TestClient::authenticated(&b.url()).await;
 
     a.server
-        .send(SendRequest::broadcast("news", json!(1)))
+        .send(OutboundMessage::broadcast("news", json!(1)))
         .await
         .unwrap();
     assert_eq!(next_named(&mut on_a, "news-tagged").await, json!(1));
@@ -116,7 +122,7 @@ async fn outbound_layers_wrap_the_redis_delivery() {
     // Called directly, beneath the layer: published, and delivered by both instances.
     fanout
         .delivery()
-        .oneshot(SendRequest::broadcast("direct", json!(2)))
+        .oneshot(OutboundMessage::broadcast("direct", json!(2)))
         .await
         .unwrap();
     assert_eq!(next_named(&mut on_a, "direct").await, json!(2));
@@ -393,7 +399,10 @@ async fn garbage_on_the_channels_is_ignored_and_the_server_keeps_serving() {
             .unwrap();
     }
     a.server
-        .send(SendRequest::broadcast("after-garbage", json!("still here")))
+        .send(OutboundMessage::broadcast(
+            "after-garbage",
+            json!("still here"),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -477,7 +486,7 @@ async fn inflating_messages_are_refused_before_decoding_and_the_server_keeps_ser
             .unwrap();
     }
     a.server
-        .send(SendRequest::broadcast(
+        .send(OutboundMessage::broadcast(
             "after-inflating",
             json!("still here"),
         ))
@@ -505,7 +514,7 @@ async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
     let (mut c, _) = TestClient::authenticated(&a.url()).await;
     // A send before the outage, so the pool holds connections that the restart kills.
     a.server
-        .send(SendRequest::broadcast("before", json!(1)))
+        .send(OutboundMessage::broadcast("before", json!(1)))
         .await
         .unwrap();
     assert_eq!(
@@ -516,7 +525,7 @@ async fn a_redis_restart_fails_sends_visibly_then_delivery_resumes() {
     let started = Instant::now();
     let err = a
         .server
-        .send(SendRequest::broadcast("lost", json!(1)))
+        .send(OutboundMessage::broadcast("lost", json!(1)))
         .await
         .unwrap_err();
     assert!(
@@ -550,7 +559,7 @@ async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
         };
         async move {
             server
-                .send(SendRequest::to("io-default", "n", json!({ "n": n })))
+                .send(OutboundMessage::to("io-default", "n", json!({ "n": n })))
                 .await
         }
     });
@@ -558,7 +567,7 @@ async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
         assert_eq!(result, Ok(Delivery::Sent));
     }
     a.server
-        .send(SendRequest::to("io-default", "end", json!(true)))
+        .send(OutboundMessage::to("io-default", "end", json!(true)))
         .await
         .unwrap();
     for c in &mut clients {
@@ -588,7 +597,11 @@ async fn a_thousand_interleaved_sends_reach_every_client_exactly_once() {
         .unwrap()
         .id();
     a.server
-        .send(SendRequest::to(outsider_id.to_string(), "yours", json!(1)))
+        .send(OutboundMessage::to(
+            outsider_id.to_string(),
+            "yours",
+            json!(1),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -651,7 +664,7 @@ async fn socketioxide_broadcasts_in_handlers_reach_every_instance_exactly_once()
         Received::Event("all".into(), json!({"n": 2}))
     );
     server_b
-        .send(SendRequest::to("io-default", "barrier", json!(3)))
+        .send(OutboundMessage::to("io-default", "barrier", json!(3)))
         .await
         .unwrap();
     assert_eq!(
@@ -703,7 +716,7 @@ async fn remote_join_leave_and_disconnect_reach_every_instance() {
     })
     .await;
     server_b
-        .send(SendRequest::to("vip", "vip-news", json!(1)))
+        .send(OutboundMessage::to("vip", "vip-news", json!(1)))
         .await
         .unwrap();
     assert_eq!(
@@ -780,7 +793,7 @@ async fn instances_on_different_nodes_of_a_redis_cluster_deliver_each_others_sen
     let (mut on_a, _) = TestClient::authenticated(&a.url()).await;
     let (mut on_b, id_b) = TestClient::authenticated(&b.url()).await;
     a.server
-        .send(SendRequest::to("io-default", "cluster", json!(1)))
+        .send(OutboundMessage::to("io-default", "cluster", json!(1)))
         .await
         .unwrap();
     assert_eq!(
@@ -819,7 +832,7 @@ async fn three_connections_as_in_the_seeds_and_shutdown_closes_them_all() {
     // The emitter's connection (send), the adapter's publishing one (a handler's broadcast),
     // and the subscription.
     server
-        .send(SendRequest::to("io-default", "via-send", json!(1)))
+        .send(OutboundMessage::to("io-default", "via-send", json!(1)))
         .await
         .unwrap();
     c.emit("everyone", json!({"n": 2})).await;
@@ -876,7 +889,7 @@ async fn several_arguments_and_binary_data_reach_a_client_of_another_instance() 
         Arg::from(json!({"size": 5})),
     ];
     a.server
-        .send(SendRequest::to(id.as_str(), "file", Arg::Null).with_args(args))
+        .send(OutboundMessage::to(id.as_str(), "file", Arg::Null).with_args(args))
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -1063,7 +1076,9 @@ async fn binary_dates_and_exact_values_cross_between_node_and_our_servers_both_w
         )
     };
     ours.server
-        .send(SendRequest::to("io-default", "from-ours-send", Arg::Null).with_args(args.clone()))
+        .send(
+            OutboundMessage::to("io-default", "from-ours-send", Arg::Null).with_args(args.clone()),
+        )
         .await
         .unwrap();
     let emitter = Emitter::connect(&redis.url()).await.unwrap();
@@ -1115,7 +1130,7 @@ async fn what_cannot_cross_redis_as_sent_is_refused_at_the_sender_with_an_error(
     for (args, why) in cases {
         let err = ours
             .server
-            .send(SendRequest::to("io-default", "refused", json!(null)).with_args(args.clone()))
+            .send(OutboundMessage::to("io-default", "refused", json!(null)).with_args(args.clone()))
             .await
             .unwrap_err();
         assert!(err.to_string().contains(why), "{err}");
@@ -1150,7 +1165,7 @@ async fn what_cannot_cross_redis_as_sent_is_refused_at_the_sender_with_an_error(
     assert!(err.to_string().contains("cannot be read back"), "{err}");
     // Nothing of them was published: the next event is the one sent after.
     ours.server
-        .send(SendRequest::to("io-default", "after", json!(1)))
+        .send(OutboundMessage::to("io-default", "after", json!(1)))
         .await
         .unwrap();
     next_packet_where(&mut on_ours, "after", |skipped| {
@@ -1191,7 +1206,7 @@ async fn values_arrive_exactly_on_local_delivery_too() {
     let args = Args::from_packet(&format!("[{values}]"), None, false).unwrap();
     local
         .server
-        .send(SendRequest::to("io-default", "sent", json!(null)).with_args(args))
+        .send(OutboundMessage::to("io-default", "sent", json!(null)).with_args(args))
         .await
         .unwrap();
     assert_eq!(

@@ -9,9 +9,9 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
+use socketio_stack::layers::event_rate_limit::{Bucket, EventRateLimitLayer, ExcessPolicy};
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
-use socketio_stack::{ClientState, SendRequest, SocketServer};
+use socketio_stack::{ClientState, OutboundMessage, SocketServer};
 use socketioxide::SocketIoBuilder;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -151,7 +151,11 @@ async fn fill_buffer(server: &SocketServer, id: &str) {
     let pad = "x".repeat(16 * 1024);
     for n in 0..1_000u64 {
         server
-            .send(SendRequest::to(id, "bulk", json!({ "n": n, "pad": pad })))
+            .send(OutboundMessage::to(
+                id,
+                "bulk",
+                json!({ "n": n, "pad": pad }),
+            ))
             .await
             .unwrap();
     }
@@ -266,7 +270,7 @@ async fn the_rate_limit_disconnects_a_flooder_whose_buffer_is_full() {
     for transport in TRANSPORTS {
         let t = start(transport, |b| {
             b.layer(
-                RateLimitLayer::default()
+                EventRateLimitLayer::default()
                     .events(Bucket::new(1.0, 2).unwrap())
                     .policy(ExcessPolicy::Disconnect),
             )

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use socketio_stack::core::extract::{Extension, State};
+use socketio_stack::extract::{Extension, State};
 use socketio_stack::layers::auth::INVALID_TOKEN_MESSAGE;
 use socketio_stack::layers::{AuthLayer, HandshakeAuthLayer, Next, from_fn};
 use socketio_stack::{BoxError, Handshake, Identity, RequestKind, SocketRequest, SocketServer};

@@ -11,7 +11,7 @@ use serde_json::json;
 use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
 use socketio_stack::layers::{auth_timeout, ping};
 use socketio_stack::outbound::DropReason;
-use socketio_stack::{ClientState, Delivery, SendError, SendRequest, SocketServer};
+use socketio_stack::{ClientState, Delivery, OutboundMessage, SendError, SocketServer};
 use tokio::sync::Notify;
 
 #[tokio::test]
@@ -220,11 +220,11 @@ async fn join_is_validated_and_leave_always_allowed() {
 
     // Delivery agrees: the refused room gets nothing, the joined one gets its message.
     t.server
-        .send(SendRequest::to("private-b", "secret", json!(1)))
+        .send(OutboundMessage::to("private-b", "secret", json!(1)))
         .await
         .unwrap();
     t.server
-        .send(SendRequest::to("public-a", "public", json!(2)))
+        .send(OutboundMessage::to("public-a", "public", json!(2)))
         .await
         .unwrap();
     assert_eq!(
@@ -265,7 +265,7 @@ async fn send_reaches_a_room_a_socket_id_or_everyone_and_drops_silently() {
 
     let s = &t.server;
     assert_eq!(
-        s.send(SendRequest::to("io-default", "room", json!({"n": 1})))
+        s.send(OutboundMessage::to("io-default", "room", json!({"n": 1})))
             .await,
         Ok(Delivery::Sent)
     );
@@ -279,10 +279,10 @@ async fn send_reaches_a_room_a_socket_id_or_everyone_and_drops_silently() {
     );
 
     // To one socket id, then a barrier to the other: A must not see B's message.
-    s.send(SendRequest::to(id_b.clone(), "direct", json!("to b")))
+    s.send(OutboundMessage::to(id_b.clone(), "direct", json!("to b")))
         .await
         .unwrap();
-    s.send(SendRequest::to(id_a.clone(), "direct", json!("to a")))
+    s.send(OutboundMessage::to(id_a.clone(), "direct", json!("to a")))
         .await
         .unwrap();
     assert_eq!(
@@ -296,20 +296,21 @@ async fn send_reaches_a_room_a_socket_id_or_everyone_and_drops_silently() {
 
     // The seeds' silent drops: nothing is sent, the caller can tell.
     assert_eq!(
-        s.send(SendRequest::broadcast("", json!({"x": 1}))).await,
+        s.send(OutboundMessage::broadcast("", json!({"x": 1})))
+            .await,
         Ok(Delivery::Dropped(DropReason::NoTopic))
     );
     for falsy in [json!(null), json!(false), json!(0), json!("")] {
         assert_eq!(
-            s.send(SendRequest::broadcast("falsy", falsy)).await,
+            s.send(OutboundMessage::broadcast("falsy", falsy)).await,
             Ok(Delivery::Dropped(DropReason::FalsyData))
         );
     }
     // An empty destination means everyone; the completion callback runs after the send.
     let (done, called) = tokio::sync::oneshot::channel();
-    let req = SendRequest {
+    let req = OutboundMessage {
         destination: Some(String::new()),
-        ..SendRequest::broadcast("all", json!([1]))
+        ..OutboundMessage::broadcast("all", json!([1]))
     };
     s.send_then(req, move || {
         done.send(()).ok();
@@ -327,10 +328,10 @@ async fn send_reaches_a_room_a_socket_id_or_everyone_and_drops_silently() {
     );
 
     // Only B is in public-b.
-    s.send(SendRequest::to("public-b", "only-b", json!(true)))
+    s.send(OutboundMessage::to("public-b", "only-b", json!(true)))
         .await
         .unwrap();
-    s.send(SendRequest::broadcast("barrier", json!(1)))
+    s.send(OutboundMessage::broadcast("barrier", json!(1)))
         .await
         .unwrap();
     assert_eq!(
@@ -349,9 +350,9 @@ async fn send_refuses_reserved_topics_and_the_clients_stay_connected() {
     let (mut c, id) = TestClient::authenticated(&t.url()).await;
     for topic in socketio_stack::event::names::RESERVED {
         for req in [
-            SendRequest::broadcast(*topic, json!({"x": 1})),
-            SendRequest::to("io-default", *topic, json!({"x": 1})),
-            SendRequest::to(id.clone(), *topic, json!({"x": 1})),
+            OutboundMessage::broadcast(*topic, json!({"x": 1})),
+            OutboundMessage::to("io-default", *topic, json!({"x": 1})),
+            OutboundMessage::to(id.clone(), *topic, json!({"x": 1})),
         ] {
             let err = t.server.send(req).await.unwrap_err();
             assert_eq!(err, SendError::ReservedTopic((*topic).into()));
@@ -362,7 +363,7 @@ async fn send_refuses_reserved_topics_and_the_clients_stay_connected() {
     // connected and tracked.
     assert_eq!(
         t.server
-            .send(SendRequest::broadcast("after", json!("still here")))
+            .send(OutboundMessage::broadcast("after", json!("still here")))
             .await,
         Ok(Delivery::Sent)
     );
@@ -416,7 +417,7 @@ async fn shutdown_disconnects_everyone_then_closes() {
     // After shutdown: sends fail visibly, disconnects find nobody, nothing panics.
     let err = t
         .server
-        .send(SendRequest::broadcast("late", json!(1)))
+        .send(OutboundMessage::broadcast("late", json!(1)))
         .await
         .unwrap_err();
     assert_eq!(
@@ -454,24 +455,27 @@ async fn handler_panics_are_contained_sync_or_async() {
 async fn connect_and_disconnect_callbacks_run() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let on_disconnect = tx.clone();
-    let server = SocketServer::builder()
-        .on_connect(move |socket: socketioxide::extract::SocketRef| {
-            let tx = tx.clone();
-            async move {
-                tx.send(format!("connect {}", socket.id)).ok();
-            }
-        })
-        .on_disconnect(
-            move |socket: socketioxide::extract::SocketRef,
-                  socketio_stack::core::extract::Data(reason): socketio_stack::core::extract::Data<String>| {
-                let tx = on_disconnect.clone();
+    let server =
+        SocketServer::builder()
+            .on_connect(move |socket: socketioxide::extract::SocketRef| {
+                let tx = tx.clone();
                 async move {
-                    tx.send(format!("disconnect {} {reason}", socket.id)).ok();
+                    tx.send(format!("connect {}", socket.id)).ok();
                 }
-            },
-        )
-        .build()
-        .unwrap();
+            })
+            .on_disconnect(
+                move |socket: socketioxide::extract::SocketRef,
+                      socketio_stack::extract::Data(reason): socketio_stack::extract::Data<
+                    String,
+                >| {
+                    let tx = on_disconnect.clone();
+                    async move {
+                        tx.send(format!("disconnect {} {reason}", socket.id)).ok();
+                    }
+                },
+            )
+            .build()
+            .unwrap();
     let t = serve(server).await;
     let c = TestClient::connect(&t.url()).await;
     let connect = tokio::time::timeout(WAIT, rx.recv())
@@ -492,7 +496,7 @@ async fn connect_and_disconnect_callbacks_run() {
 
 #[tokio::test]
 async fn handlers_answer_the_client_acknowledgement() {
-    use socketio_stack::core::extract::Data;
+    use socketio_stack::extract::Data;
     use socketioxide::extract::AckSender;
     let server = SocketServer::builder()
         .layer(AuthLayer::new(authenticate))

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use socketio_stack::client::{ClientOptions, SocketClient};
-use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
+use socketio_stack::layers::event_rate_limit::{Bucket, EventRateLimitLayer, ExcessPolicy};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
 use socketio_stack::serve::{ServeConfig, bind, raise_open_file_limit, serve_until};
-use socketio_stack::{SendRequest, SocketServer};
+use socketio_stack::{OutboundMessage, SocketServer};
 use tokio::sync::mpsc;
 
 fn server(policy: ExcessPolicy, handled: Arc<AtomicUsize>) -> SocketServer {
     SocketServer::builder()
         .layer(
-            RateLimitLayer::default()
+            EventRateLimitLayer::default()
                 .events(Bucket::new(100.0, 200).unwrap())
                 .policy(policy),
         )
@@ -333,7 +333,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_nobody() {
     let payload = "x".repeat(1024);
     for n in 0..10_000u64 {
         t.server
-            .send(SendRequest::to(
+            .send(OutboundMessage::to(
                 "io-default",
                 "bulk",
                 json!({ "n": n, "pad": payload }),
@@ -397,7 +397,7 @@ async fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
     let payload = "x".repeat(16 * 1024);
     let started = Instant::now();
     for n in 0..1_500u64 {
-        let req = SendRequest::to("io-default", "bulk", json!({ "n": n, "pad": payload }));
+        let req = OutboundMessage::to("io-default", "bulk", json!({ "n": n, "pad": payload }));
         let req = if n % 2 == 0 { req.volatile() } else { req };
         server.send(req).await.unwrap();
     }
@@ -412,7 +412,11 @@ async fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
     assert!(cut_off_after < Duration::from_secs(15), "{cut_off_after:?}");
     // The reader is still served, after everything sent before.
     server
-        .send(SendRequest::to("io-default", "after", json!({"ok": true})))
+        .send(OutboundMessage::to(
+            "io-default",
+            "after",
+            json!({"ok": true}),
+        ))
         .await
         .unwrap();
     assert_eq!(reader.expect_event("after").await, json!({"ok": true}));
@@ -428,7 +432,7 @@ async fn shutdown_during_a_fan_out_loses_nothing_sent_before_it() {
     }
     for n in 0..2_000u64 {
         t.server
-            .send(SendRequest::to("io-default", "seq", json!({ "n": n })))
+            .send(OutboundMessage::to("io-default", "seq", json!({ "n": n })))
             .await
             .unwrap();
     }
@@ -806,7 +810,7 @@ async fn axum_served(write_timeout: Option<Duration>) -> TestServer {
 async fn flood(server: &SocketServer, id: &str) {
     let payload = "x".repeat(16 * 1024);
     for n in 0..1_500u64 {
-        let req = SendRequest::to(id, "bulk", json!({ "n": n, "pad": payload })).volatile();
+        let req = OutboundMessage::to(id, "bulk", json!({ "n": n, "pad": payload })).volatile();
         server.send(req).await.unwrap();
     }
 }

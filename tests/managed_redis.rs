@@ -12,7 +12,7 @@ use common::*;
 use serde_json::json;
 use socketio_stack::fanout::{Emitter, FanoutError, RedisFanout, RedisOptions};
 use socketio_stack::layers::{AuthLayer, RoomsLayer};
-use socketio_stack::{SendRequest, SocketServer};
+use socketio_stack::{OutboundMessage, SocketServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ async fn instance(options: RedisOptions) -> TestServer {
 async fn delivers_between(from: &TestServer, to: &TestServer, emitter: &Emitter) {
     let (mut c, _) = TestClient::authenticated(&to.url()).await;
     from.server
-        .send(SendRequest::to("io-default", "news", json!({"n": 1})))
+        .send(OutboundMessage::to("io-default", "news", json!({"n": 1})))
         .await
         .unwrap();
     assert_eq!(c.expect_event("news").await, json!({"n": 1}));
@@ -261,7 +261,7 @@ async fn a_half_open_subscription_is_noticed_within_the_keepalive_bound_then_del
     .await;
     let (mut c, _) = TestClient::authenticated(&a.url()).await;
     a.server
-        .send(SendRequest::broadcast("before", json!(1)))
+        .send(OutboundMessage::broadcast("before", json!(1)))
         .await
         .unwrap();
     assert_eq!(c.expect_event("before").await, json!(1));
@@ -272,7 +272,7 @@ async fn a_half_open_subscription_is_noticed_within_the_keepalive_bound_then_del
     // publish, or no pooled connection in time): it never hangs, nor succeeds.
     let err = a
         .server
-        .send(SendRequest::broadcast("lost", json!(1)))
+        .send(OutboundMessage::broadcast("lost", json!(1)))
         .await
         .expect_err("nothing reaches Redis");
     let message = err.to_string();
@@ -290,7 +290,7 @@ async fn a_half_open_subscription_is_noticed_within_the_keepalive_bound_then_del
         n += 1;
         let attempt = tokio::time::timeout(
             Duration::from_millis(50),
-            a.server.send(SendRequest::broadcast("lost", json!(n))),
+            a.server.send(OutboundMessage::broadcast("lost", json!(n))),
         )
         .await;
         match attempt {
@@ -315,7 +315,7 @@ async fn a_half_open_subscription_is_noticed_within_the_keepalive_bound_then_del
         let started = Instant::now();
         let err = a
             .server
-            .send(SendRequest::broadcast("lost", json!(-1)))
+            .send(OutboundMessage::broadcast("lost", json!(-1)))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("subscription is down"), "{err}");
@@ -337,7 +337,7 @@ async fn a_half_open_subscription_is_noticed_within_the_keepalive_bound_then_del
     'resumed: loop {
         m += 1;
         if a.server
-            .send(SendRequest::broadcast("back", json!(m)))
+            .send(OutboundMessage::broadcast("back", json!(m)))
             .await
             .is_ok()
         {

@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::AuthLayer;
-use socketio_stack::{SendRequest, SocketServer};
+use socketio_stack::{OutboundMessage, SocketServer};
 
 /// The value of one series (`name{labels}` as rendered), 0 when absent.
 fn value(handle: &PrometheusHandle, series: &str) -> f64 {
@@ -66,7 +66,7 @@ async fn panics_garbage_and_a_redis_outage_are_counted_exactly() {
 
     // A send comes back from Redis and is delivered; garbage on the channel is counted apart.
     t.server
-        .send(SendRequest::broadcast("news", json!(1)))
+        .send(OutboundMessage::broadcast("news", json!(1)))
         .await
         .unwrap();
     c.expect_event("news").await;
@@ -99,7 +99,7 @@ async fn panics_garbage_and_a_redis_outage_are_counted_exactly() {
     redis.kill();
     assert!(
         t.server
-            .send(SendRequest::broadcast("lost", json!(1)))
+            .send(OutboundMessage::broadcast("lost", json!(1)))
             .await
             .is_err()
     );

@@ -8,7 +8,7 @@ use common::*;
 use serde_json::json;
 use socketio_stack::fanout::RedisFanout;
 use socketio_stack::layers::AuthLayer;
-use socketio_stack::{BuildError, Delivery, SendRequest, SocketServer};
+use socketio_stack::{BuildError, Delivery, OutboundMessage, SocketServer};
 
 /// A server on `fanout` (or local) serving `/`, `/admin` and `/tenant/{id}`, behind the
 /// seeds' authentication.
@@ -62,7 +62,7 @@ async fn every_namespace_goes_through_the_layers_and_sends_reach_it_by_namespace
     let mut admin = member(&t.url(), "/admin").await;
     let mut tenant = member(&t.url(), "/tenant/7").await;
 
-    let to = |nsp: &str, data| SendRequest::broadcast("news", data).in_namespace(nsp);
+    let to = |nsp: &str, data| OutboundMessage::broadcast("news", data).in_namespace(nsp);
     assert_eq!(
         t.server.send(to("/admin", json!("admins"))).await,
         Ok(Delivery::Sent)
@@ -73,7 +73,7 @@ async fn every_namespace_goes_through_the_layers_and_sends_reach_it_by_namespace
     );
     assert_eq!(
         t.server
-            .send(SendRequest::broadcast("news", json!("main")))
+            .send(OutboundMessage::broadcast("news", json!("main")))
             .await,
         Ok(Delivery::Sent)
     );
@@ -108,7 +108,7 @@ async fn namespaces_fan_out_between_instances_dynamic_ones_included() {
     let mut main_b = member(&b.url(), "/").await;
     // Until b has subscribed /tenant/7 (as its first socket came), a send from a may pass
     // it by: send until it arrives.
-    let to = |nsp: &str, data| SendRequest::broadcast("news", data).in_namespace(nsp);
+    let to = |nsp: &str, data| OutboundMessage::broadcast("news", data).in_namespace(nsp);
     a.server.send(to("/admin", json!("admins"))).await.unwrap();
     assert_eq!(admin_b.expect_event("news").await, json!("admins"));
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use common::redis_server::{RedisCluster, RedisServer};
 use common::*;
 use serde_json::json;
-use socketio_stack::fanout::sharded_wire::SubscriptionMode;
+use socketio_stack::fanout::SubscriptionMode;
 use socketio_stack::fanout::{RedisFanout, RedisOptions};
-use socketio_stack::{Delivery, SendRequest};
+use socketio_stack::{Delivery, OutboundMessage};
 
 async fn instance(url: &str, mode: SubscriptionMode) -> TestServer {
     let options = RedisOptions::new(url)
@@ -36,7 +36,11 @@ async fn two_instances_on_one_redis_server_fan_out_on_the_sharded_wire_and_shrug
 
     assert_eq!(
         a.server
-            .send(SendRequest::to("io-default", "hello", json!({"from": "a"})))
+            .send(OutboundMessage::to(
+                "io-default",
+                "hello",
+                json!({"from": "a"})
+            ))
             .await,
         Ok(Delivery::Sent)
     );
@@ -60,7 +64,7 @@ async fn two_instances_on_one_redis_server_fan_out_on_the_sharded_wire_and_shrug
     })
     .await;
     a.server
-        .send(SendRequest::to("public-x", "x", json!(1)))
+        .send(OutboundMessage::to("public-x", "x", json!(1)))
         .await
         .unwrap();
     assert_eq!(on_b.expect_event("x").await, json!(1));
@@ -70,7 +74,7 @@ async fn two_instances_on_one_redis_server_fan_out_on_the_sharded_wire_and_shrug
     on_a.emit("join", json!({"rooms": ["public-fresh"]})).await;
     on_a.sync().await;
     a.server
-        .send(SendRequest::to("public-fresh", "fresh", json!(1)))
+        .send(OutboundMessage::to("public-fresh", "fresh", json!(1)))
         .await
         .unwrap();
     assert_eq!(on_a.expect_event("fresh").await, json!(1));
@@ -98,7 +102,7 @@ async fn two_instances_on_one_redis_server_fan_out_on_the_sharded_wire_and_shrug
         "{\"type\":3,\"uid\":\"z\",\"nsp\":\"/other\",\"data\":{\"packet\":{\"type\":2,\"data\":[\"ghost\"]},\"opts\":{\"rooms\":[],\"except\":[],\"flags\":{}}}}",
     ]);
     b.server
-        .send(SendRequest::broadcast("after", json!("garbage")))
+        .send(OutboundMessage::broadcast("after", json!("garbage")))
         .await
         .unwrap();
     assert_eq!(
@@ -125,7 +129,7 @@ async fn a_redis_restart_fails_sharded_sends_visibly_then_delivery_resumes() {
     let started = Instant::now();
     let err = a
         .server
-        .send(SendRequest::broadcast("lost", json!(1)))
+        .send(OutboundMessage::broadcast("lost", json!(1)))
         .await
         .unwrap_err();
     assert!(
@@ -198,7 +202,7 @@ async fn an_acl_user_with_the_least_the_sharded_mode_needs_delivers() {
     let deadline = Instant::now() + WAIT;
     loop {
         a.server
-            .send(SendRequest::to("public-acl", "in-room", json!(1)))
+            .send(OutboundMessage::to("public-acl", "in-room", json!(1)))
             .await
             .unwrap();
         if let Ok(Received::Event(name, _)) =

@@ -55,7 +55,7 @@ async fn a_handlers_log_lines_carry_the_socket_id_and_errors_are_fields() {
         .layer(AuthLayer::new(authenticate_or_fail))
         .on(
             "hello",
-            async |_: socketio_stack::core::extract::Data<serde_json::Value>| {
+            async |_: socketio_stack::extract::Data<serde_json::Value>| {
                 tracing::info!("the application's handler ran");
             },
         )

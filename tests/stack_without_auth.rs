@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use socketio_stack::layers::{PingLayer, RoomsLayer};
-use socketio_stack::{ClientState, SendRequest, SocketServer};
+use socketio_stack::{ClientState, OutboundMessage, SocketServer};
 
 #[tokio::test]
 async fn rooms_ping_and_handlers_start_at_connect() {
@@ -31,7 +31,7 @@ async fn rooms_ping_and_handlers_start_at_connect() {
     let expected = sorted(["io-default", "io-notification", "public-a", id.as_str()]);
     assert_eq!(rooms, expected);
     t.server
-        .send(SendRequest::to(
+        .send(OutboundMessage::to(
             "public-a",
             "hello",
             json!("no auth needed"),

@@ -61,12 +61,12 @@
 //! where Node sends it just before (so the UI, whose listeners are set once it is connected,
 //! never sees Node's), and `server_stats` is also sent at a UI's connect. Not reported
 //! (socketioxide does not show them): `event_sent`, transport upgrades, the Engine.IO
-//! traffic in bytes, and the sockets' Engine.IO ids (see
-//! [`SerializedSocket::client_id`](protocol::SerializedSocket::client_id)).
+//! traffic in bytes, and the sockets' Engine.IO ids (the "Clients" page groups a socket by
+//! the first 12 characters of its id instead, so a client with two namespaces shows as two).
 
 mod namespace;
 mod observer;
-pub mod protocol;
+mod protocol;
 mod sessions;
 
 use std::time::Duration;

@@ -31,7 +31,7 @@ use super::{AdminUi, Auth, STATS_INTERVAL};
 use crate::args::{Arg, Args};
 use crate::error::BuildError;
 use crate::fanout::{RedisFanout, WeakFanout};
-use crate::outbound::SendRequest;
+use crate::outbound::OutboundMessage;
 use crate::plumbing::LogThrottle;
 use crate::server::DeliveryService;
 
@@ -480,7 +480,7 @@ impl<A: Adapter> AdminHub<A> {
             tracing::warn!("Admin UI command dropped: too many at once");
             return;
         };
-        let mut send = SendRequest::broadcast(event, Arg::Null)
+        let mut send = OutboundMessage::broadcast(event, Arg::Null)
             .with_args(rest)
             .in_namespace(nsp);
         send.destination = filter
@@ -574,7 +574,7 @@ async fn report(mut queue: mpsc::Receiver<Outgoing>, delivery: DeliveryService, 
         // Not volatile: socketioxide drops a volatile message whenever the transport is busy
         // writing, so most of a burst would be lost. A UI that stops reading is cut off by
         // the server's write timeout, as any client.
-        let send = SendRequest::broadcast(event, Arg::Null)
+        let send = OutboundMessage::broadcast(event, Arg::Null)
             .with_args(args)
             .in_namespace(nsp.clone());
         if let Err(e) = delivery.clone().oneshot(send).await

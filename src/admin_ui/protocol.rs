@@ -15,7 +15,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 
 use crate::args::Arg;
-use crate::fanout::fleet::FleetSocket;
+use crate::fanout::FleetSocket;
 use crate::session::Session;
 
 /// A socket as the UI lists it (`SerializedSocket` of the JavaScript package).

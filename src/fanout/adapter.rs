@@ -28,7 +28,7 @@
 //! Across the fleet as well:
 //! - **acknowledged broadcasts** (`io.to(room).timeout(..).emit_with_ack(..)`): the stream
 //!   yields the acknowledgements of every server's sockets, Node's included, and ends once
-//!   all have come (see [`fleet_acks`](super::fleet_acks) for what a remote item carries);
+//!   all have come (a remote item carries the placeholder id `Sid::ZERO`: the JavaScript adapter does not say which socket answered);
 //! - **`io.rooms()`** (without rooms or exceptions): every server's rooms (this one's alone,
 //!   with a warning, when another does not answer in time);
 //! - **the server count** (`PUBSUB NUMSUB` of the request channel, as the JavaScript adapter).

@@ -36,7 +36,7 @@ pub enum FanoutError {
     /// socket.io-client receiving it drop its connection. Nothing was published.
     ReservedEvent(String),
     /// The message holds what every receiving instance would refuse (see
-    /// [`wire::MAX_ROOMS`](crate::fanout::wire::MAX_ROOMS)). Nothing was published.
+    /// [`MAX_ROOMS`](crate::fanout::MAX_ROOMS)). Nothing was published.
     Unpublishable(WireError),
 }
 

@@ -2,16 +2,16 @@
 //! place of [`LocalDelivery`](crate::outbound::LocalDelivery). Outbound layers wrap either.
 //!
 //! ```no_run
-//! use socketio_stack::SendRequest;
+//! use socketio_stack::OutboundMessage;
 //! use socketio_stack::fanout::RedisFanout;
 //! use tower::ServiceExt;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let fanout = RedisFanout::connect("redis://127.0.0.1:6379").await?;
 //! // What the builder's `fanout()` puts at the bottom of the outbound stack; a plain
-//! // `tower::Service<SendRequest>`.
+//! // `tower::Service<OutboundMessage>`.
 //! let delivery = fanout.delivery();
-//! delivery.oneshot(SendRequest::to("io-default", "news", serde_json::json!(1))).await?;
+//! delivery.oneshot(OutboundMessage::to("io-default", "news", serde_json::json!(1))).await?;
 //! # Ok(()) }
 //! ```
 
@@ -27,7 +27,7 @@ use crate::fanout::redis_fanout::RoomCheck;
 use crate::fanout::sharded_connections::ShardedPublisher;
 use crate::fanout::sharded_messages;
 use crate::fanout::wire::Broadcast;
-use crate::outbound::{SendError, SendRequest};
+use crate::outbound::{OutboundMessage, SendError};
 use crate::plumbing::BoxFuture;
 
 /// Publishes each send on Redis as `@socket.io/redis-emitter` does (uid `emitter`), and
@@ -105,7 +105,7 @@ impl std::fmt::Debug for RedisDelivery {
     }
 }
 
-impl Service<SendRequest> for RedisDelivery {
+impl Service<OutboundMessage> for RedisDelivery {
     type Response = ();
     type Error = SendError;
     type Future = BoxFuture<Result<(), SendError>>;
@@ -114,7 +114,7 @@ impl Service<SendRequest> for RedisDelivery {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: SendRequest) -> Self::Future {
+    fn call(&mut self, req: OutboundMessage) -> Self::Future {
         let publishing = self.publishing.clone();
         let subscribed = self.subscribed.clone();
         Box::pin(async move {

@@ -139,7 +139,7 @@ impl Emitter {
     /// received it. A reserved event name ([`names::RESERVED`]) fails with
     /// [`FanoutError::ReservedEvent`] before anything is published, as the JavaScript
     /// emitter throws, and a room list the receivers would refuse (over
-    /// [`wire::MAX_ROOMS`]) with [`FanoutError::Unpublishable`].
+    /// [`MAX_ROOMS`](crate::fanout::MAX_ROOMS)) with [`FanoutError::Unpublishable`].
     pub async fn publish(&self, broadcast: &Broadcast) -> Result<u64, FanoutError> {
         if names::is_reserved(&broadcast.event) {
             return Err(FanoutError::ReservedEvent(broadcast.event.clone()));
@@ -152,7 +152,7 @@ impl Emitter {
     }
 
     /// Publishes a request (remote join, leave, disconnect) as it is; a room list over
-    /// [`wire::MAX_ROOMS`] fails with [`FanoutError::Unpublishable`] first.
+    /// [`MAX_ROOMS`](crate::fanout::MAX_ROOMS) fails with [`FanoutError::Unpublishable`] first.
     pub async fn publish_request(&self, request: &Request) -> Result<u64, FanoutError> {
         self.publish_request_in("/", request).await
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::fanout::connect_error::{Cause, FanoutError};
 use crate::fanout::emitter::DEFAULT_CONNECT_TIMEOUT;
-use crate::fanout::sharded_wire::SubscriptionMode;
+use crate::fanout::SubscriptionMode;
 use crate::fanout::wire;
 
 /// How often the subscription's connection is PINGed by default.
@@ -79,7 +79,7 @@ impl RedisOptions {
     /// Speaks the wire of `createShardedAdapter` of `@socket.io/redis-adapter` on Redis 7's
     /// sharded pub/sub (`SSUBSCRIBE` / `SPUBLISH`) instead of the classic adapter's, in the
     /// subscription mode `mode` (the JavaScript `subscriptionMode`; every member of a fleet
-    /// uses the same, see [`sharded_wire`](crate::fanout::sharded_wire)). On a Redis Cluster
+    /// uses the same). On a Redis Cluster
     /// (found out when connecting), each channel lives on the node owning its slot, so a
     /// broadcast costs one node instead of every node; on one redis-server 7 it works the
     /// same. The classic channels are not heard then: `@socket.io/redis-emitter` (which

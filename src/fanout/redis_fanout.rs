@@ -44,7 +44,6 @@ use crate::plumbing::{BoxFuture, LogThrottle, catch_panic_call};
 use crate::telemetry::{self, FanoutResult, RedisOp};
 
 mod sharded_subscription;
-pub use sharded_subscription::ROOM_SWEEP_INTERVAL;
 
 /// The Redis connections of one instance, the seeds' three clients: the emitter's (pooled;
 /// what `send` publishes), the adapter's publishing side (pooled; what the [`RedisAdapter`]

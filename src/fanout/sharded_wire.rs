@@ -375,6 +375,7 @@ impl Body {
 
     /// Whether it answers a request (types 8, 10, 11 and 12), and so is published on the
     /// asker's [`response_channel`] and matched by its request id alone.
+    #[cfg(test)]
     pub fn is_answer(&self) -> bool {
         matches!(
             self,

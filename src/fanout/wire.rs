@@ -95,7 +95,7 @@ pub struct Broadcast {
 impl Broadcast {
     /// What the seeds' `send` publishes: `@socket.io/redis-emitter`'s broadcast of `req` to
     /// namespace `/` (uid `emitter`), with its `compress` and `volatile` flags.
-    pub fn of_send(req: crate::SendRequest) -> Self {
+    pub fn of_send(req: crate::OutboundMessage) -> Self {
         Self {
             uid: EMITTER_UID.to_owned(),
             nsp: req.nsp().to_owned(),
@@ -1040,7 +1040,11 @@ fn check_json(bytes: &[u8], envelope: usize) -> Result<(), WireError> {
 mod tests {
     #[test]
     fn a_send_becomes_the_emitter_broadcast_with_its_flags() {
-        let plain = Broadcast::of_send(crate::SendRequest::to("room-a", "news", json!({"n": 1})));
+        let plain = Broadcast::of_send(crate::OutboundMessage::to(
+            "room-a",
+            "news",
+            json!({"n": 1}),
+        ));
         assert_eq!(plain.uid, EMITTER_UID);
         assert_eq!(plain.nsp, "/");
         assert_eq!(plain.rooms, ["room-a"]);
@@ -1049,7 +1053,7 @@ mod tests {
         assert_eq!(plain.flags.compress, Some(true));
         assert_eq!(plain.flags.volatile, None);
         let volatile =
-            Broadcast::of_send(crate::SendRequest::broadcast("news", json!(1)).volatile());
+            Broadcast::of_send(crate::OutboundMessage::broadcast("news", json!(1)).volatile());
         assert!(volatile.rooms.is_empty());
         assert_eq!(volatile.flags.volatile, Some(true));
         let decoded = decode(&encode(&volatile)).unwrap();
@@ -1288,7 +1292,7 @@ mod tests {
         // The sender refuses what the receivers would.
         let wide = Broadcast {
             except: names(&vec!["x"; MAX_ROOMS + 1]),
-            ..Broadcast::of_send(crate::SendRequest::broadcast("t", json!(1)))
+            ..Broadcast::of_send(crate::OutboundMessage::broadcast("t", json!(1)))
         };
         assert!(wide.check_publishable().is_err());
         assert!(decode(&encode(&wide)).is_err());
@@ -1558,7 +1562,7 @@ mod tests {
     fn send_of(args: Vec<Arg>) -> Broadcast {
         Broadcast {
             args,
-            ..Broadcast::of_send(crate::SendRequest::broadcast("ev", json!(null)))
+            ..Broadcast::of_send(crate::OutboundMessage::broadcast("ev", json!(null)))
         }
     }
 
@@ -1715,7 +1719,7 @@ mod tests {
         for args in [vec![json!(text)], numbers, floats, records] {
             let b = Broadcast {
                 args: args.into_iter().map(Arg::from).collect(),
-                ..Broadcast::of_send(crate::SendRequest::broadcast("big", json!(null)))
+                ..Broadcast::of_send(crate::OutboundMessage::broadcast("big", json!(null)))
             };
             let bytes = encode(&b);
             assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{}", bytes.len());

@@ -90,7 +90,7 @@ impl HandshakeAuthLayer {
     /// How long the function may take before the CONNECT is refused as failed (default 10 s,
     /// the seeds' `authenticateTimeout`): the client waits for its CONNECT answer meanwhile.
     /// The bridge gives the whole `Handshake` request at most
-    /// [`HANDSHAKE_DEADLINE`](crate::core::bridge::HANDSHAKE_DEADLINE) (45 s) whatever this
+    /// [`HANDSHAKE_DEADLINE`](crate::limits::HANDSHAKE_DEADLINE) (45 s) whatever this
     /// says; zero refuses every client.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

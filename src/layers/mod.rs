@@ -7,7 +7,7 @@
 //! | [`auth_timeout`] | [`AuthTimeoutLayer`] | disconnects sockets not authenticated in time |
 //! | [`ping`] | [`PingLayer`] | the application-level `ping` keep-alive |
 //! | [`rooms`] | [`RoomsLayer`] | default rooms, validated `join`, `leave` |
-//! | [`rate_limit`] | [`RateLimitLayer`] | a token bucket per socket against floods |
+//! | [`event_rate_limit`] | [`EventRateLimitLayer`] | a token bucket per socket against floods |
 //! | [`from_fn`](mod@from_fn) | [`FromFnLayer`] | your own policy, from an async function |
 //!
 //! Each reacts to the [`SocketRequest`](crate::SocketRequest)s it cares about and passes the
@@ -19,18 +19,18 @@
 
 pub mod auth;
 pub mod auth_timeout;
+pub mod event_rate_limit;
 pub mod from_fn;
 pub mod handshake_auth;
 pub mod ping;
-pub mod rate_limit;
 pub mod rooms;
 
 pub use auth::{AuthLayer, AuthService};
 pub use auth_timeout::{AuthTimeoutLayer, AuthTimeoutService};
+pub use event_rate_limit::{EventRateLimitLayer, EventRateLimitService};
 pub use from_fn::{FromFn, FromFnLayer, Next, from_fn};
 pub use handshake_auth::{HandshakeAuthLayer, HandshakeAuthService};
 pub use ping::{PingLayer, PingService};
-pub use rate_limit::{RateLimitLayer, RateLimitService};
 pub use rooms::{RoomLimits, RoomsLayer, RoomsService};
 
 use std::future::Future;

@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use crate::args::Arg;
 use crate::event::names;
-use crate::outbound::request::{SendError, SendRequest};
+use crate::outbound::request::{OutboundMessage, SendError};
 use crate::telemetry::{self, SendOutcome};
 
 /// What happened to a send that did not fail.
@@ -31,7 +31,7 @@ pub enum DropReason {
 /// Sends messages to clients through the outbound stack. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbound {
-    service: BoxCloneSyncService<SendRequest, (), SendError>,
+    service: BoxCloneSyncService<OutboundMessage, (), SendError>,
 }
 
 impl Outbound {
@@ -39,7 +39,11 @@ impl Outbound {
     /// [`RedisDelivery`](crate::fanout::RedisDelivery), possibly wrapped in outbound layers.
     pub fn new<S>(service: S) -> Self
     where
-        S: Service<SendRequest, Response = (), Error = SendError> + Clone + Send + Sync + 'static,
+        S: Service<OutboundMessage, Response = (), Error = SendError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
         S::Future: Send + 'static,
     {
         Self {
@@ -54,7 +58,7 @@ impl Outbound {
     /// A reserved topic ([`names::RESERVED`], e.g. `disconnect`) fails with
     /// [`SendError::ReservedTopic`] and sends nothing, as the JavaScript emitter throws. The
     /// silent drops come first, in the seeds' order.
-    pub async fn send(&self, req: SendRequest) -> Result<Delivery, SendError> {
+    pub async fn send(&self, req: OutboundMessage) -> Result<Delivery, SendError> {
         let outcome = self.send_counted(req).await;
         telemetry::send(match &outcome {
             Ok(Delivery::Sent) => SendOutcome::Sent,
@@ -64,7 +68,7 @@ impl Outbound {
         outcome
     }
 
-    async fn send_counted(&self, req: SendRequest) -> Result<Delivery, SendError> {
+    async fn send_counted(&self, req: OutboundMessage) -> Result<Delivery, SendError> {
         if req.topic.is_empty() {
             tracing::trace!("send dropped: no topic");
             return Ok(Delivery::Dropped(DropReason::NoTopic));
@@ -87,7 +91,11 @@ impl Outbound {
     /// delivery stack (the seeds' `cb`: after the emit, not after the clients received it).
     /// As in the seeds, a dropped send never runs it; neither does a failed one. A panic in
     /// the callback is contained and logged.
-    pub async fn send_then<F>(&self, req: SendRequest, callback: F) -> Result<Delivery, SendError>
+    pub async fn send_then<F>(
+        &self,
+        req: OutboundMessage,
+        callback: F,
+    ) -> Result<Delivery, SendError>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -136,29 +144,30 @@ mod tests {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let recorder = {
             let sent = sent.clone();
-            tower::service_fn(move |req: SendRequest| {
+            tower::service_fn(move |req: OutboundMessage| {
                 sent.lock().unwrap().push(req.topic);
                 async { Ok::<_, SendError>(()) }
             })
         };
         let out = Outbound::new(recorder);
         assert_eq!(
-            out.send(SendRequest::broadcast("", json!({"a": 1}))).await,
+            out.send(OutboundMessage::broadcast("", json!({"a": 1})))
+                .await,
             Ok(Delivery::Dropped(DropReason::NoTopic))
         );
         assert_eq!(
-            out.send(SendRequest::to("room", "t", json!(0))).await,
+            out.send(OutboundMessage::to("room", "t", json!(0))).await,
             Ok(Delivery::Dropped(DropReason::FalsyData))
         );
         let (tx, rx) = tokio::sync::oneshot::channel();
         let outcome = out
-            .send_then(SendRequest::to("room", "t", json!([])), move || {
+            .send_then(OutboundMessage::to("room", "t", json!([])), move || {
                 tx.send(()).ok();
             })
             .await;
         assert_eq!(outcome, Ok(Delivery::Sent));
         rx.await.unwrap();
-        out.send_then(SendRequest::broadcast("p", json!(1)), || {
+        out.send_then(OutboundMessage::broadcast("p", json!(1)), || {
             panic!("callback bug")
         })
         .await
@@ -171,7 +180,7 @@ mod tests {
         let reached = Arc::new(Mutex::new(0));
         let counter = {
             let reached = reached.clone();
-            tower::service_fn(move |_: SendRequest| {
+            tower::service_fn(move |_: OutboundMessage| {
                 *reached.lock().unwrap() += 1;
                 async { Ok::<_, SendError>(()) }
             })
@@ -179,7 +188,7 @@ mod tests {
         let out = Outbound::new(counter);
         for topic in names::RESERVED {
             let refused = out
-                .send_then(SendRequest::broadcast(*topic, json!({"a": 1})), || {
+                .send_then(OutboundMessage::broadcast(*topic, json!({"a": 1})), || {
                     panic!("a refused send runs no callback")
                 })
                 .await;
@@ -189,7 +198,7 @@ mod tests {
         }
         // Falsy data is dropped silently first, as in the seeds.
         assert_eq!(
-            out.send(SendRequest::broadcast("disconnect", json!(null)))
+            out.send(OutboundMessage::broadcast("disconnect", json!(null)))
                 .await,
             Ok(Delivery::Dropped(DropReason::FalsyData))
         );

@@ -14,7 +14,7 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tower_service::Service;
 
-use crate::outbound::request::{SendError, SendRequest};
+use crate::outbound::request::{OutboundMessage, SendError};
 use crate::plumbing::BoxFuture;
 
 /// The bottom of the outbound stack: emits to the local sockets in the destination room
@@ -38,7 +38,7 @@ impl<A: Adapter> LocalDelivery<A> {
     }
 }
 
-impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
+impl<A: Adapter> Service<OutboundMessage> for LocalDelivery<A> {
     type Response = ();
     type Error = SendError;
     type Future = BoxFuture<Result<(), SendError>>;
@@ -47,7 +47,7 @@ impl<A: Adapter> Service<SendRequest> for LocalDelivery<A> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: SendRequest) -> Self::Future {
+    fn call(&mut self, req: OutboundMessage) -> Self::Future {
         let io = self.io.clone();
         Box::pin(async move {
             // After shutdown the namespace is gone; socketioxide's `io.to()` would panic.

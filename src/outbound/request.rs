@@ -11,7 +11,7 @@ use crate::args::{Arg, Args};
 /// (one argument), or `{destination?, topic, args: [...]}` (each item an argument).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "SendBody")]
-pub struct SendRequest {
+pub struct OutboundMessage {
     /// A room name or a socket id; `None` or empty: every client.
     #[serde(default)]
     pub destination: Option<String>,
@@ -33,7 +33,7 @@ pub struct SendRequest {
     /// socket.io's `volatile`: a client that cannot take the message now (its write buffer
     /// is full) simply misses it, quietly. Without it, such a client's miss is logged, and
     /// the client is cut off by [`serve`](crate::serve)'s write timeout (see
-    /// [`DEFAULT_SOCKET_BUFFER`](crate::server::DEFAULT_SOCKET_BUFFER)). Carried on the
+    /// [`DEFAULT_SOCKET_BUFFER`](crate::limits::DEFAULT_SOCKET_BUFFER)). Carried on the
     /// fan-out wire as `flags.volatile`.
     pub volatile: bool,
     /// The namespace of the sockets it goes to; `None`: the main namespace `/`. In JSON,
@@ -64,7 +64,7 @@ struct SendBody {
     namespace: Option<String>,
 }
 
-impl TryFrom<SendBody> for SendRequest {
+impl TryFrom<SendBody> for OutboundMessage {
     type Error = String;
 
     fn try_from(b: SendBody) -> Result<Self, String> {
@@ -103,7 +103,7 @@ fn topic_or_falsy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::E
     }
 }
 
-impl SendRequest {
+impl OutboundMessage {
     /// A message to `destination` (a room or a socket id) with one argument, `data` (a JSON
     /// value, [`Bytes`](bytes::Bytes), or any [`Arg`]).
     pub fn to(
@@ -137,14 +137,14 @@ impl SendRequest {
     }
 
     /// The same message with these arguments instead:
-    /// `SendRequest::to("lobby", "chat", "ann").with_args(vec![Arg::from("ann"), Arg::from("hi")])`
+    /// `OutboundMessage::to("lobby", "chat", "ann").with_args(vec![Arg::from("ann"), Arg::from("hi")])`
     /// sends `42["chat","ann","hi"]`.
     pub fn with_args(mut self, args: impl Into<Args>) -> Self {
         self.args = args.into();
         self
     }
 
-    /// The same message, marked volatile (see [`SendRequest::volatile`]).
+    /// The same message, marked volatile (see [`OutboundMessage::volatile`]).
     pub fn volatile(mut self) -> Self {
         self.volatile = true;
         self
@@ -205,45 +205,46 @@ mod tests {
 
     #[test]
     fn the_demo_body_deserializes_with_its_defaults() {
-        let req: SendRequest =
+        let req: OutboundMessage =
             serde_json::from_value(json!({"topic": "t", "data": {"a": 1}})).unwrap();
         assert_eq!(req.room(), None);
         assert!(req.compress && !req.log && !req.volatile);
-        let req: SendRequest =
+        let req: OutboundMessage =
             serde_json::from_value(json!({"destination": "r", "topic": "t", "volatile": true}))
                 .unwrap();
         assert_eq!(req.room(), Some("r"));
         assert!(req.volatile);
-        assert!(SendRequest::to("r", "t", json!(1)).volatile().volatile);
+        assert!(OutboundMessage::to("r", "t", json!(1)).volatile().volatile);
     }
 
     #[test]
     fn the_demo_body_takes_one_argument_as_data_or_several_as_args_not_both() {
-        let one: SendRequest =
+        let one: OutboundMessage =
             serde_json::from_value(json!({"topic": "t", "data": [1, 2]})).unwrap();
         assert_eq!(one.args.len(), 1, "an array in `data` is one argument");
-        let several: SendRequest =
+        let several: OutboundMessage =
             serde_json::from_value(json!({"topic": "t", "args": [1, "2", {"3": true}]})).unwrap();
         assert_eq!(several.args.len(), 3);
         assert_eq!(several.args[2], json!({"3": true}));
-        let none: SendRequest = serde_json::from_value(json!({"topic": "t"})).unwrap();
+        let none: OutboundMessage = serde_json::from_value(json!({"topic": "t"})).unwrap();
         assert!(none.args.is_empty());
-        let err =
-            serde_json::from_value::<SendRequest>(json!({"topic": "t", "data": 1, "args": [2]}))
-                .unwrap_err()
-                .to_string();
+        let err = serde_json::from_value::<OutboundMessage>(
+            json!({"topic": "t", "data": 1, "args": [2]}),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not both"), "{err}");
     }
 
     #[test]
     fn a_falsy_topic_reads_as_none_and_another_non_string_is_refused() {
         for falsy in [json!(null), json!(false), json!(0), json!("")] {
-            let req: SendRequest =
+            let req: OutboundMessage =
                 serde_json::from_value(json!({"topic": falsy, "data": {"a": 1}})).unwrap();
             assert_eq!(req.topic, "", "{falsy}");
         }
         for other in [json!(1), json!(true), json!([]), json!({})] {
-            let err = serde_json::from_value::<SendRequest>(json!({"topic": other}))
+            let err = serde_json::from_value::<OutboundMessage>(json!({"topic": other}))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("the topic must be a string"), "{err}");

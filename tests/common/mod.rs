@@ -121,7 +121,7 @@ pub fn seeds_stack(auth_timeout_ms: u64, ping_ms: u64) -> SocketServer {
 /// rust_socketio stops delivering events after an ack callback has run.)
 pub async fn sync_handler(
     socket: socketioxide::extract::SocketRef,
-    socketio_stack::core::extract::Data(data): socketio_stack::core::extract::Data<Value>,
+    socketio_stack::extract::Data(data): socketio_stack::extract::Data<Value>,
 ) {
     socket.emit("synced", &data).ok();
 }
@@ -542,7 +542,7 @@ pub async fn until_delivered(from: &TestServer, c: &mut TestClient, event: &str)
     for n in 0u64.. {
         let sent = from
             .server
-            .send(socketio_stack::SendRequest::broadcast(event, json!(n)))
+            .send(socketio_stack::OutboundMessage::broadcast(event, json!(n)))
             .await;
         if sent.is_ok() {
             let got = tokio::time::timeout(Duration::from_millis(300), c.next_non_ping()).await;

@@ -2,12 +2,11 @@
 //! registry, user event handlers, and the bridge that feeds socketioxide's sockets into the
 //! pipeline.
 
-pub mod bridge;
-pub mod handler;
-pub mod registry;
-pub mod service;
+pub(crate) mod bridge;
+mod handler;
+mod registry;
+mod service;
 
-pub use bridge::Bridge;
 pub use handler::{EventHandler, EventParts, ExtractError, FromEventParts, extract};
 pub use registry::{Client, ClientRegistry};
 pub use service::{CoreService, CoreServiceBuilder};

@@ -2,7 +2,7 @@
 //! socketioxide's handlers.
 //!
 //! ```
-//! use socketio_stack::core::extract::{Data, EventName};
+//! use socketio_stack::extract::{Data, EventName};
 //! use socketioxide::extract::{AckSender, SocketRef};
 //!
 //! #[derive(serde::Deserialize)]
@@ -16,7 +16,7 @@
 //! async fn log_any(EventName(name): EventName) {
 //!     tracing::info!(%name, "event");
 //! }
-//! # let _ = socketio_stack::core::CoreService::<socketioxide::adapter::LocalAdapter>::builder()
+//! # let _ = socketio_stack::socket_core::CoreService::<socketioxide::adapter::LocalAdapter>::builder()
 //! #     .on("chat", on_chat).on("other", log_any).build().unwrap();
 //! ```
 

@@ -13,11 +13,11 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 use tower_service::Service;
 
 use crate::args::{Arg, Args};
-use crate::core::handler::{self, BoxedHandler, EventHandler, EventParts};
-use crate::core::registry::ClientRegistry;
 use crate::error::BuildError;
 use crate::event::{RequestKind, SocketRequest, names};
 use crate::plumbing::BoxFuture;
+use crate::socket_core::ClientRegistry;
+use crate::socket_core::handler::{self, BoxedHandler, EventHandler, EventParts};
 
 /// What to use instead of a handler for one of Socket.IO's reserved event names
 /// ([`names::RESERVED`]): no client can send those. The core knows no policy: a name a layer
@@ -113,7 +113,7 @@ impl<A: Adapter> CoreServiceBuilder<A> {
         self
     }
 
-    /// Gives handlers `value` through the [`State`](crate::core::extract::State) extractor:
+    /// Gives handlers `value` through the [`State`](crate::socket_core::extract::State) extractor:
     /// application state (a database pool, a config), one value of each type, shared by
     /// every socket.
     pub fn with_state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
@@ -260,7 +260,7 @@ mod tests {
     use socketioxide::socket::DisconnectReason;
     use tower::ServiceExt;
 
-    use crate::core::extract::{Data, EventName, State};
+    use crate::socket_core::extract::{Data, EventName, State};
     use crate::testing::{TestSocket, event};
 
     type Log = Arc<Mutex<Vec<String>>>;

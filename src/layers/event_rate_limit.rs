@@ -18,9 +18,9 @@
 //!
 //! # Example
 //! ```
-//! use socketio_stack::layers::rate_limit::{Bucket, ExcessPolicy, RateLimitLayer};
+//! use socketio_stack::layers::event_rate_limit::{Bucket, ExcessPolicy, EventRateLimitLayer};
 //!
-//! let layer = RateLimitLayer::default()                  // 50/s, burst 100; control 5/s, burst 10
+//! let layer = EventRateLimitLayer::default()                  // 50/s, burst 100; control 5/s, burst 10
 //!     .events(Bucket::new(200.0, 400).unwrap())
 //!     .policy(ExcessPolicy::Disconnect);
 //! # let _ = layer;
@@ -77,13 +77,13 @@ pub enum ExcessPolicy {
 
 /// Adds rate limiting; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
-pub struct RateLimitLayer {
+pub struct EventRateLimitLayer {
     events: Bucket,
     control: Bucket,
     policy: ExcessPolicy,
 }
 
-impl Default for RateLimitLayer {
+impl Default for EventRateLimitLayer {
     fn default() -> Self {
         Self {
             events: Bucket {
@@ -99,7 +99,7 @@ impl Default for RateLimitLayer {
     }
 }
 
-impl RateLimitLayer {
+impl EventRateLimitLayer {
     /// The bucket of ordinary events (default 50/s, burst 100).
     pub fn events(mut self, bucket: Bucket) -> Self {
         self.events = bucket;
@@ -119,22 +119,22 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
+impl<S> Layer<S> for EventRateLimitLayer {
+    type Service = EventRateLimitService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
+        EventRateLimitService {
             inner,
             config: *self,
         }
     }
 }
 
-/// The service of [`RateLimitLayer`].
+/// The service of [`EventRateLimitLayer`].
 #[derive(Debug, Clone)]
-pub struct RateLimitService<S> {
+pub struct EventRateLimitService<S> {
     inner: S,
-    config: RateLimitLayer,
+    config: EventRateLimitLayer,
 }
 
 /// One socket's buckets.
@@ -178,7 +178,7 @@ impl Tokens {
 #[derive(Clone)]
 struct SocketBuckets(Arc<Mutex<Buckets>>);
 
-impl<S, A> Service<SocketRequest<A>> for RateLimitService<S>
+impl<S, A> Service<SocketRequest<A>> for EventRateLimitService<S>
 where
     A: Adapter,
     S: Service<SocketRequest<A>, Response = ()>,
@@ -253,7 +253,7 @@ mod tests {
     async fn drops_over_the_burst_and_refills_at_the_rate() {
         let t = TestSocket::new().await;
         let rec = Recorder::default();
-        let mut svc = RateLimitLayer::default()
+        let mut svc = EventRateLimitLayer::default()
             .events(Bucket::new(10.0, 5).unwrap())
             .layer(rec.clone());
         for _ in 0..8 {
@@ -276,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn the_disconnect_policy_tells_the_client_then_disconnects() {
         let t = TestSocket::new().await;
-        let mut svc = RateLimitLayer::default()
+        let mut svc = EventRateLimitLayer::default()
             .events(Bucket::new(1.0, 1).unwrap())
             .policy(ExcessPolicy::Disconnect)
             .layer(Recorder::default());

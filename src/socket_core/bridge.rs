@@ -59,29 +59,15 @@ use tower_service::Service;
 use crate::args::Args;
 use crate::event::{ClientEvent, RequestKind, SocketRequest};
 use crate::handshake::Handshake;
+use crate::limits::{
+    DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES, MAX_AUTH_BYTES,
+    MAX_AUTH_VALUES,
+};
 use crate::plumbing::{LogThrottle, catch_panic, catch_panic_now};
 use crate::session::Session;
 use crate::telemetry::{self, DropReason};
 use crate::transport::Transports;
 use tracing::Instrument;
-
-/// How many events of one socket may wait while an earlier one is being handled.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
-
-/// How many bytes (as sent: text and binary attachments) of one socket's events may wait:
-/// room for two of the largest messages a client may send ([`DEFAULT_MAX_PAYLOAD`](crate::server::DEFAULT_MAX_PAYLOAD)).
-pub const DEFAULT_QUEUE_BYTES: usize = 2_000_000;
-
-/// How many bytes of all sockets' events may wait at once, whatever the number of clients.
-pub const DEFAULT_TOTAL_QUEUE_BYTES: usize = 256 << 20;
-
-/// The largest `auth` payload a CONNECT may carry, as sent. The handshake keeps it, parsed,
-/// for the socket's life: its cost is the server's to set, as for the request head (16 KiB).
-pub const MAX_AUTH_BYTES: usize = 8 * 1024;
-
-/// The most values (objects, arrays, keys and items) the `auth` payload may hold: parsed, a
-/// value costs tens of bytes whatever its size on the wire.
-pub const MAX_AUTH_VALUES: usize = 512;
 
 /// Refuses an `auth` payload over the bounds, before it is parsed.
 fn check_auth(auth: &Option<WireValue>) -> Result<(), String> {
