@@ -11,7 +11,9 @@ use bytes::Bytes;
 use common::*;
 use serde_json::{Value, json};
 use socketio_stack::args::{Arg, Args};
-use socketio_stack::client::{ClientError, ClientOptions, EmitOptions, EventHandler, SocketClient};
+use socketio_stack::client::{
+    ClientError, ClientOptions, EmitOptions, EventHandler, SocketClient, TransportKind,
+};
 use socketio_stack::layers::AuthLayer;
 use socketio_stack::{ClientState, OutboundMessage, SocketServer};
 use tokio::sync::mpsc;
@@ -1123,4 +1125,181 @@ fn bad_root_certificates_are_refused_at_build() {
         assert!(matches!(err, ClientError::Tls(_)), "{host} {pem:?}: {err}");
         assert_eq!(err.status(), 400, "{err}");
     }
+}
+
+/// [`echo_server`] that also answers `transport` with the transport of the asking socket, as
+/// the server sees it.
+fn echo_server_telling_transports() -> SocketServer {
+    SocketServer::builder()
+        .layer(AuthLayer::new(authenticate))
+        .layer(socketio_stack::layers::RoomsLayer::new().validate(allow_public))
+        .layer(socketio_stack::layers::PingLayer::new(Duration::from_millis(100)).unwrap())
+        .on(
+            "upload",
+            async |ack: socketioxide::extract::AckSender, args: Args| {
+                ack.send(&args).ok();
+            },
+        )
+        .on(
+            "transport",
+            async |socket: socketioxide::extract::SocketRef,
+                   ack: socketioxide::extract::AckSender| {
+                ack.send(&format!("{:?}", socket.transport_type())).ok();
+            },
+        )
+        .build()
+        .unwrap()
+}
+
+fn polling_only(token: &str) -> ClientOptions {
+    ClientOptions {
+        transports: vec![TransportKind::Polling],
+        ..options(token)
+    }
+}
+
+/// Everything a connection does, over long-polling: authentication, the server's pings and
+/// sends, binary data both ways, rooms, and a clean disconnect.
+async fn exercise_polling(t: &TestServer, c: &SocketClient, seen: &mut Seen) {
+    seen.expect("connected").await;
+    c.authenticate();
+    seen.expect("authenticated").await;
+    let transport = c.emit_with_ack("transport", &json!(null), WAIT).await;
+    assert_eq!(transport.unwrap(), json!("Polling"));
+    seen.expect("event:ping:").await;
+    let data = Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<_>>());
+    let answer = c.emit_with_ack_args("upload", &data, WAIT).await.unwrap();
+    assert_eq!(answer.into_vec(), vec![Arg::from(data)]);
+    // Many emits at once go out in few POSTs, in order.
+    for n in 0..200 {
+        c.emit("upload", &json!(n)).unwrap();
+    }
+    let last = c.emit_with_ack("upload", &json!("last"), WAIT).await;
+    assert_eq!(last.unwrap(), json!("last"));
+    c.join_rooms(&["public-a"]);
+    let id = c.raw().id().unwrap();
+    eventually("the server joined the client to public-a", || {
+        rooms_of(t, &id).contains(&"public-a".to_owned())
+    })
+    .await;
+    t.server
+        .send(OutboundMessage::to(
+            "public-a",
+            "news",
+            json!({"over": "polling"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.expect("event:news:").await,
+        r#"event:news:{"over":"polling"}"#
+    );
+    c.disconnect();
+    seen.expect("disconnected:io client disconnect").await;
+    eventually("the server saw the client leave", || {
+        t.server.client_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn long_polling_carries_the_whole_protocol() {
+    let t = serve(echo_server_telling_transports()).await;
+    let (c, mut seen) = client(&host(&t), polling_only(TOKEN));
+    exercise_polling(&t, &c, &mut seen).await;
+    assert!(seen.drain().iter().all(|l| !l.starts_with("error")));
+    c.shutdown().await;
+    assert_eq!(c.running_tasks(), 0);
+}
+
+#[tokio::test]
+async fn long_polling_over_tls() {
+    let t = serve(echo_server_telling_transports()).await;
+    let ca = tls::TestCa::new("client polling test");
+    let front = tls_front(&ca, t.addr).await;
+    let (c, mut seen) = client(
+        &format!("https://127.0.0.1:{}", front.port()),
+        ClientOptions {
+            root_certificates_pem: Some(ca.pem().into_bytes()),
+            ..polling_only(TOKEN)
+        },
+    );
+    exercise_polling(&t, &c, &mut seen).await;
+    c.shutdown().await;
+}
+
+/// Refuses WebSocket upgrades, as a proxy that does not pass them would.
+async fn refuse_websockets(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let upgrade = request.headers().contains_key(http::header::UPGRADE);
+    if upgrade {
+        return (http::StatusCode::FORBIDDEN, "no websockets here").into_response();
+    }
+    next.run(request).await
+}
+
+#[tokio::test]
+async fn a_client_falls_back_to_long_polling_where_websockets_are_refused() {
+    let server = echo_server_telling_transports();
+    let app = axum::Router::new()
+        .layer(server.layer())
+        .layer(axum::middleware::from_fn(refuse_websockets));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The default transports: a WebSocket first, then polling.
+    let (c, mut seen) = client(&format!("http://{addr}"), options(TOKEN));
+    seen.expect("connected").await;
+    c.authenticate();
+    seen.expect("authenticated").await;
+    let transport = c.emit_with_ack("transport", &json!(null), WAIT).await;
+    assert_eq!(transport.unwrap(), json!("Polling"));
+    c.shutdown().await;
+
+    // WebSocket alone: the refusal is the error, and nothing connects.
+    let (c, mut seen) = client(
+        &format!("http://{addr}"),
+        ClientOptions {
+            transports: vec![TransportKind::WebSocket],
+            reconnection: false,
+            ..options(TOKEN)
+        },
+    );
+    let error = seen.expect("error:").await;
+    assert!(
+        error.starts_with("error:503:") && error.contains("403"),
+        "{error}"
+    );
+    c.shutdown().await;
+    assert_eq!(server.client_count(), 0);
+}
+
+#[tokio::test]
+async fn every_transport_failing_is_one_error_naming_each() {
+    let port = common::redis_server::free_port();
+    let (c, mut seen) = client(
+        &format!("http://127.0.0.1:{port}"),
+        ClientOptions {
+            reconnection: false,
+            ..options(TOKEN)
+        },
+    );
+    let error = seen.expect("error:").await;
+    assert!(
+        error.contains("websocket:") && error.contains("polling:"),
+        "{error}"
+    );
+    c.shutdown().await;
+    let err = SocketClient::builder("none", "http://127.0.0.1:1")
+        .options(ClientOptions {
+            transports: Vec::new(),
+            ..Default::default()
+        })
+        .build()
+        .unwrap_err();
+    assert_eq!(err.status(), 400, "{err}");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::client::dial::{Dial, WebSocketDial};
+use crate::client::dial::{Dial, TransportDial};
 use crate::client::dispatcher::{Callbacks, Dispatcher};
 use crate::client::driver::{Desire, Driver};
 use crate::client::error::ClientError;
@@ -123,7 +123,7 @@ impl SocketClientBuilder {
     /// Checks the URL and starts the client's background task (connecting at once unless
     /// `auto_connect` is off). Must be called inside a tokio runtime.
     pub fn build(self) -> Result<SocketClient, ClientError> {
-        let dial = WebSocketDial::new(&self.host, &self.options)?;
+        let dial = TransportDial::new(&self.host, &self.options)?;
         if self.options.auth.as_ref().is_some_and(|a| !a.is_object()) {
             return Err(ClientError::InvalidUrl(
                 "the auth payload must be a JSON object".into(),

@@ -1,15 +1,16 @@
 //! Opening the connection a client runs over: the [`Dial`] seam of the connection loop, and
-//! its one real implementation, a WebSocket (over TLS for `https://` and `wss://`) to the URL
-//! made from the host and the options.
+//! its real implementation, the options' transports in order (a WebSocket, then long-polling;
+//! over TLS for `https://` and `wss://`) to the endpoint made from the host and the options.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{Connector, MaybeTlsStream};
 
 use crate::client::error::ClientError;
-use crate::client::options::ClientOptions;
+use crate::client::options::{ClientOptions, TransportKind};
+use crate::client::polling::PollingTarget;
 use crate::client::transport::{Transport, WebSocketTransport};
 
 /// Opens a connection to the server, once per connection attempt.
@@ -21,45 +22,154 @@ pub(crate) trait Dial: Send + Sync + 'static {
     fn dial(&self) -> impl Future<Output = Result<Self::Transport, ClientError>> + Send;
 }
 
-/// A WebSocket to the Socket.IO endpoint, with the options' extra headers; over TLS
-/// (rustls) when the URL asks for it.
-pub(crate) struct WebSocketDial {
-    url: String,
-    headers: Vec<(String, String)>,
-    /// The TLS configuration of a `wss://` server whose authorities were given; `None`: the
-    /// system's (or no TLS).
-    tls: Option<Arc<rustls::ClientConfig>>,
+/// The transports of [`ClientOptions::transports`], tried in order at each attempt.
+pub(crate) struct TransportDial {
+    order: Vec<TransportKind>,
+    websocket: WebSocketDial,
+    polling: Arc<PollingTarget>,
 }
 
-impl WebSocketDial {
+impl TransportDial {
     /// Checks the URL made from `host` and the options, the headers and the certificates.
     pub(crate) fn new(host: &str, options: &ClientOptions) -> Result<Self, ClientError> {
-        let (url, secure) = websocket_url(host, options)?;
+        let endpoint = Endpoint::new(host, options)?;
         check_headers(&options.extra_headers)?;
-        if secure {
-            // rustls needs a process-wide crypto provider; the application may have installed
-            // its own (then this is a no-op), and otherwise `ring` is it.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+        if options.transports.is_empty() {
+            return Err(ClientError::InvalidUrl(
+                "no transport to connect with".into(),
+            ));
         }
-        let tls = match (&options.root_certificates_pem, secure) {
-            (Some(pem), true) => Some(Arc::new(tls_config(pem)?)),
+        let tls = match (&options.root_certificates_pem, endpoint.secure) {
+            (Some(pem), true) => Some(Arc::new(tls_config(roots_of_pem(pem)?))),
             (Some(_), false) => {
                 return Err(ClientError::Tls(format!(
                     "{host:?}: root certificates are for a TLS server (https:// or wss://)"
                 )));
             }
-            (None, _) => None,
+            (None, true) => Some(Arc::new(tls_config(system_roots()))),
+            (None, false) => None,
         };
+        let headers = options.extra_headers.clone();
         Ok(Self {
-            url,
-            headers: options.extra_headers.clone(),
-            tls,
+            order: options.transports.clone(),
+            websocket: WebSocketDial {
+                url: endpoint.websocket_url(),
+                headers: headers.clone(),
+                tls: tls.clone(),
+            },
+            polling: Arc::new(PollingTarget::new(endpoint, headers, tls)),
         })
     }
 }
 
-/// A client configuration trusting only the authorities in `pem`.
-fn tls_config(pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+impl Dial for TransportDial {
+    type Transport = Box<dyn Transport>;
+
+    async fn dial(&self) -> Result<Self::Transport, ClientError> {
+        let mut failures = Vec::new();
+        for kind in &self.order {
+            let opened = match kind {
+                TransportKind::WebSocket => self
+                    .websocket
+                    .dial()
+                    .await
+                    .map(|t| Box::new(t) as Box<dyn Transport>),
+                TransportKind::Polling => self
+                    .polling
+                    .open()
+                    .await
+                    .map(|t| Box::new(t) as Box<dyn Transport>),
+            };
+            match opened {
+                Ok(transport) => return Ok(transport),
+                Err(ClientError::Transport(e)) => failures.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Transport(failures.join("; ")))
+    }
+}
+
+/// Where the Socket.IO endpoint is: checked once, at build.
+pub(crate) struct Endpoint {
+    /// Over TLS (`https://`, `wss://`).
+    pub(crate) secure: bool,
+    /// `host[:port]` as given: the `Host` header.
+    pub(crate) authority: String,
+    /// The host to connect to (an IPv6 address without its brackets).
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// The path, without a trailing `/`.
+    path: String,
+    /// `EIO=4` and the options' query, encoded.
+    query: String,
+}
+
+impl Endpoint {
+    /// From `http(s)://` or `ws(s)://` and the options' path and query.
+    fn new(host: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let uri: http::Uri = host
+            .parse()
+            .map_err(|e| ClientError::InvalidUrl(format!("{host:?}: {e}")))?;
+        let secure = match uri.scheme_str() {
+            Some("http") | Some("ws") => false,
+            Some("https") | Some("wss") => true,
+            _ => {
+                return Err(ClientError::InvalidUrl(format!(
+                    "{host:?}: the scheme must be http://, https://, ws:// or wss://"
+                )));
+            }
+        };
+        let authority = uri
+            .authority()
+            .filter(|a| !a.host().is_empty())
+            .ok_or_else(|| ClientError::InvalidUrl(format!("{host:?}: no host")))?;
+        if !options.path.starts_with('/') {
+            return Err(ClientError::InvalidUrl(format!(
+                "path {:?} must start with '/'",
+                options.path
+            )));
+        }
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("EIO", "4");
+        for (k, v) in &options.query {
+            query.append_pair(k, v);
+        }
+        Ok(Self {
+            secure,
+            authority: authority.as_str().to_owned(),
+            host: authority.host().trim_matches(['[', ']']).to_owned(),
+            port: authority
+                .port_u16()
+                .unwrap_or(if secure { 443 } else { 80 }),
+            path: options.path.trim_end_matches('/').to_owned(),
+            query: query.finish(),
+        })
+    }
+
+    /// `ws(s)://host[:port]<path>/?EIO=4&transport=websocket[&query]`.
+    fn websocket_url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        let (authority, path, query) = (&self.authority, &self.path, &self.query);
+        format!("{scheme}://{authority}{path}/?{query}&transport=websocket")
+    }
+
+    /// `<path>/?EIO=4&transport=polling[&query]`, the target of every polling request.
+    pub(crate) fn polling_path(&self) -> String {
+        format!("{}/?{}&transport=polling", self.path, self.query)
+    }
+}
+
+/// A WebSocket to the Socket.IO endpoint, with the options' extra headers; over TLS
+/// (rustls) when the URL asks for it.
+struct WebSocketDial {
+    url: String,
+    headers: Vec<(String, String)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The authorities in `pem`.
+fn roots_of_pem(pem: &[u8]) -> Result<rustls::RootCertStore, ClientError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -74,15 +184,38 @@ fn tls_config(pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
             "root certificates: no CERTIFICATE block in the PEM".into(),
         ));
     }
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(roots)
 }
 
-impl Dial for WebSocketDial {
-    type Transport = WebSocketTransport<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The system's trust store; what it cannot read is logged (and then no server is trusted:
+/// every connection fails with a certificate error, which says why).
+fn system_roots() -> rustls::RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "reading the system's root certificates");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if ignored > 0 || added == 0 {
+        tracing::warn!(added, ignored, "the system's root certificates");
+    }
+    roots
+}
 
-    async fn dial(&self) -> Result<Self::Transport, ClientError> {
+/// A client configuration trusting `roots`.
+fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    // rustls needs a process-wide crypto provider; the application may have installed its
+    // own (then this is a no-op), and otherwise `ring` is it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+impl WebSocketDial {
+    async fn dial(
+        &self,
+    ) -> Result<WebSocketTransport<MaybeTlsStream<tokio::net::TcpStream>>, ClientError> {
         let mut request = self
             .url
             .as_str()
@@ -99,7 +232,7 @@ impl Dial for WebSocketDial {
         let (ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
                 .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
+                .map_err(|e| ClientError::Transport(format!("websocket: {e}")))?;
         Ok(WebSocketTransport::new(ws))
     }
 }
@@ -113,42 +246,6 @@ fn check_headers(headers: &[(String, String)]) -> Result<(), ClientError> {
             .map_err(|e| ClientError::InvalidUrl(format!("header {name:?}: {e}")))?;
     }
     Ok(())
-}
-
-/// `ws(s)://host[:port]<path>/?EIO=4&transport=websocket[&query]` from `http(s)://` or
-/// `ws(s)://`, and whether it is over TLS.
-fn websocket_url(host: &str, options: &ClientOptions) -> Result<(String, bool), ClientError> {
-    let uri: http::Uri = host
-        .parse()
-        .map_err(|e| ClientError::InvalidUrl(format!("{host:?}: {e}")))?;
-    let scheme = match uri.scheme_str() {
-        Some("http") | Some("ws") => "ws",
-        Some("https") | Some("wss") => "wss",
-        _ => {
-            return Err(ClientError::InvalidUrl(format!(
-                "{host:?}: the scheme must be http://, https://, ws:// or wss://"
-            )));
-        }
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| ClientError::InvalidUrl(format!("{host:?}: no host")))?;
-    if !options.path.starts_with('/') {
-        return Err(ClientError::InvalidUrl(format!(
-            "path {:?} must start with '/'",
-            options.path
-        )));
-    }
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query
-        .append_pair("EIO", "4")
-        .append_pair("transport", "websocket");
-    for (k, v) in &options.query {
-        query.append_pair(k, v);
-    }
-    let path = options.path.trim_end_matches('/');
-    let url = format!("{scheme}://{authority}{path}/?{}", query.finish());
-    Ok((url, scheme == "wss"))
 }
 
 /// An in-memory [`Dial`] for the tests: each connection is a pipe whose server end comes out

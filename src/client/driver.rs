@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -336,7 +336,10 @@ impl<D: Dial, E: Events> Driver<D, E> {
                 }
                 Some(outgoing) = rx.recv() => {
                     if !write!(outgoing) {
-                        break Reason::TransportError;
+                        // A server that sent a last event (a `rate_limited`, say) and closed
+                        // can fail this write before the loop reads it: what has already
+                        // arrived is still delivered.
+                        break self.deliver_arrived(&mut stream, &mut assembly).unwrap_or(Reason::TransportError);
                     }
                 }
                 () = &mut deadline => break Reason::PingTimeout,
@@ -361,6 +364,28 @@ impl<D: Dial, E: Events> Driver<D, E> {
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
         tracing::info!(client = %self.identifier, reason = reason.as_str(), "disconnected");
         reason
+    }
+
+    /// Delivers the events and acknowledgements already received (without waiting for more),
+    /// after the connection failed; the server's disconnect or close among them is the reason.
+    fn deliver_arrived<S>(&self, stream: &mut S, assembly: &mut Assembly) -> Option<Reason>
+    where
+        S: futures_util::Stream<Item = Result<Frame, ClientError>> + Unpin,
+    {
+        while let Some(Some(Ok(frame))) = stream.next().now_or_never() {
+            let packet = match frame {
+                Frame::Text(text) => assembly.text(protocol::decode(&text)),
+                Frame::Binary(bytes) => assembly.binary(bytes),
+            };
+            match packet {
+                Some(Packet::Event { name, args, ack }) => self.events.event(name, args, ack),
+                Some(Packet::Ack { id, args }) => self.events.ack(id, args),
+                Some(Packet::Disconnect) => return Some(Reason::ServerDisconnect),
+                Some(Packet::Close) => return Some(Reason::TransportClose),
+                _ => {}
+            }
+        }
+        None
     }
 }
 

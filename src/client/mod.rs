@@ -1,9 +1,11 @@
 //! The client helper: a managed Socket.IO client with authentication state and safe
 //! subscriptions, the seeds' `SocketIOClientHelper` in Rust.
 //!
-//! It speaks Engine.IO v4 / Socket.IO v5 over WebSocket, plain (`http://`, `ws://`) or over
-//! TLS (`https://`, `wss://`, through rustls: the system's trust store, or the authorities of
-//! [`ClientOptions::root_certificates_pem`]), binary data included both ways, to a
+//! It speaks Engine.IO v4 / Socket.IO v5 over WebSocket, or HTTP long-polling where a
+//! WebSocket cannot be opened ([`ClientOptions::transports`]), plain (`http://`, `ws://`) or
+//! over TLS (`https://`, `wss://`, through rustls: the system's trust store, or the
+//! authorities of [`ClientOptions::root_certificates_pem`]), binary data included both ways,
+//! to a
 //! socketio-stack server or any server of the seeds' protocol (`authenticate` →
 //! `authenticated` / `unauthenticated`, `join` / `leave`, `ping`), including the original
 //! TypeScript one.
@@ -24,9 +26,10 @@
 //! Why a client of our own: `rust_socketio` 0.6 (async) was tried first, as the integration
 //! tests' client. It stopped delivering events after an ack callback had run, returned from
 //! `connect()` before the namespace was connected, and swallows the event names `open`,
-//! `close`, `error` and `message`. The subset a service client needs is small: WebSocket,
-//! the default namespace, text and binary packets. It is built on `tokio-tungstenite`, which
-//! socketioxide already uses, and encodes packets with socketioxide's own encoder.
+//! `close`, `error` and `message`. The subset a service client needs is small: WebSocket
+//! (or polling), the default namespace, text and binary packets. It is built on
+//! `tokio-tungstenite`, which socketioxide already uses, and hyper's HTTP/1.1 client for
+//! polling, and encodes packets with socketioxide's own encoder.
 //!
 //! Binary data: [`Bytes`](bytes::Bytes) anywhere in what is emitted goes as an attachment
 //! (as a JavaScript `Buffer` would); received, it reaches [`SocketClient::subscribe_args`]
@@ -61,6 +64,7 @@ mod handle;
 mod handlers;
 mod jobs;
 mod options;
+mod polling;
 mod protocol;
 mod state;
 mod transport;
@@ -70,5 +74,5 @@ pub use error::ClientError;
 pub use handle::{EmitOptions, RawSocket, SocketClient};
 pub use handlers::{EventHandler, HandlerResult};
 pub use jobs::SHUTDOWN_GRACE;
-pub use options::ClientOptions;
+pub use options::{ClientOptions, TransportKind};
 pub use state::SubscriptionId;

@@ -40,6 +40,25 @@ pub struct ClientOptions {
     ///
     /// [`ClientError::Tls`]: crate::client::ClientError::Tls
     pub root_certificates_pem: Option<Vec<u8>>,
+    /// The transports to try, in order, at each connection attempt (socket.io-client's
+    /// `transports` with `tryAllTransports`): the first that opens carries the connection.
+    /// Default: a WebSocket, and HTTP long-polling where a WebSocket cannot be opened (a proxy
+    /// that refuses the upgrade). A connection stays on the transport it opened on (no
+    /// upgrade from polling, which socket.io-client does to save a browser's first round
+    /// trips). Empty: the build fails with [`ClientError::InvalidUrl`].
+    ///
+    /// [`ClientError::InvalidUrl`]: crate::client::ClientError::InvalidUrl
+    pub transports: Vec<TransportKind>,
+}
+
+/// A transport of the client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// One WebSocket both ways (`transport=websocket`).
+    WebSocket,
+    /// Engine.IO's HTTP long-polling (`transport=polling`): a GET that the server holds until
+    /// it has packets, a POST for what the client sends.
+    Polling,
 }
 
 impl Default for ClientOptions {
@@ -57,6 +76,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(20),
             auto_connect: true,
             root_certificates_pem: None,
+            transports: vec![TransportKind::WebSocket, TransportKind::Polling],
         }
     }
 }

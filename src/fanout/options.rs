@@ -24,9 +24,9 @@
 
 use std::time::Duration;
 
+use crate::fanout::SubscriptionMode;
 use crate::fanout::connect_error::{Cause, FanoutError};
 use crate::fanout::emitter::DEFAULT_CONNECT_TIMEOUT;
-use crate::fanout::SubscriptionMode;
 use crate::fanout::wire;
 
 /// How often the subscription's connection is PINGed by default.

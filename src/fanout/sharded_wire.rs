@@ -24,21 +24,6 @@
 //!   per room it holds sockets in, subscribed when the room is created on this server and
 //!   unsubscribed when its last socket leaves.
 //!
-//! The subscription mode (`subscriptionMode`) decides which rooms have a channel:
-//!
-//! | mode | rooms subscribed (on the server holding them) | a broadcast to exactly one room, without ack, is published on |
-//! | --- | --- | --- |
-//! | `static` | none | the main channel |
-//! | `dynamic` (the default) | public rooms: those that are not the id of one of its own sockets | the room's channel, unless the room's name is 20 UTF-16 units long (it "looks like a socket id"); then the main channel |
-//! | `dynamic-private` | every room, socket ids included | the room's channel |
-//!
-//! Everything else goes to the main channel: broadcasts to no room or to several, every
-//! acknowledged broadcast (its answers are counted against every server, see below), and
-//! every other message type. Since every server subscribes to the main channel, a message
-//! published there reaches all of them whatever their mode, but a broadcast published on a
-//! room channel reaches only the servers that subscribed to it: a fleet must not mix a
-//! `static` server with `dynamic` publishers, nor a `dynamic` one with `dynamic-private`
-//! publishers (which publish socket-id broadcasts on channels `dynamic` servers never take).
 //! Sharded pub/sub has no patterns, so each channel is subscribed by its exact name.
 //!
 //! A channel is a plain string: `#` in a namespace or a room is not escaped, and a room named
@@ -156,7 +141,23 @@ pub const BROADCAST_CLIENT_COUNT: u64 = 11;
 pub const BROADCAST_ACK: u64 = 12;
 
 /// Which room channels a server subscribes to, and where it publishes a broadcast to one
-/// room: the adapter's `subscriptionMode` (the table in the [module docs](self)).
+/// room: the adapter's `subscriptionMode`. Each room channel is `<key>#<nsp>#<room>#`.
+///
+/// The subscription mode (`subscriptionMode`) decides which rooms have a channel:
+///
+/// | mode | rooms subscribed (on the server holding them) | a broadcast to exactly one room, without ack, is published on |
+/// | --- | --- | --- |
+/// | `static` | none | the main channel |
+/// | `dynamic` (the default) | public rooms: those that are not the id of one of its own sockets | the room's channel, unless the room's name is 20 UTF-16 units long (it "looks like a socket id"); then the main channel |
+/// | `dynamic-private` | every room, socket ids included | the room's channel |
+///
+/// Everything else goes to the main channel: broadcasts to no room or to several, every
+/// acknowledged broadcast (its answers are counted against every server, see below), and
+/// every other message type. Since every server subscribes to the main channel, a message
+/// published there reaches all of them whatever their mode, but a broadcast published on a
+/// room channel reaches only the servers that subscribed to it: a fleet must not mix a
+/// `static` server with `dynamic` publishers, nor a `dynamic` one with `dynamic-private`
+/// publishers (which publish socket-id broadcasts on channels `dynamic` servers never take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SubscriptionMode {
     /// `static`: the main channel and the response channel only.
