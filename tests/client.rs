@@ -897,12 +897,14 @@ async fn disconnect_during_backoff_stops_the_attempts_and_connect_resumes_them()
     );
 }
 
-/// A server answering `upload` with every argument it got, binary data included, and
-/// sending them back as `blob` for `relay`.
+/// A server answering `upload` with every argument it got, binary data included, sending
+/// them back as `blob` for `relay`, and answering `transport` with the transport of the
+/// asking socket as the server sees it. It pings every 100 ms.
 fn echo_server() -> SocketServer {
     SocketServer::builder()
         .layer(AuthLayer::new(authenticate))
-        .layer(socketio_stack::layers::RoomsLayer::new())
+        .layer(socketio_stack::layers::RoomsLayer::new().validate(allow_public))
+        .layer(socketio_stack::layers::PingLayer::new(Duration::from_millis(100)).unwrap())
         .on(
             "upload",
             async |ack: socketioxide::extract::AckSender, args: Args| {
@@ -913,6 +915,13 @@ fn echo_server() -> SocketServer {
             "relay",
             async |socket: socketioxide::extract::SocketRef, args: Args| {
                 socket.emit("blob", &args).ok();
+            },
+        )
+        .on(
+            "transport",
+            async |socket: socketioxide::extract::SocketRef,
+                   ack: socketioxide::extract::AckSender| {
+                ack.send(&format!("{:?}", socket.transport_type())).ok();
             },
         )
         .build()
@@ -1127,30 +1136,6 @@ fn bad_root_certificates_are_refused_at_build() {
     }
 }
 
-/// [`echo_server`] that also answers `transport` with the transport of the asking socket, as
-/// the server sees it.
-fn echo_server_telling_transports() -> SocketServer {
-    SocketServer::builder()
-        .layer(AuthLayer::new(authenticate))
-        .layer(socketio_stack::layers::RoomsLayer::new().validate(allow_public))
-        .layer(socketio_stack::layers::PingLayer::new(Duration::from_millis(100)).unwrap())
-        .on(
-            "upload",
-            async |ack: socketioxide::extract::AckSender, args: Args| {
-                ack.send(&args).ok();
-            },
-        )
-        .on(
-            "transport",
-            async |socket: socketioxide::extract::SocketRef,
-                   ack: socketioxide::extract::AckSender| {
-                ack.send(&format!("{:?}", socket.transport_type())).ok();
-            },
-        )
-        .build()
-        .unwrap()
-}
-
 fn polling_only(token: &str) -> ClientOptions {
     ClientOptions {
         transports: vec![TransportKind::Polling],
@@ -1204,7 +1189,7 @@ async fn exercise_polling(t: &TestServer, c: &SocketClient, seen: &mut Seen) {
 
 #[tokio::test]
 async fn long_polling_carries_the_whole_protocol() {
-    let t = serve(echo_server_telling_transports()).await;
+    let t = serve(echo_server()).await;
     let (c, mut seen) = client(&host(&t), polling_only(TOKEN));
     exercise_polling(&t, &c, &mut seen).await;
     assert!(seen.drain().iter().all(|l| !l.starts_with("error")));
@@ -1214,7 +1199,7 @@ async fn long_polling_carries_the_whole_protocol() {
 
 #[tokio::test]
 async fn long_polling_over_tls() {
-    let t = serve(echo_server_telling_transports()).await;
+    let t = serve(echo_server()).await;
     let ca = tls::TestCa::new("client polling test");
     let front = tls_front(&ca, t.addr).await;
     let (c, mut seen) = client(
@@ -1243,7 +1228,7 @@ async fn refuse_websockets(
 
 #[tokio::test]
 async fn a_client_falls_back_to_long_polling_where_websockets_are_refused() {
-    let server = echo_server_telling_transports();
+    let server = echo_server();
     let app = axum::Router::new()
         .layer(server.layer())
         .layer(axum::middleware::from_fn(refuse_websockets));
