@@ -127,6 +127,7 @@ mod server;
 pub mod session;
 pub mod socket_core;
 pub mod telemetry;
+mod timer_queue;
 mod transport;
 mod write_stall;
 

@@ -26,6 +26,7 @@ use tokio::task::AbortHandle;
 use crate::handshake::Handshake;
 use crate::identity::{ConnectRefusal, IdentityValue, StoredIdentity};
 use crate::plumbing::{BoxFuture, LogThrottle};
+use crate::timer_queue::TimerKey;
 use crate::transport::Transports;
 
 /// The seeds' client states: `unauthorized → authenticating → authenticated`.
@@ -353,6 +354,15 @@ impl Session {
     /// already disconnected, the timer is aborted at once, so a timer can never outlive its
     /// socket.
     pub fn set_timer<K: 'static>(&self, timer: AbortHandle) {
+        self.keep_timer::<K>(TimerHandle::Task(timer));
+    }
+
+    /// [`set_timer`](Self::set_timer) for an entry of a layer's timer queue.
+    pub(crate) fn set_queued_timer<K: 'static>(&self, timer: TimerKey) {
+        self.keep_timer::<K>(TimerHandle::Queued(timer));
+    }
+
+    fn keep_timer<K: 'static>(&self, timer: TimerHandle) {
         let mut timers = lock(&self.0.timers);
         if self.is_closed() {
             timer.abort();
@@ -412,7 +422,30 @@ impl Session {
 struct Timer {
     key: TypeId,
     name: &'static str,
-    handle: AbortHandle,
+    handle: TimerHandle,
+}
+
+/// A socket's timer: a task of its own (a layer's, through [`Session::set_timer`]), or an
+/// entry of a layer's shared queue (the stack's own timers).
+enum TimerHandle {
+    Task(AbortHandle),
+    Queued(TimerKey),
+}
+
+impl TimerHandle {
+    fn abort(&self) {
+        match self {
+            Self::Task(task) => task.abort(),
+            Self::Queued(key) => key.cancel(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Self::Task(task) => task.is_finished(),
+            Self::Queued(key) => !key.is_armed(),
+        }
+    }
 }
 
 /// Typed per-socket values, one of each type (like `http::Extensions`, which holds them),

@@ -7,6 +7,10 @@
 //! is disconnected. The check happens when it fires, so the layer works above or below the
 //! auth layer.
 //!
+//! Every socket's deadline is an entry of one queue per service, run by one task while any is
+//! armed, not a task per socket: arming and clearing one costs no allocation of a task, and a
+//! cleared deadline lets go of its socket at once.
+//!
 //! # Example
 //! ```
 //! use socketio_stack::layers::AuthTimeoutLayer;
@@ -30,6 +34,7 @@ use crate::event::{RequestKind, SocketRequest};
 use crate::layers::ResponseFuture;
 use crate::session::ClientState;
 use crate::telemetry::{self, AuthResult};
+use crate::timer_queue::TimerQueue;
 
 /// The seeds' default deadline: 10 s.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +77,7 @@ impl<S> Layer<S> for AuthTimeoutLayer {
         AuthTimeoutService {
             inner,
             timeout: self.timeout,
+            deadlines: TimerQueue::new(self.timeout),
         }
     }
 }
@@ -81,6 +87,8 @@ impl<S> Layer<S> for AuthTimeoutLayer {
 pub struct AuthTimeoutService<S> {
     inner: S,
     timeout: Duration,
+    /// Every socket's deadline, on one task.
+    deadlines: TimerQueue,
 }
 
 impl<S, A> Service<SocketRequest<A>> for AuthTimeoutService<S>
@@ -103,15 +111,15 @@ where
                 let socket = req.socket.clone();
                 let session = req.session.clone();
                 let timeout = self.timeout;
-                let timer = tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
+                let timer = self.deadlines.arm(Box::new(move || {
                     if session.state() != ClientState::Authenticated && !session.is_closed() {
                         tracing::info!(sid = %socket.id, ?timeout, state = %session.state(), "not authenticated in time, disconnecting");
                         telemetry::auth(AuthResult::Timeout);
                         session.disconnect(&socket);
                     }
-                });
-                req.session.set_timer::<Deadline>(timer.abort_handle());
+                    false
+                }));
+                req.session.set_queued_timer::<Deadline>(timer);
             }
             RequestKind::Authenticated | RequestKind::Disconnect(_) => {
                 req.session.clear_timer::<Deadline>();

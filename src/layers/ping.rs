@@ -3,7 +3,8 @@
 //! On `Authenticated` the socket gets a first `ping` at once, then one every interval
 //! (default 30 s, the seeds' `pingInterval`) until `Disconnect` clears the timer (kept in the
 //! [`Session`] under [`Interval`]). This is an event the application sees,
-//! distinct from Engine.IO's own heartbeat, which socketioxide runs underneath.
+//! distinct from Engine.IO's own heartbeat, which socketioxide runs underneath. Every socket's
+//! interval is an entry of one queue per service, run by one task, not a task per socket.
 //!
 //! The seeds' unauthenticated-client rule: a ping with `doIgnoreAuth = false` disconnects a
 //! client that is not authenticated instead of pinging it. The seeds' stack always pings with
@@ -23,10 +24,10 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::timer_queue::TimerQueue;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use tokio::time::{Instant, MissedTickBehavior};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -87,6 +88,7 @@ impl<S> Layer<S> for PingLayer {
         PingService {
             inner,
             config: *self,
+            intervals: TimerQueue::new(self.interval),
         }
     }
 }
@@ -96,6 +98,8 @@ impl<S> Layer<S> for PingLayer {
 pub struct PingService<S> {
     inner: S,
     config: PingLayer,
+    /// Every socket's next ping, on one task.
+    intervals: TimerQueue,
 }
 
 /// Sends one ping, or applies the unauthenticated-client rule. Returns whether the socket is
@@ -135,27 +139,16 @@ where
     fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
         match &req.kind {
             RequestKind::Authenticated => {
-                let PingLayer {
-                    interval,
-                    disconnect_unauthenticated,
-                } = self.config;
+                let disconnect_unauthenticated = self.config.disconnect_unauthenticated;
                 // The first ping goes out now; the seeds send it while authenticating, with
                 // doIgnoreAuth = true.
                 if ping(&req.socket, &req.session, false) {
                     let socket = req.socket.clone();
                     let session = req.session.clone();
-                    let timer = tokio::spawn(async move {
-                        let mut ticks =
-                            tokio::time::interval_at(Instant::now() + interval, interval);
-                        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                        loop {
-                            ticks.tick().await;
-                            if !ping(&socket, &session, disconnect_unauthenticated) {
-                                break;
-                            }
-                        }
-                    });
-                    req.session.set_timer::<Interval>(timer.abort_handle());
+                    let timer = self.intervals.arm(Box::new(move || {
+                        ping(&socket, &session, disconnect_unauthenticated)
+                    }));
+                    req.session.set_queued_timer::<Interval>(timer);
                 }
             }
             RequestKind::Disconnect(_) => {
