@@ -22,6 +22,10 @@
 //!   must be 0.
 //! - `churn`: `--workers` loops of connect, authenticate, disconnect for `--duration-ms`;
 //!   cycles/s, clients still tracked after the loops (leaked), resident memory growth.
+//! - `hold` (not in `all`): `--clients` authenticated clients held idle for `--duration-ms`,
+//!   answering Engine.IO's heartbeat; the servers' CPU over the hold (in cores: what the
+//!   seeds' `ping` interval and the heartbeat cost at that scale), the clients the servers
+//!   dropped meanwhile, and the `ping` events each client received.
 //!
 //! With several `--url`s (instances sharing a Redis), clients and sends are spread
 //! round-robin over them and `/stats` figures are summed. `--runs K` repeats each scenario.
@@ -71,7 +75,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: load [--url http://host:port]... [--path /io] [--token T] [--label L] \
-[--scenario connect|fanout|rooms|churn|all] [--clients N] [--concurrency C] [--messages M] \
+[--scenario connect|fanout|rooms|churn|hold|all] [--clients N] [--concurrency C] [--messages M] \
 [--rate R] [--rooms K] [--workers W] [--duration-ms D] [--flood N] [--runs K]";
 
 fn options() -> Result<Options, String> {
@@ -137,7 +141,7 @@ fn options() -> Result<Options, String> {
     }
     if !matches!(
         o.scenario.as_str(),
-        "connect" | "fanout" | "rooms" | "churn" | "all"
+        "connect" | "fanout" | "rooms" | "churn" | "hold" | "all"
     ) {
         return Err(format!("unknown scenario {:?}\n{USAGE}", o.scenario));
     }
@@ -188,6 +192,7 @@ async fn run(o: Options) -> Result<(), Error> {
                 "connect" => connect_scenario(&o).await?,
                 "fanout" => fanout_scenario(&o, false).await?,
                 "rooms" => fanout_scenario(&o, true).await?,
+                "hold" => hold_scenario(&o).await?,
                 _ => churn_scenario(&o).await?,
             };
             figures.insert("run".into(), json!(run));
@@ -581,6 +586,65 @@ async fn close_all(clients: Vec<Option<Client>>) {
     for task in tasks {
         task.await.ok();
     }
+}
+
+/// `hold`: the clients connect, then idle for `--duration-ms` while the servers keep them
+/// alive; every figure is read over the hold alone, after the last handshake.
+async fn hold_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
+    let (clients, _, _) = connect_many(o, o.clients).await;
+    let connected = clients.iter().flatten().count() as u64;
+    let (stop, stopped) = watch::channel(false);
+    let pings = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = clients
+        .into_iter()
+        .flatten()
+        .map(|mut client| {
+            let (stopped, pings) = (stopped.clone(), pings.clone());
+            tokio::spawn(async move {
+                client
+                    .read_until("ping", stopped, |_| {
+                        pings.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .await;
+                client
+            })
+        })
+        .collect();
+    // The first `ping`, sent at authentication, is behind us: only the interval's count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first_pings = pings.load(Ordering::Relaxed);
+    let before = stats(o).await?;
+    let started = Instant::now();
+    tokio::time::sleep(o.duration).await;
+    let after = stats(o).await?;
+    let held = started.elapsed();
+    stop.send(true).ok();
+    let mut kept = Vec::with_capacity(readers.len());
+    for reader in readers {
+        kept.push(reader.await.ok());
+    }
+    let mut out = Map::new();
+    out.insert("clients".into(), json!(o.clients));
+    out.insert("connected".into(), json!(connected));
+    out.insert("held_s".into(), json!(round(held.as_secs_f64())));
+    out.insert(
+        "dropped".into(),
+        json!(connected.saturating_sub(after.clients)),
+    );
+    if after.cpu_us > 0 {
+        let cpu = after.cpu_us.saturating_sub(before.cpu_us) as f64;
+        out.insert(
+            "server_cores".into(),
+            json!((cpu / held.as_micros() as f64 * 1000.0).round() / 1000.0),
+        );
+    }
+    let interval_pings = pings.load(Ordering::Relaxed) - first_pings;
+    out.insert(
+        "pings_per_client".into(),
+        json!(round(interval_pings as f64 / connected.max(1) as f64)),
+    );
+    close_all(kept).await;
+    Ok(out)
 }
 
 /// What one receiving client saw.

@@ -47,6 +47,9 @@ FANOUT=(--scenario fanout --clients 1000 --messages 200 --rate 200)
 ROOMS=(--scenario rooms --clients 1000 --rooms 10 --messages 200 --rate 200)
 CHURN=(--scenario churn --workers 200 --duration-ms 5000)
 FLOOD=(--scenario fanout --clients 1000 --messages 200 --rate 200 --flood 50000)
+# The ping at scale: just under the 20,000 open files each process may hold, the seeds' 30 s
+# interval, held 60 s, once for each server after the runs (SKIP_HOLD=1 skips it: about 2.5 minutes).
+HOLD=(--scenario hold --clients 19900 --concurrency 200 --duration-ms 60000)
 
 REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --save '' --appendonly no >> "$OUT/servers.log" 2>&1 &
@@ -80,4 +83,10 @@ for run in $(seq "$RUNS"); do
     done
     stop "$PA"; stop "$PB"
 done
+if [ "${SKIP_HOLD:-0}" = 0 ]; then
+    for target in bare stack; do
+        bin=bare_socketioxide; [ $target = stack ] && bin=demo
+        start $bin; load --url "http://127.0.0.1:$PORT" --label $target "${HOLD[@]}"; stop "$PID"
+    done
+fi
 "$BIN/load" --summarize "$OUT/runs.jsonl" | tee "$OUT/summary.jsonl"
