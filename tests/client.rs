@@ -106,6 +106,22 @@ async fn authenticated(t: &TestServer) -> (SocketClient, Seen) {
     (c, seen)
 }
 
+/// The first error a client reports, reconnection off; the client is shut down, never having
+/// connected.
+async fn first_error(host: &str, options: ClientOptions) -> String {
+    let (c, mut seen) = client(
+        host,
+        ClientOptions {
+            reconnection: false,
+            ..options
+        },
+    );
+    let error = seen.expect("error:").await;
+    assert!(!c.is_connected());
+    c.shutdown().await;
+    error
+}
+
 #[tokio::test]
 async fn callbacks_and_states_follow_the_lifecycle() {
     let t = serve(seeds_stack(10_000, 100)).await;
@@ -1092,19 +1108,13 @@ async fn wss_refuses_a_certificate_of_an_authority_not_trusted() {
     let host = format!("wss://127.0.0.1:{}", front.port());
     // Neither the system's authorities nor another one trust the test's.
     for roots in [None, Some(other.pem().into_bytes())] {
-        let (c, mut seen) = client(
-            &host,
-            ClientOptions {
-                root_certificates_pem: roots,
-                reconnection: false,
-                ..options(TOKEN)
-            },
-        );
-        let error = seen.expect("error:").await;
+        let options = ClientOptions {
+            root_certificates_pem: roots,
+            ..options(TOKEN)
+        };
+        let error = first_error(&host, options).await;
         assert!(error.starts_with("error:503:"), "{error}");
         assert!(error.contains("certificate"), "{error}");
-        assert!(!c.is_connected());
-        c.shutdown().await;
     }
     assert_eq!(t.server.client_count(), 0);
 }
@@ -1246,39 +1256,26 @@ async fn a_client_falls_back_to_long_polling_where_websockets_are_refused() {
     c.shutdown().await;
 
     // WebSocket alone: the refusal is the error, and nothing connects.
-    let (c, mut seen) = client(
-        &format!("http://{addr}"),
-        ClientOptions {
-            transports: vec![TransportKind::WebSocket],
-            reconnection: false,
-            ..options(TOKEN)
-        },
-    );
-    let error = seen.expect("error:").await;
+    let options = ClientOptions {
+        transports: vec![TransportKind::WebSocket],
+        ..options(TOKEN)
+    };
+    let error = first_error(&format!("http://{addr}"), options).await;
     assert!(
         error.starts_with("error:503:") && error.contains("403"),
         "{error}"
     );
-    c.shutdown().await;
     assert_eq!(server.client_count(), 0);
 }
 
 #[tokio::test]
 async fn every_transport_failing_is_one_error_naming_each() {
     let port = common::redis_server::free_port();
-    let (c, mut seen) = client(
-        &format!("http://127.0.0.1:{port}"),
-        ClientOptions {
-            reconnection: false,
-            ..options(TOKEN)
-        },
-    );
-    let error = seen.expect("error:").await;
+    let error = first_error(&format!("http://127.0.0.1:{port}"), options(TOKEN)).await;
     assert!(
         error.contains("websocket:") && error.contains("polling:"),
         "{error}"
     );
-    c.shutdown().await;
     let err = SocketClient::builder("none", "http://127.0.0.1:1")
         .options(ClientOptions {
             transports: Vec::new(),
