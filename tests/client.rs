@@ -130,6 +130,7 @@ async fn callbacks_and_states_follow_the_lifecycle() {
     assert!(c.is_connected());
     assert_eq!(c.state(), ClientState::Unauthorized);
     assert!(c.raw().id().is_some() && c.raw().engine_id().is_some());
+    assert_eq!(c.raw().transport(), Some(TransportKind::WebSocket));
     c.authenticate();
     assert_eq!(c.state(), ClientState::Authenticating);
     c.authenticate(); // ignored: not unauthorized
@@ -145,6 +146,7 @@ async fn callbacks_and_states_follow_the_lifecycle() {
     );
     assert_eq!(c.state(), ClientState::Unauthorized);
     assert!(!c.is_connected());
+    assert_eq!(c.raw().transport(), None);
     eventually("the server saw the client leave", || {
         t.server.client_count() == 0
     })
@@ -1161,6 +1163,7 @@ async fn exercise_polling(t: &TestServer, c: &SocketClient, seen: &mut Seen) {
     seen.expect("authenticated").await;
     let transport = c.emit_with_ack("transport", &json!(null), WAIT).await;
     assert_eq!(transport.unwrap(), json!("Polling"));
+    assert_eq!(c.raw().transport(), Some(TransportKind::Polling));
     seen.expect("event:ping:").await;
     let data = Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<_>>());
     let answer = c.emit_with_ack_args("upload", &data, WAIT).await.unwrap();
@@ -1253,6 +1256,7 @@ async fn a_client_falls_back_to_long_polling_where_websockets_are_refused() {
     seen.expect("authenticated").await;
     let transport = c.emit_with_ack("transport", &json!(null), WAIT).await;
     assert_eq!(transport.unwrap(), json!("Polling"));
+    assert_eq!(c.raw().transport(), Some(TransportKind::Polling));
     c.shutdown().await;
 
     // WebSocket alone: the refusal is the error, and nothing connects.

@@ -13,7 +13,7 @@ use crate::client::error::ClientError;
 use crate::client::handle::SocketClient;
 use crate::client::handlers::{Callback, first_as_json, guarded};
 use crate::client::protocol::{self, Outgoing};
-use crate::client::state::Shared;
+use crate::client::state::{ConnectionIds, Shared};
 use crate::event::names;
 use crate::session::ClientState;
 
@@ -58,13 +58,8 @@ impl Dispatcher {
 }
 
 impl Events for Dispatcher {
-    fn connected(
-        &self,
-        writer: mpsc::UnboundedSender<Outgoing>,
-        engine_id: String,
-        socket_id: Option<String>,
-    ) {
-        self.shared.connected_with(writer, engine_id, socket_id);
+    fn connected(&self, writer: mpsc::UnboundedSender<Outgoing>, ids: ConnectionIds) {
+        self.shared.connected_with(writer, ids);
         self.fire("on_connected", &self.callbacks.on_connected, self.handle());
     }
 
@@ -173,6 +168,14 @@ mod tests {
 
     /// A client's state and dispatcher with a running job runner, connected: the packets it
     /// sends come out of the receiver.
+    fn ids(engine_id: &str, socket_id: &str) -> ConnectionIds {
+        ConnectionIds {
+            engine_id: engine_id.into(),
+            socket_id: Some(socket_id.into()),
+            transport: crate::client::options::TransportKind::WebSocket,
+        }
+    }
+
     fn connected(callbacks: Callbacks) -> (Dispatcher, mpsc::UnboundedReceiver<Outgoing>) {
         let (queue, runner) = job_queue();
         let (desire, _) = watch::channel(Desire::Connected);
@@ -180,7 +183,7 @@ mod tests {
         tokio::spawn(runner.run(std::future::pending()));
         let dispatcher = Dispatcher::new(shared, callbacks);
         let (writer, sent) = mpsc::unbounded_channel();
-        dispatcher.connected(writer, "e1".into(), Some("s1".into()));
+        dispatcher.connected(writer, ids("e1", "s1"));
         (dispatcher, sent)
     }
 
@@ -257,7 +260,7 @@ mod tests {
         assert_eq!(client.emit("x", &1), Err(ClientError::NotConnected));
 
         let (writer, mut sent) = mpsc::unbounded_channel();
-        dispatcher.connected(writer, "e2".into(), Some("s2".into()));
+        dispatcher.connected(writer, ids("e2", "s2"));
         assert_eq!(next(&mut noted).await, "connected");
         client.authenticate();
         assert_eq!(next_text(&mut sent).await, r#"42["authenticate"]"#);

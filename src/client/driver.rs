@@ -16,6 +16,7 @@ use crate::client::dial::Dial;
 use crate::client::error::ClientError;
 use crate::client::options::ClientOptions;
 use crate::client::protocol::{self, Frame, Open, Outgoing, Packet};
+use crate::client::state::ConnectionIds;
 use crate::client::transport::Transport;
 
 /// What the client is asked to be: the connection loop follows it.
@@ -41,12 +42,7 @@ pub(crate) fn settle(desire: &watch::Sender<Desire>, from: Desire, to: Desire) {
 /// What the connection loop reports, in the order it happens.
 pub(crate) trait Events: Send + Sync + 'static {
     /// The connection is up: packets for the server go to `writer`.
-    fn connected(
-        &self,
-        writer: mpsc::UnboundedSender<Outgoing>,
-        engine_id: String,
-        socket_id: Option<String>,
-    );
+    fn connected(&self, writer: mpsc::UnboundedSender<Outgoing>, ids: ConnectionIds);
     /// An event from the server, with its ack id when the server wants an answer.
     fn event(&self, name: String, args: Args, ack: Option<u64>);
     /// The server's answer to the emit of ack id `id`.
@@ -279,10 +275,15 @@ impl<D: Dial, E: Events> Driver<D, E> {
             open,
             sid,
         } = conn;
+        let ids = ConnectionIds {
+            engine_id: open.sid.clone(),
+            socket_id: sid,
+            transport: transport.kind(),
+        };
         let (mut sink, mut stream) = transport.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         tracing::info!(client = %self.identifier, "connected");
-        self.events.connected(tx, open.sid.clone(), sid);
+        self.events.connected(tx, ids);
 
         // The server pings every `ping_interval`; silence past `ping_timeout` more means the
         // connection is dead even if TCP has not noticed.
@@ -444,13 +445,10 @@ mod tests {
     struct Recorder(mpsc::UnboundedSender<Report>);
 
     impl Events for Recorder {
-        fn connected(
-            &self,
-            writer: mpsc::UnboundedSender<Outgoing>,
-            eid: String,
-            sid: Option<String>,
-        ) {
-            self.0.send(Report::Connected(writer, eid, sid)).ok();
+        fn connected(&self, writer: mpsc::UnboundedSender<Outgoing>, ids: ConnectionIds) {
+            self.0
+                .send(Report::Connected(writer, ids.engine_id, ids.socket_id))
+                .ok();
         }
         fn event(&self, name: String, args: Args, ack: Option<u64>) {
             self.0.send(Report::Event(name, args, ack)).ok();

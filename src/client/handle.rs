@@ -15,6 +15,7 @@ use crate::client::driver::{Desire, settle};
 use crate::client::error::ClientError;
 use crate::client::handlers::{self, EventHandler, HandlerResult, guarded};
 use crate::client::jobs::{SHUTDOWN_GRACE, in_runner};
+use crate::client::options::TransportKind;
 use crate::client::protocol;
 use crate::client::state::{Shared, SubscriptionId};
 use crate::event::names;
@@ -394,12 +395,20 @@ pub struct RawSocket<'a> {
 impl RawSocket<'_> {
     /// The Socket.IO socket id given by the server, while connected.
     pub fn id(&self) -> Option<String> {
-        self.client.inner.ids().1
+        self.client.inner.ids().and_then(|ids| ids.socket_id)
     }
 
     /// The Engine.IO session id, while connected.
     pub fn engine_id(&self) -> Option<String> {
-        self.client.inner.ids().0
+        self.client.inner.ids().map(|ids| ids.engine_id)
+    }
+
+    /// The transport the connection runs over, while connected: a WebSocket, or long-polling
+    /// where one could not be opened (see [`ClientOptions::transports`]).
+    ///
+    /// [`ClientOptions::transports`]: crate::client::ClientOptions::transports
+    pub fn transport(&self) -> Option<TransportKind> {
+        self.client.inner.ids().map(|ids| ids.transport)
     }
 
     /// Whether the connection is up.

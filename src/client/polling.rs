@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use crate::client::attachments::MAX_ATTACHMENT_BYTES;
 use crate::client::dial::Endpoint;
 use crate::client::error::ClientError;
+use crate::client::options::TransportKind;
 use crate::client::protocol::Frame;
 
 /// Engine.IO's separator of the packets of one payload.
@@ -279,6 +280,12 @@ impl PollingTransport {
             encode_frame(&frame, &mut payload);
         }
         payload
+    }
+}
+
+impl crate::client::transport::Transport for PollingTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Polling
     }
 }
 

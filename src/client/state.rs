@@ -14,6 +14,7 @@ use crate::client::driver::Desire;
 use crate::client::error::ClientError;
 use crate::client::handlers::{AnyHandler, Handler};
 use crate::client::jobs::JobQueue;
+use crate::client::options::TransportKind;
 use crate::client::protocol::Outgoing;
 use crate::session::ClientState;
 
@@ -22,12 +23,20 @@ use crate::session::ClientState;
 pub struct SubscriptionId(u64);
 
 /// One client's shared state.
+/// Who one connection is: its Engine.IO and Socket.IO ids, and its transport.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConnectionIds {
+    pub(crate) engine_id: String,
+    pub(crate) socket_id: Option<String>,
+    pub(crate) transport: TransportKind,
+}
+
 pub(crate) struct Shared {
     pub(crate) identifier: String,
     state: AtomicU8,
     connected: AtomicBool,
-    /// The Engine.IO and the Socket.IO ids, while connected.
-    ids: Mutex<(Option<String>, Option<String>)>,
+    /// Who the connection is, while connected.
+    ids: Mutex<Option<ConnectionIds>>,
     writer: Mutex<Option<mpsc::UnboundedSender<Outgoing>>>,
     handlers: RwLock<HashMap<String, Vec<(SubscriptionId, Handler)>>>,
     any: RwLock<Vec<(SubscriptionId, AnyHandler)>>,
@@ -62,7 +71,7 @@ impl Shared {
             identifier,
             state: AtomicU8::new(ClientState::Unauthorized as u8),
             connected: AtomicBool::new(false),
-            ids: Mutex::new((None, None)),
+            ids: Mutex::new(None),
             writer: Mutex::new(None),
             handlers: RwLock::default(),
             any: RwLock::default(),
@@ -101,8 +110,8 @@ impl Shared {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// The Engine.IO and the Socket.IO ids, while connected.
-    pub(crate) fn ids(&self) -> (Option<String>, Option<String>) {
+    /// Who the connection is, while connected.
+    pub(crate) fn ids(&self) -> Option<ConnectionIds> {
         lock(&self.ids).clone()
     }
 
@@ -122,11 +131,10 @@ impl Shared {
     pub(crate) fn connected_with(
         &self,
         writer: mpsc::UnboundedSender<Outgoing>,
-        engine_id: String,
-        socket_id: Option<String>,
+        ids: ConnectionIds,
     ) {
         *lock(&self.writer) = Some(writer);
-        *lock(&self.ids) = (Some(engine_id), socket_id);
+        *lock(&self.ids) = Some(ids);
         self.set_state(ClientState::Unauthorized);
         self.connected.store(true, Ordering::Release);
     }
@@ -134,7 +142,7 @@ impl Shared {
     pub(crate) fn disconnected(&self) {
         self.connected.store(false, Ordering::Release);
         *lock(&self.writer) = None;
-        *lock(&self.ids) = (None, None);
+        *lock(&self.ids) = None;
         self.set_state(ClientState::Unauthorized);
         // Waiting `emit_with_ack` calls learn at once that no answer will come.
         lock(&self.acks).clear();

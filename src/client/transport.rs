@@ -10,6 +10,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::error::ClientError;
+use crate::client::options::TransportKind;
 use crate::client::protocol::Frame;
 
 /// A connection's frames both ways. The stream ends when the connection is closed.
@@ -20,15 +21,20 @@ pub(crate) trait Transport:
     + Unpin
     + 'static
 {
+    /// Which transport this is.
+    fn kind(&self) -> TransportKind;
 }
 
-impl<T> Transport for T where
-    T: Stream<Item = Result<Frame, ClientError>>
-        + Sink<Frame, Error = ClientError>
-        + Send
-        + Unpin
-        + 'static
-{
+impl Transport for Box<dyn Transport> {
+    fn kind(&self) -> TransportKind {
+        (**self).kind()
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for WebSocketTransport<Io> {
+    fn kind(&self) -> TransportKind {
+        TransportKind::WebSocket
+    }
 }
 
 /// A WebSocket as a [`Transport`]: each text or binary message is a frame. Its own ping and
