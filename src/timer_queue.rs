@@ -53,6 +53,13 @@ struct Slot {
     action: Option<Action>,
 }
 
+impl Slot {
+    /// Whether it holds the armed timer of `generation` (else an entry for it is stale).
+    fn holds(&self, generation: u32) -> bool {
+        self.generation == generation && self.armed
+    }
+}
+
 /// One armed timer: cancel it, or ask whether it is still armed.
 pub(crate) struct TimerKey {
     queue: Weak<Shared>,
@@ -132,7 +139,7 @@ impl TimerKey {
             let mut state = lock(&shared.state);
             let State { slots, free, .. } = &mut *state;
             match slots.get_mut(self.slot as usize) {
-                Some(slot) if slot.generation == self.generation && slot.armed => {
+                Some(slot) if slot.holds(self.generation) => {
                     slot.generation = slot.generation.wrapping_add(1);
                     slot.armed = false;
                     // Freed now if idle; a running action's slot is freed when it returns.
@@ -154,7 +161,7 @@ impl TimerKey {
             lock(&shared.state)
                 .slots
                 .get(self.slot as usize)
-                .is_some_and(|slot| slot.generation == self.generation && slot.armed)
+                .is_some_and(|slot| slot.holds(self.generation))
         })
     }
 }
@@ -177,7 +184,7 @@ async fn run(queue: Weak<Shared>) {
                         let live = state
                             .slots
                             .get(slot as usize)
-                            .is_some_and(|s| s.generation == generation && s.armed);
+                            .is_some_and(|s| s.holds(generation));
                         if !live {
                             state.queue.pop_front();
                             continue;
@@ -213,7 +220,7 @@ fn fire_due(shared: &Shared) {
             let Some(entry) = state.slots.get_mut(slot as usize) else {
                 continue;
             };
-            if entry.generation != generation || !entry.armed {
+            if !entry.holds(generation) {
                 continue;
             }
             let Some(action) = entry.action.take() else {

@@ -956,7 +956,8 @@ struct File {
 async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
     let t = serve(echo_server()).await;
     let (c, mut seen) = authenticated(&t).await;
-    let (tx, mut blobs) = mpsc::unbounded_channel();
+    let (tx, blobs) = mpsc::unbounded_channel();
+    let mut blobs = Seen(blobs);
     let typed = tx.clone();
     c.subscribe_args("blob", move |args: Args| {
         tx.send(format!("args:{:?}", args.into_vec())).ok();
@@ -995,10 +996,7 @@ async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
     // Several arguments, text and binary mixed, and back as an event.
     let mixed = vec![Arg::from("x"), Arg::from(Bytes::from_static(b"\0\xff"))];
     c.raw().emit_args("relay", mixed.clone()).unwrap();
-    let line = tokio::time::timeout(WAIT, blobs.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let line = blobs.expect("args:").await;
     assert_eq!(line, format!("args:{mixed:?}"));
 
     // Server to client: an event of two attachments, and a typed one.
@@ -1012,10 +1010,7 @@ async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
         )
         .await
         .unwrap();
-    let line = tokio::time::timeout(WAIT, blobs.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let line = blobs.expect("args:").await;
     assert_eq!(
         line,
         format!(
@@ -1032,10 +1027,7 @@ async fn binary_data_goes_both_ways_in_events_and_acknowledgements() {
         .send(OutboundMessage::to("io-default", "file", json!(null)).with_args(data))
         .await
         .unwrap();
-    let line = tokio::time::timeout(WAIT, blobs.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let line = blobs.expect("file:").await;
     assert_eq!(line, format!("file:a.bin:{every_byte:?}"));
     assert!(c.is_connected());
     assert!(seen.drain().iter().all(|l| !l.starts_with("error")));

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::client::protocol::{BinaryHead, Packet};
+use crate::client::protocol::{self, BinaryHead, Frame, Packet};
 
 /// The most bytes the attachments of one packet may hold together (tungstenite's bound on one
 /// WebSocket message): a packet past it is dropped, with a warning, rather than held.
@@ -31,6 +31,14 @@ struct Pending {
 }
 
 impl Assembly {
+    /// The packet a frame completes, if any: [`text`](Self::text) or [`binary`](Self::binary).
+    pub(crate) fn frame(&mut self, frame: Frame) -> Option<Packet> {
+        match frame {
+            Frame::Text(text) => self.text(protocol::decode(&text)),
+            Frame::Binary(bytes) => self.binary(bytes),
+        }
+    }
+
     /// The packet of a text frame, to handle now: a binary head starts an assembly instead (one
     /// without attachments is complete at once). A text frame while attachments are awaited
     /// breaks the protocol (they come straight after their head): the incomplete packet is

@@ -306,8 +306,7 @@ impl<D: Dial, E: Events> Driver<D, E> {
             tokio::select! {
                 frame = stream.next() => {
                     let packet = match frame {
-                        Some(Ok(Frame::Text(text))) => assembly.text(protocol::decode(&text)),
-                        Some(Ok(Frame::Binary(bytes))) => assembly.binary(bytes),
+                        Some(Ok(frame)) => assembly.frame(frame),
                         None => break Reason::TransportClose,
                         Some(Err(e)) => {
                             tracing::debug!(client = %self.identifier, error = %e, "transport error");
@@ -374,11 +373,7 @@ impl<D: Dial, E: Events> Driver<D, E> {
         S: futures_util::Stream<Item = Result<Frame, ClientError>> + Unpin,
     {
         while let Some(Some(Ok(frame))) = stream.next().now_or_never() {
-            let packet = match frame {
-                Frame::Text(text) => assembly.text(protocol::decode(&text)),
-                Frame::Binary(bytes) => assembly.binary(bytes),
-            };
-            match packet {
+            match assembly.frame(frame) {
                 Some(Packet::Event { name, args, ack }) => self.events.event(name, args, ack),
                 Some(Packet::Ack { id, args }) => self.events.ack(id, args),
                 Some(Packet::Disconnect) => return Some(Reason::ServerDisconnect),

@@ -33,9 +33,9 @@ const SEPARATOR: char = '\x1e';
 /// without bound.
 const MAX_RESPONSE_BYTES: usize = MAX_ATTACHMENT_BYTES + (1 << 20);
 
-/// What a POST may carry when the server's open packet does not say (socket.io's
-/// `maxHttpBufferSize` default).
-const DEFAULT_MAX_PAYLOAD: usize = 1_000_000;
+/// What a POST may carry when the server's open packet does not say: socket.io's
+/// `maxHttpBufferSize` default, the server side's too.
+const DEFAULT_MAX_PAYLOAD: usize = crate::limits::DEFAULT_MAX_PAYLOAD as usize;
 
 /// Where the polling requests go, and how.
 pub(crate) struct PollingTarget {
