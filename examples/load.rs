@@ -22,6 +22,12 @@
 //!   must be 0.
 //! - `churn`: `--workers` loops of connect, authenticate, disconnect for `--duration-ms`;
 //!   cycles/s, clients still tracked after the loops (leaked), resident memory growth.
+//! - `fleet` (not in `all`): `--clients` held by `--processes` load processes (each process
+//!   may hold no more open files than the machine allows, 20,000 here), process p on the
+//!   p-th `--url`; `--messages` broadcasts to `io-default` at `--rate`, spread over the
+//!   instances, each reaching every client through the Redis they share; deliveries/s,
+//!   latency, lost, the servers' CPU per delivery and, with `--redis redis://host:port`, the
+//!   Redis CPU per publish (its idle rate, measured first, taken off).
 //! - `hold` (not in `all`): `--clients` authenticated clients held idle for `--duration-ms`,
 //!   answering Engine.IO's heartbeat; the servers' CPU over the hold (in cores: what the
 //!   seeds' `ping` interval and the heartbeat cost at that scale), the clients the servers
@@ -72,11 +78,16 @@ struct Options {
     duration: Duration,
     flood: usize,
     runs: usize,
+    /// `fleet`: how many load processes hold the clients.
+    processes: usize,
+    /// `fleet`: the Redis the instances share, for its CPU time per publish.
+    redis: Option<String>,
 }
 
 const USAGE: &str = "usage: load [--url http://host:port]... [--path /io] [--token T] [--label L] \
 [--scenario connect|fanout|rooms|churn|hold|all] [--clients N] [--concurrency C] [--messages M] \
-[--rate R] [--rooms K] [--workers W] [--duration-ms D] [--flood N] [--runs K]";
+[--rate R] [--rooms K] [--workers W] [--duration-ms D] [--flood N] [--runs K] \
+[--processes P] [--redis redis://host:port]";
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
@@ -94,6 +105,8 @@ fn options() -> Result<Options, String> {
         duration: Duration::from_secs(5),
         flood: 0,
         runs: 1,
+        processes: 1,
+        redis: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -128,6 +141,13 @@ fn options() -> Result<Options, String> {
             "--duration-ms" => o.duration = Duration::from_millis(number(&value)? as u64),
             "--flood" => o.flood = number(&value)?,
             "--runs" => o.runs = number(&value)?.max(1),
+            "--processes" => o.processes = number(&value)?.max(1),
+            "--redis" => {
+                if !value.starts_with("redis://") {
+                    return Err(format!("--redis must start with redis://, got {value:?}"));
+                }
+                o.redis = Some(value)
+            }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
@@ -141,7 +161,7 @@ fn options() -> Result<Options, String> {
     }
     if !matches!(
         o.scenario.as_str(),
-        "connect" | "fanout" | "rooms" | "churn" | "hold" | "all"
+        "connect" | "fanout" | "rooms" | "churn" | "hold" | "fleet" | "fleet-member" | "all"
     ) {
         return Err(format!("unknown scenario {:?}\n{USAGE}", o.scenario));
     }
@@ -184,6 +204,9 @@ async fn run(o: Options) -> Result<(), Error> {
         "all" => vec!["connect", "fanout", "rooms", "churn"],
         one => vec![one],
     };
+    if o.scenario == "fleet-member" {
+        return fleet_member(&o).await;
+    }
     for scenario in scenarios {
         let mut results = Vec::new();
         for run in 1..=o.runs {
@@ -193,6 +216,7 @@ async fn run(o: Options) -> Result<(), Error> {
                 "fanout" => fanout_scenario(&o, false).await?,
                 "rooms" => fanout_scenario(&o, true).await?,
                 "hold" => hold_scenario(&o).await?,
+                "fleet" => fleet_scenario(&o).await?,
                 _ => churn_scenario(&o).await?,
             };
             figures.insert("run".into(), json!(run));
@@ -686,47 +710,11 @@ async fn fanout_scenario(o: &Options, rooms: bool) -> Result<Map<String, Value>,
         .iter()
         .map(|(k, _)| (0..o.messages).filter(|j| j % room_count == *k).count() as u64)
         .sum();
-    let delivered = Arc::new(AtomicU64::new(0));
-    let last_delivery = Arc::new(AtomicU64::new(0));
-    let all_delivered = Arc::new(Notify::new());
+    let deliveries = Arc::new(Deliveries::expecting(expected));
     let (stop_tx, stop_rx) = watch::channel(false);
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|(k, mut client)| {
-            let (stop, delivered, last, all) = (
-                stop_rx.clone(),
-                delivered.clone(),
-                last_delivery.clone(),
-                all_delivered.clone(),
-            );
-            let messages = o.messages;
-            tokio::spawn(async move {
-                let mut seen = Received {
-                    counts: vec![0; messages],
-                    ..Received::default()
-                };
-                client
-                    .read_until("load", stop, |data| {
-                        let now = unix_micros();
-                        let seq = data["seq"].as_u64().unwrap_or(u64::MAX) as usize;
-                        if data["room"].as_u64() != Some(k as u64) {
-                            seen.misdelivered += 1;
-                        } else if let Some(count) = seen.counts.get_mut(seq) {
-                            *count = count.saturating_add(1);
-                            if *count == 1 {
-                                seen.latencies
-                                    .push(now.saturating_sub(data["t"].as_u64().unwrap_or(now)));
-                                last.fetch_max(now, Ordering::Relaxed);
-                                if delivered.fetch_add(1, Ordering::Relaxed) + 1 == expected {
-                                    all.notify_one();
-                                }
-                            }
-                        }
-                    })
-                    .await;
-                (k, seen, client)
-            })
-        })
+        .map(|(k, client)| spawn_reader(k, client, o.messages, &deliveries, stop_rx.clone()))
         .collect();
 
     let flooder = if o.flood > 0 {
@@ -736,34 +724,13 @@ async fn fanout_scenario(o: &Options, rooms: bool) -> Result<Map<String, Value>,
     };
     let first_send = unix_micros();
     let send_failures = send_all(o, room_count, rooms).await;
-    tokio::select! {
-        _ = all_delivered.notified() => {}
-        _ = tokio::time::sleep(DELIVERY_GRACE) => {}
-    }
-    stop_tx.send(true).ok();
+    deliveries.settle(stop_tx).await;
+    let tally = Tally::of(readers, room_count).await?;
 
     let mut out = Map::new();
-    let (mut lost, mut duplicates, mut misdeliveries) = (0u64, 0u64, 0u64);
-    let mut latencies = Vec::new();
-    let mut finished = Vec::new();
-    for reader in readers {
-        let (k, seen, client) = reader.await?;
-        for (j, count) in seen.counts.iter().enumerate() {
-            if j % room_count == k {
-                match count {
-                    0 => lost += 1,
-                    n => duplicates += u64::from(n - 1),
-                }
-            } else {
-                misdeliveries += u64::from(*count);
-            }
-        }
-        misdeliveries += seen.misdelivered;
-        latencies.extend(seen.latencies);
-        finished.push(Some(client));
-    }
-    let delivered = delivered.load(Ordering::Relaxed);
-    let span = last_delivery
+    let delivered = deliveries.delivered.load(Ordering::Relaxed);
+    let span = deliveries
+        .last
         .load(Ordering::Relaxed)
         .saturating_sub(first_send)
         .max(1);
@@ -777,21 +744,130 @@ async fn fanout_scenario(o: &Options, rooms: bool) -> Result<Map<String, Value>,
     out.insert("send_failures".into(), json!(send_failures));
     out.insert("expected".into(), json!(expected));
     out.insert("delivered".into(), json!(delivered));
-    out.insert("lost".into(), json!(lost));
-    out.insert("duplicates".into(), json!(duplicates));
-    out.insert("misdeliveries".into(), json!(misdeliveries));
+    out.insert("lost".into(), json!(tally.lost));
+    out.insert("duplicates".into(), json!(tally.duplicates));
+    out.insert("misdeliveries".into(), json!(tally.misdeliveries));
     out.insert(
         "deliveries_per_s".into(),
         json!(round(delivered as f64 / (span as f64 / 1e6))),
     );
-    percentiles(&mut out, latencies);
+    percentiles(&mut out, tally.latencies);
     if let Some(flooder) = flooder {
         let (emitted, disconnected) = flooder.await?;
         out.insert("flood_emitted".into(), json!(emitted));
         out.insert("flooder_disconnected".into(), json!(u8::from(disconnected)));
     }
-    close_all(finished).await;
+    close_all(tally.clients).await;
     Ok(out)
+}
+
+/// The deliveries of one fan-out, counted by all its readers.
+struct Deliveries {
+    expected: u64,
+    delivered: AtomicU64,
+    /// When the last first delivery of a message came (Unix µs).
+    last: AtomicU64,
+    all: Notify,
+}
+
+impl Deliveries {
+    fn expecting(expected: u64) -> Self {
+        Deliveries {
+            expected,
+            delivered: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            all: Notify::new(),
+        }
+    }
+
+    /// Waits for every expected delivery, or `DELIVERY_GRACE`, then stops the readers.
+    async fn settle(&self, stop: watch::Sender<bool>) {
+        tokio::select! {
+            _ = self.all.notified() => {}
+            _ = tokio::time::sleep(DELIVERY_GRACE) => {}
+        }
+        stop.send(true).ok();
+    }
+}
+
+/// Reads client `k`'s `load` events (message j is for room j % rooms, and client k is in room
+/// k) until `stop`, recording the first delivery of each message and its latency.
+fn spawn_reader(
+    k: usize,
+    mut client: Client,
+    messages: usize,
+    deliveries: &Arc<Deliveries>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<(usize, Received, Client)> {
+    let deliveries = deliveries.clone();
+    tokio::spawn(async move {
+        let mut seen = Received {
+            counts: vec![0; messages],
+            ..Received::default()
+        };
+        client
+            .read_until("load", stop, |data| {
+                let now = unix_micros();
+                let seq = data["seq"].as_u64().unwrap_or(u64::MAX) as usize;
+                if data["room"].as_u64() != Some(k as u64) {
+                    seen.misdelivered += 1;
+                } else if let Some(count) = seen.counts.get_mut(seq) {
+                    *count = count.saturating_add(1);
+                    if *count == 1 {
+                        seen.latencies
+                            .push(now.saturating_sub(data["t"].as_u64().unwrap_or(now)));
+                        deliveries.last.fetch_max(now, Ordering::Relaxed);
+                        let d = &deliveries.delivered;
+                        if d.fetch_add(1, Ordering::Relaxed) + 1 == deliveries.expected {
+                            deliveries.all.notify_one();
+                        }
+                    }
+                }
+            })
+            .await;
+        (k, seen, client)
+    })
+}
+
+/// What the readers of one fan-out saw, added up.
+struct Tally {
+    lost: u64,
+    duplicates: u64,
+    misdeliveries: u64,
+    latencies: Vec<u64>,
+    clients: Vec<Option<Client>>,
+}
+
+impl Tally {
+    async fn of(
+        readers: Vec<tokio::task::JoinHandle<(usize, Received, Client)>>,
+        room_count: usize,
+    ) -> Result<Tally, Error> {
+        let mut tally = Tally {
+            lost: 0,
+            duplicates: 0,
+            misdeliveries: 0,
+            latencies: Vec::new(),
+            clients: Vec::with_capacity(readers.len()),
+        };
+        for reader in readers {
+            let (k, seen, client) = reader.await?;
+            for (j, count) in seen.counts.iter().enumerate() {
+                if j % room_count == k {
+                    match count {
+                        0 => tally.lost += 1,
+                        n => tally.duplicates += u64::from(n - 1),
+                    }
+                } else {
+                    tally.misdeliveries += u64::from(*count);
+                }
+            }
+            tally.misdeliveries += seen.misdelivered;
+            tally.latencies.extend(seen.latencies);
+            tally.clients.push(Some(client));
+        }
+        Ok(tally)
+    }
 }
 
 /// Probes every room until each client has seen a probe for its own room, so that the
@@ -961,4 +1037,194 @@ async fn churn_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     );
     cpu_per(&mut out, "server_cpu_us_per_cycle", before, after, cycles);
     Ok(out)
+}
+
+/// `fleet`: `--clients` held by `--processes` load processes (this tool started again as
+/// `fleet-member`, one instance's url each, round-robin), then `--messages` broadcasts to
+/// `io-default` at `--rate`, each sent to one instance and reaching every client of every
+/// instance through the Redis they share. Figures over all the processes: deliveries/s,
+/// latency, lost, the servers' CPU per delivery and, with `--redis`, Redis' CPU per publish.
+async fn fleet_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
+    let exe = std::env::current_exe()?;
+    let mut members = Vec::with_capacity(o.processes);
+    for p in 0..o.processes {
+        let share = o.clients / o.processes + usize::from(p < o.clients % o.processes);
+        let mut child = tokio::process::Command::new(&exe)
+            .args([
+                "--scenario",
+                "fleet-member",
+                "--url",
+                &o.urls[p % o.urls.len()],
+            ])
+            .args(["--path", &o.path, "--token", &o.token])
+            .args(["--clients", &share.to_string()])
+            .args(["--messages", &o.messages.to_string()])
+            .args([
+                "--concurrency",
+                &(o.concurrency / o.processes).max(1).to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("a fleet member without stdin")?;
+        let stdout = child.stdout.take().ok_or("a fleet member without stdout")?;
+        members.push((child, stdin, BufReader::new(stdout).lines()));
+    }
+    let mut connected = 0;
+    for (_, _, lines) in &mut members {
+        connected += member_report(lines).await?["ready"].as_u64().unwrap_or(0);
+    }
+    let tracked = wait_for_clients(o, connected, Duration::from_secs(10)).await;
+    let redis_idle = redis_idle_us_per_s(o).await?;
+    let before = stats(o).await?;
+    let redis_before = redis_cpu_us(o).await?;
+    let first_send = unix_micros();
+    let sending = Instant::now();
+    let send_failures = send_all(o, 1, false).await;
+    let (mut delivered, mut lost, mut duplicates, mut last) = (0, 0, 0, 0);
+    let mut latencies = Vec::new();
+    for (_, stdin, _) in &mut members {
+        stdin.write_all(b"sent\n").await?;
+    }
+    for (child, _, lines) in &mut members {
+        let report = member_report(lines).await?;
+        let figure = |key: &str| report[key].as_u64().unwrap_or(0);
+        delivered += figure("delivered");
+        lost += figure("lost");
+        duplicates += figure("duplicates") + figure("misdeliveries");
+        last = last.max(figure("last_delivery_us"));
+        latencies.extend(
+            report["latencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64),
+        );
+        child.wait().await?;
+    }
+    let after = stats(o).await?;
+    let redis_after = redis_cpu_us(o).await?;
+    let window = sending.elapsed().as_secs_f64();
+    let span = last.saturating_sub(first_send).max(1);
+    let mut out = Map::new();
+    out.insert("clients".into(), json!(o.clients));
+    out.insert("processes".into(), json!(o.processes));
+    out.insert("connected".into(), json!(connected));
+    out.insert("tracked".into(), json!(tracked));
+    out.insert("messages".into(), json!(o.messages));
+    out.insert("rate".into(), json!(o.rate));
+    out.insert("send_failures".into(), json!(send_failures));
+    out.insert("expected".into(), json!(connected * o.messages as u64));
+    out.insert("delivered".into(), json!(delivered));
+    out.insert("lost".into(), json!(lost));
+    out.insert("duplicates".into(), json!(duplicates));
+    out.insert(
+        "deliveries_per_s".into(),
+        json!(round(delivered as f64 / (span as f64 / 1e6))),
+    );
+    percentiles(&mut out, latencies);
+    cpu_per(
+        &mut out,
+        "server_cpu_us_per_delivery",
+        before,
+        after,
+        delivered,
+    );
+    if let (Some(b), Some(a), Some(idle)) = (redis_before, redis_after, redis_idle) {
+        // Redis' own housekeeping and the instances' heartbeats go on meanwhile: what it
+        // spends when idle, over the same window, is not the broadcasts'.
+        let busy = a.saturating_sub(b) as f64 - idle * window;
+        let per = busy.max(0.0) / o.messages.max(1) as f64;
+        out.insert("redis_cpu_us_per_publish".into(), json!(round(per)));
+        out.insert("redis_idle_cpu_us_per_s".into(), json!(round(idle)));
+    }
+    Ok(out)
+}
+
+/// The next JSON line a fleet member prints.
+async fn member_report(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Result<Value, Error> {
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or("a fleet member exited early (its stderr says why)")?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+/// One process of a `fleet`: connects `--clients` to its one instance, prints
+/// `{"ready": connected}`, reads the `--messages` broadcasts until all arrived (or
+/// `DELIVERY_GRACE` after the parent writes a line: its sends are done), and prints what
+/// arrived, every latency included, for the parent to add up.
+async fn fleet_member(o: &Options) -> Result<(), Error> {
+    let (clients, _, _) = connect_many(o, o.clients).await;
+    let clients: Vec<Client> = clients.into_iter().flatten().collect();
+    let connected = clients.len() as u64;
+    let deliveries = Arc::new(Deliveries::expecting(connected * o.messages as u64));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|client| spawn_reader(0, client, o.messages, &deliveries, stop_rx.clone()))
+        .collect();
+    println!("{}", json!({ "ready": connected }));
+    BufReader::new(tokio::io::stdin())
+        .lines()
+        .next_line()
+        .await?;
+    deliveries.settle(stop_tx).await;
+    let tally = Tally::of(readers, 1).await?;
+    println!(
+        "{}",
+        json!({
+            "delivered": deliveries.delivered.load(Ordering::Relaxed),
+            "lost": tally.lost,
+            "duplicates": tally.duplicates,
+            "misdeliveries": tally.misdeliveries,
+            "last_delivery_us": deliveries.last.load(Ordering::Relaxed),
+            "latencies": tally.latencies,
+        })
+    );
+    // The clients close with the process: the next run gets fresh servers anyway.
+    std::process::exit(0);
+}
+
+/// Redis' CPU time per second while the fleet is connected and idle, over 2 s.
+async fn redis_idle_us_per_s(o: &Options) -> Result<Option<f64>, Error> {
+    const IDLE: Duration = Duration::from_secs(2);
+    let Some(before) = redis_cpu_us(o).await? else {
+        return Ok(None);
+    };
+    tokio::time::sleep(IDLE).await;
+    let after = redis_cpu_us(o).await?.unwrap_or(before);
+    Ok(Some(
+        after.saturating_sub(before) as f64 / IDLE.as_secs_f64(),
+    ))
+}
+
+/// Redis' CPU time so far (`INFO cpu`: `used_cpu_sys` + `used_cpu_user`, in µs), when
+/// `--redis` names it.
+async fn redis_cpu_us(o: &Options) -> Result<Option<u64>, Error> {
+    let Some(url) = &o.redis else {
+        return Ok(None);
+    };
+    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+    let mut conn = BufReader::new(TcpStream::connect(addr).await?);
+    conn.get_mut().write_all(b"INFO cpu\r\n").await?;
+    let mut head = String::new();
+    conn.read_line(&mut head).await?;
+    let length: usize = head
+        .trim_end()
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("INFO answered {head:?}"))?;
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await?;
+    let seconds: f64 = String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| matches!(*k, "used_cpu_sys" | "used_cpu_user"))
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum();
+    Ok(Some((seconds * 1e6) as u64))
 }

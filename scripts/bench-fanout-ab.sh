@@ -24,7 +24,6 @@ esac
 OUT=target/bench-fanout-ab
 mkdir -p "$OUT/base" "$OUT/head"
 : > "$OUT/runs.jsonl"
-command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
 
 cargo build --release --example demo --example load
 cp target/release/examples/demo target/release/examples/load "$OUT/head/"
@@ -38,27 +37,14 @@ git worktree remove --force "$tree"
 # Cargo keeps the base's build apart but copies its binary over HEAD's: put HEAD's back.
 cp "$OUT/head/demo" target/release/examples/demo
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --save '' --appendonly no > /dev/null 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+source scripts/bench-servers.sh
+start_redis
 
 # start BIN: a demo on an ephemeral port (on Redis for the fan-out); sets PORT and PID.
 start() {
-    local log; log=$(mktemp)
     local redis=()
     [ "$SCENARIO" = fanout ] && redis=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
-    env PORT=0 RUST_LOG=warn "${redis[@]}" "$1" > "$log" 2>/dev/null &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.05; done
-    PORT=$(sed -n 's/^listening on //p' "$log")
-    rm -f "$log"
-    [ -n "$PORT" ] || { echo "$1 did not start" >&2; exit 1; }
+    start_server "$1" "${redis[@]}"
 }
 
 for run in $(seq "$RUNS"); do
@@ -69,7 +55,7 @@ for run in $(seq "$RUNS"); do
             start "$OUT/$label/demo"; URLS+=(--url "http://127.0.0.1:$PORT"); STARTED+=("$PID")
         fi
         "$OUT/head/load" "${URLS[@]}" --label "$label" "${ARGS[@]}" | grep -v '"runs":' >> "$OUT/runs.jsonl"
-        kill "${STARTED[@]}"; wait "${STARTED[@]}" 2>/dev/null || true
+        stop_servers "${STARTED[@]}"
     done
 done
 "$OUT/head/load" --summarize "$OUT/runs.jsonl"

@@ -17,30 +17,14 @@ mkdir -p "$OUT"
 : > "$OUT/runs.jsonl"
 : > "$OUT/servers.log"
 
-command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
 cargo build --release --example demo --example bare_socketioxide --example load
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# start NAME [VAR=value...]: runs $BIN/NAME on an ephemeral port; sets PORT and PID.
-start() {
-    local bin=$1; shift
-    local log; log=$(mktemp)
-    env PORT=0 RUST_LOG=warn "$@" "$BIN/$bin" > "$log" 2>> "$OUT/servers.log" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.05; done
-    PORT=$(sed -n 's/^listening on //p' "$log")
-    rm -f "$log"
-    [ -n "$PORT" ] || { echo "$bin did not start" >&2; exit 1; }
-}
-stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+SERVER_LOG=$OUT/servers.log
+source scripts/bench-servers.sh
+# start NAME [VAR=value...]: the release example NAME on an ephemeral port; sets PORT and PID.
+start() { local bin=$1; shift; start_server "$BIN/$bin" "$@"; }
+stop() { stop_servers "$1"; }
 
 load() { "$BIN/load" "$@" | grep -v '"runs":' >> "$OUT/runs.jsonl"; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 CONNECT=(--scenario connect --clients 5000 --concurrency 200)
 FANOUT=(--scenario fanout --clients 1000 --messages 200 --rate 200)
@@ -51,10 +35,7 @@ FLOOD=(--scenario fanout --clients 1000 --messages 200 --rate 200 --flood 50000)
 # interval, held 60 s, once for each server after the runs (SKIP_HOLD=1 skips it: about 2.5 minutes).
 HOLD=(--scenario hold --clients 19900 --concurrency 200 --duration-ms 60000)
 
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --save '' --appendonly no >> "$OUT/servers.log" 2>&1 &
-PIDS+=("$!")
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+start_redis
 REDIS="REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
 
 for run in $(seq "$RUNS"); do
@@ -74,14 +55,14 @@ for run in $(seq "$RUNS"); do
     start demo "$REDIS"; A=$PORT; PA=$PID
     start demo "$REDIS"; B=$PORT; PB=$PID
     load --url "http://127.0.0.1:$A" --url "http://127.0.0.1:$B" --label stack+redis "${CONNECT[@]}"
-    stop "$PA"; stop "$PB"
+    stop_servers "$PA" "$PB"
     start demo "$REDIS"; A=$PORT; PA=$PID
     start demo "$REDIS"; B=$PORT; PB=$PID
     for s in FANOUT ROOMS CHURN; do
         declare -n args=$s
         load --url "http://127.0.0.1:$A" --url "http://127.0.0.1:$B" --label stack+redis "${args[@]}"
     done
-    stop "$PA"; stop "$PB"
+    stop_servers "$PA" "$PB"
 done
 if [ "${SKIP_HOLD:-0}" = 0 ]; then
     for target in bare stack; do
