@@ -714,7 +714,11 @@ async fn fanout_scenario(o: &Options, rooms: bool) -> Result<Map<String, Value>,
     let (stop_tx, stop_rx) = watch::channel(false);
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|(k, client)| spawn_reader(k, client, o.messages, &deliveries, stop_rx.clone()))
+        .map(|(k, client)| {
+            let reading =
+                read_deliveries(k, client, o.messages, deliveries.clone(), stop_rx.clone());
+            tokio::spawn(reading)
+        })
         .collect();
 
     let flooder = if o.flood > 0 {
@@ -725,7 +729,10 @@ async fn fanout_scenario(o: &Options, rooms: bool) -> Result<Map<String, Value>,
     let first_send = unix_micros();
     let send_failures = send_all(o, room_count, rooms).await;
     deliveries.settle(stop_tx).await;
-    let tally = Tally::of(readers, room_count).await?;
+    let mut tally = Tally::default();
+    for reader in readers {
+        tally.add(reader.await?, room_count);
+    }
 
     let mut out = Map::new();
     let delivered = deliveries.delivered.load(Ordering::Relaxed);
@@ -780,11 +787,20 @@ impl Deliveries {
         }
     }
 
-    /// Waits for every expected delivery, or `DELIVERY_GRACE`, then stops the readers.
+    /// Waits for every expected delivery, or until none came for `DELIVERY_GRACE` (a slow
+    /// fan-out still delivering is waited for; a lost message is not), then stops the readers.
     async fn settle(&self, stop: watch::Sender<bool>) {
-        tokio::select! {
-            _ = self.all.notified() => {}
-            _ = tokio::time::sleep(DELIVERY_GRACE) => {}
+        let mut progress = self.delivered.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                _ = self.all.notified() => break,
+                _ = tokio::time::sleep(DELIVERY_GRACE) => {}
+            }
+            let now = self.delivered.load(Ordering::Relaxed);
+            if now == progress {
+                break;
+            }
+            progress = now;
         }
         stop.send(true).ok();
     }
@@ -792,44 +808,42 @@ impl Deliveries {
 
 /// Reads client `k`'s `load` events (message j is for room j % rooms, and client k is in room
 /// k) until `stop`, recording the first delivery of each message and its latency.
-fn spawn_reader(
+async fn read_deliveries(
     k: usize,
     mut client: Client,
     messages: usize,
-    deliveries: &Arc<Deliveries>,
+    deliveries: Arc<Deliveries>,
     stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<(usize, Received, Client)> {
-    let deliveries = deliveries.clone();
-    tokio::spawn(async move {
-        let mut seen = Received {
-            counts: vec![0; messages],
-            ..Received::default()
-        };
-        client
-            .read_until("load", stop, |data| {
-                let now = unix_micros();
-                let seq = data["seq"].as_u64().unwrap_or(u64::MAX) as usize;
-                if data["room"].as_u64() != Some(k as u64) {
-                    seen.misdelivered += 1;
-                } else if let Some(count) = seen.counts.get_mut(seq) {
-                    *count = count.saturating_add(1);
-                    if *count == 1 {
-                        seen.latencies
-                            .push(now.saturating_sub(data["t"].as_u64().unwrap_or(now)));
-                        deliveries.last.fetch_max(now, Ordering::Relaxed);
-                        let d = &deliveries.delivered;
-                        if d.fetch_add(1, Ordering::Relaxed) + 1 == deliveries.expected {
-                            deliveries.all.notify_one();
-                        }
+) -> (usize, Received, Client) {
+    let mut seen = Received {
+        counts: vec![0; messages],
+        ..Received::default()
+    };
+    client
+        .read_until("load", stop, |data| {
+            let now = unix_micros();
+            let seq = data["seq"].as_u64().unwrap_or(u64::MAX) as usize;
+            if data["room"].as_u64() != Some(k as u64) {
+                seen.misdelivered += 1;
+            } else if let Some(count) = seen.counts.get_mut(seq) {
+                *count = count.saturating_add(1);
+                if *count == 1 {
+                    seen.latencies
+                        .push(now.saturating_sub(data["t"].as_u64().unwrap_or(now)));
+                    deliveries.last.fetch_max(now, Ordering::Relaxed);
+                    let d = &deliveries.delivered;
+                    if d.fetch_add(1, Ordering::Relaxed) + 1 == deliveries.expected {
+                        deliveries.all.notify_one();
                     }
                 }
-            })
-            .await;
-        (k, seen, client)
-    })
+            }
+        })
+        .await;
+    (k, seen, client)
 }
 
 /// What the readers of one fan-out saw, added up.
+#[derive(Default)]
 struct Tally {
     lost: u64,
     duplicates: u64,
@@ -839,34 +853,21 @@ struct Tally {
 }
 
 impl Tally {
-    async fn of(
-        readers: Vec<tokio::task::JoinHandle<(usize, Received, Client)>>,
-        room_count: usize,
-    ) -> Result<Tally, Error> {
-        let mut tally = Tally {
-            lost: 0,
-            duplicates: 0,
-            misdeliveries: 0,
-            latencies: Vec::new(),
-            clients: Vec::with_capacity(readers.len()),
-        };
-        for reader in readers {
-            let (k, seen, client) = reader.await?;
-            for (j, count) in seen.counts.iter().enumerate() {
-                if j % room_count == k {
-                    match count {
-                        0 => tally.lost += 1,
-                        n => tally.duplicates += u64::from(n - 1),
-                    }
-                } else {
-                    tally.misdeliveries += u64::from(*count);
+    /// Adds what client `k` saw, of messages spread over `room_count` rooms.
+    fn add(&mut self, (k, seen, client): (usize, Received, Client), room_count: usize) {
+        for (j, count) in seen.counts.iter().enumerate() {
+            if j % room_count == k {
+                match count {
+                    0 => self.lost += 1,
+                    n => self.duplicates += u64::from(n - 1),
                 }
+            } else {
+                self.misdeliveries += u64::from(*count);
             }
-            tally.misdeliveries += seen.misdelivered;
-            tally.latencies.extend(seen.latencies);
-            tally.clients.push(Some(client));
         }
-        Ok(tally)
+        self.misdeliveries += seen.misdelivered;
+        self.latencies.extend(seen.latencies);
+        self.clients.push(Some(client));
     }
 }
 
@@ -1112,6 +1113,10 @@ async fn fleet_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     out.insert("processes".into(), json!(o.processes));
     out.insert("connected".into(), json!(connected));
     out.insert("tracked".into(), json!(tracked));
+    out.insert(
+        "dropped".into(),
+        json!(connected.saturating_sub(after.clients)),
+    );
     out.insert("messages".into(), json!(o.messages));
     out.insert("rate".into(), json!(o.rate));
     out.insert("send_failures".into(), json!(send_failures));
@@ -1153,27 +1158,48 @@ async fn member_report(
     Ok(serde_json::from_str(&line)?)
 }
 
-/// One process of a `fleet`: connects `--clients` to its one instance, prints
-/// `{"ready": connected}`, reads the `--messages` broadcasts until all arrived (or
-/// `DELIVERY_GRACE` after the parent writes a line: its sends are done), and prints what
-/// arrived, every latency included, for the parent to add up.
+/// One process of a `fleet`: connects `--clients` to its one instance, each reading as soon as
+/// it is authenticated (one that waited for the others would miss the heartbeat and be
+/// dropped), prints `{"ready": connected}`, reads the `--messages` broadcasts until all
+/// arrived or none came for `DELIVERY_GRACE` after the parent writes a line (its sends are
+/// done), and prints what arrived, every latency included, for the parent to add up.
 async fn fleet_member(o: &Options) -> Result<(), Error> {
-    let (clients, _, _) = connect_many(o, o.clients).await;
-    let clients: Vec<Client> = clients.into_iter().flatten().collect();
-    let connected = clients.len() as u64;
-    let deliveries = Arc::new(Deliveries::expecting(connected * o.messages as u64));
+    let deliveries = Arc::new(Deliveries::expecting((o.clients * o.messages) as u64));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let readers: Vec<_> = clients
-        .into_iter()
-        .map(|client| spawn_reader(0, client, o.messages, &deliveries, stop_rx.clone()))
+    let gate = Arc::new(Semaphore::new(o.concurrency));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let members: Vec<_> = (0..o.clients)
+        .map(|i| {
+            let (o, gate, done) = (o.clone(), gate.clone(), done_tx.clone());
+            let (deliveries, stop) = (deliveries.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let permit = gate.acquire_owned().await.ok()?;
+                let connected = connect(&o, &o.urls[i % o.urls.len()]).await;
+                drop(permit);
+                done.send(connected.is_ok()).ok();
+                let client = connected
+                    .map_err(|e| eprintln!("load: client {i}: {e}"))
+                    .ok()?;
+                Some(read_deliveries(0, client, o.messages, deliveries, stop).await)
+            })
+        })
         .collect();
+    let mut connected = 0u64;
+    for _ in 0..o.clients {
+        connected += u64::from(done_rx.recv().await.unwrap_or(false));
+    }
     println!("{}", json!({ "ready": connected }));
     BufReader::new(tokio::io::stdin())
         .lines()
         .next_line()
         .await?;
     deliveries.settle(stop_tx).await;
-    let tally = Tally::of(readers, 1).await?;
+    let mut tally = Tally::default();
+    for member in members {
+        if let Some(seen) = member.await? {
+            tally.add(seen, 1);
+        }
+    }
     println!(
         "{}",
         json!({
