@@ -23,6 +23,45 @@ pub fn iso_now() -> String {
     crate::clock::iso_now()
 }
 
+/// A payload of the seeds' server events: `{id, time}` (`authenticated`), `{message, time}`
+/// (`unauthenticated`, `rate_limited`), `{time}` (`ping`), the time taken when it is made.
+/// Serialized straight into the packet: no JSON map is built on the way.
+#[derive(serde::Serialize)]
+pub(crate) struct Stamped<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    time: String,
+}
+
+impl<'a> Stamped<'a> {
+    /// `{time}`.
+    pub(crate) fn now() -> Self {
+        Self {
+            id: None,
+            message: None,
+            time: iso_now(),
+        }
+    }
+
+    /// `{id, time}`.
+    pub(crate) fn id(id: &'a str) -> Self {
+        Self {
+            id: Some(id),
+            ..Self::now()
+        }
+    }
+
+    /// `{message, time}`.
+    pub(crate) fn message(message: &'a str) -> Self {
+        Self {
+            message: Some(message),
+            ..Self::now()
+        }
+    }
+}
+
 /// Events the seeds define, by name.
 pub mod names {
     /// Client → server: asks to be authenticated.

@@ -58,16 +58,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authentication::AuthOutcome;
-use crate::clock;
 use crate::error::BoxError;
-use crate::event::{RequestKind, SocketRequest, names};
+use crate::event::{RequestKind, SocketRequest, Stamped, names};
 use crate::handshake::Handshake;
 use crate::layers::ResponseFuture;
 use crate::plumbing::BoxFuture;
@@ -235,7 +233,7 @@ where
         // Once per socket, should two authentication layers share a stack.
         let first = session.extensions().insert(Announced).is_none();
         if first && !session.is_closed() {
-            let payload = json!({ "id": socket.id.as_str(), "time": clock::iso_now() });
+            let payload = Stamped::id(socket.id.as_str());
             if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
                 tracing::warn!(sid = %socket.id, error = %e, "could not send authenticated");
             }
@@ -308,8 +306,7 @@ async fn authenticate_socket<A: Adapter, E>(
 /// in this order.
 fn reject<A: Adapter>(socket: &SocketRef<A>, session: &Session, message: &str) {
     session.set_state(ClientState::Unauthorized);
-    let payload = json!({ "message": message, "time": clock::iso_now() });
-    if let Err(e) = socket.emit(names::UNAUTHENTICATED, &payload) {
+    if let Err(e) = socket.emit(names::UNAUTHENTICATED, &Stamped::message(message)) {
         tracing::debug!(sid = %socket.id, error = %e, "could not send unauthenticated");
     }
     tracing::info!(sid = %socket.id, message, "socket refused");
@@ -320,6 +317,7 @@ fn reject<A: Adapter>(socket: &SocketRef<A>, session: &Session, message: &str) {
 mod tests {
     use super::*;
     use crate::testing::{Recorder, TestPacket, TestSocket, event};
+    use serde_json::json;
 
     fn layer_answering(answer: Result<bool, &'static str>) -> AuthLayer {
         AuthLayer::new(move |_hs| async move { answer.map_err(BoxError::from) })

@@ -29,15 +29,13 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use serde_json::json;
 use socketioxide::adapter::Adapter;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::clock;
 use crate::error::BuildError;
-use crate::event::{RequestKind, SocketRequest, names};
+use crate::event::{RequestKind, SocketRequest, Stamped, names};
 use crate::layers::ResponseFuture;
 use crate::plumbing::LogThrottle;
 use crate::telemetry::{self, DropReason};
@@ -231,11 +229,10 @@ where
             }
             ExcessPolicy::Disconnect => {
                 tracing::warn!(sid = %req.socket.id, event = %ev.name, "over the rate limit: disconnecting");
-                let payload = json!({
-                    "message": "Too many events: rate limit exceeded, disconnecting.",
-                    "time": clock::iso_now(),
-                });
-                req.socket.emit(RATE_LIMITED, &payload).ok();
+                let message = "Too many events: rate limit exceeded, disconnecting.";
+                req.socket
+                    .emit(RATE_LIMITED, &Stamped::message(message))
+                    .ok();
                 req.session.disconnect(&req.socket);
             }
         }
@@ -247,6 +244,7 @@ where
 mod tests {
     use super::*;
     use crate::testing::{Recorder, TestPacket, TestSocket, event};
+    use serde_json::json;
     use std::time::Duration;
 
     #[tokio::test(start_paused = true)]

@@ -25,15 +25,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::timer_queue::TimerQueue;
-use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::clock;
 use crate::error::{BuildError, check_duration};
-use crate::event::{RequestKind, SocketRequest, names};
+use crate::event::{RequestKind, SocketRequest, Stamped, names};
 use crate::layers::ResponseFuture;
 use crate::session::{ClientState, Session};
 
@@ -117,7 +115,7 @@ fn ping<A: Adapter>(
         session.disconnect(socket);
         return false;
     }
-    if let Err(e) = socket.emit(names::PING, &json!({ "time": clock::iso_now() })) {
+    if let Err(e) = socket.emit(names::PING, &Stamped::now()) {
         tracing::debug!(sid = %socket.id, error = %e, "ping not sent");
     }
     true
