@@ -12,12 +12,15 @@
 //! 2. once connected, joins the socket to the room named after its own id (as a JavaScript
 //!    Socket.IO socket is), so a socket id can be used wherever a room can;
 //! 3. starts the socket's worker;
-//! 4. drains that queue with a worker task that calls the stack with `Connect`, then each
+//! 4. drains that queue with a worker that calls the stack with `Connect`, then each
 //!    event in order, then `Disconnect`: one request of a socket at a time (a `join` then a
 //!    `leave` never swap), while different sockets run in parallel. The worker runs only
 //!    while the socket has something to handle and is started again by its next event, so
 //!    an idle socket holds no task and no channel buffer (about 5 KiB per client saved; see
-//!    BENCHMARKS.md). When authentication completes
+//!    BENCHMARKS.md). It starts on socketioxide's own call and becomes a task only when a
+//!    request has to wait, so a request that ends at once costs no task spawn (a policy's
+//!    disconnect from there is sent from a task: [`Session::disconnect`]). When
+//!    authentication completes
 //!    during a request ([`Session::complete_authentication`], or at connect when no layer
 //!    defers it), the worker sends `Authenticated` through the whole stack right after that
 //!    request, then runs the tasks queued with [`Session::after_request`].
@@ -241,24 +244,24 @@ where
         // Every request of this socket, its handlers' logs included, in one span: what a
         // handler logs says which socket it is about.
         let span = tracing::info_span!("socket", sid = %socket.id, ns = socket.ns());
-        let lane = Lane {
-            service: self.service.clone(),
+        let lane = Lane(Arc::new(LaneShared {
             span: span.clone(),
             session,
-            pending: Arc::new(Pending {
+            pending: Pending {
                 state: Mutex::new(PendingState {
                     events: VecDeque::new(),
                     // Events that come before `call` wait for the connect's worker.
                     worker: true,
                     finished: false,
                     bytes: 0,
+                    service: None,
                 }),
                 capacity: self.queue_capacity,
                 bytes: self.queue_bytes,
                 dropped: LogThrottle::new(),
                 total: self.total.clone(),
-            }),
-        };
+            },
+        }));
         socket.on_fallback(EventForwarder { lane: lane.clone() });
         socket.on_disconnect(DisconnectForwarder { lane: lane.clone() });
         let mut service = self.service.clone();
@@ -299,11 +302,14 @@ where
                 session.mark_closed(DisconnectReason::ServerNSDisconnect);
                 return Err(Box::new(message) as Box<dyn Display + Send>);
             }
-            // Closes the session should the socket never be connected (its transport gone
-            // before the CONNECT answer could be sent): `call` disarms it.
-            socket.extensions.insert(Unanswered::new(session.clone()));
-            // Handed to `call`, which starts the worker once the socket is connected.
-            socket.extensions.insert(lane);
+            // The connect's worker calls the stack with this clone: the socket's one (a
+            // worker takes it from the queue's state and puts it back when it stops).
+            lane.pending.lock().service = Some(service);
+            // Handed to `call`, which starts the worker once the socket is connected; closes
+            // the session should the socket never be connected (its transport gone before
+            // the CONNECT answer could be sent).
+            let unanswered = Unanswered::new(session.clone());
+            socket.extensions.insert(Admitted { lane, unanswered });
             Ok(())
         }
         .instrument(span))
@@ -311,10 +317,12 @@ where
 
     fn call(&self, s: Arc<Socket<A>>, _auth: Option<WireValue>) {
         let socket = SocketRef::from(s);
-        if let Some(unanswered) = socket.extensions.remove::<Unanswered>() {
+        let admitted = socket.extensions.remove::<Admitted<S, A>>();
+        let Some((lane, service)) = admitted.and_then(|Admitted { lane, unanswered }| {
             unanswered.disarm();
-        }
-        let Some(lane) = socket.extensions.remove::<Lane<S, A>>() else {
+            let service = lane.pending.lock().service.take()?;
+            Some((lane, service))
+        }) else {
             tracing::error!(sid = %socket.id, "connected without the bridge's set-up");
             return;
         };
@@ -326,7 +334,46 @@ where
             lane.session.close(DisconnectReason::TransportClose);
         }
         let span = lane.span.clone();
-        tokio::spawn(lane.run(socket, true).instrument(span));
+        start_worker(lane.run(service, socket, true).instrument(span));
+    }
+}
+
+thread_local! {
+    /// Set while [`start_worker`] runs a worker on the caller's thread.
+    static RUNNING_INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs inside a worker's first poll, on socketioxide's own call (its
+/// packet reading, its connect, its disconnect) rather than on a task of its own.
+pub(crate) fn running_inline() -> bool {
+    RUNNING_INLINE.get()
+}
+
+/// Runs a socket's worker on this thread until it first has to wait, and spawns it only
+/// then. Most requests end without waiting (a `Connect`, an `authenticate` checked at once, a
+/// policy's refusal, a `Disconnect`), and a task spawned for each was the largest item of the
+/// stack's own CPU per handshake (BENCHMARKS.md). What the worker registered interest in
+/// during that poll is registered again by the spawned task's first poll.
+fn start_worker(worker: impl Future<Output = ()> + Send + 'static) {
+    let mut worker = Box::pin(worker);
+    let outer = RUNNING_INLINE.replace(true);
+    let polled = catch_panic_now(|| {
+        worker
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    });
+    RUNNING_INLINE.set(outer);
+    match polled {
+        Ok(std::task::Poll::Ready(())) => {}
+        Ok(std::task::Poll::Pending) => {
+            tokio::spawn(worker);
+        }
+        // `dispatch` contains the stack's panics: this is the bridge's own, and the socket's
+        // worker is lost with it. Unwinding into socketioxide would take the connection.
+        Err(panic) => {
+            telemetry::handler_panicked();
+            tracing::error!(panic = %panic, "a socket's worker panicked");
+        }
     }
 }
 
@@ -368,28 +415,47 @@ impl Drop for UnansweredInner {
 }
 
 /// A socket's way into the stack: its queue of events not yet handled, and what a worker
-/// needs to handle them.
-struct Lane<S, A: Adapter> {
-    service: S,
+/// needs to handle them. One per socket, shared by its handlers and its worker.
+struct Lane<S, A: Adapter>(Arc<LaneShared<S, A>>);
+
+struct LaneShared<S, A: Adapter> {
     /// The socket's span (`sid`, `ns`), around each of its requests.
     span: tracing::Span,
     session: Session,
-    pending: Arc<Pending<A>>,
+    pending: Pending<S, A>,
 }
 
-impl<S: Clone, A: Adapter> Clone for Lane<S, A> {
+impl<S, A: Adapter> Clone for Lane<S, A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S, A: Adapter> std::ops::Deref for Lane<S, A> {
+    type Target = LaneShared<S, A>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// What the bridge leaves in an admitted socket's extensions for `call`.
+struct Admitted<S, A: Adapter> {
+    lane: Lane<S, A>,
+    unanswered: Unanswered,
+}
+
+impl<S, A: Adapter> Clone for Admitted<S, A> {
     fn clone(&self) -> Self {
         Self {
-            service: self.service.clone(),
-            span: self.span.clone(),
-            session: self.session.clone(),
-            pending: self.pending.clone(),
+            lane: self.lane.clone(),
+            unanswered: self.unanswered.clone(),
         }
     }
 }
 
-struct Pending<A: Adapter> {
-    state: Mutex<PendingState<A>>,
+struct Pending<S, A: Adapter> {
+    state: Mutex<PendingState<S, A>>,
     capacity: usize,
     bytes: usize,
     total: Arc<TotalQueue>,
@@ -447,18 +513,21 @@ fn wire_size(v: &WireValue) -> usize {
     }
 }
 
-struct PendingState<A: Adapter> {
+struct PendingState<S, A: Adapter> {
     events: VecDeque<Queued<A>>,
     /// A worker is running and will see what is pushed now.
     worker: bool,
+    /// The socket's clone of the stack, here while no worker holds it: a worker calls the
+    /// stack with it (no clone per worker started).
+    service: Option<S>,
     /// `Disconnect` was handled: nothing more is taken.
     finished: bool,
     /// Bytes of the waiting events.
     bytes: usize,
 }
 
-impl<A: Adapter> Pending<A> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState<A>> {
+impl<S, A: Adapter> Pending<S, A> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState<S, A>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -479,29 +548,31 @@ where
     /// Starts a worker unless one is running or the socket is finished. The caller has
     /// already pushed its event or closed the session, so the running worker sees it.
     fn wake(&self, socket: Arc<Socket<A>>) {
-        let start = {
+        let service = {
             let mut state = self.pending.lock();
-            !state.finished && !std::mem::replace(&mut state.worker, true)
+            if state.finished || std::mem::replace(&mut state.worker, true) {
+                return;
+            }
+            state.service.take()
         };
-        if start {
-            let worker = self.clone().run(SocketRef::from(socket), false);
-            tokio::spawn(worker.instrument(self.span.clone()));
-        }
+        let Some(service) = service else {
+            tracing::error!(sid = %socket.id, "a socket's worker started without the stack");
+            return;
+        };
+        let worker = self.clone().run(service, SocketRef::from(socket), false);
+        start_worker(worker.instrument(self.span.clone()));
     }
 
     /// The worker: `Connect` first when `connect`, then the queued events in order, then
     /// `Disconnect` once the socket is closed and its queue empty; it stops when there is
     /// nothing left to do.
-    async fn run(mut self, socket: SocketRef<A>, connect: bool) {
-        let Self {
-            service,
-            session,
-            pending,
-            ..
-        } = &mut self;
+    async fn run(self, mut stack: S, socket: SocketRef<A>, connect: bool) {
+        let LaneShared {
+            session, pending, ..
+        } = &*self.0;
         if connect {
             dispatch(
-                service,
+                &mut stack,
                 &socket,
                 session,
                 RequestKind::Connect,
@@ -513,7 +584,7 @@ where
                 // connect.
                 session.complete_authentication();
             }
-            follow_up(service, &socket, session).await;
+            follow_up(&mut stack, &socket, session).await;
         }
         loop {
             let next = {
@@ -527,6 +598,7 @@ where
                     Next::Disconnect
                 } else {
                     state.worker = false;
+                    state.service = Some(stack);
                     return;
                 }
             };
@@ -542,7 +614,7 @@ where
                     // these is detached if it does not finish at once (see module docs).
                     let open = !session.is_closed();
                     dispatch(
-                        service,
+                        &mut stack,
                         &socket,
                         session,
                         RequestKind::Event(event),
@@ -550,7 +622,7 @@ where
                     )
                     .await;
                     if open {
-                        follow_up(service, &socket, session).await;
+                        follow_up(&mut stack, &socket, session).await;
                     }
                 }
                 Next::Disconnect => break,
@@ -560,7 +632,7 @@ where
             .disconnect_reason()
             .unwrap_or(DisconnectReason::TransportClose);
         dispatch(
-            service,
+            &mut stack,
             &socket,
             session,
             RequestKind::Disconnect(reason),
