@@ -1088,7 +1088,7 @@ async fn fleet_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
     for (_, stdin, _) in &mut members {
         stdin.write_all(b"sent\n").await?;
     }
-    for (child, _, lines) in &mut members {
+    for (_, _, lines) in &mut members {
         let report = member_report(lines).await?;
         let figure = |key: &str| report[key].as_u64().unwrap_or(0);
         delivered += figure("delivered");
@@ -1102,10 +1102,13 @@ async fn fleet_scenario(o: &Options) -> Result<Map<String, Value>, Error> {
                 .flatten()
                 .filter_map(Value::as_u64),
         );
-        child.wait().await?;
     }
     let after = stats(o).await?;
     let redis_after = redis_cpu_us(o).await?;
+    for (mut child, stdin, _) in members {
+        drop(stdin);
+        child.wait().await?;
+    }
     let window = sending.elapsed().as_secs_f64();
     let span = last.saturating_sub(first_send).max(1);
     let mut out = Map::new();
@@ -1189,10 +1192,8 @@ async fn fleet_member(o: &Options) -> Result<(), Error> {
         connected += u64::from(done_rx.recv().await.unwrap_or(false));
     }
     println!("{}", json!({ "ready": connected }));
-    BufReader::new(tokio::io::stdin())
-        .lines()
-        .next_line()
-        .await?;
+    let mut parent = BufReader::new(tokio::io::stdin()).lines();
+    parent.next_line().await?;
     deliveries.settle(stop_tx).await;
     let mut tally = Tally::default();
     for member in members {
@@ -1211,7 +1212,9 @@ async fn fleet_member(o: &Options) -> Result<(), Error> {
             "latencies": tally.latencies,
         })
     );
-    // The clients close with the process: the next run gets fresh servers anyway.
+    // Held until the parent has read the servers' figures (or is gone); then they close
+    // with the process: the next run gets fresh servers anyway.
+    parent.next_line().await.ok();
     std::process::exit(0);
 }
 

@@ -38,12 +38,44 @@ pub(crate) trait LocalServer: Send + Sync + 'static {
     fn socket_ids(&self, nsp: &str, rooms: Vec<String>) -> Vec<String>;
     /// Every room of `nsp` with a socket in it.
     fn rooms(&self, nsp: &str) -> BoxFuture<Vec<String>>;
+    /// Every room of `nsp` with a socket in it but the ids of its own sockets (the room each
+    /// socket is in by itself), without listing the sockets: the sharded wire's sweep asks
+    /// for it ten times a second.
+    fn public_rooms(&self, nsp: &str) -> BoxFuture<Vec<String>>;
     /// Sends an acknowledged broadcast: how many sockets it is sent to (counted as it is sent,
     /// as the JavaScript adapter counts), and one item per socket.
     fn ack_broadcast(
         &self,
         broadcast: AckBroadcast,
     ) -> BoxFuture<(u64, BoxStream<'static, LocalAck>)>;
+}
+
+/// The rooms of `nsp` on this instance; with `public`, not those named after one of its own
+/// sockets (one lookup per such room, no list of the sockets).
+fn local_rooms<A: Adapter>(io: SocketIo<A>, nsp: String, public: bool) -> BoxFuture<Vec<String>> {
+    Box::pin(async move {
+        let Some(ns) = io.of(&nsp) else {
+            return Vec::new();
+        };
+        let own_socket = |room: &str| {
+            room.parse::<socketioxide::socket::Sid>()
+                .is_ok_and(|sid| ns.get_socket(sid).is_some())
+        };
+        let Some(all) = io.of(&nsp) else {
+            return Vec::new();
+        };
+        match all.local().rooms().await {
+            Ok(rooms) => rooms
+                .iter()
+                .filter(|r| !(public && own_socket(r)))
+                .map(|r| r.to_string())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "rooms of this instance unknown");
+                Vec::new()
+            }
+        }
+    })
 }
 
 impl<A: Adapter> LocalServer for SocketIo<A> {
@@ -103,20 +135,11 @@ impl<A: Adapter> LocalServer for SocketIo<A> {
     }
 
     fn rooms(&self, nsp: &str) -> BoxFuture<Vec<String>> {
-        let io = self.clone();
-        let nsp = nsp.to_owned();
-        Box::pin(async move {
-            let Some(ns) = io.of(nsp) else {
-                return Vec::new();
-            };
-            match ns.local().rooms().await {
-                Ok(rooms) => rooms.iter().map(|r| r.to_string()).collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rooms of this instance unknown");
-                    Vec::new()
-                }
-            }
-        })
+        local_rooms(self.clone(), nsp.to_owned(), false)
+    }
+
+    fn public_rooms(&self, nsp: &str) -> BoxFuture<Vec<String>> {
+        local_rooms(self.clone(), nsp.to_owned(), true)
     }
 
     fn ack_broadcast(

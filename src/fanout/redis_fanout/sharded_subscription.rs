@@ -278,12 +278,13 @@ async fn sync_rooms(
     // (not at every sweep).
     let mut changed = false;
     for nsp in &namespaces {
-        let mut now: HashSet<String> = local.rooms(nsp).await.into_iter().collect();
-        if mode == SubscriptionMode::Dynamic {
-            for id in local.socket_ids(nsp, Vec::new()) {
-                now.remove(&id);
-            }
+        let now: HashSet<String> = if mode == SubscriptionMode::Dynamic {
+            local.public_rooms(nsp).await
+        } else {
+            local.rooms(nsp).await
         }
+        .into_iter()
+        .collect();
         let fixed = namespace_channels(key, nsp, &inner.uid);
         let before = held.rooms.remove(nsp).unwrap_or_default();
         for room in now.difference(&before) {
