@@ -417,6 +417,19 @@ impl<L, O, A: Adapter> SocketServerBuilder<L, O, A> {
             .queue_capacity(self.queue_capacity)
             .queue_bytes(self.queue_bytes, self.total_queue_bytes)
             .transports(transports.clone());
+        // The sharded fan-out's room channels follow the rooms the stack joins.
+        #[cfg(feature = "fanout")]
+        let bridge = match &self.fanout {
+            Some(fanout) => {
+                let fanout = fanout.downgrade();
+                bridge.rooms_joined(std::sync::Arc::new(move || {
+                    if let Some(fanout) = fanout.upgrade() {
+                        fanout.rooms_joined();
+                    }
+                }))
+            }
+            None => bridge,
+        };
         io.ns("/", bridge.clone()).spawn();
         // With the fan-out, a namespace's sockets are connected once its subscription is in
         // place (a dynamic one's instance is subscribed as its first admitted socket comes),

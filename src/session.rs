@@ -29,6 +29,9 @@ use crate::plumbing::{BoxFuture, LogThrottle};
 use crate::timer_queue::TimerKey;
 use crate::transport::Transports;
 
+/// What a session tells when its socket joins rooms.
+pub(crate) type RoomsJoined = Arc<dyn Fn() + Send + Sync>;
+
 /// The seeds' client states: `unauthorized → authenticating → authenticated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientState {
@@ -83,6 +86,8 @@ struct Inner {
     extensions: Extensions,
     /// How to close the socket's transport when a DISCONNECT packet cannot be queued.
     transports: OnceLock<Transports>,
+    /// Told when the socket joins rooms (the sharded fan-out's room channels follow them).
+    rooms_joined: OnceLock<RoomsJoined>,
     /// A disconnect has been decided (it may take a moment to be carried out).
     disconnecting: AtomicBool,
     /// Malformed requests of this socket refused so far.
@@ -105,6 +110,7 @@ impl Session {
             timers: Mutex::new(Vec::new()),
             extensions: Extensions::default(),
             transports: OnceLock::new(),
+            rooms_joined: OnceLock::new(),
             disconnecting: AtomicBool::new(false),
             refusals: LogThrottle::new(),
         }))
@@ -119,6 +125,19 @@ impl Session {
 
     pub(crate) fn attach_transports(&self, transports: Transports) {
         let _ = self.0.transports.set(transports);
+    }
+
+    pub(crate) fn attach_rooms_joined(&self, hook: RoomsJoined) {
+        let _ = self.0.rooms_joined.set(hook);
+    }
+
+    /// Says that the socket joined rooms through the stack (its own id, the default rooms, a
+    /// validated `join`): the sharded fan-out's dynamic modes subscribe new rooms' channels at
+    /// their next sweep rather than at their slower fallback one.
+    pub(crate) fn rooms_joined(&self) {
+        if let Some(hook) = self.0.rooms_joined.get() {
+            hook();
+        }
     }
 
     /// Whether `other` is this very session (not merely one of the same socket id: a client

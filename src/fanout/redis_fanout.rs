@@ -94,6 +94,8 @@ struct Inner {
     /// Woken when this instance's rooms may have changed (the sharded wire's dynamic modes
     /// subscribe a channel per room).
     rooms_changed: Arc<tokio::sync::Notify>,
+    /// A socket joined rooms since the last sweep (see `rooms_joined`).
+    rooms_joined: AtomicBool,
     /// The channels the sharded subscription holds (room channels among them), as of its
     /// last sweep.
     room_channels: Mutex<std::collections::HashSet<String>>,
@@ -223,6 +225,7 @@ impl RedisFanout {
             new_namespaces,
             sharded,
             rooms_changed: Arc::default(),
+            rooms_joined: AtomicBool::new(false),
             room_channels: Mutex::default(),
             stop,
             subscriber: Mutex::new(None),
@@ -480,6 +483,15 @@ impl RedisFanout {
     pub(crate) fn rooms_may_have_changed(&self) {
         if self.inner.sharded.is_some() {
             self.inner.rooms_changed.notify_one();
+        }
+    }
+
+    /// A socket here joined rooms through the stack: the dynamic modes compare their room
+    /// channels at the next sweep, not only at the fallback one. (Not at once: every
+    /// authentication joins the default rooms, and a sweep lists every room.)
+    pub(crate) fn rooms_joined(&self) {
+        if self.inner.sharded.is_some() {
+            self.inner.rooms_joined.store(true, Ordering::Release);
         }
     }
 

@@ -236,6 +236,7 @@ where
             RequestKind::Authenticated => {
                 if !self.layer.default_rooms.is_empty() && !req.session.is_closed() {
                     req.socket.join(self.layer.default_rooms.to_vec());
+                    req.session.rooms_joined();
                 }
                 return ResponseFuture::inner(self.inner.call(req));
             }
@@ -320,6 +321,7 @@ where
                         telemetry::room_join(JoinResult::Ok);
                         tracing::debug!(sid = %socket.id, count = allowed.len(), "joining rooms");
                         socket.join(allowed);
+                        session.rooms_joined();
                     }
                 }
                 Ok(Err(e)) => {

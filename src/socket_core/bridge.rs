@@ -107,6 +107,8 @@ pub struct Bridge<S, A> {
     queue_bytes: usize,
     total: Arc<TotalQueue>,
     transports: Transports,
+    /// Given to each socket's session, to be told when it joins rooms.
+    rooms_joined: Option<crate::session::RoomsJoined>,
     /// Asked, for each socket its handshake admitted, whether its namespace may be served
     /// (set for dynamic namespaces, whose instances the fan-out learns of this way); a
     /// refusal refuses the CONNECT with its message.
@@ -154,6 +156,7 @@ impl<S: Clone, A> Clone for Bridge<S, A> {
             queue_bytes: self.queue_bytes,
             total: self.total.clone(),
             transports: self.transports.clone(),
+            rooms_joined: self.rooms_joined.clone(),
             namespace_seen: self.namespace_seen.clone(),
             _adapter: PhantomData,
         }
@@ -169,6 +172,7 @@ impl<S, A> Bridge<S, A> {
             queue_bytes: DEFAULT_QUEUE_BYTES,
             total: TotalQueue::new(DEFAULT_TOTAL_QUEUE_BYTES),
             transports: Transports::default(),
+            rooms_joined: None,
             namespace_seen: None,
             _adapter: PhantomData,
         }
@@ -195,6 +199,13 @@ impl<S, A> Bridge<S, A> {
     /// Where the socket's transport is closed when a disconnect cannot be queued.
     pub(crate) fn transports(mut self, transports: Transports) -> Self {
         self.transports = transports;
+        self
+    }
+
+    /// Tells `hook` whenever a socket joins rooms through the stack.
+    #[cfg(feature = "fanout")]
+    pub(crate) fn rooms_joined(mut self, hook: crate::session::RoomsJoined) -> Self {
+        self.rooms_joined = Some(hook);
         self
     }
 
@@ -240,6 +251,9 @@ where
         let namespace_seen = self.namespace_seen.clone();
         let session = Session::new(socket.id, Handshake::from_parts(socket.req_parts(), auth));
         session.attach_transports(self.transports.clone());
+        if let Some(hook) = &self.rooms_joined {
+            session.attach_rooms_joined(hook.clone());
+        }
         socket.extensions.insert(session.clone());
         // Every request of this socket, its handlers' logs included, in one span: what a
         // handler logs says which socket it is about.
@@ -327,6 +341,7 @@ where
             return;
         };
         socket.join(socket.id.to_string());
+        lane.session.rooms_joined();
         telemetry::socket_connected();
         // A transport that closed before the socket was connected: socketioxide cleaned the
         // socket up itself; only the session is left to close.
