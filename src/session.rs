@@ -169,8 +169,14 @@ impl Session {
             // connection for a packet to a socket it does not know, losing what was queued
             // for the client (the policy's refusal, the DISCONNECT). On a task of its own,
             // the disconnect comes after that read, as when the worker was a task.
+            // By then the socket may have gone by itself (and a new one of the same id, on the
+            // same Engine.IO session, taken its place): only a socket still connected is cut.
             let (session, socket) = (self.clone(), socket.clone());
-            tokio::spawn(async move { session.disconnect_now(&socket) });
+            tokio::spawn(async move {
+                if !session.is_closed() && socket.connected() {
+                    session.disconnect_now(&socket);
+                }
+            });
             return;
         }
         self.disconnect_now(socket);

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, PingLayer, RoomsLayer};
+use socketio_stack::layers::{AuthLayer, AuthTimeoutLayer, Next, PingLayer, RoomsLayer, from_fn};
 use socketio_stack::layers::{auth_timeout, ping};
 use socketio_stack::outbound::DropReason;
-use socketio_stack::{ClientState, Delivery, OutboundMessage, SendError, SocketServer};
+use socketio_stack::{
+    ClientState, Delivery, OutboundMessage, RequestKind, SendError, SocketRequest, SocketServer,
+};
+use socketioxide::extract::SocketRef;
 use tokio::sync::Notify;
 
 #[tokio::test]
@@ -535,4 +538,29 @@ async fn handlers_answer_the_client_acknowledgement() {
         other => panic!("{other:?}"),
     };
     assert_eq!(answer, json!({"echo": {"n": 7}}));
+}
+
+/// A layer that disconnects a socket at `Connect`: the bridge runs that request on
+/// socketioxide's own call, so the disconnect is carried out a moment later, from a task. The
+/// socket counts as leaving meanwhile: it is not announced authenticated, and nothing of
+/// authentication reaches it before its DISCONNECT.
+#[tokio::test]
+async fn a_socket_disconnected_at_connect_is_never_announced_authenticated() {
+    let server = SocketServer::builder()
+        .layer(from_fn(|req: SocketRequest, next: Next| async move {
+            if matches!(req.kind, RequestKind::Connect) {
+                req.session.disconnect(&req.socket);
+                return Ok(());
+            }
+            next.run(req).await
+        }))
+        .layer(RoomsLayer::new())
+        .on_authenticated(async |socket: SocketRef| {
+            socket.emit("welcome", &1).ok();
+        })
+        .build()
+        .unwrap();
+    let t = serve(server).await;
+    let mut c = TestClient::connect(&t.url()).await;
+    assert_eq!(c.next_non_ping().await, Received::Close);
 }

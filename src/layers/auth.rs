@@ -232,7 +232,7 @@ where
         inner.await?;
         // Once per socket, should two authentication layers share a stack.
         let first = session.extensions().insert(Announced).is_none();
-        if first && !session.is_closed() {
+        if first && !session.is_disconnecting() {
             let payload = Stamped::id(socket.id.as_str());
             if let Err(e) = socket.emit(names::AUTHENTICATED, &payload) {
                 tracing::warn!(sid = %socket.id, error = %e, "could not send authenticated");

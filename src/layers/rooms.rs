@@ -234,7 +234,7 @@ where
     fn call(&mut self, req: SocketRequest<A>) -> Self::Future {
         let is_leave = match &req.kind {
             RequestKind::Authenticated => {
-                if !self.layer.default_rooms.is_empty() && !req.session.is_closed() {
+                if !self.layer.default_rooms.is_empty() && !req.session.is_disconnecting() {
                     req.socket.join(self.layer.default_rooms.to_vec());
                     req.session.rooms_joined();
                 }
@@ -317,7 +317,7 @@ where
                         tracing::warn!(sid = %socket.id, rooms = current.len(), asked = new, max = limits.per_socket, "join refused: too many rooms for one socket");
                     } else if allowed.is_empty() {
                         telemetry::room_join(JoinResult::Refused);
-                    } else if !session.is_closed() {
+                    } else if !session.is_disconnecting() {
                         telemetry::room_join(JoinResult::Ok);
                         tracing::debug!(sid = %socket.id, count = allowed.len(), "joining rooms");
                         socket.join(allowed);

@@ -627,7 +627,9 @@ where
                     }
                     // What a socket sent before leaving is still handled, in order; each of
                     // these is detached if it does not finish at once (see module docs).
-                    let open = !session.is_closed();
+                    // (Disconnecting counts as gone: a disconnect decided on socketioxide's call
+                    // is carried out a moment later, from a task.)
+                    let open = !session.is_disconnecting();
                     dispatch(
                         &mut stack,
                         &socket,
@@ -744,14 +746,27 @@ where
         reason: DisconnectReason,
         defer: fn(Arc<Socket<A>>),
     ) {
-        // Out of the namespace (and its rooms) at once, not after the stack has handled the
-        // disconnect: a client that leaves and connects again on the same Engine.IO session
-        // gets the same id, and socketioxide ignores that CONNECT while the old socket is
-        // still in the namespace (the client would wait for ever).
-        defer(s.clone());
-        // Closed before the wake-up, so that a running worker finds it when its queue empties.
-        self.lane.session.close(reason);
-        self.lane.wake(s);
+        let lane = self.lane.clone();
+        let leave = move || {
+            // Out of the namespace (and its rooms) at once, not after the stack has handled
+            // the disconnect: a client that leaves and connects again on the same Engine.IO
+            // session gets the same id, and socketioxide ignores that CONNECT while the old
+            // socket is still in the namespace (the client would wait for ever).
+            defer(s.clone());
+            // Closed before the wake-up, so that a running worker finds it when its queue
+            // empties.
+            lane.session.close(reason);
+            lane.wake(s);
+        };
+        if running_inline() {
+            // A handler disconnected the socket itself, on socketioxide's packet reading:
+            // removed now, the socket would be unknown to the client's next packet in the
+            // same read, and socketioxide would close the whole connection for it (see
+            // `Session::disconnect`).
+            tokio::spawn(async move { leave() });
+        } else {
+            leave();
+        }
     }
 }
 
@@ -765,7 +780,7 @@ where
     S::Error: Display + Send,
     S::Future: Send + 'static,
 {
-    while session.take_authentication_completed() && !session.is_closed() {
+    while session.take_authentication_completed() && !session.is_disconnecting() {
         dispatch(
             service,
             socket,
