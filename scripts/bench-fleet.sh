@@ -14,15 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 PER_INSTANCE=${PER_INSTANCE:-19000}
-OUT=target/bench-fleet
 BIN=target/release/examples
-mkdir -p "$OUT"
-: > "$OUT/runs.jsonl"
-: > "$OUT/servers.log"
+source scripts/bench-servers.sh
+bench_output target/bench-fleet
 
 cargo build --release --example demo --example load
-SERVER_LOG=$OUT/servers.log
-source scripts/bench-servers.sh
 start_redis
 REDIS=redis://127.0.0.1:$REDIS_PORT
 

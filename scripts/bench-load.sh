@@ -11,15 +11,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
-OUT=target/bench-load
 BIN=target/release/examples
-mkdir -p "$OUT"
-: > "$OUT/runs.jsonl"
-: > "$OUT/servers.log"
+source scripts/bench-servers.sh
+bench_output target/bench-load
 
 cargo build --release --example demo --example bare_socketioxide --example load
-SERVER_LOG=$OUT/servers.log
-source scripts/bench-servers.sh
 # start NAME [VAR=value...]: the release example NAME on an ephemeral port; sets PORT and PID.
 start() { local bin=$1; shift; start_server "$BIN/$bin" "$@"; }
 stop() { stop_servers "$1"; }

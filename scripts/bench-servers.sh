@@ -1,10 +1,19 @@
-# Sourced by the bench scripts: servers on ephemeral ports, a Redis of their own, and the
-# cleanup of both when the script ends. The caller sets SERVER_LOG (where the servers' stderr
-# goes; /dev/null by default).
+# Sourced by the bench scripts: their output folder, servers on ephemeral ports, a Redis of
+# their own, and the cleanup of both when the script ends. The servers' stderr goes to
+# SERVER_LOG (bench_output sets it; /dev/null otherwise).
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+
+# bench_output DIR: makes DIR (OUT), empties its runs.jsonl and servers.log (SERVER_LOG).
+bench_output() {
+    OUT=$1
+    SERVER_LOG=$OUT/servers.log
+    mkdir -p "$OUT"
+    : > "$OUT/runs.jsonl"
+    : > "$SERVER_LOG"
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

@@ -163,26 +163,6 @@ impl Session {
         if self.0.disconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
-        if crate::socket_core::bridge::running_inline() {
-            // On socketioxide's packet reading: a socket removed now is forgotten before the
-            // client's next packet in the same read, and socketioxide closes the whole
-            // connection for a packet to a socket it does not know, losing what was queued
-            // for the client (the policy's refusal, the DISCONNECT). On a task of its own,
-            // the disconnect comes after that read, as when the worker was a task.
-            // By then the socket may have gone by itself (and a new one of the same id, on the
-            // same Engine.IO session, taken its place): only a socket still connected is cut.
-            let (session, socket) = (self.clone(), socket.clone());
-            tokio::spawn(async move {
-                if !session.is_closed() && socket.connected() {
-                    session.disconnect_now(&socket);
-                }
-            });
-            return;
-        }
-        self.disconnect_now(socket);
-    }
-
-    fn disconnect_now<A: Adapter>(&self, socket: &SocketRef<A>) {
         match socket.clone().disconnect() {
             Ok(()) | Err(SocketError::Closed) => {}
             Err(SocketError::InternalChannelFull) => match self.0.transports.get() {

@@ -61,10 +61,7 @@ fn local_rooms<A: Adapter>(io: SocketIo<A>, nsp: String, public: bool) -> BoxFut
             room.parse::<socketioxide::socket::Sid>()
                 .is_ok_and(|sid| ns.get_socket(sid).is_some())
         };
-        let Some(all) = io.of(&nsp) else {
-            return Vec::new();
-        };
-        match all.local().rooms().await {
+        match ns.clone().local().rooms().await {
             Ok(rooms) => rooms
                 .iter()
                 .filter(|r| !(public && own_socket(r)))

@@ -18,8 +18,9 @@
 //!    while the socket has something to handle and is started again by its next event, so
 //!    an idle socket holds no task and no channel buffer (about 5 KiB per client saved; see
 //!    BENCHMARKS.md). It starts on socketioxide's own call and becomes a task only when a
-//!    request has to wait, so a request that ends at once costs no task spawn (a policy's
-//!    disconnect from there is sent from a task: [`Session::disconnect`]). When
+//!    request has to wait, so a request that ends at once costs no task spawn (a socket
+//!    disconnected from there leaves the namespace from a task, after socketioxide's read).
+//!    When
 //!    authentication completes
 //!    during a request ([`Session::complete_authentication`], or at connect when no layer
 //!    defers it), the worker sends `Authenticated` through the whole stack right after that
@@ -759,10 +760,11 @@ where
             lane.wake(s);
         };
         if running_inline() {
-            // A handler disconnected the socket itself, on socketioxide's packet reading:
-            // removed now, the socket would be unknown to the client's next packet in the
-            // same read, and socketioxide would close the whole connection for it (see
-            // `Session::disconnect`).
+            // Disconnected by the stack on socketioxide's packet reading (a policy, a
+            // handler): removed now, the socket would be unknown to the client's next packet
+            // in the same read, and socketioxide would close the whole connection for it,
+            // losing what was queued for the client (the policy's refusal, the DISCONNECT).
+            // From a task, it leaves after that read, as when the worker was a task.
             tokio::spawn(async move { leave() });
         } else {
             leave();
